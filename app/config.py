@@ -1,0 +1,285 @@
+"""`driftdeck.toml`: the data folder's schema, its models and their policies.
+
+The file is data, never code: it is parsed with ``tomllib`` and every key is
+checked here, with messages that name the file and the key, for example
+``driftdeck.toml: models[1].mode must be "static" or "dynamic", got "online"``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "driftdeck.toml"
+COLUMN_KINDS = ("numeric", "categorical")
+TASKS = ("classification", "regression")
+MODES = ("static", "dynamic")
+
+
+class ConfigError(Exception):
+    """The config is missing or wrong; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model and its training policy.
+
+    ``window`` is how many of the newest labeled batches a retrain uses
+    (``None`` means all of them). Tolerances are in metric points for bounded
+    metrics (ROC AUC, accuracy, F1, R²) and a fraction of the reference value
+    for error metrics (RMSE, MAE, log loss).
+    """
+
+    name: str
+    mode: str
+    estimator: str
+    params: dict[str, Any] = field(default_factory=dict)
+    window: int | None = 4
+    incremental: bool = False
+    bootstrap_batches: int = 1
+    metric: str | None = None
+    tolerance: float = 0.01
+    min_metric: float | None = None
+    performance_tolerance: float = 0.05
+    auto_rollback: bool = True
+    rollback_tolerance: float = 0.05
+    max_age_batches: int | None = None
+    seed: int = 0
+
+    @property
+    def is_dynamic(self) -> bool:
+        return self.mode == "dynamic"
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    psi_threshold: float = 0.2
+    psi_watch: float = 0.1
+    domain_classifier_rows: int = 5000
+    prediction_psi_threshold: float = 0.2
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    settle_seconds: float = 1.0
+    max_missing_share: float = 0.5
+    max_file_mb: float = 512.0
+    train_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole of ``driftdeck.toml`` for one data folder."""
+
+    path: Path
+    schema: dict[str, str]
+    models: tuple[ModelConfig, ...]
+    task: str = "classification"
+    target: str | None = None
+    timestamp: str | None = None
+    id_column: str | None = None
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    verdict_batches: int = 5
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.schema)
+
+    def model(self, name: str) -> ModelConfig:
+        for model in self.models:
+            if model.name == name:
+                return model
+        known = ", ".join(m.name for m in self.models) or "none"
+        raise ConfigError(f"{self.path.name}: no model named {name!r} (models: {known})")
+
+
+def load_config(data_dir: Path) -> Config:
+    """Read and check ``DATA_DIR/driftdeck.toml``; raise ConfigError on any problem."""
+    path = Path(data_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: no config found; run `driftdeck init {data_dir} --target COLUMN` first"
+        )
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path.name}: not valid TOML: {error}") from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict[str, Any], path: Path) -> Config:
+    check = _Checker(path.name)
+    check.known_keys(
+        raw,
+        "",
+        {"target", "timestamp", "id_column", "task", "schema", "models", "drift", "watch", "verdict_batches"},
+    )
+    schema = check.schema(raw.get("schema"))
+    task = check.choice(raw, "task", TASKS, "classification")
+    target = check.optional_str(raw, "target")
+    timestamp = check.optional_str(raw, "timestamp")
+    id_column = check.optional_str(raw, "id_column")
+    for key, column in (("target", target), ("timestamp", timestamp), ("id_column", id_column)):
+        if column is not None and column in schema:
+            raise ConfigError(f"{check.file}: {key} {column!r} must not also be a feature in [schema]")
+    models = check.models(raw.get("models", []), task, schema, target)
+    drift = check.section(raw, "drift", DriftConfig)
+    watch = check.section(raw, "watch", WatchConfig)
+    if not 0 < drift.psi_watch <= drift.psi_threshold:
+        raise ConfigError(f"{check.file}: drift.psi_watch must be > 0 and <= drift.psi_threshold")
+    verdict_batches = check.positive_int(raw, "verdict_batches", 5, "")
+    return Config(
+        path=path,
+        schema=schema,
+        models=models,
+        task=task,
+        target=target,
+        timestamp=timestamp,
+        id_column=id_column,
+        drift=drift,
+        watch=watch,
+        verdict_batches=verdict_batches,
+    )
+
+
+class _Checker:
+    """Turns a raw TOML dict into typed values, raising ConfigError with the key path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.file}: {key} {message}")
+
+    def known_keys(self, raw: dict, prefix: str, allowed: set[str]) -> None:
+        for key in raw:
+            if key not in allowed:
+                valid = ", ".join(sorted(allowed))
+                raise self.fail(f"{prefix}{key}", f"is not a known key (known: {valid})")
+
+    def schema(self, raw: Any) -> dict[str, str]:
+        if not isinstance(raw, dict) or not raw:
+            raise self.fail("[schema]", "must list the feature columns, e.g. age = \"numeric\"")
+        for column, kind in raw.items():
+            if kind not in COLUMN_KINDS:
+                raise self.fail(f"schema.{column}", f'must be "numeric" or "categorical", got {kind!r}')
+        return dict(raw)
+
+    def choice(self, raw: dict, key: str, allowed: tuple[str, ...], default: str, prefix: str = "") -> str:
+        value = raw.get(key, default)
+        if value not in allowed:
+            options = " or ".join(f'"{option}"' for option in allowed)
+            shown = f'"{value}"' if isinstance(value, str) else repr(value)
+            raise self.fail(f"{prefix}{key}", f"must be {options}, got {shown}")
+        return value
+
+    def optional_str(self, raw: dict, key: str, prefix: str = "") -> str | None:
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise self.fail(f"{prefix}{key}", f"must be a non-empty string, got {value!r}")
+        return value
+
+    def positive_int(self, raw: dict, key: str, default: int | None, prefix: str) -> int | None:
+        value = raw.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(f"{prefix}{key}", f"must be a whole number >= 1, got {value!r}")
+        return value
+
+    def number(self, raw: dict, key: str, default: float | None, prefix: str) -> float | None:
+        value = raw.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise self.fail(f"{prefix}{key}", f"must be a number >= 0, got {value!r}")
+        return float(value)
+
+    def boolean(self, raw: dict, key: str, default: bool, prefix: str) -> bool:
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(f"{prefix}{key}", f"must be true or false, got {value!r}")
+        return value
+
+    def section(self, raw: dict, name: str, kind: type):
+        values = raw.get(name, {})
+        if not isinstance(values, dict):
+            raise self.fail(f"[{name}]", "must be a table")
+        defaults = kind()
+        self.known_keys(values, f"{name}.", set(defaults.__dataclass_fields__))
+        checked = {}
+        for key in values:
+            default = getattr(defaults, key)
+            if isinstance(default, int) and not isinstance(default, float):
+                checked[key] = self.positive_int(values, key, default, f"{name}.")
+            else:
+                checked[key] = self.number(values, key, default, f"{name}.")
+        return kind(**checked)
+
+    def models(self, raw: Any, task: str, schema: dict[str, str], target: str | None) -> tuple[ModelConfig, ...]:
+        from app.models import EstimatorConfigError, check_estimator
+
+        if not isinstance(raw, list):
+            raise self.fail("[[models]]", "must be a list of tables")
+        models = []
+        for index, entry in enumerate(raw):
+            prefix = f"models[{index}]."
+            if not isinstance(entry, dict):
+                raise self.fail(f"models[{index}]", "must be a table")
+            self.known_keys(entry, prefix, set(ModelConfig.__dataclass_fields__))
+            name = self.optional_str(entry, "name", prefix)
+            if name is None:
+                raise self.fail(f"{prefix}name", "is required")
+            if any(model.name == name for model in models):
+                raise self.fail(f"{prefix}name", f"{name!r} is used by another model")
+            mode = self.choice(entry, "mode", MODES, "", prefix)
+            estimator = self.optional_str(entry, "estimator", prefix)
+            if estimator is None:
+                raise self.fail(f"{prefix}estimator", "is required")
+            params = entry.get("params", {})
+            if not isinstance(params, dict):
+                raise self.fail(f"{prefix}params", "must be a table, e.g. params = {max_depth = 6}")
+            try:
+                check_estimator(task, estimator, params)
+            except EstimatorConfigError as error:
+                raise self.fail(f"{prefix}estimator", str(error)) from None
+            window_raw = entry.get("window", 4)
+            window = None if window_raw == "all" else self.positive_int(entry, "window", 4, prefix)
+            metric = self.optional_str(entry, "metric", prefix)
+            if metric is not None:
+                allowed = _metrics_for(task)
+                if metric not in allowed:
+                    raise self.fail(f"{prefix}metric", f"must be one of {', '.join(allowed)}, got {metric!r}")
+            models.append(
+                ModelConfig(
+                    name=name,
+                    mode=mode,
+                    estimator=estimator,
+                    params=dict(params),
+                    window=window,
+                    incremental=self.boolean(entry, "incremental", False, prefix),
+                    bootstrap_batches=self.positive_int(entry, "bootstrap_batches", 1, prefix),
+                    metric=metric,
+                    tolerance=self.number(entry, "tolerance", 0.01, prefix),
+                    min_metric=self.number(entry, "min_metric", None, prefix),
+                    performance_tolerance=self.number(entry, "performance_tolerance", 0.05, prefix),
+                    auto_rollback=self.boolean(entry, "auto_rollback", mode == "dynamic", prefix),
+                    rollback_tolerance=self.number(entry, "rollback_tolerance", 0.05, prefix),
+                    max_age_batches=self.positive_int(entry, "max_age_batches", None, prefix),
+                    seed=int(self.number(entry, "seed", 0, prefix)),
+                )
+            )
+        return tuple(models)
+
+
+def _metrics_for(task: str) -> tuple[str, ...]:
+    if task == "classification":
+        return ("roc_auc", "accuracy", "balanced_accuracy", "f1", "log_loss", "brier")
+    return ("rmse", "mae", "r2")

@@ -1,0 +1,63 @@
+"""The monitor's event stream: one typed record per thing that happened."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class EventKind(StrEnum):
+    FILE_SEEN = "file_seen"
+    FILE_SKIPPED = "file_skipped"
+    FILE_ERROR = "file_error"
+    BATCH_INGESTED = "batch_ingested"
+    BATCH_QUARANTINED = "batch_quarantined"
+    DUPLICATE = "duplicate"
+    BATCH_RESULT = "batch_result"
+    FLAGGED = "flagged"
+    TRAINING_STARTED = "training_started"
+    TRAINING_PROGRESS = "training_progress"
+    TRAINING_FAILED = "training_failed"
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+    ROLLED_BACK = "rolled_back"
+    SERVING_CHANGED = "serving_changed"
+    VALIDATED = "validated"
+    CODE_REGRESSION = "code_regression"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    ERROR = "error"
+
+
+ERROR_KINDS = frozenset(
+    {EventKind.BATCH_QUARANTINED, EventKind.FILE_ERROR, EventKind.TRAINING_FAILED, EventKind.ERROR, EventKind.CODE_REGRESSION}
+)
+WARNING_KINDS = frozenset({EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE})
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the monitor did or saw.
+
+    ``message`` is one plain line for people; ``data`` holds the numbers for
+    programs (the JSON printer and the TUI panels read it).
+    """
+
+    kind: EventKind
+    message: str
+    model: str | None = None
+    file: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "kind": str(self.kind),
+            "model": self.model,
+            "file": self.file,
+            "message": self.message,
+            "data": self.data,
+        }

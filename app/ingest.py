@@ -1,0 +1,81 @@
+"""Turn one complete file in the data folder into a validated batch, or a quarantine.
+
+The file is read once into memory: the SHA-256 for the ledger and the parse
+are taken from the same bytes, and the file's size and mtime are compared
+before and after the read, so a file that changed while it was read is never
+used half-way (it is retried once it settles again).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.config import Config
+from app.fsutil import atomic_write_bytes, atomic_write_text, sha256_bytes
+from app.readers import UnreadableFile, read_table
+from app.validation import Batch, InvalidBatch, validate_table
+
+
+class FileChanged(Exception):
+    """The file changed (or vanished) while it was being read: not complete yet."""
+
+
+@dataclass(frozen=True)
+class FileSnapshot:
+    """The bytes of a file and the size/mtime they were read at."""
+
+    name: str
+    data: bytes
+    size: int
+    mtime_ns: int
+
+    @property
+    def sha256(self) -> str:
+        return sha256_bytes(self.data)
+
+
+def read_stable(path: Path, max_bytes: int) -> FileSnapshot:
+    """Read ``path`` whole; raise FileChanged if it changes during the read.
+
+    Raises OSError (e.g. PermissionError, FileNotFoundError) as is, and
+    :class:`UnreadableFile` for a file larger than ``max_bytes``.
+    """
+    before = os.stat(path)
+    if before.st_size > max_bytes:
+        raise UnreadableFile(
+            f"file is {before.st_size / (1 << 20):.0f} MB, above watch.max_file_mb ({max_bytes >> 20} MB)"
+        )
+    with open(path, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    after = os.stat(path)
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(data) != after.st_size:
+        raise FileChanged(f"{path.name} changed while it was read")
+    return FileSnapshot(path.name, data, after.st_size, after.st_mtime_ns)
+
+
+def parse_batch(snapshot: FileSnapshot, config: Config) -> Batch:
+    """Parse and validate; raise InvalidBatch with every reason found."""
+    max_bytes = int(config.watch.max_file_mb * (1 << 20))
+    try:
+        table = read_table(snapshot.name, snapshot.data, max_bytes)
+    except UnreadableFile as error:
+        raise InvalidBatch([str(error)]) from None
+    return validate_table(table, config, snapshot.name, snapshot.sha256)
+
+
+def quarantine(snapshot: FileSnapshot, reasons: list[str], quarantine_dir: Path) -> Path:
+    """Copy the bytes that were read into ``quarantine_dir`` with a ``.reason.txt`` beside them.
+
+    The name keeps the original's and adds the first 12 hex digits of its
+    SHA-256, so two different files of the same name never overwrite each other.
+    Returns the quarantined copy's path.
+    """
+    safe_name = Path(snapshot.name).name
+    target = quarantine_dir / f"{snapshot.sha256[:12]}-{safe_name}"
+    atomic_write_bytes(target, snapshot.data)
+    reason_text = f"file: {safe_name}\nsha256: {snapshot.sha256}\n" + "".join(f"reason: {r}\n" for r in reasons)
+    atomic_write_text(target.with_name(target.name + ".reason.txt"), reason_text)
+    return target
+

@@ -1,0 +1,485 @@
+"""The monitor: one worker thread that turns complete files into batches and results.
+
+Everything that changes state goes through here, whoever asks: the watcher
+(files), the TUI and the CLI (commands), and other processes (commands left in
+the store's ``commands`` table, picked up while ``watch`` runs). Subscribers
+receive :class:`~app.events.Event` objects on the monitor's thread and must
+only hand them on (the TUI posts a message; the headless printer prints).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from app.config import Config, load_config
+from app.events import Event, EventKind
+from app.labels import label_signal_issue
+from app.ingest import FileChanged, FileSnapshot, parse_batch, quarantine, read_stable
+from app.policy import BatchOutcome, ModelRunner
+from app.readers import UnreadableFile, file_stem
+from app.registry import Registry, RollbackImpossible, StatePaths
+from app.snapshots import SnapshotError
+from app.stats.profile import Profile
+from app.store import Store
+from app.training import Trainer
+from app.validation import Batch, InvalidBatch
+from app.watcher import FolderWatcher
+
+FOLDER_KEY = "__folder__"
+COMMAND_POLL_SECONDS = 0.5
+MONITOR_THREADS = 1  # BLAS/OpenMP threads for in-process scoring: a core stays free for the UI
+BATCH_CACHE_SIZE = 16
+
+
+class MonitorBusy(Exception):
+    """Another driftdeck process already watches this data folder."""
+
+
+class CommandFailed(Exception):
+    """A command (rollback, promote, retrain) could not be carried out; the message says why."""
+
+
+class Monitor:
+    """Watches one data folder and applies every model's policy to each new batch.
+
+    ``state_dir`` defaults to ``DATA_DIR/.driftdeck``. Call :meth:`start` to
+    watch, :meth:`run_once` to process what is there and return, and
+    :meth:`close` when done.
+    """
+
+    def __init__(self, data_dir: Path, state_dir: Path | None = None, *, poll: bool = False,
+                 trainer: Trainer | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        if not self.data_dir.is_dir():
+            raise FileNotFoundError(f"{data_dir}: no such folder")
+        self.config: Config = load_config(self.data_dir)
+        threadpool_limits(limits=MONITOR_THREADS)
+        self.paths = StatePaths(Path(state_dir).resolve() if state_dir else self.data_dir / ".driftdeck")
+        self.paths.create()
+        self.store = Store(self.paths.database)
+        self.registry = Registry(self.store, self.paths)
+        self.trainer = trainer or Trainer(timeout=self.config.watch.train_timeout)
+        self.poll = poll
+        self.paused = False
+        self.training: dict[str, Any] | None = None
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._deferred: list[Path] = []
+        self._pointer_lock = threading.RLock()
+        self._batch_cache: OrderedDict[int, pd.DataFrame] = OrderedDict()
+        self._thread: threading.Thread | None = None
+        self._watcher: FolderWatcher | None = None
+        self._lock_handle = None
+        self._stopping = threading.Event()
+        self.runners = {
+            model.name: ModelRunner(model, self.config, self.registry, self.trainer, self._load_batches, self.emit)
+            for model in self.config.models
+        }
+        for name in self.runners:
+            self._repair_serving_file(name)
+
+    # --- life cycle --------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        self._subscribers.append(callback)
+
+    def acquire(self) -> None:
+        """Take the folder's lock: one watching process per state folder."""
+        handle = open(self.paths.lock, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            handle.close()
+            raise MonitorBusy(f"another driftdeck (pid {owner}) is already watching {self.data_dir}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_handle = handle
+
+    def start(self) -> None:
+        """Start the worker thread and the folder watcher (files already there are picked up)."""
+        if self._lock_handle is None:
+            self.acquire()
+        self._thread = threading.Thread(target=self._work, name="driftdeck-monitor", daemon=True)
+        self._thread.start()
+        self._watcher = FolderWatcher(self.data_dir, self.paths.root, self.submit_file,
+                                      settle_seconds=self.config.watch.settle_seconds, poll=self.poll)
+        self._watcher.start()
+
+    def run_once(self) -> None:
+        """Process every complete file in the folder now, on this thread, then return."""
+        if self._lock_handle is None:
+            self.acquire()
+        watcher = FolderWatcher(self.data_dir, self.paths.root, lambda path: None,
+                                settle_seconds=self.config.watch.settle_seconds)
+        watcher.scan()
+        while watcher.pending_count():
+            for path in watcher.complete_now():
+                self._guarded(self._handle_file, path)
+            if watcher.pending_count():
+                time.sleep(0.1)
+        self._run_remote_commands()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self.trainer.cancel.set()
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+        self.store.close()
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until the watcher has nothing pending and the queue is drained (for tests and --once)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = self._watcher.pending_count() if self._watcher else 0
+            if not pending and self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.05)
+        return False
+
+    # --- inputs ------------------------------------------------------------------
+
+    def submit_file(self, path: Path) -> None:
+        self._queue.put(("file", Path(path)))
+
+    def request_retrain(self, model: str) -> None:
+        """Queue a retrain of ``model`` (static models too); the candidate faces the gate."""
+        self.config.model(model)
+        self._queue.put(("retrain", model))
+
+    def pause(self) -> None:
+        self.paused = True
+        self.emit(Event(EventKind.PAUSED, "watching paused: new files wait until resumed"))
+
+    def resume(self) -> None:
+        self.paused = False
+        deferred, self._deferred = self._deferred, []
+        for path in deferred:
+            self.submit_file(path)
+        self.emit(Event(EventKind.RESUMED, f"watching resumed ({len(deferred)} file(s) waiting)"))
+
+    def cancel_training(self) -> None:
+        self.trainer.cancel.set()
+
+    # --- pointer commands (instant, from any thread) -----------------------------
+
+    def rollback(self, model: str, to_version: int | None = None) -> tuple[int, int]:
+        """Serve the previous good snapshot (or ``to_version``); return (from, to)."""
+        self.config.model(model)
+        with self._pointer_lock:
+            current = self.store.serving_version(model)
+            if current is None:
+                raise CommandFailed(f"{model} has no serving model yet")
+            try:
+                target = self.registry.rollback_target(model, to_version)
+                self.registry.load(model, target.version)
+            except (RollbackImpossible, SnapshotError) as error:
+                raise CommandFailed(str(error)) from None
+            detail = f"rolled back from v{current} to v{target.version}"
+            self.registry.switch_serving(model, target.version, "rollback", detail, old_status="rolled_back")
+            self.registry.write_serving_files(model)
+        self.emit(Event(EventKind.ROLLED_BACK, f"{model}: {detail}", model=model,
+                        data={"from": current, "to": target.version, "automatic": False}))
+        return current, target.version
+
+    def promote(self, model: str, version: int) -> tuple[int | None, int]:
+        """Serve ``version`` of ``model`` (a rejected or retired snapshot too); return (from, to)."""
+        self.config.model(model)
+        with self._pointer_lock:
+            current = self.store.serving_version(model)
+            record = self.store.snapshot(model, version)
+            if record is None or not record.path:
+                raise CommandFailed(f"{model} has no usable version {version}")
+            if current == version:
+                raise CommandFailed(f"{model} v{version} is already serving")
+            try:
+                self.registry.load(model, version)
+            except SnapshotError as error:
+                raise CommandFailed(str(error)) from None
+            detail = f"promoted by hand from v{current} to v{version}" if current else f"promoted by hand: v{version}"
+            self.registry.switch_serving(model, version, "manual", detail)
+            self.registry.write_serving_files(model)
+        self.emit(Event(EventKind.PROMOTED, f"{model}: {detail}", model=model,
+                        data={"version": version, "from": current, "reason": "manual"}))
+        return current, version
+
+    def retrain_now(self, model: str) -> BatchOutcome:
+        """Train and gate a candidate for ``model`` on this thread (the CLI's ``retrain``)."""
+        runner = self.runners[self.config.model(model).name]
+        with self._pointer_lock:
+            serving_before = self.store.serving_version(model)
+        self._set_training(model)
+        try:
+            outcome = runner.retrain()
+        finally:
+            self._set_training(None)
+        self._commit(None, None, {model: outcome}, serving_before={model: serving_before})
+        return outcome
+
+    # --- events ------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Record ``event`` in the audit log (except progress ticks) and hand it to subscribers."""
+        if event.kind == EventKind.TRAINING_STARTED:
+            self.training = {"model": event.model, "progress": 0.0, "text": event.message}
+        elif event.kind == EventKind.TRAINING_PROGRESS and self.training is not None:
+            self.training = {**self.training, "progress": event.data.get("progress", 0.0), "text": event.message}
+        if event.kind != EventKind.TRAINING_PROGRESS:
+            try:
+                self.store.append_event(str(event.kind), event.message, model=event.model, file=event.file,
+                                        data=event.data, when=event.time)
+            except Exception:  # a full disk must not stop the stream of events to the screen
+                pass
+        for callback in list(self._subscribers):
+            callback(event)
+
+    # --- the worker ----------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                item = self._queue.get(timeout=COMMAND_POLL_SECONDS)
+            except queue.Empty:
+                self._guarded(self._run_remote_commands)
+                continue
+            try:
+                if item is None:
+                    return
+                kind, argument = item
+                if kind == "file":
+                    self._guarded(self._handle_file, argument)
+                elif kind == "retrain":
+                    self._guarded(self.retrain_now, argument)
+            finally:
+                self._queue.task_done()
+
+    def _guarded(self, action: Callable, *args) -> None:
+        """Run one unit of work; any failure becomes an error event, never a dead monitor."""
+        try:
+            action(*args)
+        except Exception as error:  # noqa: BLE001 - the monitor must outlive every bad input
+            self._set_training(None)
+            self.emit(Event(EventKind.ERROR, f"{type(error).__name__}: {error}", data={"where": getattr(action, "__name__", "")}))
+
+    def _set_training(self, model: str | None) -> None:
+        self.training = {"model": model, "progress": 0.0, "text": f"{model}: training"} if model else None
+
+    def _handle_file(self, path: Path) -> None:
+        if self.paused:
+            self._deferred.append(path)
+            return
+        name = path.name
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            self.emit(Event(EventKind.FILE_ERROR, f"{name}: deleted before it could be read", file=name))
+            return
+        if self.store.knows_file(name, stat.st_size, stat.st_mtime_ns):
+            return
+        max_bytes = int(self.config.watch.max_file_mb * (1 << 20))
+        try:
+            snapshot = read_stable(path, max_bytes)
+        except FileChanged:
+            if self._watcher is not None:
+                self._watcher.touch(path)
+            return
+        except UnreadableFile as error:
+            self._reject(FileSnapshot(name, b"", stat.st_size, stat.st_mtime_ns), [str(error)], copy=False)
+            return
+        except OSError as error:
+            reason = error.strerror or str(error)
+            self.emit(Event(EventKind.FILE_ERROR, f"{name}: cannot be read: {reason}", file=name, data={"reason": reason}))
+            return
+        known = self.store.file_by_sha(snapshot.sha256)
+        if known is not None:
+            self.store.record_file(name, snapshot.sha256, "duplicate", reason=f"same content as {known.name}",
+                                   size=snapshot.size, mtime_ns=snapshot.mtime_ns)
+            self.emit(Event(EventKind.DUPLICATE, f"{name}: same content as {known.name}; not processed again",
+                            file=name, data={"same_as": known.name}))
+            return
+        try:
+            batch = parse_batch(snapshot, self.config)
+        except InvalidBatch as invalid:
+            self._reject(snapshot, invalid.reasons, copy=True)
+            return
+        self._ingest(snapshot, batch)
+
+    def _reject(self, snapshot: FileSnapshot, reasons: list[str], copy: bool) -> None:
+        where = ""
+        if copy:
+            copied = quarantine(snapshot, reasons, self.paths.quarantine)
+            where = f" (copied to {copied.relative_to(self.paths.root.parent) if self.paths.root.parent in copied.parents else copied})"
+        sha = snapshot.sha256 if copy else None
+        self.store.record_file(snapshot.name, sha, "quarantined", reason="; ".join(reasons),
+                               size=snapshot.size, mtime_ns=snapshot.mtime_ns)
+        self.emit(Event(EventKind.BATCH_QUARANTINED, f"{snapshot.name}: quarantined: {'; '.join(reasons)}{where}",
+                        file=snapshot.name, data={"reasons": reasons}))
+
+    def _ingest(self, snapshot: FileSnapshot, batch: Batch) -> None:
+        for warning in batch.warnings:
+            self.emit(Event(EventKind.FILE_SEEN, f"{batch.name}: {warning}", file=batch.name, data={"warning": warning}))
+        if batch.labeled:
+            self._archive(batch)
+        folder = self.store.model_state(FOLDER_KEY)
+        if "reference" not in folder:
+            folder["reference"] = Profile.build(batch.frame, self.config.schema).to_dict()
+        serving_before = {name: self.store.serving_version(name) for name in self.runners}
+        label_issue = None
+        if batch.labeled and self.runners:
+            label_issue = label_signal_issue(batch.frame, self.config.schema, self.config.target, self.config.task,
+                                             self.config.timestamp)
+        outcomes = {}
+        for name, runner in self.runners.items():
+            outcomes[name] = runner.process(batch.name, batch.frame, batch.labeled, folder, label_issue)
+        self._set_training(None)
+        if batch.labeled and self.config.target:
+            labels = batch.frame[self.config.target].dropna()
+            folder["previous_labels"] = (
+                {"mean": float(labels.mean())} if self.config.task == "regression"
+                else {"priors": {str(k): float(v) for k, v in labels.astype(str).value_counts(normalize=True).items()}}
+            )
+        self._commit(snapshot, batch, outcomes, serving_before=serving_before, folder=folder)
+
+    def _commit(self, snapshot: FileSnapshot | None, batch: Batch | None, outcomes: dict[str, BatchOutcome],
+                serving_before: dict[str, int | None], folder: dict | None = None) -> None:
+        """Write a batch's ledger entry, results, snapshots and pointer changes in one transaction."""
+        with self._pointer_lock:
+            stale = {name for name in outcomes if self.store.serving_version(name) != serving_before[name]}
+            with self.store.transaction() as db:
+                file_id = None
+                if batch is not None:
+                    file_id = self.store.record_file(batch.name, snapshot.sha256, "ingested", rows=batch.rows,
+                                                     labeled=batch.labeled, size=snapshot.size,
+                                                     mtime_ns=snapshot.mtime_ns, db=db)
+                for name, outcome in outcomes.items():
+                    for write in outcome.writes:
+                        write(db)
+                    if name in stale and outcome.pointer_writes:
+                        self._keep_manual_choice(name, outcome, db)
+                    else:
+                        for write in outcome.pointer_writes:
+                            write(db)
+                    if file_id is not None:
+                        self.store.save_result(file_id, name, outcome.result, db=db)
+                    if outcome.state:
+                        self.store.save_model_state(name, outcome.state, db=db)
+                if folder is not None:
+                    self.store.save_model_state(FOLDER_KEY, folder, db=db)
+            for name in outcomes:
+                self.registry.write_serving_files(name)
+        if batch is not None:
+            self.emit(Event(EventKind.BATCH_INGESTED,
+                            f"{batch.name}: {batch.rows:,} rows{' (labeled)' if batch.labeled else ''}",
+                            file=batch.name, data={"rows": batch.rows, "labeled": batch.labeled, "file_id": file_id}))
+        for name, outcome in outcomes.items():
+            for event in outcome.events:
+                self.emit(event)
+            if batch is not None:
+                self.emit(self._result_event(name, batch.name, outcome))
+        if batch is not None:
+            self._write_predictions(batch, outcomes)
+
+    def _keep_manual_choice(self, name: str, outcome: BatchOutcome, db) -> None:
+        """Someone moved the serving pointer by hand while this batch trained: their choice stands."""
+        reason = "serving changed by hand while the candidate trained; not promoted"
+        version = outcome.result.get("candidate_version")
+        if version is not None and outcome.result.get("action") == "promoted":
+            self.store.set_snapshot_status(name, version, "rejected", reason, db=db)
+        outcome.result["action"] = "rejected"
+        outcome.result["action_detail"] = reason
+        outcome.events = [e for e in outcome.events if e.kind not in (EventKind.PROMOTED, EventKind.ROLLED_BACK)]
+        outcome.events.append(Event(EventKind.REJECTED, f"{name}: {reason}", model=name))
+
+    def _result_event(self, name: str, file: str, outcome: BatchOutcome) -> Event:
+        result = outcome.result
+        parts = [f"{name} on {file}:"]
+        metric = result.get("metric")
+        if result.get("metrics") and metric:
+            parts.append(f"{metric} {result['metrics'].get(metric) if result['metrics'].get(metric) is not None else float('nan'):.3f}")
+        if result.get("drifted_features"):
+            parts.append(f"drifted {', '.join(result['drifted_features'][:3])}")
+        parts.append(f"action {result.get('action', 'none')}")
+        kind = EventKind.FLAGGED if result.get("flags") and result.get("serving_version") else EventKind.BATCH_RESULT
+        return Event(kind, " ".join(parts), model=name, file=file,
+                     data={"action": result.get("action"), "flags": result.get("flags", []), "metrics": result.get("metrics")})
+
+    # --- storage helpers -------------------------------------------------------------
+
+    def _archive(self, batch: Batch) -> None:
+        """Keep a labeled batch's rows: retrains and validation read them even if the source file goes."""
+        path = self.paths.batches / f"{batch.sha256[:16]}.parquet"
+        if not path.exists():
+            temporary = path.with_suffix(".tmp")
+            batch.frame.to_parquet(temporary)
+            os.replace(temporary, path)
+
+    def _load_batches(self, file_ids: list[int]) -> list[tuple[str, pd.DataFrame]]:
+        loaded = []
+        for file_id in file_ids:
+            if file_id not in self._batch_cache:
+                record = self.store.file(file_id)
+                self._batch_cache[file_id] = pd.read_parquet(self.paths.batches / f"{record.sha256[:16]}.parquet")
+                self._batch_cache.move_to_end(file_id)
+                while len(self._batch_cache) > BATCH_CACHE_SIZE:
+                    self._batch_cache.popitem(last=False)
+            loaded.append((self.store.file(file_id).name, self._batch_cache[file_id]))
+        return loaded
+
+    def _write_predictions(self, batch: Batch, outcomes: dict[str, BatchOutcome]) -> None:
+        for name, outcome in outcomes.items():
+            predictions = outcome.predictions
+            if predictions is None:
+                continue
+            path = self.paths.predictions / name / f"{file_stem(batch.name)}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.tmp")
+            predictions.to_parquet(temporary)
+            os.replace(temporary, path)
+
+    def _repair_serving_file(self, name: str) -> None:
+        try:
+            self.registry.write_serving_files(name)
+        except OSError as error:
+            self.emit(Event(EventKind.ERROR, f"{name}: cannot write the serving file: {error}", model=name))
+
+    def _run_remote_commands(self) -> None:
+        for command_id, kind, model, args in self.store.pending_commands():
+            try:
+                message = self.execute(kind, model, args)
+                self.store.finish_command(command_id, True, message)
+            except (CommandFailed, KeyError, ValueError) as error:
+                self.store.finish_command(command_id, False, str(error))
+            except Exception as error:  # noqa: BLE001 - report, keep watching
+                self.store.finish_command(command_id, False, f"{type(error).__name__}: {error}")
+
+    def execute(self, kind: str, model: str | None, args: dict[str, Any]) -> str:
+        """Run a named command (``rollback``, ``promote``, ``retrain``); return a line for people."""
+        if kind == "rollback":
+            before, after = self.rollback(model, args.get("to"))
+            return f"{model}: rolled back from v{before} to v{after}"
+        if kind == "promote":
+            before, after = self.promote(model, int(args["version"]))
+            return f"{model}: v{after} now serves (was {f'v{before}' if before else 'nothing'})"
+        if kind == "retrain":
+            outcome = self.retrain_now(model)
+            return f"{model}: retrain {outcome.result.get('action', 'none')}: {outcome.result.get('action_detail', '')}".rstrip(": ")
+        raise CommandFailed(f"unknown command {kind!r}")

@@ -1,0 +1,663 @@
+"""What happens to one model when a batch lands.
+
+For every batch a :class:`ModelRunner` measures drift against the model's
+reference, scores the serving model (and its shadow of the other policy and a
+naive baseline), raises flags, and then applies the model's policy:
+
+- static: nothing more; its shadow (a per-batch retrain) is refreshed.
+- dynamic: undo a promotion that turned out worse (automatic rollback), or
+  train a candidate on the newest batches and let :func:`gate` decide.
+
+A runner computes; it does not commit. It returns a :class:`BatchOutcome`
+whose ``writes`` the monitor applies in one transaction together with the
+ledger entry, so a crash at any point leaves either all of a batch or none.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from app.config import Config, ModelConfig
+from app.environment import environment_record, model_config_hash
+from app.events import Event, EventKind
+from app.models import Prediction, predict
+from app.registry import Registry
+from app.snapshots import SnapshotError, load_trusted
+from app.stats.drift import drifted_columns, feature_drift
+from app.stats.health import (
+    classification_baseline,
+    classification_metrics,
+    estimated_accuracy,
+    metric_higher_is_better,
+    primary_metric,
+    regression_baseline,
+    regression_metrics,
+    score_psi,
+)
+from app.stats.multivariate import domain_classifier, reservoir_sample
+from app.stats.profile import Profile
+from app.store import SnapshotRecord, Store
+from app.training import TrainingFailed, Trainer, TrainJob
+from app.verdict import ERROR_METRICS, Verdict, decide
+
+HOLDOUT_FRACTION = 0.2
+REFERENCE_SAMPLE_ROWS = 5000
+SCORE_SKETCH_POINTS = 201
+MAX_OUT_OF_RANGE_SHARE = 0.5
+FLAG_ORDER = ("performance_drop", "data_quality", "feature_drift", "prediction_drift", "age", "code_regression")
+
+Write = Callable[[Any], None]
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did to one model: its result row, store writes, and events."""
+
+    result: dict[str, Any]
+    writes: list[Write] = field(default_factory=list)
+    pointer_writes: list[Write] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    predictions: pd.DataFrame | None = None
+
+
+@dataclass
+class TrainingWindow:
+    """Labeled rows a candidate learns from, oldest first, and the files they came from."""
+
+    frame: pd.DataFrame
+    files: list[str]
+
+
+@dataclass
+class Candidate:
+    """A fitted candidate, scored on a holdout neither it nor the serving model trained on."""
+
+    version: int
+    model: Any
+    data: bytes
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    files: list[str]
+    seconds: float
+    metrics: dict[str, Any]
+    baseline: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reason: str
+    labels_suspect: bool = False
+
+
+def gate(
+    metric: str,
+    candidate: float | None,
+    serving: float | None,
+    baseline: float | None,
+    *,
+    tolerance: float,
+    min_metric: float | None,
+    batch_ok: bool = True,
+) -> GateDecision:
+    """Decide whether a candidate may serve.
+
+    It must come from a batch that passed validation, clear ``min_metric`` if
+    set, and be no worse than the serving model by more than ``tolerance`` (a
+    fraction of the serving value for error metrics). A first model, with
+    nothing serving, must beat the naive baseline on the holdout instead.
+    """
+    higher = metric_higher_is_better(metric)
+    if not batch_ok:
+        return GateDecision(False, "the batch did not pass validation")
+    if candidate is None or (isinstance(candidate, float) and np.isnan(candidate)):
+        return GateDecision(False, f"{metric} cannot be computed on the holdout (one class only?)", labels_suspect=True)
+    if serving is None and baseline is not None and not (candidate > baseline if higher else candidate < baseline):
+        return GateDecision(
+            False,
+            f"candidate {metric} {candidate:.4f} is no better than the naive baseline's {baseline:.4f}: labels may be corrupted",
+            labels_suspect=True,
+        )
+    if min_metric is not None and not (candidate >= min_metric if higher else candidate <= min_metric):
+        return GateDecision(False, f"candidate {metric} {candidate:.4f} misses min_metric {min_metric}")
+    if serving is not None:
+        allowed = tolerance * abs(serving) if metric in ERROR_METRICS else tolerance
+        worse_by = (serving - candidate) if higher else (candidate - serving)
+        if worse_by > allowed:
+            return GateDecision(
+                False, f"candidate {metric} {candidate:.4f} is worse than serving {serving:.4f} by more than {allowed:.4f}"
+            )
+        return GateDecision(True, f"candidate {metric} {candidate:.4f} vs serving {serving:.4f}")
+    return GateDecision(True, f"candidate {metric} {candidate:.4f} vs naive baseline {baseline:.4f}" if baseline is not None else f"candidate {metric} {candidate:.4f}")
+
+
+def split_holdout(frame: pd.DataFrame, timestamp: str | None, fraction: float = HOLDOUT_FRACTION) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and holdout parts: the holdout is the newest ``fraction`` of rows.
+
+    Rows are ordered by ``timestamp`` when there is one, otherwise by file order
+    (the frame arrives oldest batch first); ties keep file order.
+    """
+    ordered = frame.sort_values(timestamp, kind="stable") if timestamp and timestamp in frame else frame
+    cut = len(ordered) - max(1, int(round(len(ordered) * fraction)))
+    return ordered.iloc[:cut], ordered.iloc[cut:]
+
+
+class ModelRunner:
+    """Applies one model's policy to each batch; holds only caches and the static shadow."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        config: Config,
+        registry: Registry,
+        trainer: Trainer,
+        load_batches: Callable[[list[int]], list[tuple[str, pd.DataFrame]]],
+        emit: Callable[[Event], None],
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.registry = registry
+        self.store: Store = registry.store
+        self.trainer = trainer
+        self.load_batches = load_batches
+        self.emit = emit
+        self.static_shadow: Any | None = None
+        self._samples: dict[int, pd.DataFrame] = {}
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    # --- one batch ---------------------------------------------------------------
+
+    def process(self, name: str, frame: pd.DataFrame, labeled: bool, folder: dict[str, Any],
+                label_issue: str | None = None) -> BatchOutcome:
+        """Everything this model does with one validated batch (``frame``, ``labeled``).
+
+        ``folder`` carries folder-wide facts: ``reference`` (profile dict of the
+        first batch) and ``previous_labels`` (label stats of the previous labeled
+        batch, for the naive baseline). ``label_issue`` says why the batch's
+        labels look corrupted, if they do (see :mod:`app.labels`).
+        """
+        serving = self.registry.serving(self.name)
+        outcome = BatchOutcome(result={"labeled": labeled, "serving_version": serving.version if serving else None})
+        result = outcome.result
+        reference = Profile.from_dict(serving.data["profile"]) if serving else Profile.from_dict(folder["reference"])
+        current = self._measure_drift(result, reference, frame, serving)
+        issues = self._quality_issues(result, frame, labeled, serving) + ([label_issue] if label_issue else [])
+        result["quality_issues"] = issues
+        result["trainable"] = labeled and not issues
+
+        model = self._load_serving(serving, result) if serving else None
+        if model is not None:
+            prediction = self._score(result, model, serving, frame, labeled, folder.get("previous_labels"))
+            outcome.predictions = self._predictions_frame(prediction, frame, serving.version)
+        flags = self._flags(result, serving, labeled)
+        result["flags"] = flags
+        result["action"] = "flagged" if flags and serving else "none"
+
+        if serving is None:
+            self._maybe_bootstrap(outcome, name, frame)
+        elif result["trainable"]:
+            if self.model.is_dynamic:
+                self._dynamic_step(outcome, serving, name, frame)
+            else:
+                self._refresh_static_shadow(outcome, frame)
+        outcome.state = self._state(result, current)
+        return outcome
+
+    def _measure_drift(self, result: dict, reference: Profile, frame: pd.DataFrame, serving: SnapshotRecord | None) -> Profile:
+        """Fill ``result`` with univariate and multivariate drift; return the batch's profile on the reference's edges."""
+        current = reference.project(frame)
+        drift = feature_drift(reference, current, self.config.drift.psi_threshold, self.config.drift.psi_watch)
+        result["feature_drift"] = {column: value.to_dict() for column, value in drift.items()}
+        result["drifted_features"] = drifted_columns(drift)
+        sample = self._reference_sample(serving)
+        if sample is not None and len(sample) >= 20 and len(frame) >= 20:
+            multi = domain_classifier(sample, frame, self.config.schema, max_rows=self.config.drift.domain_classifier_rows,
+                                      seed=self.model.seed)
+            result["multivariate_auc"] = multi.auc
+            result["multivariate_top"] = dict(list(multi.importances.items())[:5])
+        else:
+            result["multivariate_auc"] = None
+            result["multivariate_top"] = {}
+        return current
+
+    def _quality_issues(self, result: dict, frame: pd.DataFrame, labeled: bool, serving: SnapshotRecord | None) -> list[str]:
+        """Problems that keep a valid batch out of training (it is still monitored)."""
+        issues = []
+        for column, drift in result["feature_drift"].items():
+            share = drift.get("out_of_range_share")
+            if share is not None and share > MAX_OUT_OF_RANGE_SHARE:
+                issues.append(f"{share:.0%} of {column!r} lies outside the reference range (a unit change?)")
+        if labeled and self.config.task == "classification":
+            present = frame[self.config.target].dropna().unique()
+            known = (serving.data.get("classes") if serving else None) or []
+            if len(present) == 1 and len(frame) >= 20 and len(known) != 1:
+                issues.append(f"every label is {present[0]!r}: a broken labelling job?")
+        return issues
+
+    def _load_serving(self, serving: SnapshotRecord, result: dict) -> Any | None:
+        try:
+            return self.registry.load(self.name, serving.version)
+        except SnapshotError as error:
+            result["load_error"] = str(error)
+            return None
+
+    def _score(self, result: dict, model: Any, serving: SnapshotRecord, frame: pd.DataFrame, labeled: bool,
+               previous_labels: dict | None) -> Prediction:
+        prediction = predict(model, frame, self.config.task)
+        scores = _scores(prediction)
+        sketch = serving.data.get("score_sketch")
+        result["prediction_psi"] = score_psi(np.asarray(sketch), scores) if sketch else None
+        result["metric"] = self.metric_name(serving)
+        if prediction.proba is not None:
+            result["estimated_accuracy"] = estimated_accuracy(prediction.proba)
+        if not labeled:
+            return prediction
+        rows = frame[self.config.target].notna().to_numpy()
+        truth = frame[self.config.target][rows]
+        result["metrics"] = self._metrics(truth, _subset(prediction, rows))
+        result["baseline_metrics"] = self._baseline(truth, previous_labels or serving.data.get("label_stats", {}))
+        shadow = self._shadow_model(serving)
+        if shadow is not None:
+            result["shadow_metrics"] = self._metrics(truth, _subset(predict(shadow, frame, self.config.task), rows))
+        return prediction
+
+    def _predictions_frame(self, prediction: Prediction, frame: pd.DataFrame, version: int) -> pd.DataFrame:
+        """What the serving version said about each row, traceable to that version."""
+        columns: dict[str, Any] = {"row": range(len(frame))}
+        if self.config.id_column and self.config.id_column in frame:
+            columns[self.config.id_column] = frame[self.config.id_column].to_numpy()
+        columns["prediction"] = prediction.labels
+        if prediction.proba is not None:
+            for index, label in enumerate(prediction.classes):
+                columns[f"proba_{label}"] = prediction.proba[:, index]
+        columns["model_version"] = version
+        columns["predicted_at"] = pd.Timestamp.now(tz="UTC")
+        return pd.DataFrame(columns)
+
+    def _flags(self, result: dict, serving: SnapshotRecord | None, labeled: bool) -> list[dict[str, str]]:
+        flags = []
+        if result.get("load_error"):
+            flags.append({"kind": "data_quality", "detail": f"serving model refused: {result['load_error']}"})
+        if result["drifted_features"]:
+            parts = [f"{c} (PSI {result['feature_drift'][c]['psi']:.2f})" for c in result["drifted_features"][:4]]
+            more = len(result["drifted_features"]) - 4
+            flags.append({"kind": "feature_drift", "detail": "drifted: " + ", ".join(parts) + (f" and {more} more" if more > 0 else "")})
+        for issue in result["quality_issues"]:
+            flags.append({"kind": "data_quality", "detail": issue})
+        psi = result.get("prediction_psi")
+        if psi is not None and psi >= self.config.drift.prediction_psi_threshold:
+            flags.append({"kind": "prediction_drift", "detail": f"prediction scores moved (PSI {psi:.2f})"})
+        if serving is not None and labeled and result.get("metrics"):
+            metric = result["metric"]
+            now, then = result["metrics"].get(metric), serving.data.get("holdout_metrics", {}).get(metric)
+            if now is not None and then is not None:
+                drop = (then - now) if metric_higher_is_better(metric) else (now - then)
+                allowed = self.model.performance_tolerance * (abs(then) if metric in ERROR_METRICS else 1)
+                if drop > allowed:
+                    flags.append({
+                        "kind": "performance_drop",
+                        "detail": f"{metric} {now:.3f} vs {then:.3f} at training (worse by {abs(drop):.3f}, tolerance {allowed:.3f})",
+                    })
+        if serving is not None and self.model.max_age_batches:
+            age = self._batches_since(serving)
+            if age > self.model.max_age_batches:
+                flags.append({"kind": "age", "detail": f"trained {age} batches ago (max_age_batches {self.model.max_age_batches})"})
+        return sorted(flags, key=lambda f: FLAG_ORDER.index(f["kind"]))
+
+    def _state(self, result: dict, current: Profile) -> dict[str, Any]:
+        kinds = {flag["kind"] for flag in result["flags"]}
+        if kinds & {"performance_drop", "age"}:
+            state = "stale"
+        elif kinds or any(d["status"] == "watch" for d in result["feature_drift"].values()):
+            state = "watch"
+        else:
+            state = "healthy"
+        verdict = self.verdict(pending=result)
+        return {"state": state, "flags": result["flags"], "verdict": verdict.to_dict(), "current_profile": current.to_dict()}
+
+    # --- policies -------------------------------------------------------------------
+
+    def _maybe_bootstrap(self, outcome: BatchOutcome, name: str, frame: pd.DataFrame) -> None:
+        if not outcome.result["trainable"]:
+            return
+        earlier = self._trainable_ids()
+        needed = self.model.bootstrap_batches
+        if len(earlier) + 1 < needed:
+            outcome.result["action_detail"] = f"collecting labeled batches to train version 1 ({len(earlier) + 1} of {needed})"
+            return
+        window = self._window(self._newest_trainable(needed), name, frame)
+        self._train_and_gate(outcome, window, serving=None, reason="bootstrap")
+
+    def _dynamic_step(self, outcome: BatchOutcome, serving: SnapshotRecord, name: str, frame: pd.DataFrame) -> None:
+        if self._auto_rollback(outcome, serving, frame):
+            return
+        window = self._window(self._newest_trainable(self.model.window), name, frame)
+        self._train_and_gate(outcome, window, serving=serving, reason="promoted")
+
+    def retrain(self, reason: str = "manual") -> BatchOutcome:
+        """Train a candidate on the newest trainable batches now (the ``r`` key); it still faces the gate."""
+        serving = self.registry.serving(self.name)
+        outcome = BatchOutcome(result={})
+        ids = self._trainable_ids()
+        size = self.model.window or len(ids)
+        if not ids:
+            outcome.events.append(Event(EventKind.REJECTED, f"{self.name}: no labeled batches to retrain on", model=self.name))
+            outcome.result["action"] = "rejected"
+            return outcome
+        window = self._window(ids[-size:], None, None)
+        self._train_and_gate(outcome, window, serving=serving, reason=reason)
+        return outcome
+
+    def _auto_rollback(self, outcome: BatchOutcome, serving: SnapshotRecord, frame: pd.DataFrame) -> bool:
+        history = self.store.serving_history(self.name)
+        if not (self.model.auto_rollback and history and history[-1].reason == "promoted"):
+            return False
+        previous = self.registry.previous_good(self.name)
+        metrics = outcome.result.get("metrics")
+        if previous is None or not metrics:
+            return False
+        try:
+            previous_model = self.registry.load(self.name, previous.version)
+        except SnapshotError:
+            return False
+        metric = outcome.result["metric"]
+        rows = frame[self.config.target].notna().to_numpy()
+        truth = frame[self.config.target][rows]
+        previous_metrics = self._metrics(truth, _subset(predict(previous_model, frame, self.config.task), rows))
+        outcome.result["previous_metrics"] = previous_metrics
+        now, before = metrics.get(metric), previous_metrics.get(metric)
+        if now is None or before is None:
+            return False
+        worse = (before - now) if metric_higher_is_better(metric) else (now - before)
+        allowed = self.model.rollback_tolerance * (abs(before) if metric in ERROR_METRICS else 1)
+        if worse <= allowed:
+            return False
+        detail = f"v{serving.version} {metric} {now:.3f} is worse than v{previous.version} {before:.3f} by {worse:.3f}"
+        outcome.pointer_writes.append(
+            lambda db: self.registry.switch_serving(self.name, previous.version, "auto_rollback", detail, old_status="rolled_back", db=db)
+        )
+        outcome.result["action"] = "rolled_back"
+        outcome.result["action_detail"] = detail
+        outcome.events.append(Event(
+            EventKind.ROLLED_BACK, f"{self.name}: rolled back v{serving.version} → v{previous.version}: {detail}",
+            model=self.name, data={"from": serving.version, "to": previous.version, "automatic": True},
+        ))
+        outcome.result["flags"].insert(0, {"kind": "performance_drop", "detail": f"automatic rollback: {detail}"})
+        return True
+
+    def _train_and_gate(self, outcome: BatchOutcome, window: TrainingWindow, serving: SnapshotRecord | None, reason: str) -> None:
+        result = outcome.result
+        version = self.store.next_version(self.name)
+        try:
+            candidate = self._train(version, window, serving, reason)
+        except TrainingFailed as error:
+            self._record_failure(outcome, version, window, str(error), serving)
+            return
+        result["train_seconds"] = candidate.seconds
+        result["candidate_version"] = version
+        metric = self.metric_name(serving, candidate)
+        serving_metrics = self._serving_holdout_metrics(serving, candidate)
+        decision = gate(
+            metric,
+            candidate.metrics.get(metric),
+            serving_metrics.get(metric) if serving_metrics else None,
+            candidate.baseline.get(metric),
+            tolerance=self.model.tolerance,
+            min_metric=self.model.min_metric,
+            batch_ok=True,
+        )
+        record = self._snapshot_record(candidate, serving, decision, metric, serving_metrics)
+        outcome.writes.append(lambda db: self.store.add_snapshot(record, db=db))
+        if decision.passed:
+            detail = decision.reason
+            outcome.pointer_writes.append(lambda db: self.registry.switch_serving(self.name, version, reason, detail, db=db))
+            result["action"] = "promoted"
+            result["action_detail"] = detail
+            frm = f"v{serving.version}" if serving else "nothing"
+            outcome.events.append(Event(
+                EventKind.PROMOTED, f"{self.name}: v{version} serves (was {frm}): {detail}", model=self.name,
+                data={"version": version, "from": serving.version if serving else None, "metrics": candidate.metrics, "reason": reason},
+            ))
+        else:
+            result["action"] = "rejected"
+            result["action_detail"] = decision.reason
+            if decision.labels_suspect:
+                result["trainable"] = False
+                result["quality_issues"].append(decision.reason)
+                result["flags"].append({"kind": "data_quality", "detail": decision.reason})
+            outcome.events.append(Event(
+                EventKind.REJECTED, f"{self.name}: candidate v{version} rejected: {decision.reason}", model=self.name,
+                data={"version": version, "metrics": candidate.metrics, "serving_metrics": serving_metrics},
+            ))
+
+    def _train(self, version: int, window: TrainingWindow, serving: SnapshotRecord | None, reason: str) -> Candidate:
+        train, holdout = split_holdout(window.frame, self.config.timestamp)
+        if train[self.config.target].nunique() < 2 and self.config.task == "classification":
+            raise TrainingFailed("the training rows hold a single class")
+        incremental = None
+        if self.model.incremental and serving is not None and serving.path:
+            incremental = (self.registry.paths.root / serving.path).read_bytes()
+        job = TrainJob(
+            task=self.config.task, estimator=self.model.estimator, params=self.model.params, schema=self.config.schema,
+            target=self.config.target, frame=train[self.config.features + [self.config.target]], seed=self.model.seed,
+            incremental_from=incremental, classes=self._classes(train, serving),
+        )
+        self.emit(Event(EventKind.TRAINING_STARTED, f"{self.name}: training v{version} on {len(train):,} rows from "
+                        f"{len(window.files)} file(s) ({reason})", model=self.name,
+                        data={"version": version, "rows": len(train), "files": window.files, "reason": reason}))
+        started = time.perf_counter()
+
+        def progress(fraction: float, text: str) -> None:
+            self.emit(Event(EventKind.TRAINING_PROGRESS, f"{self.name}: {text}", model=self.name,
+                            data={"version": version, "progress": fraction}))
+
+        data = self.trainer.run(job, progress)
+        seconds = time.perf_counter() - started
+        try:
+            model = load_trusted(data, source=f"candidate {self.name} v{version}")
+        except SnapshotError as error:
+            raise TrainingFailed(str(error)) from None
+        truth = holdout[self.config.target]
+        metrics = self._metrics(truth, predict(model, holdout, self.config.task))
+        baseline = self._baseline(truth, _label_stats(train[self.config.target], self.config.task))
+        return Candidate(version, model, data, train, holdout, window.files, seconds, metrics, baseline)
+
+    def _serving_holdout_metrics(self, serving: SnapshotRecord | None, candidate: Candidate) -> dict | None:
+        if serving is None:
+            return None
+        try:
+            model = self.registry.load(self.name, serving.version)
+        except SnapshotError:
+            return None
+        return self._metrics(candidate.holdout[self.config.target], predict(model, candidate.holdout, self.config.task))
+
+    def _snapshot_record(self, candidate: Candidate, serving: SnapshotRecord | None, decision: GateDecision,
+                         metric: str, serving_metrics: dict | None) -> SnapshotRecord:
+        path, sha = self.registry.write_snapshot_file(self.name, candidate.version, candidate.data)
+        sample = reservoir_sample(candidate.train[self.config.features], REFERENCE_SAMPLE_ROWS, self.model.seed)
+        sample_path = path.with_suffix(".reference.parquet")
+        sample.to_parquet(sample_path)
+        scores = _scores(predict(candidate.model, candidate.holdout, self.config.task))
+        data = {
+            "files": candidate.files,
+            "rows": len(candidate.train),
+            "holdout_rows": len(candidate.holdout),
+            "holdout_metrics": candidate.metrics,
+            "holdout_baseline": candidate.baseline,
+            "serving_holdout_metrics": serving_metrics,
+            "metric": metric,
+            "gate": decision.reason,
+            "train_seconds": candidate.seconds,
+            "profile": Profile.build(candidate.train, self.config.schema).to_dict(),
+            "reference_sample": str(sample_path.relative_to(self.registry.paths.root)),
+            "score_sketch": np.quantile(scores, np.linspace(0, 1, SCORE_SKETCH_POINTS)).tolist(),
+            "classes": sorted(map(str, candidate.train[self.config.target].dropna().unique())) if self.config.task == "classification" else None,
+            "label_stats": _label_stats(candidate.train[self.config.target], self.config.task),
+            "holdout_files": candidate.files[-1:],
+            "environment": environment_record(),
+            "config_hash": model_config_hash(self.config_fields()),
+            "config": self.config_fields(),
+            "seed": self.model.seed,
+            "estimator": self.model.estimator,
+            "mode": self.model.mode,
+        }
+        return SnapshotRecord(
+            model=self.name, version=candidate.version, parent=serving.version if serving else None,
+            created=time.time(), status="candidate" if decision.passed else "rejected",
+            reason="" if decision.passed else decision.reason,
+            path=str(path.relative_to(self.registry.paths.root)), sha256=sha, data=data,
+        )
+
+    def _record_failure(self, outcome: BatchOutcome, version: int, window: TrainingWindow, error: str,
+                        serving: SnapshotRecord | None) -> None:
+        record = SnapshotRecord(
+            model=self.name, version=version, parent=serving.version if serving else None, created=time.time(),
+            status="failed", reason=error, path=None, sha256=None, data={"files": window.files, "rows": len(window.frame)},
+        )
+        outcome.writes.append(lambda db: self.store.add_snapshot(record, db=db))
+        outcome.result["action"] = "failed"
+        outcome.result["action_detail"] = error
+        outcome.events.append(Event(EventKind.TRAINING_FAILED, f"{self.name}: training v{version} failed: {error}",
+                                    model=self.name, data={"version": version, "error": error}))
+
+    def _refresh_static_shadow(self, outcome: BatchOutcome, frame: pd.DataFrame) -> None:
+        """Retrain the static model's shadow (what dynamic training would serve next) on the newest batches."""
+        window = self._window(self._newest_trainable(self.model.window), None, frame)
+        job = TrainJob(
+            task=self.config.task, estimator=self.model.estimator, params=self.model.params, schema=self.config.schema,
+            target=self.config.target, frame=window.frame[self.config.features + [self.config.target]], seed=self.model.seed,
+        )
+        started = time.perf_counter()
+        try:
+            self.static_shadow = load_trusted(self.trainer.run(job))
+        except (TrainingFailed, SnapshotError) as error:
+            outcome.result["shadow_error"] = str(error)
+            return
+        outcome.result["shadow_train_seconds"] = time.perf_counter() - started
+
+    # --- helpers -------------------------------------------------------------------
+
+    def metric_name(self, serving: SnapshotRecord | None, candidate: Candidate | None = None) -> str:
+        if self.model.metric:
+            return self.model.metric
+        if self.config.task == "regression":
+            return "rmse"
+        classes = (serving.data.get("classes") if serving else None) or []
+        if candidate is not None:
+            classes = candidate.train[self.config.target].dropna().unique()
+        return primary_metric(self.config.task, max(2, len(classes)))[0]
+
+    def config_fields(self) -> dict[str, Any]:
+        return {
+            "estimator": self.model.estimator, "params": self.model.params, "window": self.model.window,
+            "incremental": self.model.incremental, "schema": self.config.schema, "target": self.config.target,
+            "task": self.config.task, "seed": self.model.seed,
+        }
+
+    def verdict(self, pending: dict | None = None) -> Verdict:
+        """Static or dynamic, from the last ``verdict_batches`` labeled batches (``pending``: one not yet stored)."""
+        history = [data for _, _, data in self.store.results(self.name)] + ([pending] if pending else [])
+        rows = [r for r in history if r.get("metrics") and r.get("shadow_metrics")][-self.config.verdict_batches:]
+        metric = rows[-1]["metric"] if rows else self.metric_name(self.registry.serving(self.name))
+        served = [r["metrics"].get(metric) for r in rows]
+        shadow = [r["shadow_metrics"].get(metric) for r in rows]
+        if self.model.is_dynamic:
+            static, dynamic = shadow, served
+            seconds = [d.get("train_seconds") for d in history if d.get("train_seconds")]
+        else:
+            static, dynamic = served, shadow
+            seconds = [d.get("shadow_train_seconds") for d in history if d.get("shadow_train_seconds")]
+        return decide(static, dynamic, metric, retrains=len(seconds), train_seconds=float(sum(seconds)),
+                      min_gain=self.model.tolerance)
+
+    def _shadow_model(self, serving: SnapshotRecord) -> Any | None:
+        if not self.model.is_dynamic:
+            return self.static_shadow
+        first = next((c for c in self.store.serving_history(self.name)), None)
+        if first is None:
+            return None
+        try:
+            return self.registry.load(self.name, first.version)
+        except SnapshotError:
+            return None
+
+    def _metrics(self, truth: pd.Series, prediction: Prediction) -> dict[str, Any]:
+        if self.config.task == "regression":
+            return regression_metrics(truth.to_numpy(dtype="float64"), prediction.labels)
+        return classification_metrics(truth.astype(str).to_numpy(), prediction.proba, [str(c) for c in prediction.classes])
+
+    def _baseline(self, truth: pd.Series, label_stats: dict) -> dict[str, Any]:
+        if self.config.task == "regression":
+            return regression_baseline(truth.to_numpy(dtype="float64"), label_stats.get("mean", float(truth.mean())))
+        priors = label_stats.get("priors") or _label_stats(truth, "classification")["priors"]
+        return classification_baseline(truth.astype(str).to_numpy(), priors)
+
+    def _classes(self, train: pd.DataFrame, serving: SnapshotRecord | None) -> list[str] | None:
+        if self.config.task != "classification":
+            return None
+        known = set((serving.data.get("classes") if serving else None) or [])
+        return sorted(known | set(map(str, train[self.config.target].dropna().unique())))
+
+    def _trainable_ids(self) -> list[int]:
+        """Committed batches this model may learn from, oldest first."""
+        return [file_id for file_id, _, data in self.store.results(self.name) if data.get("trainable")]
+
+    def _newest_trainable(self, size: int | None) -> list[int]:
+        """The committed trainable batches that join the current one in a window of ``size`` (None = all)."""
+        earlier = self._trainable_ids()
+        if size is None:
+            return earlier
+        return earlier[-(size - 1):] if size > 1 else []
+
+    def _window(self, ids: list[int], name: str | None, frame: pd.DataFrame | None) -> TrainingWindow:
+        parts = self.load_batches(ids)
+        if frame is not None:
+            parts.append((name or "current batch", frame))
+        columns = self.config.features + [self.config.target] + ([self.config.timestamp] if self.config.timestamp else [])
+        frames = [part[columns][part[self.config.target].notna()] for _, part in parts]
+        return TrainingWindow(pd.concat(frames, ignore_index=True), [file for file, _ in parts])
+
+    def _reference_sample(self, serving: SnapshotRecord | None) -> pd.DataFrame | None:
+        if serving is None or "reference_sample" not in serving.data:
+            return None
+        if serving.version not in self._samples:
+            try:
+                self._samples[serving.version] = pd.read_parquet(self.registry.paths.root / serving.data["reference_sample"])
+            except (OSError, ValueError):
+                return None
+        return self._samples[serving.version]
+
+    def _batches_since(self, serving: SnapshotRecord) -> int:
+        return sum(1 for file_id, _, data in self.store.results(self.name) if data.get("serving_version") == serving.version) + 1
+
+
+def _scores(prediction: Prediction) -> np.ndarray:
+    """One number per row for prediction drift: P(positive) (binary), max probability (multiclass), or the value."""
+    if prediction.proba is None:
+        return np.asarray(prediction.labels, dtype="float64")
+    if prediction.proba.shape[1] == 2:
+        return prediction.proba[:, 1]
+    return prediction.proba.max(axis=1)
+
+
+def _subset(prediction: Prediction, rows: np.ndarray) -> Prediction:
+    proba = prediction.proba[rows] if prediction.proba is not None else None
+    return Prediction(prediction.labels[rows], proba, prediction.classes)
+
+
+def _label_stats(labels: pd.Series, task: str) -> dict[str, Any]:
+    labels = labels.dropna()
+    if task == "regression":
+        return {"mean": float(labels.astype("float64").mean())}
+    shares = labels.astype(str).value_counts(normalize=True)
+    return {"priors": {str(k): float(v) for k, v in shares.items()}}

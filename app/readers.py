@@ -1,0 +1,113 @@
+"""Read one batch file's bytes into a pyarrow Table, strictly.
+
+Readers work on bytes already in memory, so the content that is hashed for the
+ledger is exactly the content that is parsed. A file that is not what its name
+claims raises :class:`UnreadableFile` with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+BATCH_SUFFIXES = (".csv.gz", ".csv", ".parquet", ".jsonl")
+IGNORED_SUFFIXES = (".tmp", ".part")
+MAX_COLUMNS = 10_000
+
+
+class UnreadableFile(Exception):
+    """The file cannot be read as the format its name claims."""
+
+
+def batch_suffix(name: str) -> str | None:
+    """The batch format of a file name (``.csv.gz``, ``.csv``, ``.parquet``, ``.jsonl``), or None."""
+    lower = name.lower()
+    for suffix in BATCH_SUFFIXES:
+        if lower.endswith(suffix):
+            return suffix
+    return None
+
+
+def is_batch_name(name: str) -> bool:
+    """True for names driftdeck reads: a batch suffix, not hidden, not ``_``-prefixed, not partial."""
+    if name.startswith((".", "_")) or name.lower().endswith(IGNORED_SUFFIXES):
+        return False
+    return batch_suffix(name) is not None
+
+
+def file_stem(name: str) -> str:
+    suffix = batch_suffix(name)
+    return name[: -len(suffix)] if suffix else Path(name).stem
+
+
+def read_table(name: str, data: bytes, max_bytes: int) -> pa.Table:
+    """Parse ``data`` by the format of ``name``.
+
+    ``max_bytes`` bounds the decompressed size of ``.csv.gz`` files, so a tiny
+    file that expands without end (a gzip bomb) is refused, not read.
+    """
+    suffix = batch_suffix(name)
+    if suffix is None:
+        raise UnreadableFile(f"{name}: not a batch file ({', '.join(BATCH_SUFFIXES)})")
+    if not data:
+        raise UnreadableFile("empty file (0 bytes)")
+    try:
+        if suffix == ".csv.gz":
+            return _read_csv(_gunzip(data, max_bytes))
+        if suffix == ".csv":
+            return _read_csv(data)
+        if suffix == ".parquet":
+            return _read_parquet(data)
+        return _read_jsonl(data)
+    except UnreadableFile:
+        raise
+    except (pa.ArrowException, OSError, ValueError, EOFError, zlib.error) as error:
+        raise UnreadableFile(f"not a readable {suffix} file: {_first_line(error)}") from None
+
+
+def _gunzip(data: bytes, max_bytes: int) -> bytes:
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+        while chunk := stream.read(1 << 20):
+            out.write(chunk)
+            if out.tell() > max_bytes:
+                raise UnreadableFile(
+                    f"decompresses to more than {max_bytes // (1 << 20)} MB (watch.max_file_mb); refused"
+                )
+    return out.getvalue()
+
+
+def _read_csv(data: bytes) -> pa.Table:
+    header_end = data.find(b"\n")
+    header = data if header_end < 0 else data[:header_end]
+    if header.count(b",") + 1 > MAX_COLUMNS:
+        raise UnreadableFile(f"header has more than {MAX_COLUMNS} columns")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UnreadableFile(f"not UTF-8 text (byte {error.start}): mixed or binary encoding") from None
+    return pa_csv.read_csv(
+        io.BytesIO(data),
+        read_options=pa_csv.ReadOptions(block_size=1 << 24),
+        convert_options=pa_csv.ConvertOptions(strings_can_be_null=True),
+    )
+
+
+def _read_parquet(data: bytes) -> pa.Table:
+    return pq.read_table(pa.BufferReader(data))
+
+
+def _read_jsonl(data: bytes) -> pa.Table:
+    return pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=max(1 << 20, len(data) + 1)))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]

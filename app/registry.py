@@ -1,0 +1,189 @@
+"""Snapshots and the serving pointer of every model.
+
+A snapshot is a skops file under ``snapshots/<model>/`` plus a row in the
+store (SHA-256, parent, training files, holdout metrics, reference profile,
+environment). Promotion and rollback are pointer changes recorded in the
+store's serving history; after each one, ``serving/<model>.skops`` and
+``serving/<model>.json`` are replaced atomically so programs outside
+driftdeck load what driftdeck chose.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
+from app.snapshots import SnapshotError, read_model
+from app.store import SnapshotRecord, Store
+
+GOOD_STATUSES = ("serving", "retired")
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Where a data folder's state lives (``DATA_DIR/.driftdeck`` unless ``--state``)."""
+
+    root: Path
+
+    @property
+    def database(self) -> Path:
+        return self.root / "state.db"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def serving(self) -> Path:
+        return self.root / "serving"
+
+    @property
+    def batches(self) -> Path:
+        return self.root / "batches"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "monitor.lock"
+
+    def create(self) -> None:
+        """Make the folders, owner-only (0700): the state may hold private data."""
+        for folder in (self.root, self.quarantine, self.snapshots, self.serving, self.batches, self.predictions):
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o700)
+
+
+class RollbackImpossible(Exception):
+    """There is no earlier good snapshot to serve, or the named one cannot serve."""
+
+
+class Registry:
+    """Snapshot files and the serving pointer, over one :class:`Store`."""
+
+    def __init__(self, store: Store, paths: StatePaths) -> None:
+        self.store = store
+        self.paths = paths
+        self._loaded: dict[tuple[str, int], Any] = {}
+
+    def snapshot_file(self, model: str, version: int) -> Path:
+        return self.paths.snapshots / model / f"v{version}.skops"
+
+    def write_snapshot_file(self, model: str, version: int, data: bytes) -> tuple[Path, str]:
+        path = self.snapshot_file(model, version)
+        atomic_write_bytes(path, data)
+        return path, sha256_file(path)
+
+    def load(self, model: str, version: int) -> Any:
+        """The fitted pipeline of a snapshot, its file's hash verified; cached.
+
+        Raises SnapshotError if the record or the file is missing, tampered
+        with, or holds types driftdeck does not trust.
+        """
+        key = (model, version)
+        if key not in self._loaded:
+            record = self.store.snapshot(model, version)
+            if record is None or not record.path or not record.sha256:
+                raise SnapshotError(f"{model} has no stored model for version {version}")
+            self._loaded[key] = read_model(self.paths.root / record.path, record.sha256)
+        return self._loaded[key]
+
+    def forget(self, model: str, version: int) -> None:
+        self._loaded.pop((model, version), None)
+
+    def serving(self, model: str) -> SnapshotRecord | None:
+        version = self.store.serving_version(model)
+        return self.store.snapshot(model, version) if version is not None else None
+
+    def previous_good(self, model: str) -> SnapshotRecord | None:
+        """The snapshot that served before the current one (the rollback target)."""
+        current = self.store.serving_version(model)
+        for change in reversed(self.store.serving_history(model)):
+            if change.version == current:
+                continue
+            record = self.store.snapshot(model, change.version)
+            if record is not None and record.status in GOOD_STATUSES:
+                return record
+        return None
+
+    def switch_serving(self, model: str, version: int, reason: str, detail: str, *,
+                       old_status: str = "retired", db=None) -> None:
+        """Point ``model`` at ``version`` (in the caller's transaction if ``db`` is given)."""
+        def apply(tx) -> None:
+            current = self.store.serving_version(model)
+            if current is not None and current != version:
+                self.store.set_snapshot_status(model, current, old_status, None if old_status == "retired" else detail, db=tx)
+            self.store.set_snapshot_status(model, version, "serving", db=tx)
+            self.store.set_serving(model, version, reason, detail, db=tx)
+
+        if db is not None:
+            apply(db)
+        else:
+            with self.store.transaction() as tx:
+                apply(tx)
+
+    def rollback_target(self, model: str, to_version: int | None) -> SnapshotRecord:
+        current = self.store.serving_version(model)
+        if to_version is None:
+            target = self.previous_good(model)
+            if target is None:
+                raise RollbackImpossible(f"{model} has no earlier good snapshot to roll back to")
+            return target
+        target = self.store.snapshot(model, to_version)
+        if target is None:
+            raise RollbackImpossible(f"{model} has no version {to_version}")
+        if to_version == current:
+            raise RollbackImpossible(f"{model} v{to_version} is already serving")
+        if target.status in ("failed",) or not target.path:
+            raise RollbackImpossible(f"{model} v{to_version} has no usable model ({target.status})")
+        return target
+
+    def write_serving_files(self, model: str) -> None:
+        """Make ``serving/<model>.skops`` and ``.json`` hold exactly the serving snapshot.
+
+        Called after every pointer change, and at start-up to repair a crash
+        that fell between the store's commit and these writes.
+        """
+        record = self.serving(model)
+        if record is None or not record.path:
+            return
+        model_path = self.paths.serving / f"{model}.skops"
+        info_path = self.paths.serving / f"{model}.json"
+        if model_path.exists() and info_path.exists():
+            try:
+                if json.loads(info_path.read_text()).get("sha256") == record.sha256 == sha256_file(model_path):
+                    return
+            except (OSError, ValueError):
+                pass
+        data = (self.paths.root / record.path).read_bytes()
+        history = self.store.serving_history(model)
+        latest = history[-1]
+        atomic_write_bytes(model_path, data)
+        atomic_write_text(
+            info_path,
+            json.dumps(
+                {
+                    "model": model,
+                    "version": record.version,
+                    "sha256": record.sha256,
+                    "trained_on": record.data.get("files", []),
+                    "rows": record.data.get("rows"),
+                    "holdout_metrics": record.data.get("holdout_metrics", {}),
+                    "serving_since": latest.time,
+                    "serving_since_iso": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(latest.time)),
+                    "why": latest.reason,
+                    "detail": latest.detail,
+                },
+                indent=2,
+            ),
+        )

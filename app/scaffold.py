@@ -1,0 +1,90 @@
+"""``driftdeck init``: infer a folder's schema and task, and write ``driftdeck.toml``."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pyarrow as pa
+
+from app.config import CONFIG_NAME, ConfigError, parse_config
+from app.readers import UnreadableFile, is_batch_name, read_table
+
+MAX_CLASSES = 20
+INFER_MAX_BYTES = 512 << 20
+
+
+def infer_config_text(data_dir: Path, target: str, timestamp: str | None = None, id_column: str | None = None) -> str:
+    """The TOML text of a config for the batch files already in ``data_dir``.
+
+    Numeric Arrow columns become numeric features, everything else
+    categorical. The task is classification when the target is text or bool,
+    or whole numbers with at most 20 distinct values; regression otherwise.
+    """
+    tables = []
+    problems = []
+    for path in sorted(p for p in Path(data_dir).iterdir() if p.is_file() and is_batch_name(p.name)):
+        try:
+            tables.append(read_table(path.name, path.read_bytes(), INFER_MAX_BYTES))
+        except UnreadableFile as error:
+            problems.append(f"{path.name}: {error}")
+    if not tables:
+        detail = f" ({'; '.join(problems[:3])})" if problems else ""
+        raise ConfigError(f"{data_dir}: no readable batch files (.csv, .csv.gz, .parquet, .jsonl) to infer a schema from{detail}")
+    table = tables[0]
+    columns = table.column_names
+    for name, wanted in (("target", target), ("timestamp", timestamp), ("id column", id_column)):
+        if wanted is not None and wanted not in columns:
+            raise ConfigError(f"{name} {wanted!r} is not a column of {len(columns)} found: {', '.join(columns[:20])}")
+    special = {target, timestamp, id_column}
+    schema = {
+        column: "numeric" if _is_number(table.schema.field(column).type) else "categorical"
+        for column in columns if column not in special
+    }
+    if not schema:
+        raise ConfigError("no feature columns left once the target, timestamp and id columns are set aside")
+    task = _infer_task(pa.concat_tables([t.select([target]) for t in tables if target in t.column_names], promote_options="permissive")[target])
+    lines = [
+        "# Written by `driftdeck init`; every key is explained in the README's config reference.",
+        f"target = {json.dumps(target)}",
+    ]
+    if timestamp:
+        lines.append(f"timestamp = {json.dumps(timestamp)}")
+    if id_column:
+        lines.append(f"id_column = {json.dumps(id_column)}")
+    lines += [f"task = {json.dumps(task)}", "", "[schema]"]
+    lines += [f"{json.dumps(column)} = {json.dumps(kind)}" for column, kind in schema.items()]
+    static, dynamic = ("logistic_regression", "hist_gradient_boosting") if task == "classification" else ("ridge", "hist_gradient_boosting")
+    lines += [
+        "", "[[models]]", 'name = "static"', 'mode = "static"', f'estimator = "{static}"',
+        "", "[[models]]", 'name = "dynamic"', 'mode = "dynamic"', f'estimator = "{dynamic}"', "window = 4",
+        "", "[drift]", "psi_threshold = 0.2", "psi_watch = 0.1",
+        "", "[watch]", "settle_seconds = 1.0", "",
+    ]
+    return "\n".join(lines)
+
+
+def write_config(data_dir: Path, target: str, timestamp: str | None, id_column: str | None, force: bool) -> Path:
+    path = Path(data_dir) / CONFIG_NAME
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; pass --force to replace it")
+    text = infer_config_text(data_dir, target, timestamp, id_column)
+    parse_config(tomllib.loads(text), path)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+
+
+def _infer_task(values: pa.ChunkedArray) -> str:
+    kind = values.type
+    if pa.types.is_floating(kind):
+        present = values.drop_null().to_numpy()
+        whole = bool(len(present)) and bool(((present % 1) == 0).all())
+        return "classification" if whole and len(set(present.tolist())) <= MAX_CLASSES else "regression"
+    if pa.types.is_integer(kind):
+        return "classification" if len(values.unique()) <= MAX_CLASSES else "regression"
+    return "classification"

@@ -1,0 +1,145 @@
+"""Fit a candidate model in a separate process, with progress, a timeout and cancel.
+
+Training is the one CPU-heavy step, so it runs in a child process: the
+monitor's thread and the UI stay responsive, a hung fit can be killed, and a
+fit that crashes the interpreter cannot take the monitor with it. The child
+is forked from a forkserver that has already imported scikit-learn, so a job
+starts in milliseconds, and it caps BLAS/OpenMP threads at one so a core is
+always left for the UI.
+
+The child returns the fitted pipeline as skops bytes; the parent loads them
+through the same trusted-types check as any snapshot.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pandas as pd
+
+PROGRESS_POLL_SECONDS = 0.05
+FIT_THREADS = 1
+
+
+class TrainingFailed(Exception):
+    """The fit raised, crashed, timed out or was cancelled; the message says which."""
+
+
+@dataclass
+class TrainJob:
+    """What to fit: ``frame`` holds the feature columns and ``target``, rows in time order.
+
+    ``incremental_from`` is the serving model's skops bytes when the model
+    continues with ``partial_fit`` instead of fitting from scratch.
+    """
+
+    task: str
+    estimator: str
+    params: dict[str, Any]
+    schema: dict[str, str]
+    target: str
+    frame: pd.DataFrame
+    seed: int = 0
+    incremental_from: bytes | None = None
+    classes: list[str] | None = None
+
+
+def fit_to_bytes(job: TrainJob, progress: Callable[[float, str], None]) -> bytes:
+    """Fit the job's pipeline and return it as skops bytes (runs in the child)."""
+    import skops.io
+
+    from app.models import build_pipeline, fit_pipeline, prepare_features
+    from app.snapshots import load_trusted
+
+    progress(0.1, "preparing features")
+    features = prepare_features(job.frame, job.schema)
+    labels = job.frame[job.target]
+    pipeline = build_pipeline(job.task, job.estimator, job.params, job.schema, seed=job.seed)
+    base = load_trusted(job.incremental_from) if job.incremental_from is not None else None
+    progress(0.3, f"fitting {job.estimator} on {len(features):,} rows")
+    fitted = fit_pipeline(pipeline, features, labels, incremental_from=base, classes=job.classes)
+    progress(0.9, "saving the model")
+    return skops.io.dumps(fitted)
+
+
+FitFunction = Callable[[TrainJob, Callable[[float, str], None]], bytes]
+
+
+def _child_main(fit: FitFunction, job: TrainJob, connection) -> None:
+    from threadpoolctl import threadpool_limits
+
+    def progress(fraction: float, text: str) -> None:
+        connection.send(("progress", fraction, text))
+
+    try:
+        with threadpool_limits(limits=FIT_THREADS):
+            data = fit(job, progress)
+        connection.send(("done", data))
+    except BaseException as error:  # the parent needs every failure as a message
+        connection.send(("error", f"{type(error).__name__}: {error}"))
+    finally:
+        connection.close()
+
+
+_context_lock = threading.Lock()
+_context = None
+
+
+def _process_context():
+    global _context
+    with _context_lock:
+        if _context is None:
+            _context = multiprocessing.get_context("forkserver")
+            _context.set_forkserver_preload(["app.training", "app.models", "app.snapshots"])
+        return _context
+
+
+@dataclass
+class Trainer:
+    """Runs :func:`fit_to_bytes` (or ``fit``) in a child process.
+
+    ``timeout`` is in seconds. ``cancel`` may be set from any thread to stop a
+    job; the child is then killed and :class:`TrainingFailed` raised.
+    """
+
+    fit: FitFunction = fit_to_bytes
+    timeout: float = 600.0
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, job: TrainJob, on_progress: Callable[[float, str], None] | None = None) -> bytes:
+        context = _process_context()
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_child_main, args=(self.fit, job, sender), daemon=True)
+        self.cancel.clear()
+        process.start()
+        sender.close()
+        started = time.monotonic()
+        try:
+            while True:
+                if self.cancel.is_set():
+                    raise TrainingFailed("cancelled")
+                if time.monotonic() - started > self.timeout:
+                    raise TrainingFailed(f"timed out after {self.timeout:.0f} s (watch.train_timeout)")
+                if receiver.poll(PROGRESS_POLL_SECONDS):
+                    try:
+                        message = receiver.recv()
+                    except EOFError:
+                        process.join(timeout=1)
+                        raise TrainingFailed(f"training process died (exit code {process.exitcode})") from None
+                    if message[0] == "progress" and on_progress is not None:
+                        on_progress(message[1], message[2])
+                    elif message[0] == "done":
+                        return message[1]
+                    elif message[0] == "error":
+                        raise TrainingFailed(message[1])
+                elif not process.is_alive():
+                    raise TrainingFailed(f"training process died (exit code {process.exitcode})")
+        finally:
+            receiver.close()
+            if process.is_alive():
+                process.kill()
+            process.join(timeout=5)

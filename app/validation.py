@@ -1,0 +1,167 @@
+"""Check a parsed batch against the config's schema and turn it into a clean frame.
+
+A batch either passes, as a :class:`Batch` whose frame has float64 numeric
+features and string categorical ones, or fails with every reason found, each
+one precise enough to fix the producer (``column 'age' must be numeric, found
+text 'abc' in row 3``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from app.config import Config
+
+
+class InvalidBatch(Exception):
+    """The batch fails validation; ``reasons`` lists every problem found."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+@dataclass
+class Batch:
+    """One validated batch file.
+
+    ``frame`` has one row per input row, in file order, with the schema's
+    feature columns, and the target, timestamp and id columns when present.
+    """
+
+    name: str
+    sha256: str
+    frame: pd.DataFrame
+    labeled: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+
+def validate_table(table: pa.Table, config: Config, name: str, sha256: str) -> Batch:
+    """Validate ``table`` against ``config``; raise :class:`InvalidBatch` with all reasons."""
+    columns = list(table.column_names)
+    if len(set(columns)) != len(columns):
+        duplicated = sorted({c for c in columns if columns.count(c) > 1})
+        raise InvalidBatch([f"duplicate column name(s): {_names(duplicated)}"])
+    if table.num_rows == 0:
+        raise InvalidBatch(["header only: the file has no rows"])
+    missing = [column for column in config.schema if column not in columns]
+    if missing:
+        raise InvalidBatch([f"missing feature column(s): {_names(missing)}"])
+    known = set(config.schema) | {c for c in (config.target, config.timestamp, config.id_column) if c}
+    warnings = []
+    extra = [column for column in columns if column not in known]
+    if extra:
+        warnings.append(f"unknown extra column(s) ignored: {_names(extra)}")
+    if config.timestamp and config.timestamp not in columns:
+        raise InvalidBatch([f"timestamp column {config.timestamp!r} is missing"])
+
+    frame = table.select([c for c in columns if c in known]).to_pandas()
+    reasons: list[str] = []
+    clean: dict[str, pd.Series] = {}
+    for column, kind in config.schema.items():
+        if kind == "numeric":
+            clean[column] = _numeric(frame[column], column, reasons)
+        else:
+            clean[column] = _categorical(frame[column])
+        share = clean[column].isna().mean()
+        if share > config.watch.max_missing_share:
+            reasons.append(
+                f"column {column!r} is {share:.0%} missing (limit {config.watch.max_missing_share:.0%}, watch.max_missing_share)"
+            )
+    labeled = False
+    if config.target and config.target in frame.columns:
+        clean[config.target] = _target(frame[config.target], config, reasons)
+        labeled = bool(clean[config.target].notna().any())
+    if config.timestamp:
+        clean[config.timestamp] = _timestamp(frame[config.timestamp], config.timestamp, reasons)
+    if config.id_column and config.id_column in frame.columns:
+        clean[config.id_column] = frame[config.id_column]
+    if reasons:
+        raise InvalidBatch(reasons)
+    return Batch(name=name, sha256=sha256, frame=pd.DataFrame(clean), labeled=labeled, warnings=warnings)
+
+
+def _numeric(values: pd.Series, column: str, reasons: list[str]) -> pd.Series:
+    if values.dtype == object or pd.api.types.is_string_dtype(values):
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = values.notna() & numbers.isna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            reasons.append(
+                f"column {column!r} must be numeric, found text {_shown(values.iloc[row])} in row {row + 1}"
+                f" ({int(bad.sum())} such value(s))"
+            )
+            return numbers.astype("float64")
+        values = numbers
+    if pd.api.types.is_bool_dtype(values):
+        values = values.astype("float64")
+    if not pd.api.types.is_numeric_dtype(values):
+        reasons.append(f"column {column!r} must be numeric, found {values.dtype} values")
+        return pd.Series(np.nan, index=values.index)
+    numbers = values.astype("float64")
+    infinite = np.isinf(numbers.to_numpy())
+    if infinite.any():
+        reasons.append(f"column {column!r} has {int(infinite.sum())} non-finite value(s) (inf)")
+    return numbers
+
+
+def _categorical(values: pd.Series) -> pd.Series:
+    as_text = values.astype(object).where(values.notna(), None)
+    return as_text.map(_category_text, na_action="ignore").astype(object)
+
+
+def _category_text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _target(values: pd.Series, config: Config, reasons: list[str]) -> pd.Series:
+    name = config.target
+    if config.task == "regression":
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = values.notna() & numbers.isna()
+        if bad.any():
+            example = values[bad].iloc[0]
+            reasons.append(f"target {name!r} must be numeric for regression, found {_shown(example)}")
+        elif np.isinf(numbers.to_numpy(dtype="float64")).any():
+            reasons.append(f"target {name!r} has non-finite value(s) (inf)")
+        return numbers.astype("float64")
+    if pd.api.types.is_float_dtype(values):
+        present = values.dropna()
+        fractional = present[(present % 1) != 0]
+        if len(fractional):
+            reasons.append(
+                f"target {name!r} has non-integer value(s) such as {fractional.iloc[0]!r}:"
+                " a classification task needs class labels"
+            )
+            return values
+        return values.map(lambda v: str(int(v)), na_action="ignore").astype(object)
+    return _categorical(values)
+
+
+def _timestamp(values: pd.Series, column: str, reasons: list[str]) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values
+    parsed = pd.to_datetime(values.astype(object), errors="coerce", utc=False, format="mixed")
+    bad = values.notna() & parsed.isna()
+    if bad.any():
+        reasons.append(f"timestamp column {column!r} has value(s) that are not dates, such as {_shown(values[bad].iloc[0])}")
+    return parsed
+
+
+def _names(columns: list[str]) -> str:
+    return ", ".join(repr(c) for c in columns[:10]) + (f" and {len(columns) - 10} more" if len(columns) > 10 else "")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "...'"

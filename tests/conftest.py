@@ -1,0 +1,95 @@
+"""Shared fixtures: real folders with real batch files and a real config."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+BASE_CONFIG = """
+target = "label"
+timestamp = "ts"
+task = "classification"
+
+[schema]
+x1 = "numeric"
+x2 = "numeric"
+x3 = "numeric"
+color = "categorical"
+
+[[models]]
+name = "static-lr"
+mode = "static"
+estimator = "logistic_regression"
+
+[[models]]
+name = "dynamic-lr"
+mode = "dynamic"
+estimator = "logistic_regression"
+window = 2
+
+[drift]
+domain_classifier_rows = 500
+
+[watch]
+settle_seconds = 0.3
+"""
+
+
+def make_batch(index: int, rows: int = 600, flipped: bool = False, shuffled: bool = False,
+               shift: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """One batch of a binary stream: label depends on x1 and x2 (sign of x1 flips when ``flipped``).
+
+    ``shift`` moves the mean of x3 (a feature the label ignores); ``shuffled``
+    scrambles the labels as a broken labelling job would.
+    """
+    rng = np.random.default_rng(seed * 1000 + index)
+    x1 = rng.normal(0, 1, rows)
+    x2 = rng.normal(0, 1, rows)
+    x3 = rng.normal(shift, 1, rows)
+    color = rng.choice(["red", "green", "blue"], rows)
+    direction = -1.0 if flipped else 1.0
+    logit = 2.0 * direction * x1 + 1.0 * x2 + 0.3 * (color == "red")
+    label = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    if shuffled:
+        label = rng.permutation(label)
+    start = pd.Timestamp("2025-01-06") + pd.Timedelta(days=7 * index)
+    ts = start + pd.to_timedelta(np.sort(rng.integers(0, 7 * 86400, rows)), unit="s")
+    return pd.DataFrame({"x1": x1, "x2": x2, "x3": x3, "color": color, "label": label, "ts": ts.astype(str)})
+
+
+def write_config(folder: Path, text: str = BASE_CONFIG, **replacements: str) -> Path:
+    body = textwrap.dedent(text)
+    for old, new in replacements.items():
+        body = body.replace(old, new)
+    path = folder / "driftdeck.toml"
+    path.write_text(body)
+    return path
+
+
+def write_batch(folder: Path, name: str, frame: pd.DataFrame) -> Path:
+    """Write ``frame`` by the format of ``name``, into a temp name first, then rename into place."""
+    path = folder / name
+    temporary = folder / f".{name}.tmp"
+    if name.endswith(".parquet"):
+        frame.to_parquet(temporary)
+    elif name.endswith(".jsonl"):
+        frame.to_json(temporary, orient="records", lines=True)
+    elif name.endswith(".csv.gz"):
+        frame.to_csv(temporary, index=False, compression={"method": "gzip", "mtime": 0})
+    else:
+        frame.to_csv(temporary, index=False)
+    temporary.rename(path)
+    return path
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """An empty data folder with the base config."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_config(folder)
+    return folder
