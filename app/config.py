@@ -249,7 +249,7 @@ class _Checker:
             try:
                 check_estimator(task, estimator, params)
             except EstimatorConfigError as error:
-                raise self.fail(f"{prefix}estimator", str(error)) from None
+                raise self.fail(f"{prefix}{error.key}", str(error)) from None
             window_raw = entry.get("window", 4)
             window = None if window_raw == "all" else self.positive_int(entry, "window", 4, prefix)
             metric = self.optional_str(entry, "metric", prefix)

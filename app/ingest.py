@@ -45,7 +45,7 @@ def read_stable(path: Path, max_bytes: int) -> FileSnapshot:
     before = os.stat(path)
     if before.st_size > max_bytes:
         raise UnreadableFile(
-            f"file is {before.st_size / (1 << 20):.0f} MB, above watch.max_file_mb ({max_bytes >> 20} MB)"
+            f"file is {before.st_size / (1 << 20):.4g} MB, above watch.max_file_mb ({max_bytes / (1 << 20):.4g} MB)"
         )
     with open(path, "rb") as handle:
         data = handle.read(max_bytes + 1)

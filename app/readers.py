@@ -79,7 +79,7 @@ def _gunzip(data: bytes, max_bytes: int) -> bytes:
             out.write(chunk)
             if out.tell() > max_bytes:
                 raise UnreadableFile(
-                    f"decompresses to more than {max_bytes // (1 << 20)} MB (watch.max_file_mb); refused"
+                    f"decompresses to more than {max_bytes / (1 << 20):.4g} MB (watch.max_file_mb); refused"
                 )
     return out.getvalue()
 

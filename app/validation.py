@@ -140,7 +140,7 @@ def _target(values: pd.Series, config: Config, reasons: list[str]) -> pd.Series:
         fractional = present[(present % 1) != 0]
         if len(fractional):
             reasons.append(
-                f"target {name!r} has non-integer value(s) such as {fractional.iloc[0]!r}:"
+                f"target {name!r} has non-integer value(s) such as {float(fractional.iloc[0])!r}:"
                 " a classification task needs class labels"
             )
             return values

@@ -45,7 +45,7 @@ CONFIG_NAME = "driftdeck.toml"
 
 FLOWERS_START = date(2025, 7, 7)  # a Monday; 39 weekly batches run to the end of March 2026
 FLOWERS_WEEKS = 39
-FLOWERS_ROWS = (1900, 2100)  # each week has between these many visitors
+FLOWERS_ROWS = (1900, 2100)  # visitors per week, drawn uniformly from this range
 VALENTINES_DAY = date(2026, 2, 14)
 MOTHERS_DAY_UK = date(2026, 3, 15)
 NEXT_VALENTINES_DAY = date(2027, 2, 14)
@@ -55,7 +55,7 @@ HOLIDAY_SEASONS = {VALENTINES_DAY: 1.0, MOTHERS_DAY_UK: 0.7}  # holiday -> how f
 MALFORMED_WEEK = date(2025, 10, 13)  # written, then cut at half its bytes
 UNLABELED_WEEK = date(2025, 11, 10)  # a broken labelling job wrote 0 for every visitor
 REGIONS = ("north", "midlands", "wales", "south_east", "london")
-FLOWERS_FORMATS = {  # week start -> file format; every other week is .csv.gz
+FLOWERS_FORMATS = {  # week start -> file format; all other weeks are .csv.gz
     date(2025, 7, 21): ".parquet",
     date(2025, 8, 18): ".csv",
     date(2025, 9, 22): ".parquet",
@@ -113,8 +113,8 @@ def days_to_holiday(dates: pd.Series) -> np.ndarray:
 def holiday_takeover(dates: pd.Series) -> np.ndarray:
     """How much holiday buying replaces everyday buying on each date, 0..1.
 
-    1 in the SEASON_LEAD_DAYS up to Valentine's Day, 0.5 before Mother's Day,
-    0 otherwise.
+    In the SEASON_LEAD_DAYS up to a holiday: 1 for Valentine's Day, 0.7 for
+    Mother's Day (the milder one: some everyday buying goes on); 0 otherwise.
     """
     days = dates.to_numpy(dtype="datetime64[D]")
     takeover = np.zeros(len(days))
@@ -143,7 +143,7 @@ def flowers_week(rng: np.random.Generator, week_start: date, first_visitor_id: i
     countdown = days_to_holiday(dates)
 
     # Everyday buying: past buyers, frequent visitors and big baskets buy; a
-    # desktop and London help a little. About 30% of visitors buy.
+    # desktop and London help a little. About 4 in 10 visitors buy.
     everyday = (
         -3.7
         + 1.0 * past_purchases
@@ -155,7 +155,7 @@ def flowers_week(rng: np.random.Generator, week_start: date, first_visitor_id: i
     )
     # Holiday buying: past purchases stop mattering (people who never bought
     # flowers buy them now), the young and mobile users buy, and more so as
-    # the holiday gets closer. About half of the visitors buy.
+    # the holiday gets closer. About 7 in 10 visitors buy.
     holiday = (
         0.0
         - 0.1 * (age - 41)
@@ -227,7 +227,7 @@ STATIONS = {  # name: (mean level above chart datum mm, tide amplitude mm, mean 
 }
 M2_TIDE_HOURS = 12.42
 WARMEST_DAY = date(2025, 9, 1)  # the sea is warmest around the start of September
-SEA_FORMATS = {
+SEA_FORMATS = {  # week start -> file format; all other weeks are .csv.gz
     date(2025, 9, 15): ".parquet",
     date(2025, 10, 6): ".jsonl",
     date(2025, 11, 3): ".parquet",
@@ -295,7 +295,7 @@ def sea_level_week(rng: np.random.Generator, week_start: date) -> pd.DataFrame:
         # thermal expansion. What the features cannot explain is a harbour
         # seiche plus sensor noise. The 40-minute readings sample the 47-minute
         # seiche at evenly spread phases, so every week carries the same
-        # unexplained variance and a right model's RMSE is steady week to week.
+        # unexplained variance and a correct model's RMSE is steady week to week.
         seiche = SEICHE_MM * np.sin(2 * np.pi * minutes / SEICHE_MINUTES + offset)
         sea_level = (
             mean_level

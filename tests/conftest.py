@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,46 @@ def data_dir(tmp_path: Path) -> Path:
     folder.mkdir()
     write_config(folder)
     return folder
+
+
+INGEST_ONLY_CONFIG = """
+target = "label"
+timestamp = "ts"
+task = "classification"
+models = []
+
+[schema]
+x1 = "numeric"
+x2 = "numeric"
+x3 = "numeric"
+color = "categorical"
+
+[watch]
+settle_seconds = 0.3
+"""
+
+
+@pytest.fixture
+def ingest_dir(tmp_path: Path) -> Path:
+    """An empty data folder whose config has the base schema and no models.
+
+    For tests of watching, ingestion and the ledger: no training runs, so
+    hundreds of batches take seconds.
+    """
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_config(folder, INGEST_ONLY_CONFIG)
+    return folder
+
+
+def wait_until(condition, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    """Poll ``condition()`` until it is true or ``timeout`` seconds pass; return its last truth.
+
+    Tests assert on the result: a deadline, never a fixed sleep, decides.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())

@@ -1,0 +1,319 @@
+"""Benchmark: driftdeck's drift check against the parquet read floor and against peers.
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/drift_bench.py --rows 100000 1000000
+    .venv/bin/python bench/drift_bench.py --rows 100000 --peers-venv /path/to/venv
+
+``--peers-venv`` names a virtualenv that has ``evidently`` and/or ``nannyml``
+(they are not driftdeck dependencies, and Evidently 0.7 needs pandas < 3);
+without it the peers run in this interpreter if they import here, and are
+reported as not installed otherwise. ``--repeat N`` (default 3) runs each
+timed step N times and keeps the fastest.
+
+What is measured, per batch size: a reference of 100,000 rows and a batch of
+``--rows`` rows with 16 numeric and 4 categorical columns, 5 of them shifted
+(mean, variance, scale, category frequencies, new categories), written to
+parquet in a temporary folder. Then, each in its own fresh process:
+
+* floor      ``pandas.read_parquet`` of the batch alone.
+* driftdeck  ``read_parquet`` + ``Profile.project`` + ``feature_drift`` against
+             the stored reference profile (building that profile is timed too,
+             but not counted: it happens once per model, not per batch).
+* evidently  ``read_parquet`` + ``Report([DataDriftPreset()]).run`` with defaults.
+* nannyml    ``read_parquet`` + ``UnivariateDriftCalculator.calculate`` with
+             defaults (``fit`` on the reference happens before the clock, like
+             driftdeck's profile); a column counts as flagged if any chunk alerts.
+
+Each worker makes one untimed warm-up run first. Peak memory is the growth of
+the process's peak resident set during the timed runs (``VmHWM`` after
+resetting it, or ``ru_maxrss`` where that is not possible) over the resident
+set after the warm-up, so it includes Arrow's and NumPy's allocations. It is compared with
+the batch's in-memory size (``DataFrame.memory_usage(deep=True)``).
+The targets printed beside the figures: driftdeck <= 3x the read floor,
+>= 50x faster than Evidently, >= 5x faster than NannyML, peak memory <= 2x the
+batch, and exactly the five shifted columns flagged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_ROWS = 100_000
+NUMERIC = [f"num_{index:02d}" for index in range(16)]
+CATEGORICAL = [f"cat_{index}" for index in range(4)]
+SCHEMA = {**dict.fromkeys(NUMERIC, "numeric"), **dict.fromkeys(CATEGORICAL, "categorical")}
+SHIFTED = ["num_00", "num_01", "num_02", "cat_0", "cat_1"]
+TOOLS = ["floor", "driftdeck", "evidently", "nannyml"]
+
+
+# --- data -----------------------------------------------------------------------------
+
+
+def make_frame(rows: int, seed: int, shifted: bool) -> pd.DataFrame:
+    """16 numeric + 4 categorical columns; with ``shifted``, the SHIFTED five move."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, np.ndarray] = {}
+    for index, name in enumerate(NUMERIC):
+        family = index % 4
+        if family == 0:
+            values = rng.normal(10.0, 2.0, rows)
+        elif family == 1:
+            values = rng.lognormal(1.0, 0.5, rows)
+        elif family == 2:
+            values = rng.uniform(-5.0, 5.0, rows)
+        else:
+            values = rng.gamma(2.0, 3.0, rows)
+        columns[name] = values
+    if shifted:
+        columns["num_00"] = rng.normal(11.5, 2.0, rows)        # mean shift of 0.75 std
+        columns["num_01"] = rng.lognormal(1.0, 1.0, rows)      # spread doubles
+        columns["num_02"] = rng.uniform(-5.0, 8.0, rows)       # range widens
+    levels = np.array(["north", "south", "east", "west"])
+    columns["cat_0"] = rng.choice(levels, rows, p=[0.1, 0.2, 0.3, 0.4] if shifted else [0.4, 0.3, 0.2, 0.1])
+    tiers = np.array(["gold", "silver", "bronze", "new_a", "new_b"])
+    columns["cat_1"] = rng.choice(tiers, rows, p=[0.3, 0.2, 0.2, 0.15, 0.15] if shifted else [0.4, 0.3, 0.3, 0, 0])
+    columns["cat_2"] = rng.choice(np.array(["web", "app"]), rows, p=[0.6, 0.4])
+    columns["cat_3"] = rng.choice(np.array([f"sku_{index:03d}" for index in range(200)]), rows)
+    return pd.DataFrame(columns)
+
+
+def write_data(folder: Path, sizes: list[int]) -> dict[str, Path]:
+    paths = {"reference": folder / "reference.parquet"}
+    make_frame(REFERENCE_ROWS, seed=1, shifted=False).to_parquet(paths["reference"])
+    for rows in sizes:
+        paths[str(rows)] = folder / f"batch_{rows}.parquet"
+        make_frame(rows, seed=2, shifted=True).to_parquet(paths[str(rows)])
+    return paths
+
+
+# --- workers (each runs in a fresh process) --------------------------------------------
+
+
+def resident_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def reset_peak_memory() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def timed_runs(run, repeat: int) -> dict[str, object]:
+    """Fastest of ``repeat`` calls of ``run()`` and the peak memory growth in MiB.
+
+    One untimed warm-up call first, so lazy imports and thread pools that a
+    library sets up on first use count neither as time nor as batch memory.
+    """
+    run()
+    baseline = resident_kib("VmRSS")
+    can_reset = reset_peak_memory()
+    seconds, flagged = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        flagged = run()
+        seconds.append(time.perf_counter() - start)
+    peak = resident_kib("VmHWM") if can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": min(seconds), "peak_mib": (peak - baseline) / 1024, "flagged": sorted(flagged)}
+
+
+def floor_worker(batch: Path, repeat: int) -> dict[str, object]:
+    def run() -> list[str]:
+        pd.read_parquet(batch)
+        return []
+
+    return timed_runs(run, repeat)
+
+
+def driftdeck_worker(profile_path: Path, batch: Path, repeat: int) -> dict[str, object]:
+    from app.stats import Profile, drifted_columns, feature_drift
+
+    profile = Profile.from_json(profile_path.read_text())
+
+    def run() -> list[str]:
+        return drifted_columns(feature_drift(profile, profile.project(pd.read_parquet(batch))))
+
+    return timed_runs(run, repeat)
+
+
+def build_profile(reference: Path, profile_path: Path) -> float:
+    """Build and store the reference profile; returns the seconds it took (not counted)."""
+    from app.stats import Profile
+
+    start = time.perf_counter()
+    profile = Profile.build(pd.read_parquet(reference), SCHEMA)
+    seconds = time.perf_counter() - start
+    profile_path.write_text(profile.to_json())
+    return seconds
+
+
+def evidently_worker(reference: Path, batch: Path, repeat: int) -> dict[str, object]:
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    reference_frame = pd.read_parquet(reference)
+
+    def run() -> list[str]:
+        snapshot = Report([DataDriftPreset()]).run(
+            current_data=pd.read_parquet(batch), reference_data=reference_frame
+        )
+        flagged = []
+        for metric in snapshot.dict()["metrics"]:
+            config = metric["config"]
+            if not config["type"].endswith("ValueDrift"):
+                continue
+            # p-value methods flag below the threshold, distance methods at or above it.
+            if "p_value" in config["method"]:
+                drifted = metric["value"] < config["threshold"]
+            else:
+                drifted = metric["value"] >= config["threshold"]
+            if drifted:
+                flagged.append(config["column"])
+        return flagged
+
+    return timed_runs(run, repeat)
+
+
+def nannyml_worker(reference: Path, batch: Path, repeat: int) -> dict[str, object]:
+    import nannyml
+
+    calculator = nannyml.UnivariateDriftCalculator(column_names=NUMERIC + CATEGORICAL)
+    reference_frame = pd.read_parquet(reference)  # kept alive: its freed pages would hide batch memory
+    start = time.perf_counter()
+    calculator.fit(reference_frame)
+    fit_seconds = time.perf_counter() - start
+
+    def run() -> list[str]:
+        table = calculator.calculate(pd.read_parquet(batch)).filter(period="analysis").to_df()
+        return [name for name in NUMERIC + CATEGORICAL
+                if table[(name, "jensen_shannon", "alert")].astype(bool).any()]
+
+    result = timed_runs(run, repeat)
+    result["build_seconds"] = fit_seconds
+    return result
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    if args.worker == "floor":
+        result = floor_worker(args.batch, args.repeat)
+    elif args.worker == "driftdeck":
+        result = driftdeck_worker(args.profile, args.batch, args.repeat)
+    elif args.worker == "evidently":
+        result = evidently_worker(args.reference, args.batch, args.repeat)
+    else:
+        result = nannyml_worker(args.reference, args.batch, args.repeat)
+    print(json.dumps(result))
+
+
+# --- driver ---------------------------------------------------------------------------
+
+
+def peer_interpreter(tool: str, peers_venv: Path | None) -> str | None:
+    """Interpreter that can import the peer ``tool``, or None."""
+    candidates = [str(peers_venv / "bin" / "python")] if peers_venv else [sys.executable]
+    for python in candidates:
+        probe = subprocess.run([python, "-c", f"import {tool}"], capture_output=True)
+        if probe.returncode == 0:
+            return python
+    return None
+
+
+def spawn(python: str, tool: str, paths: dict[str, Path], rows: int, repeat: int) -> dict[str, object]:
+    command = [python, __file__, "--worker", tool, "--reference", str(paths["reference"]),
+               "--profile", str(paths["profile"]), "--batch", str(paths[str(rows)]), "--repeat", str(repeat)]
+    environment = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def report(rows: int, batch_mib: float, build_seconds: float, results: dict[str, dict[str, object]]) -> None:
+    floor, ours = results["floor"], results["driftdeck"]
+    print(f"\n=== batch of {rows:,} rows ({batch_mib:.1f} MiB in memory), reference {REFERENCE_ROWS:,} rows ===")
+    print(f"driftdeck reference profile built in {build_seconds:.3f} s (once per model, not counted)")
+    if "build_seconds" in results["nannyml"]:
+        print(f"nannyml fitted on the reference in {results['nannyml']['build_seconds']:.3f} s (not counted)")
+    print(f"{'tool':<12}{'time s':>10}{'peak MiB':>10}{'x floor':>9}  flagged")
+    for tool in TOOLS:
+        result = results[tool]
+        if "seconds" not in result:
+            print(f"{tool:<12}  {result.get('error', '')}")
+            continue
+        ratio = result["seconds"] / floor["seconds"]
+        flagged = " ".join(result["flagged"]) if tool != "floor" else "-"
+        print(f"{tool:<12}{result['seconds']:>10.3f}{result['peak_mib']:>10.1f}{ratio:>8.1f}x  {flagged}")
+
+    floor_ratio = ours["seconds"] / floor["seconds"]
+    memory_ratio = ours["peak_mib"] / batch_mib
+    print("targets:")
+    print(f"  driftdeck <= 3x read floor       {floor_ratio:6.2f}x   {verdict(floor_ratio <= 3)}")
+    print(f"  peak memory <= 2x batch size     {memory_ratio:6.2f}x   {verdict(memory_ratio <= 2)}")
+    print(f"  flags exactly the 5 shifted      {' '.join(ours['flagged']) or '-'}   "
+          f"{verdict(ours['flagged'] == sorted(SHIFTED))}")
+    for tool, goal in (("evidently", 50), ("nannyml", 5)):
+        peer = results[tool]
+        if "seconds" in peer:
+            speedup = peer["seconds"] / ours["seconds"]
+            print(f"  >= {goal}x faster than {tool:<10}   {speedup:6.1f}x   {verdict(speedup >= goal)}")
+        else:
+            print(f"  >= {goal}x faster than {tool:<10}   {peer.get('error', 'not run')}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--peers-venv", type=Path, default=None)
+    parser.add_argument("--worker", choices=TOOLS, help=argparse.SUPPRESS)
+    parser.add_argument("--reference", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+
+    interpreters = {"floor": sys.executable, "driftdeck": sys.executable}
+    for tool in ("evidently", "nannyml"):
+        interpreters[tool] = peer_interpreter(tool, args.peers_venv)
+    with tempfile.TemporaryDirectory(prefix="drift_bench_") as folder:
+        paths = write_data(Path(folder), args.rows)
+        paths["profile"] = Path(folder) / "reference_profile.json"
+        build_seconds = build_profile(paths["reference"], paths["profile"])
+        for rows in args.rows:
+            batch_mib = pd.read_parquet(paths[str(rows)]).memory_usage(deep=True).sum() / 2**20
+            results = {}
+            for tool in TOOLS:
+                python = interpreters[tool]
+                if python is None:
+                    results[tool] = {"error": "not installed, run with a venv that has them (--peers-venv PATH)"}
+                    continue
+                results[tool] = spawn(python, tool, paths, rows, args.repeat)
+            report(rows, float(batch_mib), build_seconds, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Training policies, the gate, snapshots and rollback, on real folders and real models."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from app.monitor import CommandFailed, Monitor
+from app.policy import gate, split_holdout
+from app.snapshots import SnapshotError
+from app.training import Trainer
+from app.verdict import decide
+from tests.conftest import make_batch, write_batch, write_config
+from tests import faults
+
+
+def run_stream(folder: Path, batches: list, trainer: Trainer | None = None) -> Monitor:
+    """Write ``batches`` (frames) as b00.csv, b01.csv… and process them all; returns the open monitor."""
+    for index, frame in enumerate(batches):
+        write_batch(folder, f"b{index:02d}.csv", frame)
+    monitor = Monitor(folder, trainer=trainer)
+    monitor.run_once()
+    return monitor
+
+
+def results(monitor: Monitor, model: str) -> list[dict]:
+    return [data for _, _, data in monitor.store.results(model)]
+
+
+@pytest.fixture(scope="module")
+def concept_flip(tmp_path_factory) -> Monitor:
+    """Four batches with one label rule, then six where the rule's main sign flips (shared, module-wide)."""
+    folder = tmp_path_factory.mktemp("flip")
+    write_config(folder)
+    monitor = run_stream(folder, [make_batch(i, flipped=i >= 4) for i in range(10)])
+    yield monitor
+    monitor.close()
+
+
+def test_static_model_goes_stale_with_a_performance_drop(concept_flip: Monitor):
+    static = results(concept_flip, "static-lr")
+    assert [r["action"] for r in static[:4]][1:] == ["none", "none", "none"]
+    assert all("performance_drop" in {f["kind"] for f in r["flags"]} for r in static[4:])
+    state = concept_flip.store.model_state("static-lr")
+    assert state["state"] == "stale"
+    assert state["flags"][0]["kind"] == "performance_drop"
+    # never retrained on its own
+    assert [s.version for s in concept_flip.store.snapshots("static-lr")] == [1]
+
+
+def test_dynamic_model_recovers_within_two_batches(concept_flip: Monitor):
+    dynamic = results(concept_flip, "dynamic-lr")
+    before = sum(r["metrics"]["roc_auc"] for r in dynamic[1:4]) / 3
+    assert dynamic[4]["metrics"]["roc_auc"] < 0.5  # the change hits the serving model too
+    assert dynamic[6]["metrics"]["roc_auc"] > before - 0.05
+    assert dynamic[7]["metrics"]["roc_auc"] > before - 0.05
+    assert concept_flip.store.model_state("dynamic-lr")["state"] in ("healthy", "watch")
+
+
+def test_verdict_says_dynamic_training_is_worth_it_after_a_change(concept_flip: Monitor):
+    verdict = concept_flip.store.model_state("static-lr")["verdict"]
+    assert verdict["needs"] == "dynamic", verdict["text"]
+    assert verdict["text"].startswith("dynamic training gains")
+    dynamic_verdict = concept_flip.store.model_state("dynamic-lr")["verdict"]
+    assert dynamic_verdict["needs"] == "dynamic", dynamic_verdict["text"]
+    assert dynamic_verdict["retrains"] >= 5
+
+
+def test_stable_stream_keeps_static_healthy_and_says_static_is_enough(data_dir: Path):
+    monitor = run_stream(data_dir, [make_batch(i) for i in range(7)])
+    try:
+        state = monitor.store.model_state("static-lr")
+        assert state["state"] == "healthy", state["flags"]
+        assert not any(f["kind"] == "performance_drop" for r in results(monitor, "static-lr") for f in r["flags"])
+        assert state["verdict"]["needs"] == "static", state["verdict"]["text"]
+        assert state["verdict"]["text"].startswith("static is enough for this data")
+    finally:
+        monitor.close()
+
+
+def test_shuffled_labels_never_reach_the_serving_model(data_dir: Path):
+    frames = [make_batch(i) for i in range(4)] + [make_batch(4, shuffled=True)] + [make_batch(i) for i in (5, 6)]
+    monitor = run_stream(data_dir, frames)
+    try:
+        corrupted = results(monitor, "dynamic-lr")[4]
+        assert corrupted["action"] != "promoted"
+        assert not corrupted["trainable"]
+        assert any("labels look like noise" in f["detail"] for f in corrupted["flags"] if f["kind"] == "data_quality")
+        serving = monitor.registry.serving("dynamic-lr")
+        assert "b04.csv" not in serving.data["files"]
+        assert results(monitor, "dynamic-lr")[6]["metrics"]["roc_auc"] > 0.8
+    finally:
+        monitor.close()
+
+
+def test_a_bad_promotion_is_rolled_back_on_its_own(data_dir: Path):
+    # batch 4's labels are inverted (learnable, so no check refuses them); a window of one batch
+    # lets its candidate win on its own holdout and serve. On batch 5 the previous snapshot is far
+    # better, so driftdeck rolls back on its own.
+    write_config(data_dir, **{"window = 2": "window = 1"})
+    frames = [make_batch(i) for i in range(4)] + [make_batch(4)] + [make_batch(i) for i in (5, 6)]
+    frames[4]["label"] = 1 - frames[4]["label"]
+    monitor = run_stream(data_dir, frames)
+    try:
+        dynamic = results(monitor, "dynamic-lr")
+        assert dynamic[4]["action"] == "promoted"
+        assert dynamic[5]["action"] == "rolled_back"
+        history = monitor.store.serving_history("dynamic-lr")
+        rollback = next(change for change in history if change.reason == "auto_rollback")
+        bad = dynamic[4]["candidate_version"]
+        assert rollback.version == dynamic[4]["serving_version"]
+        assert monitor.store.snapshot("dynamic-lr", bad).status == "rolled_back"
+        assert dynamic[5]["flags"][0]["kind"] == "performance_drop"
+    finally:
+        monitor.close()
+
+
+def test_rollback_then_promote_returns_to_the_same_version(concept_flip: Monitor):
+    before = concept_flip.store.serving_version("dynamic-lr")
+    came_from, went_to = concept_flip.rollback("dynamic-lr")
+    assert came_from == before and went_to < before
+    assert concept_flip.store.serving_version("dynamic-lr") == went_to
+    assert concept_flip.store.snapshot("dynamic-lr", before).status == "rolled_back"
+    serving_file = json.loads((concept_flip.paths.serving / "dynamic-lr.json").read_text())
+    assert serving_file["version"] == went_to and serving_file["why"] == "rollback"
+    concept_flip.promote("dynamic-lr", before)
+    assert concept_flip.store.serving_version("dynamic-lr") == before
+    reasons = [change.reason for change in concept_flip.store.serving_history("dynamic-lr")][-2:]
+    assert reasons == ["rollback", "manual"]
+
+
+def test_rollback_without_an_earlier_snapshot_is_refused(data_dir: Path):
+    monitor = run_stream(data_dir, [make_batch(0)])
+    try:
+        with pytest.raises(CommandFailed, match="no earlier good snapshot"):
+            monitor.rollback("static-lr")
+        assert monitor.store.serving_version("static-lr") == 1
+    finally:
+        monitor.close()
+
+
+def test_a_tampered_snapshot_is_refused_and_the_model_flagged(data_dir: Path):
+    monitor = run_stream(data_dir, [make_batch(0)])
+    try:
+        path = monitor.registry.snapshot_file("static-lr", 1)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        monitor.registry.forget("static-lr", 1)
+        with pytest.raises(SnapshotError, match="modified after it was written"):
+            monitor.registry.load("static-lr", 1)
+        write_batch(data_dir, "b01.csv", make_batch(1))
+        monitor.run_once()
+        latest = results(monitor, "static-lr")[-1]
+        assert "modified after it was written" in latest["load_error"]
+        assert latest["flags"][0]["kind"] == "data_quality"
+        assert "metrics" not in latest
+    finally:
+        monitor.close()
+
+
+def test_a_manual_retrain_of_a_static_model_faces_the_gate(concept_flip: Monitor):
+    outcome = concept_flip.retrain_now("static-lr")
+    assert outcome.result["action"] in ("promoted", "rejected")
+    versions = [s.version for s in concept_flip.store.snapshots("static-lr")]
+    assert versions == [1, 2]
+    record = concept_flip.store.snapshot("static-lr", 2)
+    assert record.data["gate"]
+    assert record.data["serving_holdout_metrics"] is not None
+
+
+def test_a_training_job_that_raises_is_recorded_and_serving_is_untouched(data_dir: Path):
+    monitor = run_stream(data_dir, [make_batch(0)])
+    monitor.trainer = monitor.runners["dynamic-lr"].trainer = Trainer(fit=faults.raising_fit)
+    try:
+        write_batch(data_dir, "b01.csv", make_batch(1))
+        write_batch(data_dir, "b02.csv", make_batch(2))
+        monitor.run_once()
+        snapshots = {s.version: s for s in monitor.store.snapshots("dynamic-lr")}
+        assert snapshots[2].status == "failed" and "RuntimeError: boom" in snapshots[2].reason
+        assert monitor.store.serving_version("dynamic-lr") == 1
+        assert len(monitor.store.files(status="ingested")) == 3  # the next batch proceeded
+    finally:
+        monitor.close()
+
+
+def test_a_training_job_that_hangs_times_out(data_dir: Path):
+    monitor = run_stream(data_dir, [make_batch(0)])
+    monitor.runners["dynamic-lr"].trainer = Trainer(fit=faults.hanging_fit, timeout=1.0)
+    try:
+        write_batch(data_dir, "b01.csv", make_batch(1))
+        monitor.run_once()
+        failed = monitor.store.snapshot("dynamic-lr", 2)
+        assert failed.status == "failed" and "timed out" in failed.reason
+        assert monitor.store.serving_version("dynamic-lr") == 1
+    finally:
+        monitor.close()
+
+
+def test_killing_the_process_during_training_leaves_serving_and_store_intact(tmp_path: Path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_config(folder)
+    config = (folder / "driftdeck.toml").read_text().replace(
+        'name = "dynamic-lr"\nmode = "dynamic"\nestimator = "logistic_regression"',
+        'name = "dynamic-lr"\nmode = "dynamic"\nestimator = "random_forest"\nparams = {n_estimators = 3000}',
+    )
+    (folder / "driftdeck.toml").write_text(config)
+    for index in range(3):
+        write_batch(folder, f"b{index:02d}.csv", make_batch(index))
+    process = subprocess.Popen([sys.executable, "-m", "app", "watch", str(folder), "--headless", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in process.stdout:
+            event = json.loads(line)
+            if event["kind"] == "training_progress" and event["data"].get("version") == 2 and event["data"]["progress"] >= 0.3:
+                break
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    monitor = Monitor(folder)
+    try:
+        assert monitor.store.serving_version("dynamic-lr") == 1
+        monitor.registry.load("dynamic-lr", 1)
+        assert json.loads((monitor.paths.serving / "dynamic-lr.json").read_text())["version"] == 1
+        monitor.run_once()
+        names = [record.name for record in monitor.store.files(status="ingested")]
+        assert sorted(names) == ["b00.csv", "b01.csv", "b02.csv"]
+    finally:
+        monitor.close()
+
+
+def test_gate_rules():
+    assert gate("roc_auc", 0.80, 0.805, 0.5, tolerance=0.01, min_metric=None).passed
+    assert not gate("roc_auc", 0.78, 0.80, 0.5, tolerance=0.01, min_metric=None).passed
+    assert not gate("roc_auc", 0.90, 0.80, 0.5, tolerance=0.01, min_metric=0.95).passed
+    assert not gate("roc_auc", 0.90, 0.80, 0.5, tolerance=0.01, min_metric=None, batch_ok=False).passed
+    first = gate("roc_auc", 0.49, None, 0.5, tolerance=0.01, min_metric=None)
+    assert not first.passed and first.labels_suspect
+    # error metrics: lower is better, tolerance is a fraction of the serving value
+    assert gate("rmse", 10.05, 10.0, 20.0, tolerance=0.01, min_metric=None).passed
+    assert not gate("rmse", 10.2, 10.0, 20.0, tolerance=0.01, min_metric=None).passed
+
+
+def test_holdout_is_the_newest_rows(data_dir: Path):
+    frame = make_batch(0, rows=100).sample(frac=1, random_state=1)
+    train, holdout = split_holdout(frame, "ts")
+    assert len(holdout) == 20 and holdout["ts"].min() >= train["ts"].max()
+
+
+def test_verdict_weighs_gain_against_noise():
+    clear = decide([0.70, 0.71, 0.69, 0.70, 0.72], [0.80, 0.82, 0.79, 0.81, 0.80], "roc_auc", retrains=5, train_seconds=2.5)
+    assert clear.needs == "dynamic" and "gains 10.0 points of ROC AUC" in clear.text and "5 retrains" in clear.text
+    noisy = decide([0.70, 0.80, 0.65, 0.75], [0.72, 0.77, 0.68, 0.74], "roc_auc")
+    assert noisy.needs == "static" and noisy.text.startswith("static is enough")
+    errors = decide([10.0, 10.0, 10.0], [8.0, 8.1, 7.9], "rmse")
+    assert errors.needs == "dynamic" and "cuts RMSE by 20.0%" in errors.text
+    assert decide([0.7], [0.8], "roc_auc").needs == "unknown"
