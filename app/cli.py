@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (ConfigError, CommandFailed, MonitorBusy, FileNotFoundError, NotADirectoryError, PermissionError) as error:
+    except (ConfigError, CommandFailed, MonitorBusy, FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as error:
         print(f"driftdeck: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -82,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     snapshots = command("snapshots", run_snapshots, "a model's snapshots and serving history")
     snapshots.add_argument("--model")
     snapshots.add_argument("--json", action="store_true")
+
+    predict = command("predict", run_predict, "score a file with a model's serving (or given) version")
+    predict.add_argument("--model", required=True)
+    predict.add_argument("input", type=Path, metavar="INPUT")
+    predict.add_argument("--version", type=int)
+    predict.add_argument("--out", type=Path, metavar="FILE", help=".csv or .parquet (default: CSV on stdout)")
+
+    export = command("export", run_export, "write a snapshot's model file, model card and reference profile")
+    export.add_argument("--model", required=True)
+    export.add_argument("--version", type=int)
+    export.add_argument("--out", type=Path, required=True, metavar="DIR")
+
+    validate = command("validate", run_validate,
+                       "retrain each serving snapshot with today's code and config; exit 1 on a regression")
+    validate.add_argument("--model")
+    validate.add_argument("--json", action="store_true")
 
     replay = command("replay", run_replay, "copy SRC's batch files into DEST one at a time, as a producer would", data_dir=False)
     replay.add_argument("src", type=Path, metavar="SRC")
@@ -242,6 +258,48 @@ def _command(args, kind: str, model: str, payload: dict) -> int:
 def _progress_printer(event: Event) -> None:
     if event.kind in ERROR_KINDS:
         print(event.message, file=sys.stderr)
+
+
+def run_predict(args) -> int:
+    from app.serving import write_table
+
+    monitor = Monitor(args.data_dir, args.state)
+    try:
+        predictions = monitor.predict_file(args.model, args.input, args.version)
+    finally:
+        monitor.close()
+    text = write_table(predictions, args.out)
+    if text is not None:
+        sys.stdout.write(text)
+    else:
+        print(f"wrote {len(predictions):,} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_export(args) -> int:
+    monitor = Monitor(args.data_dir, args.state)
+    try:
+        written = monitor.export(args.model, args.out, args.version)
+    finally:
+        monitor.close()
+    for path in written:
+        print(path)
+    return 0
+
+
+def run_validate(args) -> int:
+    monitor = Monitor(args.data_dir, args.state)
+    try:
+        names = [monitor.config.model(args.model).name] if args.model else list(monitor.runners)
+        results = [monitor.validate(name) for name in names]
+    finally:
+        monitor.close()
+    if args.json:
+        print(json.dumps([result.to_dict() for result in results], indent=2, default=str))
+    else:
+        for result in results:
+            print(result.summary)
+    return 1 if any(result.regression for result in results) else 0
 
 
 def run_replay(args) -> int:

@@ -26,7 +26,10 @@ from app.events import Event, EventKind
 from app.labels import label_signal_issue
 from app.ingest import FileChanged, FileSnapshot, parse_batch, quarantine, read_stable
 from app.policy import BatchOutcome, ModelRunner
-from app.readers import UnreadableFile, file_stem
+from app.environment import environment_diff, environment_record
+from app.readers import UnreadableFile
+from app.reproduce import Reproduction, reproduce
+from app.serving import export_files, model_card, predictions_path, score, write_predictions
 from app.registry import Registry, RollbackImpossible, StatePaths
 from app.snapshots import SnapshotError
 from app.stats.profile import Profile
@@ -114,6 +117,9 @@ class Monitor:
         if self._lock_handle is None:
             self.acquire()
         self._thread = threading.Thread(target=self._work, name="driftdeck-monitor", daemon=True)
+        for name in self.runners:
+            if self.environment_changed(name):
+                self._queue.put(("validate", name))
         self._thread.start()
         self._watcher = FolderWatcher(self.data_dir, self.paths.root, self.submit_file,
                                       settle_seconds=self.config.watch.settle_seconds, poll=self.poll)
@@ -165,6 +171,38 @@ class Monitor:
         """Queue a retrain of ``model`` (static models too); the candidate faces the gate."""
         self.config.model(model)
         self._queue.put(("retrain", model))
+
+    def request_validate(self, model: str | None = None) -> None:
+        """Queue the code/dependency regression check (``driftdeck validate``) for one model or all."""
+        names = [self.config.model(model).name] if model else list(self.runners)
+        for name in names:
+            self._queue.put(("validate", name))
+
+    def validate(self, model: str) -> Reproduction:
+        """Re-check ``model``'s serving snapshot now; record a ``validated`` or ``code_regression`` event."""
+        self._set_training(model)
+        try:
+            result = reproduce(self, model)
+        finally:
+            self._set_training(None)
+        if result.version is None:
+            return result
+        kind = EventKind.CODE_REGRESSION if result.regression else EventKind.VALIDATED
+        state = self.store.model_state(model)
+        flags = [flag for flag in state.get("flags", []) if flag["kind"] != "code_regression"]
+        if result.regression:
+            flags.insert(0, {"kind": "code_regression", "detail": result.summary})
+        if state:
+            self.store.save_model_state(model, {**state, "flags": flags, "validation": result.to_dict()})
+        self.emit(Event(kind, result.summary, model=model, data=result.to_dict()))
+        return result
+
+    def environment_changed(self, model: str) -> list[str]:
+        """What differs between the environment that trained ``model``'s serving snapshot and this one."""
+        serving = self.registry.serving(model)
+        if serving is None or "environment" not in serving.data:
+            return []
+        return environment_diff(serving.data["environment"], environment_record())
 
     def pause(self) -> None:
         self.paused = True
@@ -235,6 +273,50 @@ class Monitor:
         self._commit(None, None, {model: outcome}, serving_before={model: serving_before})
         return outcome
 
+    # --- serving outside driftdeck ---------------------------------------------------
+
+    def predict_file(self, model: str, path: Path, version: int | None = None) -> pd.DataFrame:
+        """Score a batch file with the serving (or given) version, after the watcher's validation."""
+        chosen = self._version_or_serving(model, version)
+        max_bytes = int(self.config.watch.max_file_mb * (1 << 20))
+        try:
+            batch = parse_batch(read_stable(Path(path), max_bytes), self.config)
+        except InvalidBatch as invalid:
+            raise CommandFailed(f"{Path(path).name} fails validation: {'; '.join(invalid.reasons)}") from None
+        except (UnreadableFile, FileChanged) as error:
+            raise CommandFailed(f"{Path(path).name}: {error}") from None
+        try:
+            loaded = self.registry.load(model, chosen)
+        except SnapshotError as error:
+            raise CommandFailed(str(error)) from None
+        return score(loaded, batch.frame, chosen, self.config)
+
+    def export(self, model: str, out: Path, version: int | None = None) -> list[Path]:
+        """Write the model file, its model card (JSON and Markdown) and its reference profile to ``out``."""
+        chosen = self._version_or_serving(model, version)
+        record = self.store.snapshot(model, chosen)
+        try:
+            self.registry.load(model, chosen)
+        except SnapshotError as error:
+            raise CommandFailed(str(error)) from None
+        recent = [data for _, _, data in self.store.results(model, limit=20)]
+        card = model_card(self.config, model, record, self.store.serving_version(model), recent,
+                          self.store.model_state(model))
+        data = (self.paths.root / record.path).read_bytes()
+        return export_files(Path(out), model, data, card, record.data.get("profile", {}))
+
+    def _version_or_serving(self, model: str, version: int | None) -> int:
+        self.config.model(model)
+        if version is None:
+            version = self.store.serving_version(model)
+            if version is None:
+                raise CommandFailed(f"{model} has no serving model yet")
+            return version
+        record = self.store.snapshot(model, version)
+        if record is None or not record.path:
+            raise CommandFailed(f"{model} has no usable version {version}")
+        return version
+
     # --- events ------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
@@ -269,6 +351,8 @@ class Monitor:
                     self._guarded(self._handle_file, argument)
                 elif kind == "retrain":
                     self._guarded(self.retrain_now, argument)
+                elif kind == "validate":
+                    self._guarded(self.validate, argument)
             finally:
                 self._queue.task_done()
 
@@ -349,7 +433,7 @@ class Monitor:
                                              self.config.timestamp)
         outcomes = {}
         for name, runner in self.runners.items():
-            outcomes[name] = runner.process(batch.name, batch.frame, batch.labeled, folder, label_issue)
+            outcomes[name] = runner.process(batch, folder, label_issue)
         self._set_training(None)
         if batch.labeled and self.config.target:
             labels = batch.frame[self.config.target].dropna()
@@ -361,7 +445,15 @@ class Monitor:
 
     def _commit(self, snapshot: FileSnapshot | None, batch: Batch | None, outcomes: dict[str, BatchOutcome],
                 serving_before: dict[str, int | None], folder: dict | None = None) -> None:
-        """Write a batch's ledger entry, results, snapshots and pointer changes in one transaction."""
+        """Write a batch's ledger entry, results, snapshots and pointer changes in one transaction.
+
+        Prediction files are written first: if the process dies before the
+        commit, the batch is processed again and its files are simply replaced.
+        """
+        if batch is not None:
+            for name, outcome in outcomes.items():
+                if outcome.predictions is not None:
+                    write_predictions(predictions_path(self.paths.predictions, name, batch.name), outcome.predictions)
         with self._pointer_lock:
             stale = {name for name in outcomes if self.store.serving_version(name) != serving_before[name]}
             with self.store.transaction() as db:
@@ -395,8 +487,6 @@ class Monitor:
                 self.emit(event)
             if batch is not None:
                 self.emit(self._result_event(name, batch.name, outcome))
-        if batch is not None:
-            self._write_predictions(batch, outcomes)
 
     def _keep_manual_choice(self, name: str, outcome: BatchOutcome, db) -> None:
         """Someone moved the serving pointer by hand while this batch trained: their choice stands."""
@@ -432,28 +522,21 @@ class Monitor:
             batch.frame.to_parquet(temporary)
             os.replace(temporary, path)
 
-    def _load_batches(self, file_ids: list[int]) -> list[tuple[str, pd.DataFrame]]:
+    def _load_batches(self, file_ids: list[int]) -> list[tuple[str, str, pd.DataFrame]]:
+        """(name, sha256, rows) of archived labeled batches, through a small cache."""
         loaded = []
         for file_id in file_ids:
+            record = self.store.file(file_id)
             if file_id not in self._batch_cache:
-                record = self.store.file(file_id)
-                self._batch_cache[file_id] = pd.read_parquet(self.paths.batches / f"{record.sha256[:16]}.parquet")
-                self._batch_cache.move_to_end(file_id)
+                self._batch_cache[file_id] = self.read_archived(record.sha256)
                 while len(self._batch_cache) > BATCH_CACHE_SIZE:
                     self._batch_cache.popitem(last=False)
-            loaded.append((self.store.file(file_id).name, self._batch_cache[file_id]))
+            self._batch_cache.move_to_end(file_id)
+            loaded.append((record.name, record.sha256, self._batch_cache[file_id]))
         return loaded
 
-    def _write_predictions(self, batch: Batch, outcomes: dict[str, BatchOutcome]) -> None:
-        for name, outcome in outcomes.items():
-            predictions = outcome.predictions
-            if predictions is None:
-                continue
-            path = self.paths.predictions / name / f"{file_stem(batch.name)}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".{path.name}.tmp")
-            predictions.to_parquet(temporary)
-            os.replace(temporary, path)
+    def read_archived(self, sha256: str) -> pd.DataFrame:
+        return pd.read_parquet(self.paths.batches / f"{sha256[:16]}.parquet")
 
     def _repair_serving_file(self, name: str) -> None:
         try:

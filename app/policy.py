@@ -28,6 +28,7 @@ from app.environment import environment_record, model_config_hash
 from app.events import Event, EventKind
 from app.models import Prediction, predict
 from app.registry import Registry
+from app.serving import predictions_frame
 from app.snapshots import SnapshotError, load_trusted
 from app.stats.drift import drifted_columns, feature_drift
 from app.stats.health import (
@@ -44,6 +45,7 @@ from app.stats.multivariate import domain_classifier, reservoir_sample
 from app.stats.profile import Profile
 from app.store import SnapshotRecord, Store
 from app.training import TrainingFailed, Trainer, TrainJob
+from app.validation import Batch
 from app.verdict import ERROR_METRICS, Verdict, decide
 
 HOLDOUT_FRACTION = 0.2
@@ -73,6 +75,14 @@ class TrainingWindow:
 
     frame: pd.DataFrame
     files: list[str]
+    shas: list[str]
+
+
+def training_window(parts: list[tuple[str, str, pd.DataFrame]], config: Config) -> TrainingWindow:
+    """The labeled rows of ``parts`` (name, sha256, frame), oldest batch first."""
+    columns = config.features + [config.target] + ([config.timestamp] if config.timestamp else [])
+    frames = [frame[columns][frame[config.target].notna()] for _, _, frame in parts]
+    return TrainingWindow(pd.concat(frames, ignore_index=True), [name for name, _, _ in parts], [sha for _, sha, _ in parts])
 
 
 @dataclass
@@ -85,6 +95,7 @@ class Candidate:
     train: pd.DataFrame
     holdout: pd.DataFrame
     files: list[str]
+    shas: list[str]
     seconds: float
     metrics: dict[str, Any]
     baseline: dict[str, Any]
@@ -158,7 +169,7 @@ class ModelRunner:
         config: Config,
         registry: Registry,
         trainer: Trainer,
-        load_batches: Callable[[list[int]], list[tuple[str, pd.DataFrame]]],
+        load_batches: Callable[[list[int]], list[tuple[str, str, pd.DataFrame]]],
         emit: Callable[[Event], None],
     ) -> None:
         self.model = model
@@ -177,15 +188,15 @@ class ModelRunner:
 
     # --- one batch ---------------------------------------------------------------
 
-    def process(self, name: str, frame: pd.DataFrame, labeled: bool, folder: dict[str, Any],
-                label_issue: str | None = None) -> BatchOutcome:
-        """Everything this model does with one validated batch (``frame``, ``labeled``).
+    def process(self, batch: Batch, folder: dict[str, Any], label_issue: str | None = None) -> BatchOutcome:
+        """Everything this model does with one validated batch.
 
         ``folder`` carries folder-wide facts: ``reference`` (profile dict of the
         first batch) and ``previous_labels`` (label stats of the previous labeled
         batch, for the naive baseline). ``label_issue`` says why the batch's
         labels look corrupted, if they do (see :mod:`app.labels`).
         """
+        frame, labeled = batch.frame, batch.labeled
         serving = self.registry.serving(self.name)
         outcome = BatchOutcome(result={"labeled": labeled, "serving_version": serving.version if serving else None})
         result = outcome.result
@@ -198,18 +209,18 @@ class ModelRunner:
         model = self._load_serving(serving, result) if serving else None
         if model is not None:
             prediction = self._score(result, model, serving, frame, labeled, folder.get("previous_labels"))
-            outcome.predictions = self._predictions_frame(prediction, frame, serving.version)
+            outcome.predictions = predictions_frame(prediction, frame, serving.version, self.config.id_column)
         flags = self._flags(result, serving, labeled)
         result["flags"] = flags
         result["action"] = "flagged" if flags and serving else "none"
 
         if serving is None:
-            self._maybe_bootstrap(outcome, name, frame)
+            self._maybe_bootstrap(outcome, batch)
         elif result["trainable"]:
             if self.model.is_dynamic:
-                self._dynamic_step(outcome, serving, name, frame)
+                self._dynamic_step(outcome, serving, batch)
             else:
-                self._refresh_static_shadow(outcome, frame)
+                self._refresh_static_shadow(outcome, batch)
         outcome.state = self._state(result, current)
         return outcome
 
@@ -268,21 +279,8 @@ class ModelRunner:
         result["baseline_metrics"] = self._baseline(truth, previous_labels or serving.data.get("label_stats", {}))
         shadow = self._shadow_model(serving)
         if shadow is not None:
-            result["shadow_metrics"] = self._metrics(truth, _subset(predict(shadow, frame, self.config.task), rows))
+            result["shadow_metrics"] = self.evaluate(shadow, frame)
         return prediction
-
-    def _predictions_frame(self, prediction: Prediction, frame: pd.DataFrame, version: int) -> pd.DataFrame:
-        """What the serving version said about each row, traceable to that version."""
-        columns: dict[str, Any] = {"row": range(len(frame))}
-        if self.config.id_column and self.config.id_column in frame:
-            columns[self.config.id_column] = frame[self.config.id_column].to_numpy()
-        columns["prediction"] = prediction.labels
-        if prediction.proba is not None:
-            for index, label in enumerate(prediction.classes):
-                columns[f"proba_{label}"] = prediction.proba[:, index]
-        columns["model_version"] = version
-        columns["predicted_at"] = pd.Timestamp.now(tz="UTC")
-        return pd.DataFrame(columns)
 
     def _flags(self, result: dict, serving: SnapshotRecord | None, labeled: bool) -> list[dict[str, str]]:
         flags = []
@@ -327,7 +325,7 @@ class ModelRunner:
 
     # --- policies -------------------------------------------------------------------
 
-    def _maybe_bootstrap(self, outcome: BatchOutcome, name: str, frame: pd.DataFrame) -> None:
+    def _maybe_bootstrap(self, outcome: BatchOutcome, batch: Batch) -> None:
         if not outcome.result["trainable"]:
             return
         earlier = self._trainable_ids()
@@ -335,13 +333,13 @@ class ModelRunner:
         if len(earlier) + 1 < needed:
             outcome.result["action_detail"] = f"collecting labeled batches to train version 1 ({len(earlier) + 1} of {needed})"
             return
-        window = self._window(self._newest_trainable(needed), name, frame)
+        window = self._window(self._newest_trainable(needed), batch)
         self._train_and_gate(outcome, window, serving=None, reason="bootstrap")
 
-    def _dynamic_step(self, outcome: BatchOutcome, serving: SnapshotRecord, name: str, frame: pd.DataFrame) -> None:
-        if self._auto_rollback(outcome, serving, frame):
+    def _dynamic_step(self, outcome: BatchOutcome, serving: SnapshotRecord, batch: Batch) -> None:
+        if self._auto_rollback(outcome, serving, batch.frame):
             return
-        window = self._window(self._newest_trainable(self.model.window), name, frame)
+        window = self._window(self._newest_trainable(self.model.window), batch)
         self._train_and_gate(outcome, window, serving=serving, reason="promoted")
 
     def retrain(self, reason: str = "manual") -> BatchOutcome:
@@ -354,7 +352,7 @@ class ModelRunner:
             outcome.events.append(Event(EventKind.REJECTED, f"{self.name}: no labeled batches to retrain on", model=self.name))
             outcome.result["action"] = "rejected"
             return outcome
-        window = self._window(ids[-size:], None, None)
+        window = self._window(ids[-size:])
         self._train_and_gate(outcome, window, serving=serving, reason=reason)
         return outcome
 
@@ -371,9 +369,7 @@ class ModelRunner:
         except SnapshotError:
             return False
         metric = outcome.result["metric"]
-        rows = frame[self.config.target].notna().to_numpy()
-        truth = frame[self.config.target][rows]
-        previous_metrics = self._metrics(truth, _subset(predict(previous_model, frame, self.config.task), rows))
+        previous_metrics = self.evaluate(previous_model, frame)
         outcome.result["previous_metrics"] = previous_metrics
         now, before = metrics.get(metric), previous_metrics.get(metric)
         if now is None or before is None:
@@ -467,10 +463,9 @@ class ModelRunner:
             model = load_trusted(data, source=f"candidate {self.name} v{version}")
         except SnapshotError as error:
             raise TrainingFailed(str(error)) from None
-        truth = holdout[self.config.target]
-        metrics = self._metrics(truth, predict(model, holdout, self.config.task))
-        baseline = self._baseline(truth, _label_stats(train[self.config.target], self.config.task))
-        return Candidate(version, model, data, train, holdout, window.files, seconds, metrics, baseline)
+        metrics = self.evaluate(model, holdout)
+        baseline = self._baseline(holdout[self.config.target], _label_stats(train[self.config.target], self.config.task))
+        return Candidate(version, model, data, train, holdout, window.files, window.shas, seconds, metrics, baseline)
 
     def _serving_holdout_metrics(self, serving: SnapshotRecord | None, candidate: Candidate) -> dict | None:
         if serving is None:
@@ -479,7 +474,7 @@ class ModelRunner:
             model = self.registry.load(self.name, serving.version)
         except SnapshotError:
             return None
-        return self._metrics(candidate.holdout[self.config.target], predict(model, candidate.holdout, self.config.task))
+        return self.evaluate(model, candidate.holdout)
 
     def _snapshot_record(self, candidate: Candidate, serving: SnapshotRecord | None, decision: GateDecision,
                          metric: str, serving_metrics: dict | None) -> SnapshotRecord:
@@ -490,6 +485,7 @@ class ModelRunner:
         scores = _scores(predict(candidate.model, candidate.holdout, self.config.task))
         data = {
             "files": candidate.files,
+            "batch_shas": candidate.shas,
             "rows": len(candidate.train),
             "holdout_rows": len(candidate.holdout),
             "holdout_metrics": candidate.metrics,
@@ -530,9 +526,9 @@ class ModelRunner:
         outcome.events.append(Event(EventKind.TRAINING_FAILED, f"{self.name}: training v{version} failed: {error}",
                                     model=self.name, data={"version": version, "error": error}))
 
-    def _refresh_static_shadow(self, outcome: BatchOutcome, frame: pd.DataFrame) -> None:
+    def _refresh_static_shadow(self, outcome: BatchOutcome, batch: Batch) -> None:
         """Retrain the static model's shadow (what dynamic training would serve next) on the newest batches."""
-        window = self._window(self._newest_trainable(self.model.window), None, frame)
+        window = self._window(self._newest_trainable(self.model.window), batch)
         job = TrainJob(
             task=self.config.task, estimator=self.model.estimator, params=self.model.params, schema=self.config.schema,
             target=self.config.target, frame=window.frame[self.config.features + [self.config.target]], seed=self.model.seed,
@@ -591,6 +587,11 @@ class ModelRunner:
         except SnapshotError:
             return None
 
+    def evaluate(self, model: Any, frame: pd.DataFrame) -> dict[str, Any]:
+        """The metrics of ``model`` on the labeled rows of ``frame``."""
+        rows = frame[self.config.target].notna().to_numpy()
+        return self._metrics(frame[self.config.target][rows], predict(model, frame[rows], self.config.task))
+
     def _metrics(self, truth: pd.Series, prediction: Prediction) -> dict[str, Any]:
         if self.config.task == "regression":
             return regression_metrics(truth.to_numpy(dtype="float64"), prediction.labels)
@@ -619,13 +620,11 @@ class ModelRunner:
             return earlier
         return earlier[-(size - 1):] if size > 1 else []
 
-    def _window(self, ids: list[int], name: str | None, frame: pd.DataFrame | None) -> TrainingWindow:
+    def _window(self, ids: list[int], current: Batch | None = None) -> TrainingWindow:
         parts = self.load_batches(ids)
-        if frame is not None:
-            parts.append((name or "current batch", frame))
-        columns = self.config.features + [self.config.target] + ([self.config.timestamp] if self.config.timestamp else [])
-        frames = [part[columns][part[self.config.target].notna()] for _, part in parts]
-        return TrainingWindow(pd.concat(frames, ignore_index=True), [file for file, _ in parts])
+        if current is not None:
+            parts.append((current.name, current.sha256, current.frame))
+        return training_window(parts, self.config)
 
     def _reference_sample(self, serving: SnapshotRecord | None) -> pd.DataFrame | None:
         if serving is None or "reference_sample" not in serving.data:

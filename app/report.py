@@ -178,3 +178,237 @@ def snapshots_table(rows: list[dict[str, Any]], title: str = "Snapshots") -> Tab
             Text(note),
         )
     return table
+
+
+# --- views for the live monitor (plain data; the TUI draws them) ----------------------
+
+DRIFT_STATUS_ORDER = {"drifted": 0, "watch": 1, "stable": 2}
+DISPLAY_GROUPS = 10
+TOP_CATEGORIES = 6
+UNSEEN_LABEL = "(unseen)"
+OTHER_LABEL = "(other)"
+
+
+def dashboard_counts(store: Store) -> dict[str, Any]:
+    """Ledger totals for the header: counts by status and when the newest file was seen (epoch s or None)."""
+    counts = store.counts()
+    newest = store.files(limit=1)
+    return {
+        "ingested": counts.get("ingested", 0),
+        "quarantined": counts.get("quarantined", 0),
+        "duplicate": counts.get("duplicate", 0),
+        "last_seen_at": newest[0].seen_at if newest else None,
+    }
+
+
+def feature_rows(store: Store, model: str, history: int = 24) -> list[dict[str, Any]]:
+    """The latest batch's drift of each feature of ``model``, worst first.
+
+    Each row: feature, kind, psi, ks, js, missing_change, status, and
+    ``psi_history`` (PSI in each of the last ``history`` batches, oldest first,
+    None where the batch lacked the column). Empty before the first batch.
+    """
+    results = [data for _, _, data in store.results(model, limit=history)]
+    if not results:
+        return []
+    rows = []
+    for column, drift in results[-1].get("feature_drift", {}).items():
+        rows.append({
+            "feature": column,
+            "kind": drift.get("kind"),
+            "psi": drift.get("psi"),
+            "ks": drift.get("ks"),
+            "js": drift.get("js"),
+            "missing_change": drift.get("missing_change"),
+            "out_of_range_share": drift.get("out_of_range_share"),
+            "unseen_share": drift.get("unseen_share"),
+            "status": drift.get("status", "stable"),
+            "psi_history": [data.get("feature_drift", {}).get(column, {}).get("psi") for data in results],
+        })
+    return sorted(rows, key=lambda row: (DRIFT_STATUS_ORDER.get(row["status"], 3), -(row["psi"] or 0.0)))
+
+
+def reference_profile(store: Store, model: str, version: int | None) -> dict[str, Any] | None:
+    """The profile drift is measured against: snapshot ``version``'s training data, or,
+    while no version serves, the folder's first batch (as the monitor does)."""
+    if version is not None:
+        record = store.snapshot(model, version)
+        return record.data.get("profile") if record else None
+    from app.monitor import FOLDER_KEY
+
+    return store.model_state(FOLDER_KEY).get("reference")
+
+
+def feature_distributions(store: Store, model: str,
+                          reference: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Reference vs latest batch, per feature of ``model`` (see :func:`distribution_rows`).
+
+    ``reference`` is the profile the latest batch was measured against (read
+    from the store when not given). Empty before the first batch.
+    """
+    current = store.model_state(model).get("current_profile")
+    latest = store.results(model, limit=1)
+    if not current or not latest:
+        return {}
+    if reference is None:
+        reference = reference_profile(store, model, latest[0][2].get("serving_version"))
+    if reference is None:
+        return {}
+    return {
+        column: distribution_rows(reference["columns"][column], current["columns"][column])
+        for column in current["columns"]
+        if column in reference["columns"]
+    }
+
+
+def distribution_rows(reference: dict[str, Any], current: dict[str, Any],
+                      groups: int = DISPLAY_GROUPS) -> list[dict[str, Any]]:
+    """Shares of the reference and the current batch side by side, one dict per display bin.
+
+    ``reference`` and ``current`` are one column's profile dicts on the same
+    edges. Numeric: the reference's deciles, the very groups PSI compares
+    (about 10% of the reference each; the outer two also hold values beyond the
+    reference's range); each row has ``label`` and ``low``/``high`` (None at the
+    open ends). Categorical: the reference's most common categories, then
+    "(other)" and "(unseen)" (categories the reference never had). Shares are
+    fractions of the non-missing rows.
+    """
+    if reference["kind"] == "numeric":
+        return _numeric_distribution(reference, current, groups)
+    return _categorical_distribution(reference, current)
+
+
+def _numeric_distribution(reference: dict[str, Any], current: dict[str, Any], groups: int) -> list[dict[str, Any]]:
+    import numpy as np
+
+    from app.stats.drift import quantile_groups
+
+    edges = reference["edges"]
+    reference_counts = np.asarray(reference["counts"], dtype=np.float64)
+    current_counts = np.asarray(current["counts"], dtype=np.float64)
+    if not edges or len(current_counts) != len(reference_counts):
+        return []
+    cuts = quantile_groups(reference_counts, groups)
+    starts = np.concatenate(([0], cuts)).astype(np.intp)
+    grouped = [np.add.reduceat(counts, starts) for counts in (reference_counts, current_counts)]
+    shares = [counts / counts.sum() if counts.sum() else counts for counts in grouped]
+    # A group starting at slot s begins at edge s - 1 (slot 0 lies below the first edge).
+    bounds = [None] + [float(edges[cut - 1]) for cut in cuts] + [None]
+    rows = []
+    for index in range(len(starts)):
+        low, high = bounds[index], bounds[index + 1]
+        rows.append({
+            "label": _range_label(low, high),
+            "low": low,
+            "high": high,
+            "reference": float(shares[0][index]),
+            "current": float(shares[1][index]),
+        })
+    return rows
+
+
+def _range_label(low: float | None, high: float | None) -> str:
+    if low is None and high is None:
+        return "all"
+    if low is None:
+        return f"< {high:.4g}"
+    if high is None:
+        return f"≥ {low:.4g}"
+    return f"{low:.4g}–{high:.4g}"
+
+
+def _categorical_distribution(reference: dict[str, Any], current: dict[str, Any],
+                              top: int = TOP_CATEGORIES) -> list[dict[str, Any]]:
+    reference_counts, current_counts = reference["counts"], current["counts"]
+    reference_total = sum(reference_counts.values()) or 1
+    current_total = sum(current_counts.values()) or 1
+    ranked = sorted(reference_counts, key=lambda name: (-reference_counts[name], name))
+    shown, rest = ranked[:top], ranked[top:]
+    rows = [
+        {"label": name, "reference": reference_counts[name] / reference_total,
+         "current": current_counts.get(name, 0) / current_total}
+        for name in shown
+    ]
+    if rest:
+        rows.append({"label": OTHER_LABEL, "reference": sum(reference_counts[n] for n in rest) / reference_total,
+                     "current": sum(current_counts.get(n, 0) for n in rest) / current_total})
+    unseen = sum(count for name, count in current_counts.items() if name not in reference_counts)
+    if unseen:
+        rows.append({"label": UNSEEN_LABEL, "reference": 0.0, "current": unseen / current_total})
+    return rows
+
+
+def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, Any]]:
+    """The primary metric of ``model`` per batch, oldest first: what the health chart plots.
+
+    Each row: file, seen_at, labeled, metric (its name), served / shadow /
+    baseline (that metric for the serving model, the other policy's shadow and
+    the naive baseline; None without labels), estimate (label-free accuracy
+    estimate), serving_version, action, candidate_version, and ``pointer``:
+    "rollback"/"manual" when someone moved the serving pointer by hand after
+    this batch and before the next one (else None).
+    """
+    rows = []
+    for file_id, _, data in store.results(model, limit=limit):
+        record = store.file(file_id)
+        metric = data.get("metric")
+        rows.append({
+            "file": record.name,
+            "seen_at": record.seen_at,
+            "labeled": bool(data.get("labeled")),
+            "metric": metric,
+            "served": (data.get("metrics") or {}).get(metric) if metric else None,
+            "shadow": (data.get("shadow_metrics") or {}).get(metric) if metric else None,
+            "baseline": (data.get("baseline_metrics") or {}).get(metric) if metric else None,
+            "estimate": data.get("estimated_accuracy"),
+            "prediction_psi": data.get("prediction_psi"),
+            "serving_version": data.get("serving_version"),
+            "action": data.get("action", "none"),
+            "candidate_version": data.get("candidate_version"),
+            "pointer": None,
+        })
+    for change in store.serving_history(model):
+        if change.reason not in ("rollback", "manual"):
+            continue
+        before = [row for row in rows if row["seen_at"] <= change.time]
+        if before:
+            before[-1]["pointer"] = change.reason
+    return rows
+
+
+def latest_result(store: Store, model: str) -> dict[str, Any] | None:
+    """The newest batch's result for ``model`` with its file name under ``file`` (None before any)."""
+    newest = store.results(model, limit=1)
+    if not newest:
+        return None
+    file_id, _, data = newest[0]
+    return {**data, "file": store.file(file_id).name}
+
+
+def snapshot_summaries(store: Store, model: str) -> list[dict[str, Any]]:
+    """The snapshot table of the live monitor: every snapshot of ``model``, newest first.
+
+    The fields of :func:`snapshot_rows` a person scans (version, created,
+    files, rows, metric, holdout value, status, reason, serving, gate) without
+    the environment comparison, which costs a package-metadata lookup per row.
+    """
+    serving = store.serving_version(model)
+    rows = []
+    for record in reversed(store.snapshots(model)):
+        metric = record.data.get("metric")
+        rows.append({
+            "model": model,
+            "version": record.version,
+            "parent": record.parent,
+            "created": record.created,
+            "status": record.status,
+            "reason": record.reason,
+            "serving": record.version == serving,
+            "files": record.data.get("files", []),
+            "rows": record.data.get("rows"),
+            "metric": metric,
+            "holdout": record.data.get("holdout_metrics", {}).get(metric) if metric else None,
+            "gate": record.data.get("gate", ""),
+            "usable": bool(record.path),
+        })
+    return rows

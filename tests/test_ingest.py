@@ -228,8 +228,8 @@ def test_every_format_gives_the_same_clean_frame(ingest_dir: Path, name: str) ->
     assert batch.sha256 == snapshot.sha256 and len(snapshot.data) == path.stat().st_size
     for column in ("x1", "x2", "x3"):
         assert batch.frame[column].dtype == np.float64
-        # pandas writes JSON numbers with 10 significant digits
-        np.testing.assert_allclose(batch.frame[column].to_numpy(), frame[column].to_numpy(), rtol=1e-9)
+        # pandas writes JSON numbers with 10 decimal places
+        np.testing.assert_allclose(batch.frame[column].to_numpy(), frame[column].to_numpy(), rtol=0, atol=1e-9)
     assert batch.frame["color"].tolist() == frame["color"].tolist()
     assert batch.frame["label"].tolist() == [str(v) for v in frame["label"]]
     assert (batch.frame["ts"] == pd.to_datetime(frame["ts"])).all()

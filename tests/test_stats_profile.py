@@ -13,6 +13,7 @@ from app.stats.profile import (
     NumericProfile,
     Profile,
     count_in_bins,
+    profile_numeric,
     quantile_edges,
 )
 
@@ -80,8 +81,15 @@ def test_grid_binning_equals_a_plain_histogram(reference, current, bins):
 def test_grid_binning_on_awkward_distributions(draw):
     rng = np.random.default_rng(2)
     edges = quantile_edges(draw(rng, 20_000))
-    values = draw(rng, 50_000) * 1.1
+    values = draw(rng, 150_000) * 1.1  # more than one chunk of 65,536
     np.testing.assert_array_equal(count_in_bins(values, edges), reference_slots(values, edges))
+    values[70_000:140_000] = np.nan  # one chunk entirely missing
+    column = profile_numeric(values, edges)
+    present = values[~np.isnan(values)]
+    np.testing.assert_array_equal(column.counts, reference_slots(present, edges))
+    assert (column.count, column.missing) == (present.size, 70_000)
+    assert (column.minimum, column.maximum) == (present.min(), present.max())
+    assert column.total == pytest.approx(present.sum(), rel=1e-12)
 
 
 def test_a_few_distinct_values_get_one_bin_each():

@@ -32,8 +32,9 @@ NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 DEFAULT_BINS = 100
 
-# Bounds of the uniform grid used to bin values quickly (see ``count_in_bins``):
-# about one cell per 8 values, so setting the grid up never outweighs using it.
+# Values profiled at a time (bounds temporary memory) and the bounds of the
+# uniform grid that bins them quickly (see ``_BinCounter``).
+_CHUNK_VALUES = 1 << 16
 _MIN_GRID_CELLS = 1 << 10
 _MAX_GRID_CELLS = 1 << 16
 
@@ -66,7 +67,7 @@ class NumericProfile:
     @property
     def center(self) -> float:
         """Point the squares in ``total_sq`` are taken about: the middle edge (0 without edges)."""
-        return float(self.edges[(len(self.edges) - 1) // 2]) if len(self.edges) else 0.0
+        return _center(self.edges)
 
     @property
     def mean(self) -> float | None:
@@ -249,7 +250,13 @@ class Profile:
 
 
 def numeric_values(series: pd.Series) -> np.ndarray:
-    """Float64 array of a column, NaN where missing (works for nullable dtypes too)."""
+    """Float64 array of a column, NaN where missing (works for nullable dtypes too).
+
+    A float64 column already marks missing values with NaN and is returned
+    without a copy (read-only).
+    """
+    if series.dtype == np.float64:
+        return series.to_numpy()
     return series.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
@@ -275,90 +282,105 @@ def quantile_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
 
 
 def profile_numeric(values: np.ndarray, edges: np.ndarray) -> NumericProfile:
-    """Profile of a float64 array (NaN = missing) on the given edges."""
-    finite_mask = np.isfinite(values)
-    present = values if finite_mask.all() else values[finite_mask]
-    if present.size == 0:
-        return NumericProfile(
-            edges=edges,
-            counts=np.zeros(len(edges) + 1, dtype=np.int64),
-            missing=len(values),
-            count=0,
-            minimum=None,
-            maximum=None,
-            total=0.0,
-            total_sq=0.0,
-        )
-    profile = NumericProfile(
+    """Profile of a float64 array (NaN/inf = missing) on the given edges.
+
+    Works through ``values`` in chunks of 65,536, so its temporary arrays stay
+    around a megabyte whatever the batch size.
+    """
+    center = _center(edges)
+    counter = _BinCounter(edges, expected_values=len(values))
+    count, total, total_sq = 0, 0.0, 0.0
+    minimum = maximum = None
+    for start in range(0, len(values), _CHUNK_VALUES):
+        chunk = values[start : start + _CHUNK_VALUES]
+        finite = np.isfinite(chunk)
+        present = chunk if finite.all() else chunk[finite]
+        if present.size == 0:
+            continue
+        counter.add(present)
+        count += present.size
+        total += float(present.sum())
+        # square-and-sum, not np.dot: BLAS threads stall on a busy machine.
+        total_sq += float(np.sum(np.square(present - center)))
+        minimum = _combine_optional(min, minimum, float(present.min()))
+        maximum = _combine_optional(max, maximum, float(present.max()))
+    return NumericProfile(
         edges=edges,
-        counts=count_in_bins(present, edges),
-        missing=len(values) - present.size,
-        count=int(present.size),
-        minimum=float(present.min()),
-        maximum=float(present.max()),
-        total=float(present.sum()),
-        total_sq=0.0,
+        counts=counter.counts(),
+        missing=len(values) - count,
+        count=count,
+        minimum=minimum,
+        maximum=maximum,
+        total=total,
+        total_sq=total_sq,
     )
-    # np.square + sum, not np.dot: BLAS threads stall on a busy machine, and the
-    # pairwise sum is more accurate.
-    profile.total_sq = float(np.sum(np.square(present - profile.center)))
-    return profile
 
 
 def count_in_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts of finite float64 ``values`` in the k+2 slots of ``edges`` (int64, shape (k+2,)).
 
     Equal to ``np.bincount(np.searchsorted(edges, values, "right"))`` with values
-    equal to ``edges[-1]`` moved into the last bin, but about 5x faster on big
-    arrays: values are first counted on a uniform grid (up to 65,536 cells)
-    spanning the edges. A cell that contains no edge lies wholly inside one bin, so its
-    count goes to that bin as a block; only the values in the (at most k+1) cells
-    that hold an edge are compared with the edges one by one. This is exact
-    because the cell index is a monotone function of the value, computed by the
-    same float operations for values and edges.
+    equal to ``edges[-1]`` moved into the last bin, only about 5x faster on big
+    arrays; see ``_BinCounter``.
     """
-    if len(edges) == 0:
-        return np.array([values.size], dtype=np.int64)
-    slots = len(edges) + 1
-    grid_cells = int(np.clip(values.size // 8, _MIN_GRID_CELLS, _MAX_GRID_CELLS))
-    cell_of = _grid_cell_function(edges, grid_cells)
-    cells = cell_of(values)
-    cell_counts = np.bincount(cells, minlength=grid_cells)
-
-    edge_cells = np.unique(cell_of(edges))
-    holds_edge = np.zeros(grid_cells, dtype=bool)
-    holds_edge[edge_cells] = True
-    # Every edge in a lower cell is below each value in this cell, none in a higher cell is.
-    slot_of_cell = np.searchsorted(cell_of(edges), np.arange(grid_cells), side="left")
-    block_counts = np.bincount(
-        slot_of_cell[~holds_edge], weights=cell_counts[~holds_edge], minlength=slots
-    )
-
-    near_edges = values[holds_edge[cells]]
-    exact_counts = np.bincount(np.searchsorted(edges, near_edges, side="right"), minlength=slots)
-    counts = block_counts.astype(np.int64) + exact_counts
-    on_last_edge = np.count_nonzero(near_edges == edges[-1])
-    counts[-1] -= on_last_edge
-    counts[-2] += on_last_edge
-    return counts
+    counter = _BinCounter(edges, expected_values=len(values))
+    for start in range(0, len(values), _CHUNK_VALUES):
+        counter.add(values[start : start + _CHUNK_VALUES])
+    return counter.counts()
 
 
-def _grid_cell_function(edges: np.ndarray, grid_cells: int):
-    """Monotone map from float64 values to cells 0..grid_cells-1 spanning [edges[0], edges[-1]]."""
-    low = edges[0]
-    with np.errstate(divide="ignore", over="ignore"):
-        scale = grid_cells / (edges[-1] - low) if len(edges) > 1 else 0.0
-    if not np.isfinite(scale):
-        # Edges a few ulps apart (a constant column): one cell, every value compared exactly.
-        scale = 0.0
+class _BinCounter:
+    """Counts finite values into the slots of ``edges``, one chunk at a time.
 
-    def cell_of(values: np.ndarray) -> np.ndarray:
+    Values are first counted on a uniform grid spanning the edges (about one
+    cell per 8 expected values, 1,024 to 65,536 cells). A cell that holds no
+    edge lies wholly inside one bin, so its count goes to that bin as a block;
+    only the values in the (at most k+1) cells that hold an edge are compared
+    with the edges one by one. This is exact because the cell index is a
+    monotone function of the value, computed by the same float operations for
+    values and edges: every edge in a lower cell is below a value, every edge
+    in a higher cell above it.
+    """
+
+    def __init__(self, edges: np.ndarray, expected_values: int):
+        self.edges = edges
+        self.grid_cells = int(np.clip(expected_values // 8, _MIN_GRID_CELLS, _MAX_GRID_CELLS))
+        self.low = edges[0] if len(edges) else 0.0
+        with np.errstate(divide="ignore", over="ignore"):
+            scale = self.grid_cells / (edges[-1] - self.low) if len(edges) > 1 else 0.0
+        # Edges a few ulps apart (a constant column) overflow the scale: one cell, all exact.
+        self.scale = scale if np.isfinite(scale) else 0.0
+        edge_cells = self._cell_of(edges)
+        self.holds_edge = np.zeros(self.grid_cells, dtype=bool)
+        self.holds_edge[edge_cells] = True
+        self.slot_of_cell = np.searchsorted(edge_cells, np.arange(self.grid_cells), side="left")
+        self.cell_counts = np.zeros(self.grid_cells, dtype=np.int64)
+        self.exact_counts = np.zeros(len(edges) + 1, dtype=np.int64)
+
+    def add(self, values: np.ndarray) -> None:
+        if len(self.edges) == 0:
+            self.exact_counts[0] += values.size
+            return
+        cells = self._cell_of(values)
+        self.cell_counts += np.bincount(cells, minlength=self.grid_cells)
+        near_edges = values[self.holds_edge[cells]]
+        slots = np.searchsorted(self.edges, near_edges, side="right")
+        slots[near_edges == self.edges[-1]] -= 1  # the last bin is closed on the right
+        self.exact_counts += np.bincount(slots, minlength=len(self.exact_counts))
+
+    def counts(self) -> np.ndarray:
+        """Counts so far, int64, shape (k+2,)."""
+        in_blocks = ~self.holds_edge
+        block_counts = np.bincount(
+            self.slot_of_cell[in_blocks], weights=self.cell_counts[in_blocks], minlength=len(self.exact_counts)
+        )
+        return block_counts.astype(np.int64) + self.exact_counts
+
+    def _cell_of(self, values: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore", invalid="ignore"):
-            position = (values - low) * scale
-        np.clip(position, 0, grid_cells - 1, out=position)
+            position = (values - self.low) * self.scale
+        np.clip(position, 0, self.grid_cells - 1, out=position)
         return position.astype(np.intp)
-
-    return cell_of
 
 
 def profile_categorical(series: pd.Series | None, rows: int) -> CategoricalProfile:
@@ -385,6 +407,10 @@ def comparable_labels(series: pd.Series) -> pd.Series:
         if np.array_equal(present, np.round(present)) and np.isfinite(present).all():
             return series.astype("Int64")
     return series
+
+
+def _center(edges: np.ndarray) -> float:
+    return float(edges[(len(edges) - 1) // 2]) if len(edges) else 0.0
 
 
 def _combine_optional(pick, first: float | None, second: float | None) -> float | None:

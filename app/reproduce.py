@@ -1,0 +1,136 @@
+"""``driftdeck validate``: has a change of code, dependencies or config hurt a model?
+
+For the serving snapshot of a model: load it under the current environment,
+retrain with the current code and config on exactly the batches it was
+trained on (same seed), and score both on its own holdout. A drop beyond the
+model's ``tolerance`` against the metrics recorded at training time is a
+``code_regression``, reported with the numbers and with what changed in the
+environment and the config since.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from app.environment import environment_diff, environment_record
+from app.policy import split_holdout, training_window
+from app.snapshots import SnapshotError, load_trusted, read_model
+from app.stats.health import metric_higher_is_better
+from app.training import TrainingFailed, TrainJob
+from app.verdict import ERROR_METRICS
+
+if TYPE_CHECKING:
+    from app.monitor import Monitor
+
+
+@dataclass
+class Reproduction:
+    """The outcome of re-checking one model's serving snapshot.
+
+    ``recorded``: holdout metrics stored at training time; ``reloaded``: the
+    stored model loaded now, on the same holdout; ``retrained``: a model fitted
+    now, with the current code and config, on the same rows.
+    """
+
+    model: str
+    version: int | None
+    metric: str | None = None
+    recorded: dict[str, Any] = field(default_factory=dict)
+    reloaded: dict[str, Any] | None = None
+    retrained: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+    load_warnings: list[str] = field(default_factory=list)
+    environment_changes: list[str] = field(default_factory=list)
+    config_changes: list[str] = field(default_factory=list)
+    regression: bool = False
+
+    @property
+    def summary(self) -> str:
+        if self.version is None:
+            return f"{self.model}: nothing serving yet, nothing to validate"
+        metric = self.metric
+        numbers = f"{metric} recorded {_fmt(self.recorded.get(metric))}"
+        if self.reloaded is not None:
+            numbers += f", reloaded {_fmt(self.reloaded.get(metric))}"
+        if self.retrained is not None:
+            numbers += f", retrained {_fmt(self.retrained.get(metric))}"
+        changes = "; ".join(self.environment_changes + self.config_changes) or "no change in environment or config"
+        head = "code regression" if self.regression else "validated"
+        problems = f" — {'; '.join(self.problems)}" if self.problems else ""
+        return f"{self.model} v{self.version}: {head}: {numbers} ({changes}){problems}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.summary}
+
+
+def reproduce(monitor: Monitor, model: str) -> Reproduction:
+    """Re-check ``model``'s serving snapshot under the current environment and config."""
+    runner = monitor.runners[monitor.config.model(model).name]
+    serving = monitor.registry.serving(model)
+    if serving is None:
+        return Reproduction(model, None)
+    data = serving.data
+    metric = data.get("metric") or runner.metric_name(serving)
+    result = Reproduction(model, serving.version, metric, recorded=data.get("holdout_metrics", {}))
+    result.environment_changes = environment_diff(data.get("environment", {}), environment_record())
+    result.config_changes = _config_changes(data.get("config", {}), runner.config_fields())
+
+    try:
+        loaded = read_model(monitor.paths.root / serving.path, serving.sha256, warnings_out=result.load_warnings)
+    except SnapshotError as error:
+        loaded = None
+        result.problems.append(f"the serving model does not load: {error}")
+    try:
+        parts = [(name, sha, monitor.read_archived(sha)) for name, sha in zip(data["files"], data["batch_shas"])]
+    except (KeyError, OSError) as error:
+        result.problems.append(f"its training batches are not all archived ({error}); cannot retrain")
+        parts = None
+    if parts is not None:
+        train, holdout = split_holdout(training_window(parts, monitor.config).frame, monitor.config.timestamp)
+        if loaded is not None:
+            result.reloaded = runner.evaluate(loaded, holdout)
+        if runner.model.incremental:
+            result.problems.append("incremental snapshots continue from their parent: retraining from files alone is skipped")
+        else:
+            result.retrained = _retrain(monitor, runner, train, holdout, data.get("seed", runner.model.seed), result)
+    result.regression = bool(result.problems and loaded is None) or any(
+        _worse_by(metric, result.recorded.get(metric), found.get(metric)) > _allowed(metric, runner.model.tolerance, result.recorded.get(metric))
+        for found in (result.reloaded, result.retrained) if found
+    )
+    return result
+
+
+def _retrain(monitor: Monitor, runner, train, holdout, seed: int, result: Reproduction) -> dict[str, Any] | None:
+    """Fit with today's code and config on ``train``; its metrics on ``holdout``."""
+    config = monitor.config
+    job = TrainJob(task=config.task, estimator=runner.model.estimator, params=runner.model.params,
+                   schema=config.schema, target=config.target, frame=train[config.features + [config.target]], seed=seed)
+    try:
+        model = load_trusted(monitor.trainer.run(job))
+    except (TrainingFailed, SnapshotError) as error:
+        result.problems.append(f"retraining failed: {error}")
+        return None
+    return runner.evaluate(model, holdout)
+
+
+def _worse_by(metric: str, before: float | None, now: float | None) -> float:
+    if before is None or now is None:
+        return 0.0
+    return (before - now) if metric_higher_is_better(metric) else (now - before)
+
+
+def _allowed(metric: str, tolerance: float, reference: float | None) -> float:
+    return tolerance * abs(reference) if metric in ERROR_METRICS and reference else tolerance
+
+
+def _config_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return [
+        f"config {key}: {recorded.get(key)!r} -> {current.get(key)!r}"
+        for key in sorted(set(recorded) | set(current))
+        if recorded.get(key) != current.get(key)
+    ]
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
