@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from app.config import Config
@@ -31,8 +32,9 @@ class FileSnapshot:
     size: int
     mtime_ns: int
 
-    @property
+    @cached_property
     def sha256(self) -> str:
+        """Hex SHA-256 of ``data``, computed once (the ledger, the parse and the archive all ask)."""
         return sha256_bytes(self.data)
 
 

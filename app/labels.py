@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 from app.stats.multivariate import encode_features
 
 MIN_ROWS = 100
+MAX_ROWS = 20_000
 TEST_FRACTION = 0.3
 SIGNIFICANCE_SIGMAS = 3.0
 
@@ -34,13 +35,16 @@ def label_signal_issue(frame: pd.DataFrame, schema: dict[str, str], target: str,
     most frequent class against the rest must exceed 0.5 by three standard
     errors of the AUC under no signal, sqrt((n1 + n0 + 1) / (12 n1 n0)).
     Regression: the correlation of prediction and truth must exceed 3/sqrt(n).
-    Batches with fewer than 100 labeled rows are not judged.
+    Batches with fewer than 100 labeled rows are not judged; larger ones than
+    20,000 rows are judged on 20,000 evenly spaced rows.
     """
     labeled = frame[frame[target].notna()]
     if timestamp and timestamp in labeled:
         labeled = labeled.sort_values(timestamp, kind="stable")
     if len(labeled) < MIN_ROWS:
         return None
+    if len(labeled) > MAX_ROWS:  # bounded cost: an evenly spaced subsample keeps the time order
+        labeled = labeled.iloc[np.linspace(0, len(labeled) - 1, MAX_ROWS).astype(int)]
     features, is_categorical = encode_features(labeled, schema)
     cut = int(len(labeled) * (1 - TEST_FRACTION))
     with threadpool_limits(limits=1):

@@ -46,12 +46,13 @@ from app.stats.profile import Profile
 from app.store import SnapshotRecord, Store
 from app.training import TrainingFailed, Trainer, TrainJob
 from app.validation import Batch
-from app.verdict import ERROR_METRICS, Verdict, decide
+from app.verdict import ERROR_METRICS, Verdict, decide, metric_standard_error
 
 HOLDOUT_FRACTION = 0.2
 REFERENCE_SAMPLE_ROWS = 5000
 SCORE_SKETCH_POINTS = 201
 MAX_OUT_OF_RANGE_SHARE = 0.5
+VERDICT_LOOKBACK = 50
 FLAG_ORDER = ("performance_drop", "data_quality", "feature_drift", "prediction_drift", "age", "code_regression")
 
 Write = Callable[[Any], None]
@@ -276,10 +277,14 @@ class ModelRunner:
         rows = frame[self.config.target].notna().to_numpy()
         truth = frame[self.config.target][rows]
         result["metrics"] = self._metrics(truth, _subset(prediction, rows))
+        metric = result["metric"]
+        result["metric_se"] = metric_standard_error(metric, result["metrics"].get(metric), truth.astype(str).to_numpy())
         result["baseline_metrics"] = self._baseline(truth, previous_labels or serving.data.get("label_stats", {}))
         shadow = self._shadow_model(serving)
         if shadow is not None:
             result["shadow_metrics"] = self.evaluate(shadow, frame)
+            result["shadow_metric_se"] = metric_standard_error(
+                metric, result["shadow_metrics"].get(metric), truth.astype(str).to_numpy())
         return prediction
 
     def _flags(self, result: dict, serving: SnapshotRecord | None, labeled: bool) -> list[dict[str, str]]:
@@ -562,18 +567,18 @@ class ModelRunner:
 
     def verdict(self, pending: dict | None = None) -> Verdict:
         """Static or dynamic, from the last ``verdict_batches`` labeled batches (``pending``: one not yet stored)."""
-        history = [data for _, _, data in self.store.results(self.name)] + ([pending] if pending else [])
-        rows = [r for r in history if r.get("metrics") and r.get("shadow_metrics")][-self.config.verdict_batches:]
+        recent = [data for _, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK)] + ([pending] if pending else [])
+        rows = [r for r in recent if r.get("metrics") and r.get("shadow_metrics")][-self.config.verdict_batches:]
         metric = rows[-1]["metric"] if rows else self.metric_name(self.registry.serving(self.name))
         served = [r["metrics"].get(metric) for r in rows]
         shadow = [r["shadow_metrics"].get(metric) for r in rows]
-        if self.model.is_dynamic:
-            static, dynamic = shadow, served
-            seconds = [d.get("train_seconds") for d in history if d.get("train_seconds")]
-        else:
-            static, dynamic = served, shadow
-            seconds = [d.get("shadow_train_seconds") for d in history if d.get("shadow_train_seconds")]
-        return decide(static, dynamic, metric, retrains=len(seconds), train_seconds=float(sum(seconds)),
+        errors = [_combined(r.get("metric_se"), r.get("shadow_metric_se")) for r in rows]
+        static, dynamic = (shadow, served) if self.model.is_dynamic else (served, shadow)
+        key = "train_seconds" if self.model.is_dynamic else "shadow_train_seconds"
+        retrains, seconds = self.store.training_cost(self.name, key)
+        if pending and pending.get(key):
+            retrains, seconds = retrains + 1, seconds + pending[key]
+        return decide(static, dynamic, metric, standard_errors=errors, retrains=retrains, train_seconds=seconds,
                       min_gain=self.model.tolerance)
 
     def _shadow_model(self, serving: SnapshotRecord) -> Any | None:
@@ -611,7 +616,7 @@ class ModelRunner:
 
     def _trainable_ids(self) -> list[int]:
         """Committed batches this model may learn from, oldest first."""
-        return [file_id for file_id, _, data in self.store.results(self.name) if data.get("trainable")]
+        return self.store.trainable_ids(self.name)
 
     def _newest_trainable(self, size: int | None) -> list[int]:
         """The committed trainable batches that join the current one in a window of ``size`` (None = all)."""
@@ -637,7 +642,14 @@ class ModelRunner:
         return self._samples[serving.version]
 
     def _batches_since(self, serving: SnapshotRecord) -> int:
-        return sum(1 for file_id, _, data in self.store.results(self.name) if data.get("serving_version") == serving.version) + 1
+        return self.store.batches_served_by(self.name, serving.version) + 1
+
+
+def _combined(first: float | None, second: float | None) -> float | None:
+    """Standard error of a difference of two scores, taken as independent (conservative)."""
+    if first is None or second is None:
+        return None
+    return float(np.hypot(first, second))
 
 
 def _scores(prediction: Prediction) -> np.ndarray:

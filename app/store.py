@@ -240,6 +240,31 @@ class Store:
         rows = self._query(sql, params)
         return [(row["file_id"], row["model"], json.loads(row["data"])) for row in reversed(rows)]
 
+    def trainable_ids(self, model: str) -> list[int]:
+        """Batches ``model`` may learn from (their result says ``trainable``), oldest first."""
+        rows = self._query(
+            "SELECT file_id FROM results WHERE model = ? AND json_extract(data, '$.trainable') = 1 ORDER BY file_id",
+            (model,),
+        )
+        return [row["file_id"] for row in rows]
+
+    def batches_served_by(self, model: str, version: int) -> int:
+        rows = self._query(
+            "SELECT COUNT(*) AS n FROM results WHERE model = ? AND json_extract(data, '$.serving_version') = ?",
+            (model, version),
+        )
+        return rows[0]["n"]
+
+    def training_cost(self, model: str, key: str) -> tuple[int, float]:
+        """How many results of ``model`` record seconds under ``key``, and their sum."""
+        path = f"$.{key}"
+        rows = self._query(
+            "SELECT COUNT(json_extract(data, ?)) AS n, COALESCE(SUM(json_extract(data, ?)), 0) AS total"
+            " FROM results WHERE model = ?",
+            (path, path, model),
+        )
+        return rows[0]["n"], float(rows[0]["total"])
+
     # --- events -------------------------------------------------------------
 
     def append_event(

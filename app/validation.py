@@ -67,11 +67,14 @@ def validate_table(table: pa.Table, config: Config, name: str, sha256: str) -> B
     reasons: list[str] = []
     clean: dict[str, pd.Series] = {}
     for column, kind in config.schema.items():
+        source = frame[column]
         if kind == "numeric":
-            clean[column] = _numeric(frame[column], column, reasons)
+            clean[column] = _numeric(source, column, reasons)
+            missing = clean[column].isna()  # after parsing: text that is not a number counts as missing
         else:
-            clean[column] = _categorical(frame[column])
-        share = clean[column].isna().mean()
+            clean[column] = _categorical(source)
+            missing = source.isna()  # the same rows, from the Arrow-backed column's null mask (fast)
+        share = missing.mean()
         if share > config.watch.max_missing_share:
             reasons.append(
                 f"column {column!r} is {share:.0%} missing (limit {config.watch.max_missing_share:.0%}, watch.max_missing_share)"
@@ -114,8 +117,14 @@ def _numeric(values: pd.Series, column: str, reasons: list[str]) -> pd.Series:
 
 
 def _categorical(values: pd.Series) -> pd.Series:
-    as_text = values.astype(object).where(values.notna(), None)
-    return as_text.map(_category_text, na_action="ignore").astype(object)
+    """Category labels as Python strings (object dtype), missing values as NaN.
+
+    Each distinct value is converted once and the labels are gathered by code,
+    so the cost follows the number of categories, not the number of rows.
+    """
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    labels = np.array([_category_text(value) for value in uniques] + [np.nan], dtype=object)
+    return pd.Series(labels[codes], index=values.index, dtype=object)  # code -1 (missing) picks the final NaN
 
 
 def _category_text(value: object) -> str:
@@ -144,7 +153,6 @@ def _target(values: pd.Series, config: Config, reasons: list[str]) -> pd.Series:
                 " a classification task needs class labels"
             )
             return values
-        return values.map(lambda v: str(int(v)), na_action="ignore").astype(object)
     return _categorical(values)
 
 

@@ -25,10 +25,11 @@ parquet in a temporary folder. Then, each in its own fresh process:
              defaults (``fit`` on the reference happens before the clock, like
              driftdeck's profile); a column counts as flagged if any chunk alerts.
 
-Each worker makes one untimed warm-up run first. Peak memory is the growth of
-the process's peak resident set during the timed runs (``VmHWM`` after
-resetting it, or ``ru_maxrss`` where that is not possible) over the resident
-set after the warm-up, so it includes Arrow's and NumPy's allocations. It is compared with
+Each worker first makes one untimed run on a 1,000-row file, so first-use
+set-up is not counted. Peak memory is the growth of the process's peak
+resident set during the first run on the batch (``VmHWM`` after resetting it,
+or ``ru_maxrss`` where that is not possible) over the resident set before it,
+so it includes Arrow's and NumPy's allocations. It is compared with
 the batch's in-memory size (``DataFrame.memory_usage(deep=True)``).
 The targets printed beside the figures: driftdeck <= 3x the read floor,
 >= 50x faster than Evidently, >= 5x faster than NannyML, peak memory <= 2x the
@@ -91,8 +92,9 @@ def make_frame(rows: int, seed: int, shifted: bool) -> pd.DataFrame:
 
 
 def write_data(folder: Path, sizes: list[int]) -> dict[str, Path]:
-    paths = {"reference": folder / "reference.parquet"}
+    paths = {"reference": folder / "reference.parquet", "warmup": folder / "warmup.parquet"}
     make_frame(REFERENCE_ROWS, seed=1, shifted=False).to_parquet(paths["reference"])
+    make_frame(1_000, seed=3, shifted=True).to_parquet(paths["warmup"])
     for rows in sizes:
         paths[str(rows)] = folder / f"batch_{rows}.parquet"
         make_frame(rows, seed=2, shifted=True).to_parquet(paths[str(rows)])
@@ -117,41 +119,44 @@ def reset_peak_memory() -> bool:
         return False
 
 
-def timed_runs(run, repeat: int) -> dict[str, object]:
-    """Fastest of ``repeat`` calls of ``run()`` and the peak memory growth in MiB.
+def timed_runs(run, batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
+    """Peak memory growth (MiB) of one ``run(batch)`` and the fastest of ``repeat`` runs.
 
-    One untimed warm-up call first, so lazy imports and thread pools that a
-    library sets up on first use count neither as time nor as batch memory.
+    ``run(warmup)`` on a 1,000-row file comes first, so lazy imports and thread
+    pools a library sets up on first use count as neither time nor memory. The
+    memory is measured on the first run over the batch, before any batch-sized
+    block freed by an earlier run could be reused.
     """
-    run()
+    run(warmup)
     baseline = resident_kib("VmRSS")
     can_reset = reset_peak_memory()
     seconds, flagged = [], []
-    for _ in range(repeat):
+    for attempt in range(repeat):
         start = time.perf_counter()
-        flagged = run()
+        flagged = run(batch)
         seconds.append(time.perf_counter() - start)
-    peak = resident_kib("VmHWM") if can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if attempt == 0:
+            peak = resident_kib("VmHWM") if can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"seconds": min(seconds), "peak_mib": (peak - baseline) / 1024, "flagged": sorted(flagged)}
 
 
-def floor_worker(batch: Path, repeat: int) -> dict[str, object]:
-    def run() -> list[str]:
-        pd.read_parquet(batch)
+def floor_worker(batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
+    def run(path: Path) -> list[str]:
+        pd.read_parquet(path)
         return []
 
-    return timed_runs(run, repeat)
+    return timed_runs(run, batch, warmup, repeat)
 
 
-def driftdeck_worker(profile_path: Path, batch: Path, repeat: int) -> dict[str, object]:
+def driftdeck_worker(profile_path: Path, batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
     from app.stats import Profile, drifted_columns, feature_drift
 
     profile = Profile.from_json(profile_path.read_text())
 
-    def run() -> list[str]:
-        return drifted_columns(feature_drift(profile, profile.project(pd.read_parquet(batch))))
+    def run(path: Path) -> list[str]:
+        return drifted_columns(feature_drift(profile, profile.project(pd.read_parquet(path))))
 
-    return timed_runs(run, repeat)
+    return timed_runs(run, batch, warmup, repeat)
 
 
 def build_profile(reference: Path, profile_path: Path) -> float:
@@ -165,15 +170,15 @@ def build_profile(reference: Path, profile_path: Path) -> float:
     return seconds
 
 
-def evidently_worker(reference: Path, batch: Path, repeat: int) -> dict[str, object]:
+def evidently_worker(reference: Path, batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
     reference_frame = pd.read_parquet(reference)
 
-    def run() -> list[str]:
+    def run(path: Path) -> list[str]:
         snapshot = Report([DataDriftPreset()]).run(
-            current_data=pd.read_parquet(batch), reference_data=reference_frame
+            current_data=pd.read_parquet(path), reference_data=reference_frame
         )
         flagged = []
         for metric in snapshot.dict()["metrics"]:
@@ -189,10 +194,10 @@ def evidently_worker(reference: Path, batch: Path, repeat: int) -> dict[str, obj
                 flagged.append(config["column"])
         return flagged
 
-    return timed_runs(run, repeat)
+    return timed_runs(run, batch, warmup, repeat)
 
 
-def nannyml_worker(reference: Path, batch: Path, repeat: int) -> dict[str, object]:
+def nannyml_worker(reference: Path, batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
     import nannyml
 
     calculator = nannyml.UnivariateDriftCalculator(column_names=NUMERIC + CATEGORICAL)
@@ -201,25 +206,25 @@ def nannyml_worker(reference: Path, batch: Path, repeat: int) -> dict[str, objec
     calculator.fit(reference_frame)
     fit_seconds = time.perf_counter() - start
 
-    def run() -> list[str]:
-        table = calculator.calculate(pd.read_parquet(batch)).filter(period="analysis").to_df()
+    def run(path: Path) -> list[str]:
+        table = calculator.calculate(pd.read_parquet(path)).filter(period="analysis").to_df()
         return [name for name in NUMERIC + CATEGORICAL
                 if table[(name, "jensen_shannon", "alert")].astype(bool).any()]
 
-    result = timed_runs(run, repeat)
+    result = timed_runs(run, batch, warmup, repeat)
     result["build_seconds"] = fit_seconds
     return result
 
 
 def run_worker(args: argparse.Namespace) -> None:
     if args.worker == "floor":
-        result = floor_worker(args.batch, args.repeat)
+        result = floor_worker(args.batch, args.warmup, args.repeat)
     elif args.worker == "driftdeck":
-        result = driftdeck_worker(args.profile, args.batch, args.repeat)
+        result = driftdeck_worker(args.profile, args.batch, args.warmup, args.repeat)
     elif args.worker == "evidently":
-        result = evidently_worker(args.reference, args.batch, args.repeat)
+        result = evidently_worker(args.reference, args.batch, args.warmup, args.repeat)
     else:
-        result = nannyml_worker(args.reference, args.batch, args.repeat)
+        result = nannyml_worker(args.reference, args.batch, args.warmup, args.repeat)
     print(json.dumps(result))
 
 
@@ -238,7 +243,8 @@ def peer_interpreter(tool: str, peers_venv: Path | None) -> str | None:
 
 def spawn(python: str, tool: str, paths: dict[str, Path], rows: int, repeat: int) -> dict[str, object]:
     command = [python, __file__, "--worker", tool, "--reference", str(paths["reference"]),
-               "--profile", str(paths["profile"]), "--batch", str(paths[str(rows)]), "--repeat", str(repeat)]
+               "--profile", str(paths["profile"]), "--batch", str(paths[str(rows)]),
+               "--warmup", str(paths["warmup"]), "--repeat", str(repeat)]
     environment = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, capture_output=True, text=True, env=environment)
     if done.returncode != 0:
@@ -270,7 +276,9 @@ def report(rows: int, batch_mib: float, build_seconds: float, results: dict[str,
     memory_ratio = ours["peak_mib"] / batch_mib
     print("targets:")
     print(f"  driftdeck <= 3x read floor       {floor_ratio:6.2f}x   {verdict(floor_ratio <= 3)}")
-    print(f"  peak memory <= 2x batch size     {memory_ratio:6.2f}x   {verdict(memory_ratio <= 2)}")
+    print(f"  peak memory <= 2x batch size     {memory_ratio:6.2f}x   {verdict(memory_ratio <= 2)}"
+          f"   (read_parquet alone {floor['peak_mib'] / batch_mib:.2f}x; "
+          f"project + drift add {ours['peak_mib'] - floor['peak_mib']:+.1f} MiB)")
     print(f"  flags exactly the 5 shifted      {' '.join(ours['flagged']) or '-'}   "
           f"{verdict(ours['flagged'] == sorted(SHIFTED))}")
     for tool, goal in (("evidently", 50), ("nannyml", 5)):
@@ -291,6 +299,7 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--profile", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run_worker(args)

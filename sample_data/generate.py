@@ -51,7 +51,7 @@ MOTHERS_DAY_UK = date(2026, 3, 15)
 NEXT_VALENTINES_DAY = date(2027, 2, 14)
 HOLIDAY_HORIZON_DAYS = 28  # days_to_holiday is capped here: "no flower holiday within four weeks"
 SEASON_LEAD_DAYS = 19  # holiday buying takes over in the 19 days up to a holiday (Jan 26 - Feb 14)
-HOLIDAY_SEASONS = {VALENTINES_DAY: 1.0, MOTHERS_DAY_UK: 0.7}  # holiday -> how fully it takes over
+HOLIDAY_SEASONS = {VALENTINES_DAY: 1.0, MOTHERS_DAY_UK: 0.8}  # holiday -> how fully it takes over
 MALFORMED_WEEK = date(2025, 10, 13)  # written, then cut at half its bytes
 UNLABELED_WEEK = date(2025, 11, 10)  # a broken labelling job wrote 0 for every visitor
 REGIONS = ("north", "midlands", "wales", "south_east", "london")
@@ -70,6 +70,7 @@ target = "bought_flowers"
 timestamp = "date"
 id_column = "visitor_id"
 task = "classification"
+verdict_batches = 8  # judge static vs dynamic over the last eight weeks (both holidays)
 
 [schema]
 age = "numeric"
@@ -113,7 +114,7 @@ def days_to_holiday(dates: pd.Series) -> np.ndarray:
 def holiday_takeover(dates: pd.Series) -> np.ndarray:
     """How much holiday buying replaces everyday buying on each date, 0..1.
 
-    In the SEASON_LEAD_DAYS up to a holiday: 1 for Valentine's Day, 0.7 for
+    In the SEASON_LEAD_DAYS up to a holiday: 1 for Valentine's Day, 0.8 for
     Mother's Day (the milder one: some everyday buying goes on); 0 otherwise.
     """
     days = dates.to_numpy(dtype="datetime64[D]")

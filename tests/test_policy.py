@@ -263,3 +263,33 @@ def test_verdict_weighs_gain_against_noise():
     errors = decide([10.0, 10.0, 10.0], [8.0, 8.1, 7.9], "rmse")
     assert errors.needs == "dynamic" and "cuts RMSE by 20.0%" in errors.text
     assert decide([0.7], [0.8], "roc_auc").needs == "unknown"
+
+
+def test_verdict_with_sampling_errors_sees_a_regime_change_as_a_gain():
+    # three batches before a change (no gain) and two after (a large one): the spread of the gains is
+    # large, but each batch's own sampling error is small, so the gain is real
+    static = [0.86, 0.86, 0.86, 0.45, 0.46]
+    dynamic = [0.86, 0.85, 0.86, 0.65, 0.86]
+    errors = [0.02] * 5
+    assert decide(static, dynamic, "roc_auc").needs == "static"
+    assert decide(static, dynamic, "roc_auc", standard_errors=errors).needs == "dynamic"
+
+
+def test_auc_standard_error_matches_a_bootstrap():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from app.verdict import metric_standard_error
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 800)
+    scores = labels * 1.0 + rng.normal(0, 1.2, 800)
+    auc = roc_auc_score(labels, scores)
+    boot = []
+    for _ in range(400):
+        pick = rng.integers(0, 800, 800)
+        boot.append(roc_auc_score(labels[pick], scores[pick]))
+    analytic = metric_standard_error("roc_auc", auc, labels.astype(str))
+    assert analytic == pytest.approx(np.std(boot), rel=0.2)
+    accuracy = metric_standard_error("accuracy", 0.9, labels)
+    assert accuracy == pytest.approx(np.sqrt(0.9 * 0.1 / 800))

@@ -10,6 +10,7 @@ retrained on the last four good batches before scoring the next.
 from __future__ import annotations
 
 import importlib.util
+import tomllib
 import zlib
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -31,6 +32,9 @@ SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 SCENARIOS = ("flowers", "sea_level")
 HAND_WRITTEN = {"README.md"}
 MAX_COMMITTED_BYTES = 3 * 1024 * 1024
+FLOWERS_BOOTSTRAP = 9  # first training: the nine July-August weeks
+SEA_BOOTSTRAP = 4
+WINDOW = 4  # a dynamic retrain uses the last four good weeks
 
 
 def load_generator():
@@ -174,6 +178,22 @@ def test_configs_load(scenario):
     assert sorted(named) == sorted(frame.columns)
 
 
+def test_configs_match_what_the_story_checks_assume():
+    """The checks below train the estimators, windows and first trainings the configs name."""
+    models = {}
+    for scenario in SCENARIOS:
+        config = tomllib.loads((SAMPLE_DATA / scenario / generate.CONFIG_NAME).read_text(encoding="utf-8"))
+        models.update({model["name"]: model for model in config["models"]})
+    assert models["flowers-static"]["estimator"] == "logistic_regression"
+    assert models["flowers-dynamic"]["estimator"] == "hist_gradient_boosting"
+    assert {models[name]["bootstrap_batches"] for name in ("flowers-static", "flowers-dynamic")} == {FLOWERS_BOOTSTRAP}
+    # Both sea-level models are linear, so neither can go wrong by extrapolating
+    # the winter inputs that lie beyond the September training range.
+    assert {models[name]["estimator"] for name in ("sea-static", "sea-dynamic")} == {"ridge"}
+    assert {models[name]["bootstrap_batches"] for name in ("sea-static", "sea-dynamic")} == {SEA_BOOTSTRAP}
+    assert {models[name]["window"] for name in ("flowers-dynamic", "sea-dynamic")} == {WINDOW}
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_batches_are_weekly_in_every_format(scenario):
     batches = load_batches(SAMPLE_DATA / scenario)
@@ -196,8 +216,6 @@ FLOWER_NUMERIC = ["age", "past_purchases", "sessions_7d", "basket_value", "days_
 FLOWER_CATEGORICAL = ["device", "region"]
 FLOWER_FEATURES = FLOWER_NUMERIC + FLOWER_CATEGORICAL
 BOUGHT = "bought_flowers"
-FLOWERS_BOOTSTRAP = 9
-WINDOW = 4
 
 
 def valentine_weeks() -> list[date]:
@@ -307,7 +325,6 @@ SEA_NUMERIC = ["air_pressure_hpa", "wind_speed_ms", "wind_dir_onshore", "water_t
 SEA_CATEGORICAL = ["station"]
 SEA_FEATURES = SEA_NUMERIC + SEA_CATEGORICAL
 SEA_LEVEL = "sea_level_mm"
-SEA_BOOTSTRAP = 4
 
 
 @pytest.fixture(scope="module")

@@ -122,6 +122,10 @@ def test_ks_pvalue_uses_the_effective_sample_size():
     assert abs(result.ks - exact.statistic) <= 0.01
     assert result.ks_pvalue >= exact.pvalue  # a lower statistic is conservative
 
+    large = numeric_drift_of(rng.normal(size=30_000), rng.normal(0.02, 1, 30_000))
+    asymptotic = stats.kstwobign.sf(large.ks * np.sqrt(15_000))  # effective n above 10,000
+    assert large.ks_pvalue == pytest.approx(asymptotic, rel=1e-12)
+
 
 def wasserstein_error_bound(reference: np.ndarray, current: np.ndarray) -> float:
     """Largest error of spreading each slot's mass evenly: sum of width x both shares."""

@@ -12,8 +12,9 @@ Numeric columns
     falls short of it by at most the largest share of either sample in one fine
     slot (about 0.01 with 100 reference-quantile bins, unless the current data
     piles up inside one reference bin). The p-value is the KS distribution's at
-    the effective sample size ``n_ref * n_cur / (n_ref + n_cur)``; being based on
-    a lower statistic it is conservative.
+    the effective sample size ``n_ref * n_cur / (n_ref + n_cur)`` (as in
+    ``ks_2samp(method="asymp")``; the asymptotic Kolmogorov form above an
+    effective size of 10,000); being based on a lower statistic it is conservative.
   * Wasserstein-1 distance: the area between the two CDFs, with each slot's
     mass spread evenly across it (slots outside the edges reach to the observed
     minimum/maximum), divided by the reference standard deviation. Its error is

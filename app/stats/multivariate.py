@@ -70,7 +70,8 @@ def domain_classifier(
     Encoding: numeric columns as floats with missing values left as NaN
     (HistGradientBoosting routes them natively, so a change in missingness
     counts as drift too); categorical columns as codes declared categorical to
-    the model. The model is a small HistGradientBoostingClassifier (50 trees).
+    the model. Columns missing on both sides are skipped (with none left the
+    AUC is 0.5). The model is a small HistGradientBoostingClassifier (50 trees).
 
     Importances are permutation importances on each held-out fold: shuffle one
     column, score again, and record how much the AUC fell; averaged over the

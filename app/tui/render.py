@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from rich.table import Table
 from rich.text import Text
 
 from app.events import ERROR_KINDS, WARNING_KINDS
@@ -32,8 +33,14 @@ SERIES = (  # (key, glyph, style, legend); earlier entries win where two series 
     ("baseline", "─", "dim", "naive baseline"),
 )
 EVENT_STYLES = {"promoted": "green", "serving_changed": "green", "training_started": "cyan",
-                "paused": "yellow", "resumed": "cyan"}
+                "paused": "yellow", "resumed": "cyan", "batch_ingested": ""}
+KIND_LABELS = {"batch_ingested": "ingested", "batch_quarantined": "quarantined", "batch_result": "result",
+               "training_started": "training", "training_failed": "train failed", "rolled_back": "rolled back",
+               "file_seen": "file", "file_skipped": "skipped", "file_error": "file error",
+               "serving_changed": "serving", "code_regression": "regression"}
+KIND_WIDTH = 12
 Y_LABEL_WIDTH = 6
+MAX_COLUMNS_PER_BATCH = 12
 NO_VALUE = "—"
 
 
@@ -190,19 +197,34 @@ def feature_cells(row: dict[str, Any], trend_width: int, threshold: float, watch
 
 
 def snapshot_cells(row: dict[str, Any]) -> tuple[Text, ...]:
-    """version, created, trained on, holdout metric, status, note (the reason, or the gate's words)."""
+    """version (▶ when serving), status, holdout metric, trained on, created, note."""
     files = len(row["files"])
     trained = f"{files} file{'s' if files != 1 else ''}" + (f", {row['rows']:,} rows" if row["rows"] else "")
     holdout = f"{row['metric']} {row['holdout']:.3f}" if row["holdout"] is not None else NO_VALUE
-    status_style = STATUS_STYLES.get(row["status"], "")
     return (
         Text(("▶ " if row["serving"] else "  ") + f"v{row['version']}", style="bold green" if row["serving"] else ""),
-        Text(date_time(row["created"]), style="dim"),
-        Text(trained),
+        Text(row["status"].replace("_", " "), style=STATUS_STYLES.get(row["status"], "")),
         Text(holdout),
-        Text(row["status"].replace("_", " "), style=status_style),
+        Text(trained),
+        Text(date_time(row["created"]), style="dim"),
         Text(row["reason"] or row["gate"] or "", style="red" if row["status"] in ("rejected", "failed") else "dim"),
     )
+
+
+def snapshot_note(row: dict[str, Any]) -> Text:
+    """The highlighted snapshot in a sentence: why it was rejected, or what its gate said."""
+    text = Text()
+    text.append(f"v{row['version']} {row['status'].replace('_', ' ')}", style=STATUS_STYLES.get(row["status"], "bold"))
+    if row["reason"]:
+        text.append(": ")
+        text.append(Text(row["reason"], style="red" if row["status"] in ("rejected", "failed") else ""))
+    elif row["gate"]:
+        text.append(" · gate: ", style="dim")
+        text.append(Text(row["gate"]))
+    if row["files"]:
+        text.append(" · trained on ", style="dim")
+        text.append(Text(", ".join(row["files"][-3:]) + (" …" if len(row["files"]) > 3 else "")))
+    return text
 
 
 def serving_history_text(changes: Sequence[dict[str, Any]], lines: int) -> Text:
@@ -220,19 +242,30 @@ def serving_history_text(changes: Sequence[dict[str, Any]], lines: int) -> Text:
     return text or Text("the serving pointer has not moved yet", style="dim")
 
 
-def event_text(event: StoredEvent) -> Text:
-    """One event-log line: time, kind, message; errors and warnings in their colours."""
+def event_row(event: StoredEvent) -> Table:
+    """One event-log entry: time, kind, message; a long message wraps under itself, not under the time.
+
+    Errors are red and warnings yellow.
+    """
     if event.kind in ERROR_KINDS:
         style = "bold red"
     elif event.kind in WARNING_KINDS:
         style = "yellow"
     else:
-        style = EVENT_STYLES.get(event.kind, "")
-    line = Text()
-    line.append(f"{clock_time(event.time)} ", style="dim")
-    line.append(f"{event.kind.replace('_', ' '):<17} ", style=style or "dim")
-    line.append(Text(event.message, style="red" if event.kind in ERROR_KINDS else ""))
-    return line
+        style = EVENT_STYLES.get(event.kind, "dim")
+    row = Table.grid(padding=(0, 1))
+    row.add_column(no_wrap=True)
+    row.add_column(no_wrap=True, width=KIND_WIDTH)
+    row.add_column(ratio=1, overflow="fold")
+    row.add_row(Text(clock_time(event.time), style="dim"),
+                Text(KIND_LABELS.get(event.kind, event.kind.replace("_", " ")), style=style),
+                Text(event.message, style="red" if event.kind in ERROR_KINDS else ""))
+    return row
+
+
+def note_row(epoch: float, message: str) -> Table:
+    """An event-log entry that is not an audit event (a failed command, a worker error)."""
+    return event_row(StoredEvent(0, epoch, "error", None, None, message, {}))
 
 
 # --- charts -----------------------------------------------------------------------------------
@@ -271,18 +304,17 @@ def distribution_chart(feature: str, rows: Sequence[dict[str, Any]], kind: str, 
 
 
 def multivariate_text(latest: dict[str, Any] | None) -> Text:
-    """The domain classifier's ROC AUC and the features it leaned on, in one line."""
+    """The domain classifier's ROC AUC (0.5: reference and batch look alike) and the features it leaned on."""
     if not latest or latest.get("multivariate_auc") is None:
-        return Text("multivariate drift: not measured yet (needs a serving model)", style="dim")
+        return Text("multivariate drift: not measured yet", style="dim")
     auc = latest["multivariate_auc"]
     style = "bold red" if auc >= 0.75 else "yellow" if auc >= 0.6 else "green"
-    text = Text("multivariate drift: domain classifier AUC ")
+    text = Text("multivariate drift AUC ")
     text.append(f"{auc:.3f}", style=style)
-    text.append(" (0.5 = batches look alike)", style="dim")
     moved = [name for name, weight in (latest.get("multivariate_top") or {}).items() if weight > 0]
     if moved:
-        text.append("  moved: ")
-        text.append(Text(", ".join(moved[:4])))
+        text.append(" · moved: ")
+        text.append(Text(", ".join(moved[:3])))
     return text
 
 
@@ -292,14 +324,15 @@ def health_chart(rows: Sequence[dict[str, Any]], width: int, height: int, shadow
     Series: served model (●), the shadow of the other policy (◆), the naive
     baseline (─). Under the plot, marks for what the batch did: ▲ promoted,
     ▼ rolled back, × candidate rejected, ✕ training failed; · = no labels.
-    Needs ``height`` of at least 4 lines (legend, plot, marks, file names).
+    The legend takes one line, or two when ``width`` is narrow; then come the
+    plot, the marks and the first and last file names.
     """
-    plot_height = height - 3
+    legend = _legend(shadow_label, width)
+    plot_height = height - legend.plain.count("\n") - 3
     plot_width = width - Y_LABEL_WIDTH - 1
-    legend = _legend(shadow_label)
     if plot_height < 1 or plot_width < 4:
         return legend
-    step = max(1, min(3, plot_width // max(1, len(rows))))
+    step = max(1, min(MAX_COLUMNS_PER_BATCH, plot_width // max(1, len(rows))))
     shown = list(rows)[-(plot_width // step):]
     values = [row[key] for row in shown for key, *_ in SERIES if row.get(key) is not None]
     if not values:
@@ -330,22 +363,25 @@ def health_chart(rows: Sequence[dict[str, Any]], width: int, height: int, shadow
     for glyph, style in marks:
         text.append(glyph, style=style)
     text.append("\n")
-    text.append(_file_axis(shown[0]["file"], shown[-1]["file"], plot_width + Y_LABEL_WIDTH + 1))
+    text.append(_file_axis(shown[0]["file"], shown[-1]["file"], Y_LABEL_WIDTH + 1 + len(shown) * step))
     return text
 
 
-def _legend(shadow_label: str) -> Text:
-    legend = Text()
+def _legend(shadow_label: str, width: int) -> Text:
+    """The series, then the marks: on one line if ``width`` allows, else on two."""
+    series = Text()
     for key, glyph, style, name in SERIES:
-        legend.append(glyph, style=style)
-        legend.append(f" {shadow_label if key == 'shadow' else name}  ")
-    legend.append("▲", style="bold green")
-    legend.append(" promoted ")
-    legend.append("▼", style="bold yellow")
-    legend.append(" rolled back ")
-    legend.append("×", style="red")
-    legend.append(" rejected")
-    return legend
+        series.append(glyph, style=style)
+        series.append(f" {shadow_label if key == 'shadow' else name}   ")
+    marks = Text()
+    for glyph, style, name in (("▲", "bold green", "promoted"), ("▼", "bold yellow", "rolled back"),
+                               ("×", "red", "rejected"), ("·", "dim", "no labels")):
+        marks.append(glyph, style=style)
+        marks.append(f" {name}  ")
+    series.rstrip()
+    marks.rstrip()
+    separator = "   " if series.cell_len + marks.cell_len + 3 <= width else "\n"
+    return Text.assemble(series, separator, marks)
 
 
 def _value_range(values: list[float]) -> tuple[float, float]:
@@ -362,10 +398,12 @@ def _y_label(line: int, lines: int, low: float, high: float) -> str:
     return " " * Y_LABEL_WIDTH
 
 
-def _file_axis(first: str, last: str, width: int) -> Text:
+def _file_axis(first: str, last: str, end: int) -> Text:
+    """The first file's name under the plot's start and the last one's ending at column ``end``."""
     left = " " * (Y_LABEL_WIDTH + 1) + first
-    gap = width - len(left) - len(last)
-    return Text(left + " " * max(1, gap) + last if first != last else left, style="dim")
+    if first == last:
+        return Text(left, style="dim")
+    return Text(left + " " * max(2, end - len(left) - len(last)) + last, style="dim")
 
 
 def latest_metrics_text(latest: dict[str, Any] | None, psi_threshold: float = 0.2) -> Text:

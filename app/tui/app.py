@@ -1,0 +1,358 @@
+"""The live terminal monitor: one dashboard over a running :class:`~app.monitor.Monitor`.
+
+How data moves:
+
+- The monitor's callback (on the monitor's thread) only posts small
+  messages that coalesce (:mod:`app.tui.messages`).
+- A tick (``set_interval``) notices stale panels and starts one worker that
+  reads the store (:func:`app.tui.dashboard.load_dashboard`) and posts the
+  result; the panels redraw when it arrives. The UI thread never reads the
+  store and never waits for the monitor.
+- Commands that take time (rollback, promotion) run in workers too; one
+  handler turns any worker failure into a notification and a log line.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Container, Horizontal
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from app.events import ERROR_KINDS, Event, EventKind
+from app.monitor import Monitor
+from app.store import StoredEvent
+from app.tui import render
+from app.tui.dashboard import Dashboard, load_dashboard
+from app.tui.messages import CommandDone, DashboardLoaded, MonitorChanged, TrainingChanged
+from app.tui.panels import (
+    EventLogPanel,
+    FeaturesPanel,
+    HealthPanel,
+    ModelsPanel,
+    SnapshotsPanel,
+    SnapshotTable,
+    selected_key,
+)
+from app.tui.screens import ConfirmScreen, HelpScreen
+
+TICK_SECONDS = 0.25
+WIDE_FROM_COLUMNS = 120
+RETRAIN_SETTLING_KINDS = frozenset({EventKind.PROMOTED, EventKind.REJECTED, EventKind.TRAINING_FAILED})
+
+
+def display_path(path: Path, cwd: Path | None = None) -> str:
+    """``path`` relative to ``cwd`` when it lies inside it (as people type it), else absolute."""
+    cwd = cwd or Path.cwd()
+    try:
+        return str(path.relative_to(cwd)) or "."
+    except ValueError:
+        return str(path)
+
+
+class DriftDeckApp(App[int]):
+    """The dashboard. ``clock`` gives seconds since the epoch (the header's "last file … ago")."""
+
+    CSS_PATH = Path(__file__).with_name("driftdeck.tcss")  # absolute, so subclasses elsewhere find it
+    TITLE = "driftdeck"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM_COLUMNS, "-wide")]
+    ALLOW_IN_MAXIMIZED_VIEW = "#header, Footer"
+    BINDINGS = [
+        Binding("r", "retrain", "Retrain", id="retrain",
+                tooltip="Train a candidate for the selected model now (static ones too); it still faces the gate"),
+        Binding("b", "rollback", "Roll back", id="rollback",
+                tooltip="Serve the selected model's previous good snapshot"),
+        Binding("p", "pause", "Pause", id="pause", tooltip="Stop taking new files; they wait until you resume"),
+        Binding("p", "resume", "Resume", id="resume", tooltip="Take the files that arrived while paused"),
+        Binding("left_square_bracket", "previous_model", "Prev model", id="previous-model",
+                tooltip="Select the model above"),
+        Binding("right_square_bracket", "next_model", "Next model", id="next-model",
+                tooltip="Select the model below"),
+        Binding("z", "toggle_maximize", "Maximize", id="maximize",
+                tooltip="Fill the screen with the focused panel; z again restores"),
+        Binding("question_mark", "help", "Help", id="help", tooltip="Keys and what each panel shows"),
+        Binding("q", "quit", "Quit", id="quit", tooltip="Stop watching and leave"),
+    ]
+
+    selected_model: reactive[str | None] = reactive(None, bindings=True)
+    rollback_targets: reactive[dict[str, int | None]] = reactive(dict, bindings=True)
+    training: reactive[dict[str, Any] | None] = reactive(None, bindings=True)
+    retrain_queued: reactive[str | None] = reactive(None, bindings=True)
+    paused: reactive[bool] = reactive(False, bindings=True)
+
+    def __init__(self, monitor: Monitor, on_ready: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.time, tick_seconds: float = TICK_SECONDS) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.on_ready = on_ready
+        self.clock = clock
+        self.tick_seconds = tick_seconds
+        self.dashboard: Dashboard | None = None
+        self.loads_applied = 0
+        self._stale = True
+        self._last_event_id = 0
+        self._load_worker: Worker | None = None
+
+    # --- layout ------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        drift = self.monitor.config.drift
+        yield Static(id="header")
+        with Container(id="dashboard"):
+            yield ModelsPanel()
+            with Horizontal(classes="row", id="middle"):
+                yield FeaturesPanel(drift)
+                yield HealthPanel(drift)
+            with Horizontal(classes="row", id="bottom"):
+                yield SnapshotsPanel()
+                yield EventLogPanel()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        models = [model.name for model in self.monitor.config.models]
+        self.selected_model = models[0] if models else None
+        self.paused = self.monitor.paused
+        self.monitor.subscribe(self._relay)
+        self.monitor.start()
+        self.set_interval(self.tick_seconds, self._tick)
+        self._start_load()
+        self.query_one("#models-table").focus()
+        self._show_header()
+        if self.on_ready is not None:
+            self.on_ready()
+
+    # --- news from the monitor (its thread) and the tick (this thread) ---------------
+
+    def _relay(self, event: Event) -> None:
+        """Runs on the monitor's thread: post a small message and touch nothing else."""
+        messages = []
+        if event.kind in (EventKind.TRAINING_STARTED, EventKind.TRAINING_PROGRESS):
+            messages.append(TrainingChanged(self.monitor.training))
+        if event.kind != EventKind.TRAINING_PROGRESS:
+            messages.append(MonitorChanged(str(event.kind)))
+        try:
+            for message in messages:
+                self.post_message(message)
+        except RuntimeError:  # the app's event loop has closed; the monitor is shutting down too
+            pass
+
+    def on_monitor_changed(self, message: MonitorChanged) -> None:
+        self._stale = True
+
+    def on_training_changed(self, message: TrainingChanged) -> None:
+        self.training = message.training
+
+    def _tick(self) -> None:
+        """Follow the monitor's training and pause state, redraw the header, reload if stale."""
+        self.training = self.monitor.training
+        self.paused = self.monitor.paused
+        self._show_header()
+        if self._stale and not (self._load_worker and self._load_worker.is_running):
+            self._start_load()
+
+    def _start_load(self) -> None:
+        self._stale = False
+        self._load_worker = self.load(self.selected_model, self._last_event_id)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def load(self, model: str | None, after_event_id: int) -> None:
+        dashboard = load_dashboard(self.monitor, model, after_event_id)
+        if not get_current_worker().is_cancelled:
+            self.post_message(DashboardLoaded(dashboard))
+
+    def on_dashboard_loaded(self, message: DashboardLoaded) -> None:
+        dashboard = message.dashboard
+        first = self.dashboard is None
+        self.dashboard = dashboard
+        self.rollback_targets = dashboard.rollback_targets
+        new_events = [event for event in dashboard.events if event.id > self._last_event_id]
+        if new_events:
+            self._last_event_id = new_events[-1].id
+            self.query_one(EventLogPanel).append(new_events)
+            if not first:
+                self._announce(new_events)
+        self.query_one(ModelsPanel).show(dashboard, self.selected_model)
+        if dashboard.model == self.selected_model and dashboard.model is not None:
+            self.query_one(FeaturesPanel).show(dashboard)
+            self.query_one(HealthPanel).show(dashboard)
+            self.query_one(SnapshotsPanel).show(dashboard)
+        else:
+            self._stale = True
+        self._show_header()
+        self.loads_applied += 1
+
+    def _announce(self, events: Iterable[StoredEvent]) -> None:
+        """Notify errors and automatic rollbacks; settle a queued retrain once it has an outcome."""
+        for event in events:
+            if event.kind in ERROR_KINDS:
+                self.notify(event.message, title=event.kind.replace("_", " "), severity="error", markup=False)
+            elif event.kind == EventKind.ROLLED_BACK and event.data.get("automatic"):
+                self.notify(event.message, title="automatic rollback", severity="warning", markup=False)
+            if self.retrain_queued and (event.kind == EventKind.ERROR or (
+                    event.model == self.retrain_queued and event.kind in RETRAIN_SETTLING_KINDS)):
+                self.retrain_queued = None
+
+    def _show_header(self) -> None:
+        counts = self.dashboard.counts if self.dashboard else {}
+        state = render.HeaderState(
+            folder=display_path(self.monitor.data_dir),
+            paused=self.paused,
+            ingested=counts.get("ingested", 0),
+            quarantined=counts.get("quarantined", 0),
+            last_seen_at=counts.get("last_seen_at"),
+            now=self.clock(),
+            training=self.training,
+            retrain_queued=self.retrain_queued,
+        )
+        self.query_one("#header", Static).update(render.header_text(state))
+
+    def watch_training(self, training: dict[str, Any] | None) -> None:
+        if training and training.get("model") == self.retrain_queued:
+            self.retrain_queued = None
+
+    # --- selection -------------------------------------------------------------------
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "models-table":
+            key = selected_key(event.data_table)  # where the cursor is now, not where this event saw it
+            if key is not None and key != self.selected_model:
+                self.selected_model = key
+
+    def watch_selected_model(self, model: str | None) -> None:
+        if self.is_mounted and self.dashboard is not None:
+            self.query_one(ModelsPanel).show(self.dashboard, model)
+            self._start_load()
+
+    def _move_model(self, step: int) -> None:
+        table = self.query_one("#models-table", DataTable)
+        if table.row_count:
+            table.move_cursor(row=(table.cursor_row + step) % table.row_count, animate=False)
+
+    def action_next_model(self) -> None:
+        self._move_model(+1)
+
+    def action_previous_model(self) -> None:
+        self._move_model(-1)
+
+    # --- commands --------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Grey out what cannot act now: None shows the key dimmed, False hides it."""
+        if action == "rollback":
+            return True if self.rollback_targets.get(self.selected_model) else None
+        if action == "retrain":
+            return None if self.training or self.retrain_queued or self.selected_model is None else True
+        if action == "pause":
+            return not self.paused
+        if action == "resume":
+            return self.paused
+        if action in ("next_model", "previous_model"):
+            return True if len(self.monitor.config.models) > 1 else None
+        return True
+
+    def action_retrain(self) -> None:
+        self.monitor.request_retrain(self.selected_model)
+        self.retrain_queued = self.selected_model
+        self._show_header()
+
+    def action_rollback(self) -> None:
+        self.rollback(self.selected_model)
+
+    @work(thread=True, exclusive=True, group="command", exit_on_error=False)
+    def rollback(self, model: str) -> None:
+        before, after = self.monitor.rollback(model)
+        self.post_message(CommandDone(f"{model}: v{before} → v{after}"))
+
+    @work(thread=True, exclusive=True, group="command", exit_on_error=False)
+    def promote(self, model: str, version: int) -> None:
+        before, after = self.monitor.promote(model, version)
+        self.post_message(CommandDone(f"{model}: {f'v{before}' if before else 'nothing'} → v{after}"))
+
+    def on_command_done(self, message: CommandDone) -> None:
+        self.notify(message.text, title="serving", markup=False)
+        self._start_load()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id != "snapshots-table" or self.selected_model is None:
+            return
+        row = self.query_one(SnapshotsPanel).rows.get(event.row_key.value)
+        if row is None:
+            return
+        model, version = self.selected_model, row["version"]
+        if row["serving"]:
+            self.notify(f"{model} v{version} already serves", severity="warning", markup=False)
+        elif row["status"] == "rejected":
+            question = Text(f"{model} v{version} was rejected:\n")
+            question.append(Text(row["reason"] or "no reason recorded", style="red"))
+            question.append("\n\nServe it anyway?")
+            self.push_screen(ConfirmScreen(question), lambda yes: self.promote(model, version) if yes else None)
+        else:
+            self.promote(model, version)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Every failed worker ends here: a notification and a line in the log, never a crash."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        text = str(error) or type(error).__name__
+        self.notify(text, title="could not " + ("load the store" if event.worker.group == "load" else "do that"),
+                    severity="error", markup=False)
+        self.query_one(EventLogPanel).note(self.clock(), text)
+
+    def action_pause(self) -> None:
+        self.monitor.pause()
+        self.paused = True
+        self._show_header()
+
+    def action_resume(self) -> None:
+        self.monitor.resume()
+        self.paused = False
+        self._show_header()
+
+    def action_toggle_maximize(self) -> None:
+        if self.screen.maximized is not None:
+            self.screen.minimize()
+        elif self.screen.focused is not None:
+            self.screen.maximize(self.screen.focused)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self._bindings_for_help()))
+
+    def action_quit(self) -> None:
+        self.exit(0)
+
+    def _bindings_for_help(self) -> list[Binding]:
+        return [binding for binding in self.BINDINGS if isinstance(binding, Binding)] + list(SnapshotTable.BINDINGS)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The command palette lists every key's action (those that can act now)."""
+        yield from super().get_system_commands(screen)
+        for binding in self.BINDINGS:
+            if isinstance(binding, Binding) and binding.action != "quit" and self.check_action(binding.action, ()):
+                yield SystemCommand(binding.description, binding.tooltip,
+                                    lambda action=binding.action: self.run_action(action))
+
+
+def run_tui(monitor: Monitor, on_ready: Callable[[], None] | None = None,
+            clock: Callable[[], float] = time.time) -> int:
+    """Show the dashboard until the person quits; the monitor starts after mount and closes on exit.
+
+    The folder's lock is taken before the screen opens, so "another driftdeck
+    is watching" is an ordinary error message, not a broken screen.
+    """
+    monitor.acquire()
+    app = DriftDeckApp(monitor, on_ready=on_ready, clock=clock)
+    try:
+        app.run()
+    finally:
+        monitor.close()
+    return 0

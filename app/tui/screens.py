@@ -1,0 +1,91 @@
+"""The help screen (``?``) and the confirmation asked before serving a rejected snapshot."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+PANELS_HELP = (
+    ("Models", "one row per model: STATIC (trained once, only flagged) or DYNAMIC (retrained on every "
+               "labeled batch, behind a gate); the serving version, the state, the most important flag and "
+               "the verdict: does this data need dynamic training? The highlighted model drives the other panels."),
+    ("Feature distributions", "each feature's drift in the latest batch against the serving model's training "
+                              "data, worst first; PSI ≥ 0.2 is drifted, 0.1–0.2 watch. The trend shows PSI over "
+                              "recent batches. Below: the highlighted feature, reference against current."),
+    ("Prediction health", "the primary metric per batch for the served model, the shadow of the other policy "
+                          "and the naive baseline; ▲ promoted, ▼ rolled back, × rejected, · no labels."),
+    ("Snapshots", "every trained version, newest first: ▶ serves; rejected ones say why. Enter serves "
+                  "the highlighted one. Below: where the serving pointer has been."),
+    ("Event log", "everything that happened, newest last; quarantined files and failures in red."),
+)
+
+
+def keys_table(bindings: Iterable[Binding]) -> Table:
+    table = Table(box=None, show_header=False, padding=(0, 2, 0, 0))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_column(style="dim")
+    for binding in bindings:
+        table.add_row(binding.key_display or binding.key, binding.description, binding.tooltip)
+    return table
+
+
+class HelpScreen(ModalScreen[None]):
+    """What every key does and what every panel shows."""
+
+    BINDINGS = [
+        Binding("escape,question_mark,q", "dismiss", "Close", id="close-help"),
+    ]
+
+    def __init__(self, bindings: Iterable[Binding]) -> None:
+        super().__init__()
+        self.bindings = list(bindings)
+
+    def compose(self) -> ComposeResult:
+        panels = Table(box=None, show_header=False, padding=(0, 2, 0, 0))
+        panels.add_column(style="bold", no_wrap=True)
+        panels.add_column()
+        for name, text in PANELS_HELP:
+            panels.add_row(name, text)
+        with VerticalScroll(id="help-body"):
+            yield Static(Text("driftdeck keys", style="bold"))
+            yield Static(keys_table(self.bindings))
+            yield Static(Text("tab / shift+tab move between panels; arrows and the mouse move within one. "
+                              "Greyed keys cannot act now (nothing to roll back to, a training already runs).",
+                              style="dim"))
+            yield Static(Text("\nPanels", style="bold"))
+            yield Static(panels)
+            yield Static(Text("\nescape or ? closes this screen", style="dim"))
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; dismisses with True only for an explicit yes."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", id="confirm-yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm-no"),
+    ]
+
+    def __init__(self, question: Text) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-body"):
+            yield Static(self.question)
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Serve it (y)", variant="warning", id="yes")
+                yield Button("Cancel (n)", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
