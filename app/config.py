@@ -7,6 +7,7 @@ checked here, with messages that name the file and the key, for example
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ CONFIG_NAME = "driftdeck.toml"
 COLUMN_KINDS = ("numeric", "categorical")
 TASKS = ("classification", "regression")
 MODES = ("static", "dynamic")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used in file names: no paths, no dot-files
 
 
 class ConfigError(Exception):
@@ -237,6 +239,8 @@ class _Checker:
             name = self.optional_str(entry, "name", prefix)
             if name is None:
                 raise self.fail(f"{prefix}name", "is required")
+            if not MODEL_NAME.fullmatch(name):
+                raise self.fail(f"{prefix}name", f"must be letters, digits, '-', '_' or '.', starting with a letter or digit; got {name!r}")
             if any(model.name == name for model in models):
                 raise self.fail(f"{prefix}name", f"{name!r} is used by another model")
             mode = self.choice(entry, "mode", MODES, "", prefix)

@@ -39,10 +39,14 @@ def run_demo(scenario: str, speed: float, headless: bool = False, as_json: bool 
     print(f"demo folder: {folder}", file=sys.stderr if as_json else sys.stdout, flush=True)
     monitor = Monitor(folder)
     stop = threading.Event()
-    feeder = threading.Thread(
-        target=replay, name="driftdeck-replay", daemon=True,
-        kwargs={"src": source, "dest": folder, "interval": speed, "start": start, "stop": stop.is_set},
-    )
+    training_weeks = {path.name for path in batch_files(folder)}
+
+    def feed() -> None:
+        # the season starts once the training weeks are in: they come first, as they would in life
+        wait_for_files(monitor, training_weeks, SETTLE_WAIT_SECONDS, stop)
+        replay(source, folder, interval=speed, start=start, stop=stop.is_set)
+
+    feeder = threading.Thread(target=feed, name="driftdeck-replay", daemon=True)
     if not headless:
         from app.tui.app import run_tui
 
@@ -68,10 +72,10 @@ def run_demo(scenario: str, speed: float, headless: bool = False, as_json: bool 
     return 0
 
 
-def wait_for_files(monitor: Monitor, names: set[str], timeout: float) -> bool:
+def wait_for_files(monitor: Monitor, names: set[str], timeout: float, stop: threading.Event | None = None) -> bool:
     """Block until every name in ``names`` is in the ledger (ingested, quarantined or duplicate)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (stop and stop.is_set()):
         if names <= {record.name for record in monitor.store.files()}:
             return True
         time.sleep(0.1)

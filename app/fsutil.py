@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 CHUNK_BYTES = 1 << 20
+FILE_MODE = 0o644
 
 
 def sha256_file(path: Path) -> str:
@@ -34,6 +35,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; the folder decides who may read
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -42,7 +42,7 @@ from app.stats.health import (
     score_psi,
 )
 from app.stats.multivariate import domain_classifier, reservoir_sample
-from app.stats.profile import Profile
+from app.stats.profile import NumericProfile, Profile
 from app.store import SnapshotRecord, Store
 from app.training import TrainingFailed, Trainer, TrainJob
 from app.validation import Batch
@@ -51,7 +51,8 @@ from app.verdict import ERROR_METRICS, Verdict, decide, metric_standard_error
 HOLDOUT_FRACTION = 0.2
 REFERENCE_SAMPLE_ROWS = 5000
 SCORE_SKETCH_POINTS = 201
-MAX_OUT_OF_RANGE_SHARE = 0.5
+UNIT_CHANGE_FACTOR = 20
+SHRINK_FACTOR = 50
 VERDICT_LOOKBACK = 50
 FLAG_ORDER = ("performance_drop", "data_quality", "feature_drift", "prediction_drift", "age", "code_regression")
 
@@ -203,7 +204,7 @@ class ModelRunner:
         result = outcome.result
         reference = Profile.from_dict(serving.data["profile"]) if serving else Profile.from_dict(folder["reference"])
         current = self._measure_drift(result, reference, frame, serving)
-        issues = self._quality_issues(result, frame, labeled, serving) + ([label_issue] if label_issue else [])
+        issues = self._quality_issues(reference, frame, labeled, serving) + ([label_issue] if label_issue else [])
         result["quality_issues"] = issues
         result["trainable"] = labeled and not issues
 
@@ -242,13 +243,31 @@ class ModelRunner:
             result["multivariate_top"] = {}
         return current
 
-    def _quality_issues(self, result: dict, frame: pd.DataFrame, labeled: bool, serving: SnapshotRecord | None) -> list[str]:
-        """Problems that keep a valid batch out of training (it is still monitored)."""
+    def _quality_issues(self, reference: Profile, frame: pd.DataFrame, labeled: bool, serving: SnapshotRecord | None) -> list[str]:
+        """Problems that keep a valid batch out of training (it is still monitored).
+
+        A numeric column counts as broken by a change of unit when its values
+        jumped by a large factor: half of them beyond 20 times the largest
+        magnitude the reference saw, or (for a non-negative column) 95% of them
+        below a fiftieth of the reference mean. Drift within those bounds, a
+        countdown reaching zero say, is ordinary drift, not breakage.
+        """
         issues = []
-        for column, drift in result["feature_drift"].items():
-            share = drift.get("out_of_range_share")
-            if share is not None and share > MAX_OUT_OF_RANGE_SHARE:
-                issues.append(f"{share:.0%} of {column!r} lies outside the reference range (a unit change?)")
+        for column, profile in reference.columns.items():
+            if not isinstance(profile, NumericProfile) or profile.minimum is None:
+                continue
+            magnitudes = np.abs(frame[column].to_numpy(dtype="float64"))
+            magnitudes = magnitudes[~np.isnan(magnitudes)]
+            largest = max(abs(profile.minimum), abs(profile.maximum))
+            if not len(magnitudes) or largest == 0:
+                continue
+            typical = float(np.median(magnitudes))
+            if typical > UNIT_CHANGE_FACTOR * largest:
+                issues.append(f"{column!r} is about {typical / largest:,.0f} times the largest value of the reference"
+                              f" ({largest:.4g}): a change of unit?")
+            elif profile.minimum >= 0 and profile.mean and np.quantile(magnitudes, 0.95) < profile.mean / SHRINK_FACTOR:
+                issues.append(f"{column!r} is about 1/{profile.mean / max(typical, 1e-12):,.0f} of the reference mean"
+                              f" ({profile.mean:.4g}): a change of unit?")
         if labeled and self.config.task == "classification":
             present = frame[self.config.target].dropna().unique()
             known = (serving.data.get("classes") if serving else None) or []

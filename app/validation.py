@@ -159,7 +159,11 @@ def _target(values: pd.Series, config: Config, reasons: list[str]) -> pd.Series:
 def _timestamp(values: pd.Series, column: str, reasons: list[str]) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         return values
-    parsed = pd.to_datetime(values.astype(object), errors="coerce", utc=False, format="mixed")
+    try:
+        parsed = pd.to_datetime(values.astype(object), errors="coerce", format="mixed")
+    except (ValueError, TypeError) as error:  # e.g. a mix of time zones
+        reasons.append(f"timestamp column {column!r} cannot be read as one time line: {error}")
+        return values
     bad = values.notna() & parsed.isna()
     if bad.any():
         reasons.append(f"timestamp column {column!r} has value(s) that are not dates, such as {_shown(values[bad].iloc[0])}")

@@ -171,7 +171,7 @@ def test_headless_json_prints_one_event_per_line_and_stops_on_sigint(ingest_dir:
 
 def test_sigkill_mid_ingestion_leaves_a_store_that_resumes(ingest_dir: Path) -> None:
     """Kill -9 after the first batch is in; `watch --once` then brings every file in exactly once."""
-    total = 150
+    total = 100
     for index in range(total):
         path = write_batch(ingest_dir, f"batch-{index:03d}.csv", make_batch(index, rows=10))
         past = time.time() - 60

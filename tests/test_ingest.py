@@ -187,12 +187,12 @@ def test_text_far_past_the_first_parse_block_is_still_named(ingest_dir: Path) ->
     """Arrow infers CSV types block by block (1 MB); a word in row 25,000 must still get the precise reason."""
     frame = make_batch(0, rows=30_000)
     frame["x1"] = frame["x1"].astype(object)
-    frame.loc[24_999, "x1"] = "n/a"
+    frame.loc[24_999, "x1"] = "unknown"
     content = csv_bytes(frame)
     assert len(content) > 2 << 20
     with pytest.raises(InvalidBatch) as caught:
         parse_batch(FileSnapshot("large.csv", content, len(content), 0), load_config(ingest_dir))
-    assert caught.value.reasons == ["column 'x1' must be numeric, found text 'n/a' in row 25000 (1 such value(s))"]
+    assert caught.value.reasons == ["column 'x1' must be numeric, found text 'unknown' in row 25000 (1 such value(s))"]
 
 
 def test_every_reason_is_reported_not_only_the_first(ingest_dir: Path) -> None:

@@ -293,3 +293,16 @@ def test_auc_standard_error_matches_a_bootstrap():
     assert analytic == pytest.approx(np.std(boot), rel=0.2)
     accuracy = metric_standard_error("accuracy", 0.9, labels)
     assert accuracy == pytest.approx(np.sqrt(0.9 * 0.1 / 800))
+
+
+def test_a_change_of_unit_is_monitored_but_never_trained_on(data_dir: Path):
+    frames = [make_batch(i) for i in range(3)]
+    frames[2]["x3"] = frames[2]["x3"].abs() * 1000 + 5000
+    monitor = run_stream(data_dir, frames)
+    try:
+        broken = results(monitor, "dynamic-lr")[2]
+        assert not broken["trainable"] and broken["action"] != "promoted"
+        assert any("change of unit" in flag["detail"] for flag in broken["flags"] if flag["kind"] == "data_quality")
+        assert "b02.csv" not in monitor.registry.serving("dynamic-lr").data["files"]
+    finally:
+        monitor.close()

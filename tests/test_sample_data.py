@@ -69,8 +69,13 @@ def read_batch(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def scenario_files(folder: Path) -> list[Path]:
+    """The files a scenario folder holds, without hidden ones (a ``.driftdeck/`` state folder)."""
+    return sorted(path for path in folder.iterdir() if not path.name.startswith("."))
+
+
 def batch_paths(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.name not in HAND_WRITTEN | {generate.CONFIG_NAME})
+    return [path for path in scenario_files(folder) if path.name not in HAND_WRITTEN | {generate.CONFIG_NAME}]
 
 
 def load_batches(folder: Path) -> list[Batch]:
@@ -144,7 +149,7 @@ def test_committed_files_are_what_the_generator_writes(generated, scenario):
     """Text formats compare exactly; gzip by content (zlib builds may pack it
     differently); parquet as frames (the writer records its version)."""
     fresh_folder, committed_folder = generated[0] / scenario, SAMPLE_DATA / scenario
-    committed_names = {path.name for path in committed_folder.iterdir()} - HAND_WRITTEN
+    committed_names = {path.name for path in scenario_files(committed_folder)} - HAND_WRITTEN
     assert committed_names == {path.name for path in fresh_folder.iterdir()}
     for name in sorted(committed_names):
         fresh, committed = fresh_folder / name, committed_folder / name
@@ -162,7 +167,7 @@ def test_committed_files_are_what_the_generator_writes(generated, scenario):
 
 
 def test_committed_scenarios_are_small_and_documented():
-    total = sum(path.stat().st_size for scenario in SCENARIOS for path in (SAMPLE_DATA / scenario).iterdir())
+    total = sum(path.stat().st_size for scenario in SCENARIOS for path in scenario_files(SAMPLE_DATA / scenario))
     assert total < MAX_COMMITTED_BYTES
     for scenario in SCENARIOS:
         assert (SAMPLE_DATA / scenario / "README.md").is_file()

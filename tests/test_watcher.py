@@ -15,8 +15,9 @@ from typing import Callable, Iterator
 import pytest
 
 from app.monitor import Monitor
+from app.replay import replay
 from app.store import FileRecord
-from tests.conftest import make_batch, wait_until, write_batch, write_config, INGEST_ONLY_CONFIG
+from tests.conftest import INGEST_ONLY_CONFIG, make_batch, wait_until, write_batch, write_config
 
 
 @pytest.fixture
@@ -32,8 +33,7 @@ def start_monitor(ingest_dir: Path) -> Iterator[Callable[..., Monitor]]:
 
     yield start
     for monitor in running:
-        if monitor._thread is not None and monitor._thread.is_alive():
-            monitor.close()
+        monitor.close()  # closing twice is harmless
 
 
 def ledger(monitor: Monitor) -> list[FileRecord]:
@@ -186,6 +186,24 @@ def test_polling_observer_ingests_new_files(ingest_dir: Path, start_monitor) -> 
     assert monitor.wait_idle()
     assert sorted((r.name, r.status) for r in ledger(monitor)) == [("polled.csv", "ingested"),
                                                                    ("slow-polled.csv", "ingested")]
+
+
+def test_replay_delivers_into_a_watched_folder_each_file_once(tmp_path: Path, ingest_dir: Path,
+                                                               start_monitor) -> None:
+    source = tmp_path / "producer"
+    source.mkdir()
+    for index in range(5):
+        write_batch(source, f"day-{index}.csv", make_batch(index, rows=20))
+    (source / "_skip-me.csv").write_bytes(batch_bytes(9))
+    monitor = start_monitor()
+
+    delivered = replay(source, ingest_dir, interval=0, start=1)
+
+    assert delivered == 4
+    assert wait_until(lambda: len(ledger(monitor)) >= 4)
+    assert monitor.wait_idle()
+    assert [(r.name, r.status) for r in ledger(monitor)] == [(f"day-{i}.csv", "ingested") for i in range(1, 5)]
+    assert sorted(p.name for p in ingest_dir.iterdir() if p.suffix == ".csv") == [f"day-{i}.csv" for i in range(1, 5)]
 
 
 def test_a_file_deleted_before_it_settles_is_forgotten(ingest_dir: Path, start_monitor) -> None:

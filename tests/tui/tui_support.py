@@ -1,8 +1,8 @@
 """Shared pieces of the TUI tests: a seeded store built once, a slow trainer, waiting helpers.
 
 The base folder is written with the root conftest's ``make_batch`` and
-``write_batch`` and processed with ``Monitor.run_once``, one file at a time
-so the order is fixed. Its volatile fields (times, training seconds) are then
+``write_batch`` and processed with one ``Monitor.run_once`` (files that are
+complete together are taken in name order, so the order is fixed). Its volatile fields (times, training seconds) are then
 set to fixed values, so screenshots of it are the same on every run.
 """
 
@@ -48,12 +48,11 @@ def build_base_folder(folder: Path) -> Path:
     """Write the seeded batches into ``folder``, process them, and fix the volatile fields."""
     folder.mkdir(parents=True)
     write_config(folder)
+    for name, frame in BASE_BATCHES:
+        write_batch(folder, name, frame())
+    (folder / BROKEN_FILE).write_bytes(b"this is not a gzip file\n")
     monitor = Monitor(folder)
     try:
-        for name, frame in BASE_BATCHES:
-            write_batch(folder, name, frame())
-            monitor.run_once()
-        (folder / BROKEN_FILE).write_bytes(b"this is not a gzip file\n")
         monitor.run_once()
     finally:
         monitor.close()

@@ -1,0 +1,514 @@
+"""Hostile input: files, names, snapshots, configs and links built to break driftdeck.
+
+Every batch, however broken, must end as a valid batch or a quarantine with a
+reason (``InvalidBatch``), within a memory bound; names and values are shown
+literally, never interpreted; a snapshot file driftdeck did not write is
+never loaded; nothing is written outside the data and state folders.
+Known breakages are marked ``xfail(strict=True)`` with what breaks.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.config import ConfigError, load_config
+from app.fsutil import sha256_file
+from app.ingest import FileSnapshot, parse_batch
+from app.monitor import CommandFailed, Monitor
+from app.readers import MAX_COLUMNS
+from app.replay import replay
+from app.snapshots import SnapshotError
+from app.validation import Batch, InvalidBatch
+from tests.conftest import INGEST_ONLY_CONFIG, make_batch, wait_until, write_batch, write_config
+from tests.faults import marker_pickle_bytes, peak_rss_growth_mb
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FEATURES = ["x1", "x2", "x3", "color"]
+MAX_FILE_MB = 1
+SMALL_LIMIT_CONFIG = INGEST_ONLY_CONFIG.replace("settle_seconds = 0.3", f"settle_seconds = 0.3\nmax_file_mb = {MAX_FILE_MB}")
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def driftdeck(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m app ARGS`` to completion; output captured as bytes (raw escapes stay visible)."""
+    return subprocess.run([sys.executable, "-m", "app", *map(str, args)], cwd=REPO_ROOT, capture_output=True,
+                          timeout=180, env={**os.environ, "COLUMNS": "250", **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> object:
+    """The base schema, no models, ``max_file_mb = 1``."""
+    folder = tmp_path_factory.mktemp("config")
+    write_config(folder, SMALL_LIMIT_CONFIG)
+    return load_config(folder)
+
+
+def outcome(name: str, data: bytes, config) -> Batch | InvalidBatch:
+    """parse_batch's answer: the Batch, or the InvalidBatch it raised (anything else propagates)."""
+    try:
+        return parse_batch(FileSnapshot(name, data, len(data), 0), config)
+    except InvalidBatch as invalid:
+        return invalid
+
+
+def assert_batch_or_reasons(result: Batch | InvalidBatch) -> None:
+    if isinstance(result, InvalidBatch):
+        assert result.reasons and all(isinstance(reason, str) and reason for reason in result.reasons)
+        return
+    frame = result.frame
+    for column in ("x1", "x2", "x3"):
+        assert frame[column].dtype == np.float64
+        assert not np.isinf(frame[column].to_numpy()).any(), "an infinity got into a valid batch"
+    assert all(value is None or isinstance(value, str) for value in frame["color"]), "categories must be text"
+
+
+def parquet_bytes(table: pa.Table, **options) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, **options)
+    return buffer.getvalue()
+
+
+# --- readers and validator under fuzzing ------------------------------------------------------------
+
+
+@FUZZ
+@given(suffix=st.sampled_from([".csv", ".csv.gz", ".parquet", ".jsonl"]), data=st.binary(max_size=4096))
+def test_random_bytes_under_any_batch_name_give_a_batch_or_reasons(config, suffix: str, data: bytes) -> None:
+    assert_batch_or_reasons(outcome(f"random{suffix}", data, config))
+
+
+HOSTILE_TEXT = st.one_of(
+    st.sampled_from(["nan", "NaN", "-nan", "inf", "-inf", "Infinity", "1e400", "-1e400", "", "NULL", "null", "N/A",
+                     "\x1b[31m", "[bold red]x[/]", "\x00", "'; DROP TABLE files;--", "9" * 400, "0x1F", "1,5"]),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=30),
+)
+
+
+@FUZZ
+@given(rows=st.lists(st.lists(HOSTILE_TEXT, min_size=6, max_size=6), min_size=1, max_size=12),
+       latin1_row=st.integers(min_value=-1, max_value=11), gzipped=st.booleans())
+def test_csv_cells_of_nan_inf_markup_and_mixed_encodings_give_a_batch_or_reasons(
+    config, rows: list[list[str]], latin1_row: int, gzipped: bool
+) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(FEATURES + ["label", "ts"])
+    lines = []
+    for index, row in enumerate(rows):
+        line = io.StringIO()
+        csv.writer(line).writerow(row)
+        encoded = line.getvalue().encode("latin-1", "replace") if index == latin1_row else line.getvalue().encode()
+        lines.append(encoded)
+    data = text.getvalue().encode() + b"".join(lines)
+    name = "hostile.csv.gz" if gzipped else "hostile.csv"
+    assert_batch_or_reasons(outcome(name, gzip.compress(data) if gzipped else data, config))
+
+
+FLAT_JSON = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                      st.text(max_size=20), st.sampled_from(["NaN", "Infinity", "\x1b[31m", "[link]x"]))
+
+
+@FUZZ
+@given(rows=st.lists(st.fixed_dictionaries({}, optional={column: FLAT_JSON for column in FEATURES + ["label", "ts"]}),
+                     min_size=1, max_size=8))
+def test_jsonl_of_mixed_flat_values_gives_a_batch_or_reasons(config, rows: list[dict]) -> None:
+    data = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    assert_batch_or_reasons(outcome("hostile.jsonl", data, config))
+
+
+def nan_inf_frame(rows: int = 30) -> pd.DataFrame:
+    frame = make_batch(0, rows=rows)
+    frame.loc[::2, ["x1", "x2", "x3"]] = np.nan
+    frame.loc[1::4, "x1"] = np.inf
+    frame.loc[3::4, "x2"] = -np.inf
+    return frame
+
+
+@pytest.mark.parametrize("name", ["nan-inf.csv", "nan-inf.parquet", "nan-inf.jsonl", "nan-inf.csv.gz"])
+def test_nan_and_inf_everywhere_is_quarantined_with_reasons(config, tmp_path: Path, name: str) -> None:
+    path = write_batch(tmp_path, name, nan_inf_frame())
+    result = outcome(name, path.read_bytes(), config)
+    assert isinstance(result, InvalidBatch)
+    assert any("non-finite" in reason for reason in result.reasons), result.reasons
+
+
+NESTED = {
+    "list-in-numeric.parquet": lambda: parquet_bytes(pa.table({
+        "x1": pa.array([[1.0, 2.0]] * 5), "x2": [1.0] * 5, "x3": [1.0] * 5, "color": ["red"] * 5})),
+    "list-in-category.parquet": lambda: parquet_bytes(pa.table({
+        "x1": [1.0] * 5, "x2": [1.0] * 5, "x3": [1.0] * 5, "color": pa.array([["red", "blue"]] * 5)})),
+    "struct-in-category.parquet": lambda: parquet_bytes(pa.table({
+        "x1": [1.0] * 5, "x2": [1.0] * 5, "x3": [1.0] * 5, "color": pa.array([{"a": 1}] * 5)})),
+    "object-in-category.jsonl": lambda: b'{"x1": 1, "x2": 1, "x3": 1, "color": {"a": 1}}\n' * 5,
+}
+
+
+@pytest.mark.xfail(reason="a list or struct value in a feature column raises TypeError (unhashable) in "
+                          "app.validation instead of InvalidBatch: the file is never quarantined", strict=True)
+@pytest.mark.parametrize("name", sorted(NESTED))
+def test_nested_values_are_quarantined_not_raised(config, name: str) -> None:
+    result = outcome(name, NESTED[name](), config)
+    assert isinstance(result, InvalidBatch)
+
+
+@pytest.mark.xfail(reason="pyarrow's JSON reader segfaults on a 100 KB line nested 50,000 deep: "
+                          "`watch` dies and dies again on every restart", strict=True)
+def test_deeply_nested_jsonl_is_quarantined_not_a_crash(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_config(folder, INGEST_ONLY_CONFIG)
+    depth = 50_000
+    (folder / "deep.jsonl").write_bytes(b'{"x1": ' + b"[" * depth + b"]" * depth + b"}\n")
+    result = driftdeck("watch", folder, "--once")
+    assert result.returncode == 0, f"exit status {result.returncode}: {result.stderr[-300:]!r}"
+    monitor = Monitor(folder)
+    try:
+        assert [(r.name, r.status) for r in monitor.store.files()] == [("deep.jsonl", "quarantined")]
+    finally:
+        monitor.close()
+
+
+def test_gzip_bomb_is_refused_within_a_memory_bound(config) -> None:
+    """About 200 KB that expands to 200 MB of CSV: refused at max_file_mb (1 MB) with little memory."""
+    header = ",".join(FEATURES + ["label", "ts"]).encode() + b"\n"
+    bomb = gzip.compress(header + b"0" * 200_000_000, compresslevel=9)
+    result, growth_mb = peak_rss_growth_mb(lambda: outcome("bomb.csv.gz", bomb, config))
+    assert isinstance(result, InvalidBatch)
+    assert result.reasons == [f"decompresses to more than {MAX_FILE_MB} MB (watch.max_file_mb); refused"]
+    assert growth_mb < 16 * MAX_FILE_MB + 32, f"peak RSS rose by {growth_mb:.0f} MB"
+
+
+@pytest.mark.xfail(reason="max_file_mb bounds the decompressed size of .csv.gz only: a Parquet file of a few "
+                          "KB expands without limit (400 KB -> 5.7 GB RSS in a probe)", strict=True)
+def test_a_parquet_file_that_expands_past_max_file_mb_is_refused(config) -> None:
+    rows = 400_000  # ~10 MB of float64 columns alone, ten times the 1 MB limit
+    table = pa.table({"x1": np.zeros(rows), "x2": np.zeros(rows), "x3": np.zeros(rows),
+                      "color": pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), ["red"])})
+    data = parquet_bytes(table, compression="zstd")
+    assert len(data) < MAX_FILE_MB * (1 << 20) / 10
+    result = outcome("bomb.parquet", data, config)
+    assert isinstance(result, InvalidBatch) and "max_file_mb" in " ".join(result.reasons)
+
+
+def wide_csv(columns: int) -> bytes:
+    names = [f"c{index}" for index in range(columns)]
+    return (",".join(names) + "\n" + ",".join("1" for _ in names) + "\n").encode()
+
+
+def wide_jsonl(columns: int) -> bytes:
+    return (json.dumps({f"c{index}": 1 for index in range(columns)}) + "\n").encode()
+
+
+def wide_parquet(columns: int) -> bytes:
+    return parquet_bytes(pa.table({f"c{index}": pa.array([1], pa.int8()) for index in range(columns)}),
+                         compression=None)
+
+
+WIDE = [
+    pytest.param("wide.csv", lambda: wide_csv(1_000_000), id="csv-a-million-columns"),
+    pytest.param("wide.jsonl", lambda: wide_jsonl(MAX_COLUMNS + 1), id="jsonl", marks=pytest.mark.xfail(
+        reason="MAX_COLUMNS is checked on CSV headers only: a JSONL object with a million keys is parsed "
+               "(about 40 s per million keys in a probe)", strict=True)),
+    pytest.param("wide.parquet", lambda: wide_parquet(MAX_COLUMNS + 1), id="parquet", marks=pytest.mark.xfail(
+        reason="MAX_COLUMNS is not checked for Parquet: 100,000 columns took 13 s to read in a probe", strict=True)),
+]
+
+
+@pytest.mark.parametrize(("name", "content"), WIDE)
+def test_a_table_wider_than_max_columns_is_refused_within_a_memory_bound(config, name: str, content) -> None:
+    data = content()
+    result, growth_mb = peak_rss_growth_mb(lambda: outcome(name, data, config))
+    assert isinstance(result, InvalidBatch)
+    assert result.reasons == [f"header has more than {MAX_COLUMNS} columns"]
+    assert growth_mb < 10 * len(data) / 1e6 + 32, f"peak RSS rose by {growth_mb:.0f} MB"
+
+
+LONG = 4_000_000
+
+
+@pytest.mark.parametrize("name, data", [
+    ("long-category.csv", b"x1,x2,x3,color\n1,2,3," + b"r" * LONG + b"\n"),
+    ("long-number.csv", b"x1,x2,x3,color\n" + b"1" * LONG + b",2,3,red\n"),
+    ("long-line.jsonl", b'{"x1": 1, "x2": 2, "x3": 3, "color": "' + b"r" * LONG + b'"}\n'),
+    ("many-short-rows.csv", b"x1,x2,x3,color\n" + b"1,2,3,red\n" * (LONG // 10)),
+], ids=["csv-long-category", "csv-long-number", "jsonl-long-line", "csv-many-rows"])
+def test_long_lines_stay_within_a_memory_bound(config, name: str, data: bytes) -> None:
+    result, growth_mb = peak_rss_growth_mb(lambda: outcome(name, data, config))
+    assert_batch_or_reasons(result)
+    assert growth_mb < 16 * len(data) / 1e6 + 64, f"peak RSS rose by {growth_mb:.0f} MB for {len(data) / 1e6:.0f} MB"
+
+
+# --- names and values that are markup, escapes or SQL --------------------------------------------------
+
+MARKUP_NAME = "[bold red]x.csv"
+SQL_NAME = "x'); DROP TABLE files;--.csv"
+ESCAPE_NAME = "esc\x1b[31mred\x1b[0m.csv"
+NEWLINE_NAME = "two\nlines.csv"
+HOSTILE_CATEGORIES = ["\x1b[31m", "[blink]boo[/blink]", "\x1b]8;;http://evil.example\x1b\\link\x1b]8;;\x1b\\"]
+
+
+@pytest.fixture(scope="module")
+def hostile_names(tmp_path_factory) -> dict[str, bytes]:
+    """A folder whose file names, extra column and categories are markup, escapes and SQL, after
+    ``watch --once``; returns the folder and the raw output of ``watch --once`` and ``status``."""
+    folder = tmp_path_factory.mktemp("names") / "data"
+    folder.mkdir()
+    write_config(folder, INGEST_ONLY_CONFIG)
+    for index, name in enumerate([MARKUP_NAME, SQL_NAME, ESCAPE_NAME, NEWLINE_NAME]):
+        frame = make_batch(index, rows=30)
+        frame["color"] = [HOSTILE_CATEGORIES[row % 3] for row in range(30)]
+        frame["[link]"] = 1.0
+        write_batch(folder, name, frame)
+    watch = driftdeck("watch", folder, "--once")
+    status = driftdeck("status", folder)
+    status_json = driftdeck("status", folder, "--json")
+    return {"folder": folder, "watch": watch, "status": status, "status_json": status_json}
+
+
+def test_markup_in_names_is_shown_literally(hostile_names) -> None:
+    watch, status = hostile_names["watch"], hostile_names["status"]
+    assert watch.returncode == 0 and status.returncode == 0, (watch.stderr, status.stderr)
+    assert f"{MARKUP_NAME}: 30 rows".encode() in watch.stdout
+    assert b"unknown extra column(s) ignored: '[link]'" in watch.stdout
+    assert MARKUP_NAME.encode() in status.stdout  # Rich would have eaten "[bold red]" as markup
+
+
+def test_sql_in_a_file_name_is_an_ordinary_name(hostile_names) -> None:
+    report = json.loads(hostile_names["status_json"].stdout)
+    statuses = {batch["file"]: batch["status"] for batch in report["batches"]}
+    assert statuses == {name: "ingested" for name in (MARKUP_NAME, SQL_NAME, ESCAPE_NAME, NEWLINE_NAME)}
+    monitor = Monitor(hostile_names["folder"])
+    try:
+        assert monitor.store.counts() == {"ingested": 4}  # the files table is still there
+    finally:
+        monitor.close()
+
+
+@pytest.mark.xfail(reason="file names reach the terminal raw: headless event lines are print()ed and the "
+                          "status table wraps them in rich.text.Text, which keeps ESC and newlines", strict=True)
+@pytest.mark.parametrize("command", ["watch", "status"])
+def test_control_characters_in_names_never_reach_the_terminal(hostile_names, command: str) -> None:
+    output = hostile_names[command].stdout + hostile_names[command].stderr
+    assert b"\x1b" not in output, "an escape sequence from a file name reached the terminal"
+    if command == "watch":
+        assert not any(line.startswith(b"lines.csv") for line in output.splitlines()), \
+            "a newline in a file name forged a second event line"
+
+
+# --- snapshot files driftdeck did not write ---------------------------------------------------------------
+
+TWO_ESTIMATORS = {
+    'name = "dynamic-lr"\nmode = "dynamic"\nestimator = "logistic_regression"':
+        'name = "dynamic-lr"\nmode = "dynamic"\nestimator = "logistic_regression"\nparams = {C = 0.01}',
+}
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> Path:
+    """A folder with one labeled batch: static-lr v1 and dynamic-lr v1 (a different model) serve."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_config(folder, **TWO_ESTIMATORS)
+    write_batch(folder, "b00.csv", make_batch(0, rows=200))
+    monitor = Monitor(folder)
+    try:
+        monitor.run_once()
+    finally:
+        monitor.close()
+    return folder
+
+
+def test_a_snapshot_swapped_in_from_another_model_is_refused(trained: Path) -> None:
+    monitor = Monitor(trained)
+    try:
+        static, dynamic = (monitor.registry.snapshot_file(name, 1) for name in ("static-lr", "dynamic-lr"))
+        assert sha256_file(static) != sha256_file(dynamic)
+        shutil.copyfile(static, dynamic)
+        with pytest.raises(SnapshotError, match="modified after it was written"):
+            monitor.registry.load("dynamic-lr", 1)
+        with pytest.raises(CommandFailed, match="modified after it was written"):
+            monitor.predict_file("dynamic-lr", write_batch(trained.parent, "probe.csv", make_batch(1, rows=20)))
+        write_batch(trained, "b01.csv", make_batch(1, rows=200))
+        monitor.run_once()
+        latest = monitor.store.results("dynamic-lr")[-1][2]
+        assert "modified after it was written" in latest["load_error"]
+        assert "metrics" not in latest  # the swapped model scored nothing
+    finally:
+        monitor.close()
+
+
+def test_a_pickle_posing_as_a_snapshot_never_runs(trained: Path) -> None:
+    marker = trained.parent / "pickle-ran"
+    payload = marker_pickle_bytes(marker)
+    monitor = Monitor(trained)
+    try:
+        # a stray file in the snapshot folder, named like the next version
+        (monitor.paths.snapshots / "static-lr" / "v2.skops").write_bytes(payload)
+        # the serving version's file replaced, and the store's hash forged to match it
+        monitor.registry.snapshot_file("dynamic-lr", 1).write_bytes(payload)
+        with monitor.store.transaction() as db:
+            db.execute("UPDATE snapshots SET sha256 = ? WHERE model = 'dynamic-lr' AND version = 1",
+                       (sha256_file(monitor.registry.snapshot_file("dynamic-lr", 1)),))
+        with pytest.raises(SnapshotError, match="not a skops file"):
+            monitor.registry.load("dynamic-lr", 1)
+        with pytest.raises(CommandFailed):
+            monitor.promote("static-lr", 2)
+        with pytest.raises(CommandFailed, match="not a skops file"):
+            monitor.export("dynamic-lr", trained.parent / "export")
+        write_batch(trained, "b01.csv", make_batch(1, rows=200))
+        monitor.run_once()
+        assert "not a skops file" in monitor.store.results("dynamic-lr")[-1][2]["load_error"]
+    finally:
+        monitor.close()
+    assert driftdeck("rollback", trained, "--model", "dynamic-lr").returncode != 0
+    assert not marker.exists()
+
+
+@pytest.mark.xfail(reason="Registry.write_serving_files copies the snapshot's bytes into serving/ without "
+                          "checking their SHA-256: a restart publishes a tampered snapshot", strict=True)
+def test_a_tampered_snapshot_is_never_published_as_the_serving_file(trained: Path) -> None:
+    marker = trained.parent / "pickle-ran"
+    monitor = Monitor(trained)
+    record = monitor.store.snapshot("static-lr", 1)
+    serving_file = monitor.paths.serving / "static-lr.skops"
+    monitor.close()
+    (trained / ".driftdeck" / record.path).write_bytes(marker_pickle_bytes(marker))
+    serving_file.unlink()  # e.g. a crash between the commit and the serving-file write
+    Monitor(trained).close()  # start-up repairs the serving files
+    assert not serving_file.exists() or sha256_file(serving_file) == record.sha256
+    assert not marker.exists()
+
+
+# --- the config is data -----------------------------------------------------------------------------------
+
+PYTHON = "__import__('os').system('touch {marker}')"
+
+
+@pytest.mark.parametrize("old, new", [
+    ('estimator = "logistic_regression"\n\n[[models]]', 'estimator = "{code}"\n\n[[models]]'),
+    ('window = 2', 'window = 2\nparams = {{C = "{code}"}}'),
+    ('window = 2', 'window = "{code}"'),
+    ('name = "static-lr"', 'name = "../../{code}"'),
+], ids=["estimator", "param", "window", "model-name"])
+def test_python_in_the_config_is_a_config_error_never_run(data_dir: Path, old: str, new: str) -> None:
+    marker = data_dir.parent / "config-ran"
+    code = PYTHON.format(marker=marker)
+    write_config(data_dir, **{old: new.format(code=code)})
+    with pytest.raises(ConfigError):
+        load_config(data_dir)
+    assert not marker.exists()
+
+
+def test_python_in_a_column_name_is_just_a_column_name(ingest_dir: Path) -> None:
+    marker = ingest_dir.parent / "config-ran"
+    column = PYTHON.format(marker=marker)
+    write_config(ingest_dir, INGEST_ONLY_CONFIG.replace('x3 = "numeric"', f'"{column}" = "numeric"'))
+    config = load_config(ingest_dir)
+    assert column in config.schema
+    frame = make_batch(0, rows=30).rename(columns={"x3": column})
+    batch = outcome("b.csv", frame.to_csv(index=False).encode(), config)
+    assert isinstance(batch, Batch) and column in batch.frame
+    assert not marker.exists()
+
+
+# --- links and paths ----------------------------------------------------------------------------------------
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {path for path in folder.rglob("*")}
+
+
+def test_quarantine_and_replay_never_write_outside_their_folders(tmp_path: Path) -> None:
+    source, dest = tmp_path / "source", tmp_path / "data"
+    source.mkdir()
+    dest.mkdir()
+    write_config(dest, INGEST_ONLY_CONFIG)
+    tricky = ["..csv", "...csv", "..\\..\\evil.csv", "%2e%2e%2fevil.csv", "-rf.csv", " .csv", "x.csv.gz.csv",
+              "\u202egnp.csv", "\u2215etc\u2215evil.csv"]
+    for index, name in enumerate(tricky):
+        (source / name).write_bytes(b"x1,x2\n1,2\n" if index % 2 else b"\x00garbage")
+    before = files_under(tmp_path)
+    replay(source, dest, interval=0)
+    monitor = Monitor(dest)
+    try:
+        monitor.run_once()
+        quarantined = [record.name for record in monitor.store.files(status="quarantined")]
+    finally:
+        monitor.close()
+    new = files_under(tmp_path) - before
+    assert new and all(dest in path.parents for path in new), sorted(map(str, new - {p for p in new if dest in p.parents}))
+    copies = list((dest / ".driftdeck" / "quarantine").iterdir())
+    assert len(copies) == 2 * len(quarantined) and len(quarantined) == len([n for n in tricky if not n.startswith(".")])
+
+
+@pytest.mark.xfail(reason="app.replay.deliver writes to DEST/.NAME.tmp with shutil.copyfile, which follows a "
+                          "link planted at that name and overwrites its target outside DEST", strict=True)
+def test_replay_does_not_follow_a_link_at_its_temporary_name(tmp_path: Path) -> None:
+    source, dest, outside = tmp_path / "source", tmp_path / "dest", tmp_path / "outside.txt"
+    source.mkdir()
+    dest.mkdir()
+    outside.write_text("keep me")
+    (source / "b.csv").write_text("x1\n1\n")
+    (dest / ".b.csv.tmp").symlink_to(outside)
+    replay(source, dest, interval=0)
+    assert outside.read_text() == "keep me"
+    assert not (dest / "b.csv").is_symlink() and (dest / "b.csv").read_text() == "x1\n1\n"
+
+
+@pytest.mark.xfail(reason="the watcher checks where a link points when it first sees it, never again: a link "
+                          "retargeted outside the folder before it settles is read", strict=True)
+def test_a_link_retargeted_outside_after_it_was_seen_is_not_read(tmp_path: Path, ingest_dir: Path) -> None:
+    inside = write_batch(ingest_dir, "_inside.csv", make_batch(0, rows=20))  # "_": never read itself
+    outside = write_batch(tmp_path, "secret.csv", make_batch(1, rows=20))
+    monitor = Monitor(ingest_dir)
+    monitor.start()
+    try:
+        link = ingest_dir / "link.csv"
+        link.symlink_to(inside)
+        assert wait_until(lambda: monitor._watcher.pending_count() == 1, timeout=10)
+        retarget = ingest_dir / ".link.tmp"
+        retarget.symlink_to(outside)
+        os.replace(retarget, link)
+        time.sleep(0.1)
+        os.utime(outside)  # the target changes while pending, as a new file would
+        assert monitor.wait_idle(timeout=30)
+        time.sleep(1.0)  # past the settle interval: anything pending has been handed over
+        assert monitor.wait_idle(timeout=30)
+        hashes = {record.sha256 for record in monitor.store.files()}
+    finally:
+        monitor.close()
+    assert sha256_file(outside) not in hashes
+
+
+def test_state_folders_are_owner_only(tmp_path: Path, ingest_dir: Path) -> None:
+    loose = tmp_path / "loose-state"
+    (loose / "quarantine").mkdir(parents=True)
+    os.chmod(loose, 0o755)
+    os.chmod(loose / "quarantine", 0o777)
+    for state in (None, tmp_path / "custom" / "state", loose):
+        monitor = Monitor(ingest_dir, state)
+        try:
+            root = monitor.paths.root
+            folders = [root] + [path for path in root.iterdir() if path.is_dir()]
+        finally:
+            monitor.close()
+        assert len(folders) >= 6
+        assert {oct(path.stat().st_mode & 0o777) for path in folders} == {oct(0o700)}, root

@@ -1,0 +1,90 @@
+"""SVG snapshots of the dashboard over the seeded base store (``pytest --snapshot-update`` to accept changes).
+
+The store's times and training durations are fixed (``tui_support``), the
+app's clock is injected, times print in UTC and the folder shows as "data",
+so the pictures are the same on every machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from app.monitor import Monitor
+from app.tui.app import DriftDeckApp
+from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, wait_until
+
+WIDE = (160, 48)
+NARROW = (100, 30)
+PANEL_TABS = {"models": 0, "features": 1, "health": 2, "snapshots": 3, "events": 4}
+
+
+@pytest.fixture(scope="session")
+def base(tmp_path_factory) -> Path:
+    return base_folder(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def utc():
+    """Print times in UTC while the test runs."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if before is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+@pytest.fixture
+def make_app(base: Path, tmp_path: Path, monkeypatch, utc):
+    """Build the app over a private copy of the base folder, shown as "data"."""
+    folder = copy_folder(base, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    monitors = []
+
+    def make() -> DriftDeckApp:
+        monitor = Monitor(folder)
+        monitors.append(monitor)
+        return DriftDeckApp(monitor, clock=lambda: FIXED_NOW)
+
+    yield make
+    for monitor in monitors:
+        monitor.close()
+
+
+def prepare(model: str | None = None, panel: str | None = None):
+    """A ``run_before`` that waits for the data, selects ``model`` and maximizes ``panel``."""
+
+    async def run_before(pilot: Pilot) -> None:
+        app = pilot.app
+        await wait_until(pilot, lambda: app.loads_applied >= 1, what="the first load")
+        if model is not None:
+            while app.selected_model != model:
+                await pilot.press("right_square_bracket")
+            await wait_until(pilot, lambda: app.dashboard.model == model, what=f"{model}'s panels")
+        if panel is not None:
+            await pilot.press(*["tab"] * PANEL_TABS[panel], "z")
+            await wait_until(pilot, lambda: app.screen.maximized is not None, what="a maximized panel")
+        await pilot.pause(0.2)
+
+    return run_before
+
+
+def test_dashboard_wide(snap_compare, make_app):
+    assert snap_compare(make_app(), terminal_size=WIDE, run_before=prepare())
+
+
+def test_dashboard_narrow(snap_compare, make_app):
+    assert snap_compare(make_app(), terminal_size=NARROW, run_before=prepare())
+
+
+@pytest.mark.parametrize("panel", list(PANEL_TABS))
+def test_each_panel_maximized(snap_compare, make_app, panel):
+    assert snap_compare(make_app(), terminal_size=WIDE, run_before=prepare("dynamic-lr", panel))
