@@ -32,8 +32,11 @@ or ``ru_maxrss`` where that is not possible) over the resident set before it,
 so it includes Arrow's and NumPy's allocations. It is compared with
 the batch's in-memory size (``DataFrame.memory_usage(deep=True)``).
 The targets printed beside the figures: driftdeck <= 3x the read floor,
->= 50x faster than Evidently, >= 5x faster than NannyML, peak memory <= 2x the
-batch, and exactly the five shifted columns flagged.
+>= 50x faster than Evidently, >= 5x faster than NannyML (both times include
+the read; the speedup of the drift work alone, floor subtracted, is printed
+beside), peak memory <= 2x the batch (with the read's own peak beside it), and
+exactly the five shifted columns flagged. On a shared machine the times move
+with the load: compare ratios from one run, not absolute seconds across runs.
 """
 
 from __future__ import annotations
@@ -285,7 +288,10 @@ def report(rows: int, batch_mib: float, build_seconds: float, results: dict[str,
         peer = results[tool]
         if "seconds" in peer:
             speedup = peer["seconds"] / ours["seconds"]
-            print(f"  >= {goal}x faster than {tool:<10}   {speedup:6.1f}x   {verdict(speedup >= goal)}")
+            # The same read_parquet is inside both times; without it, the drift work alone:
+            net = (peer["seconds"] - floor["seconds"]) / max(ours["seconds"] - floor["seconds"], 1e-9)
+            print(f"  >= {goal}x faster than {tool:<10}   {speedup:6.1f}x   {verdict(speedup >= goal)}"
+                  f"   ({net:.1f}x without the shared read)")
         else:
             print(f"  >= {goal}x faster than {tool:<10}   {peer.get('error', 'not run')}")
 

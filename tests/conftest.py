@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 import time
 from pathlib import Path
@@ -137,3 +138,10 @@ def wait_until(condition, timeout: float = 30.0, interval: float = 0.05) -> bool
             return True
         time.sleep(interval)
     return bool(condition())
+
+
+def backdate(path: Path, seconds: float = 60.0) -> Path:
+    """Set ``path``'s mtime ``seconds`` in the past, as if it had landed then (so it is already settled)."""
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+    return path

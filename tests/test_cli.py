@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +17,7 @@ from app.cli import main
 from app.config import load_config
 from app.monitor import Monitor
 from app.store import Store
-from tests.conftest import BASE_CONFIG, make_batch, write_batch, write_config
+from tests.conftest import BASE_CONFIG, backdate, make_batch, write_batch, write_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMAND_TIMEOUT = 120
@@ -173,9 +172,7 @@ def test_sigkill_mid_ingestion_leaves_a_store_that_resumes(ingest_dir: Path) -> 
     """Kill -9 after the first batch is in; `watch --once` then brings every file in exactly once."""
     total = 100
     for index in range(total):
-        path = write_batch(ingest_dir, f"batch-{index:03d}.csv", make_batch(index, rows=10))
-        past = time.time() - 60
-        os.utime(path, (past, past))
+        backdate(write_batch(ingest_dir, f"batch-{index:03d}.csv", make_batch(index, rows=10)))
     process = start_driftdeck("watch", ingest_dir, "--headless", "--json")
     try:
         read_until_kind(process, "batch_ingested")

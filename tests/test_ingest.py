@@ -10,8 +10,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,7 +26,7 @@ from app.monitor import Monitor
 from app.readers import UnreadableFile
 from app.store import FileRecord
 from app.validation import InvalidBatch
-from tests.conftest import INGEST_ONLY_CONFIG, make_batch, wait_until, write_batch, write_config
+from tests.conftest import INGEST_ONLY_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
 
 MAX_FILE_MB = 0.5
 SMALL_LIMIT_CONFIG = INGEST_ONLY_CONFIG.replace("settle_seconds = 0.3", f"settle_seconds = 0.3\nmax_file_mb = {MAX_FILE_MB}")
@@ -52,9 +50,7 @@ def drop(folder: Path, name: str, data: bytes) -> Path:
     """Put a file in the data folder as if it landed a minute ago (so it is already settled)."""
     path = folder / name
     path.write_bytes(data)
-    past = time.time() - 60
-    os.utime(path, (past, past))
-    return path
+    return backdate(path)
 
 
 def ingest_once(folder: Path) -> dict[str, FileRecord]:

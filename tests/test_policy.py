@@ -204,17 +204,15 @@ def test_a_training_job_that_hangs_times_out(data_dir: Path):
         monitor.close()
 
 
-def test_killing_the_process_during_training_leaves_serving_and_store_intact(tmp_path: Path):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    write_config(folder)
-    config = (folder / "driftdeck.toml").read_text().replace(
-        'name = "dynamic-lr"\nmode = "dynamic"\nestimator = "logistic_regression"',
-        'name = "dynamic-lr"\nmode = "dynamic"\nestimator = "random_forest"\nparams = {n_estimators = 3000}',
-    )
-    (folder / "driftdeck.toml").write_text(config)
-    for index in range(3):
-        write_batch(folder, f"b{index:02d}.csv", make_batch(index))
+def test_killing_the_process_during_training_leaves_serving_and_store_intact(data_dir: Path):
+    # version 1 is trained here, quickly; then the config asks for a slow forest, so the watching
+    # process is surely killed while it trains version 2
+    run_stream(data_dir, [make_batch(0)]).close()
+    write_config(data_dir, **{'estimator = "logistic_regression"\nwindow = 2':
+                              'estimator = "random_forest"\nparams = {n_estimators = 3000}\nwindow = 2'})
+    for index in (1, 2):
+        write_batch(data_dir, f"b{index:02d}.csv", make_batch(index))
+    folder = data_dir
     process = subprocess.Popen([sys.executable, "-m", "app", "watch", str(folder), "--headless", "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -225,6 +223,7 @@ def test_killing_the_process_during_training_leaves_serving_and_store_intact(tmp
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait(timeout=30)
+    write_config(data_dir)  # back to the quick estimator: the restart need not wait for the forest
     monitor = Monitor(folder)
     try:
         assert monitor.store.serving_version("dynamic-lr") == 1

@@ -9,6 +9,7 @@ Known breakages are marked ``xfail(strict=True)`` with what breaks.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -17,7 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.cli import main
 from app.config import ConfigError, load_config
 from app.fsutil import sha256_file
 from app.ingest import FileSnapshot, parse_batch
@@ -147,23 +149,32 @@ def test_nan_and_inf_everywhere_is_quarantined_with_reasons(config, tmp_path: Pa
     path = write_batch(tmp_path, name, nan_inf_frame())
     result = outcome(name, path.read_bytes(), config)
     assert isinstance(result, InvalidBatch)
-    assert any("non-finite" in reason for reason in result.reasons), result.reasons
+    assert any("'x1'" in reason for reason in result.reasons), result.reasons
 
 
+TS = ["2025-01-06"] * 5
 NESTED = {
     "list-in-numeric.parquet": lambda: parquet_bytes(pa.table({
-        "x1": pa.array([[1.0, 2.0]] * 5), "x2": [1.0] * 5, "x3": [1.0] * 5, "color": ["red"] * 5})),
+        "x1": pa.array([[1.0, 2.0]] * 5), "x2": [1.0] * 5, "x3": [1.0] * 5, "color": ["red"] * 5, "ts": TS})),
     "list-in-category.parquet": lambda: parquet_bytes(pa.table({
-        "x1": [1.0] * 5, "x2": [1.0] * 5, "x3": [1.0] * 5, "color": pa.array([["red", "blue"]] * 5)})),
+        "x1": [1.0] * 5, "x2": [1.0] * 5, "x3": [1.0] * 5, "color": pa.array([["red", "blue"]] * 5), "ts": TS})),
     "struct-in-category.parquet": lambda: parquet_bytes(pa.table({
-        "x1": [1.0] * 5, "x2": [1.0] * 5, "x3": [1.0] * 5, "color": pa.array([{"a": 1}] * 5)})),
-    "object-in-category.jsonl": lambda: b'{"x1": 1, "x2": 1, "x3": 1, "color": {"a": 1}}\n' * 5,
+        "x1": [1.0] * 5, "x2": [1.0] * 5, "x3": [1.0] * 5, "color": pa.array([{"a": 1}] * 5), "ts": TS})),
+    "object-in-category.jsonl": lambda: b'{"x1": 1, "x2": 1, "x3": 1, "color": {"a": 1}, "ts": "2025-01-06"}\n' * 5,
 }
 
 
-@pytest.mark.xfail(reason="a list or struct value in a feature column raises TypeError (unhashable) in "
-                          "app.validation instead of InvalidBatch: the file is never quarantined", strict=True)
-@pytest.mark.parametrize("name", sorted(NESTED))
+UNHASHABLE = pytest.mark.xfail(reason="a list or struct value in a categorical column raises TypeError (unhashable) "
+                                      "in app.validation instead of InvalidBatch: the file is never quarantined",
+                               strict=True)
+
+
+@pytest.mark.parametrize("name", [
+    "list-in-numeric.parquet",
+    pytest.param("list-in-category.parquet", marks=UNHASHABLE),
+    pytest.param("struct-in-category.parquet", marks=UNHASHABLE),
+    pytest.param("object-in-category.jsonl", marks=UNHASHABLE),
+])
 def test_nested_values_are_quarantined_not_raised(config, name: str) -> None:
     result = outcome(name, NESTED[name](), config)
     assert isinstance(result, InvalidBatch)
@@ -200,8 +211,10 @@ def test_gzip_bomb_is_refused_within_a_memory_bound(config) -> None:
                           "KB expands without limit (400 KB -> 5.7 GB RSS in a probe)", strict=True)
 def test_a_parquet_file_that_expands_past_max_file_mb_is_refused(config) -> None:
     rows = 400_000  # ~10 MB of float64 columns alone, ten times the 1 MB limit
+    codes = pa.array(np.zeros(rows, dtype=np.int32))
     table = pa.table({"x1": np.zeros(rows), "x2": np.zeros(rows), "x3": np.zeros(rows),
-                      "color": pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), ["red"])})
+                      "color": pa.DictionaryArray.from_arrays(codes, ["red"]),
+                      "ts": pa.DictionaryArray.from_arrays(codes, ["2025-01-06"])})
     data = parquet_bytes(table, compression="zstd")
     assert len(data) < MAX_FILE_MB * (1 << 20) / 10
     result = outcome("bomb.parquet", data, config)
@@ -237,7 +250,7 @@ def test_a_table_wider_than_max_columns_is_refused_within_a_memory_bound(config,
     data = content()
     result, growth_mb = peak_rss_growth_mb(lambda: outcome(name, data, config))
     assert isinstance(result, InvalidBatch)
-    assert result.reasons == [f"header has more than {MAX_COLUMNS} columns"]
+    assert any(f"more than {MAX_COLUMNS} columns" in reason for reason in result.reasons), result.reasons
     assert growth_mb < 10 * len(data) / 1e6 + 32, f"peak RSS rose by {growth_mb:.0f} MB"
 
 
@@ -258,6 +271,29 @@ def test_long_lines_stay_within_a_memory_bound(config, name: str, data: bytes) -
 
 # --- names and values that are markup, escapes or SQL --------------------------------------------------
 
+
+@dataclass
+class CliRun:
+    returncode: int
+    output: bytes  # stdout and stderr, as a terminal would receive them
+
+
+def run_cli(*args: str | Path) -> CliRun:
+    """``driftdeck ARGS`` in this process (the same code as ``python -m app``), 250 columns wide."""
+    stream = io.StringIO()
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "250"
+    try:
+        with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+            code = main([str(arg) for arg in args])
+    finally:
+        if previous is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = previous
+    return CliRun(code, stream.getvalue().encode("utf-8", "surrogateescape"))
+
+
 MARKUP_NAME = "[bold red]x.csv"
 SQL_NAME = "x'); DROP TABLE files;--.csv"
 ESCAPE_NAME = "esc\x1b[31mred\x1b[0m.csv"
@@ -266,7 +302,7 @@ HOSTILE_CATEGORIES = ["\x1b[31m", "[blink]boo[/blink]", "\x1b]8;;http://evil.exa
 
 
 @pytest.fixture(scope="module")
-def hostile_names(tmp_path_factory) -> dict[str, bytes]:
+def hostile_names(tmp_path_factory) -> dict:
     """A folder whose file names, extra column and categories are markup, escapes and SQL, after
     ``watch --once``; returns the folder and the raw output of ``watch --once`` and ``status``."""
     folder = tmp_path_factory.mktemp("names") / "data"
@@ -277,36 +313,31 @@ def hostile_names(tmp_path_factory) -> dict[str, bytes]:
         frame["color"] = [HOSTILE_CATEGORIES[row % 3] for row in range(30)]
         frame["[link]"] = 1.0
         write_batch(folder, name, frame)
-    watch = driftdeck("watch", folder, "--once")
-    status = driftdeck("status", folder)
-    status_json = driftdeck("status", folder, "--json")
-    return {"folder": folder, "watch": watch, "status": status, "status_json": status_json}
+    return {"folder": folder, "watch": run_cli("watch", folder, "--once"), "status": run_cli("status", folder)}
 
 
 def test_markup_in_names_is_shown_literally(hostile_names) -> None:
     watch, status = hostile_names["watch"], hostile_names["status"]
-    assert watch.returncode == 0 and status.returncode == 0, (watch.stderr, status.stderr)
-    assert f"{MARKUP_NAME}: 30 rows".encode() in watch.stdout
-    assert b"unknown extra column(s) ignored: '[link]'" in watch.stdout
-    assert MARKUP_NAME.encode() in status.stdout  # Rich would have eaten "[bold red]" as markup
+    assert watch.returncode == 0 and status.returncode == 0, (watch.output, status.output)
+    assert f"{MARKUP_NAME}: 30 rows".encode() in watch.output
+    assert b"unknown extra column(s) ignored: '[link]'" in watch.output
+    assert MARKUP_NAME.encode() in status.output  # Rich would have eaten "[bold red]" as markup
 
 
 def test_sql_in_a_file_name_is_an_ordinary_name(hostile_names) -> None:
-    report = json.loads(hostile_names["status_json"].stdout)
-    statuses = {batch["file"]: batch["status"] for batch in report["batches"]}
-    assert statuses == {name: "ingested" for name in (MARKUP_NAME, SQL_NAME, ESCAPE_NAME, NEWLINE_NAME)}
     monitor = Monitor(hostile_names["folder"])
     try:
-        assert monitor.store.counts() == {"ingested": 4}  # the files table is still there
+        statuses = {record.name: record.status for record in monitor.store.files()}
     finally:
         monitor.close()
+    assert statuses == {name: "ingested" for name in (MARKUP_NAME, SQL_NAME, ESCAPE_NAME, NEWLINE_NAME)}
 
 
 @pytest.mark.xfail(reason="file names reach the terminal raw: headless event lines are print()ed and the "
                           "status table wraps them in rich.text.Text, which keeps ESC and newlines", strict=True)
 @pytest.mark.parametrize("command", ["watch", "status"])
 def test_control_characters_in_names_never_reach_the_terminal(hostile_names, command: str) -> None:
-    output = hostile_names[command].stdout + hostile_names[command].stderr
+    output = hostile_names[command].output
     assert b"\x1b" not in output, "an escape sequence from a file name reached the terminal"
     if command == "watch":
         assert not any(line.startswith(b"lines.csv") for line in output.splitlines()), \
@@ -321,10 +352,9 @@ TWO_ESTIMATORS = {
 }
 
 
-@pytest.fixture
-def trained(tmp_path: Path) -> Path:
-    """A folder with one labeled batch: static-lr v1 and dynamic-lr v1 (a different model) serve."""
-    folder = tmp_path / "data"
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("trained") / "data"
     folder.mkdir()
     write_config(folder, **TWO_ESTIMATORS)
     write_batch(folder, "b00.csv", make_batch(0, rows=200))
@@ -334,6 +364,12 @@ def trained(tmp_path: Path) -> Path:
     finally:
         monitor.close()
     return folder
+
+
+@pytest.fixture
+def trained(trained_once: Path, tmp_path: Path) -> Path:
+    """A copy of a folder with one labeled batch: static-lr v1 and dynamic-lr v1 (another model) serve."""
+    return Path(shutil.copytree(trained_once, tmp_path / "data", symlinks=True))
 
 
 def test_a_snapshot_swapped_in_from_another_model_is_refused(trained: Path) -> None:
@@ -376,9 +412,11 @@ def test_a_pickle_posing_as_a_snapshot_never_runs(trained: Path) -> None:
         write_batch(trained, "b01.csv", make_batch(1, rows=200))
         monitor.run_once()
         assert "not a skops file" in monitor.store.results("dynamic-lr")[-1][2]["load_error"]
+        assert monitor.store.serving_version("dynamic-lr") == 2  # nothing to compare with: v2 beat the baseline
+        with pytest.raises(CommandFailed, match="not a skops file"):
+            monitor.rollback("dynamic-lr")
     finally:
         monitor.close()
-    assert driftdeck("rollback", trained, "--model", "dynamic-lr").returncode != 0
     assert not marker.exists()
 
 
@@ -444,7 +482,7 @@ def test_quarantine_and_replay_never_write_outside_their_folders(tmp_path: Path)
     tricky = ["..csv", "...csv", "..\\..\\evil.csv", "%2e%2e%2fevil.csv", "-rf.csv", " .csv", "x.csv.gz.csv",
               "\u202egnp.csv", "\u2215etc\u2215evil.csv"]
     for index, name in enumerate(tricky):
-        (source / name).write_bytes(b"x1,x2\n1,2\n" if index % 2 else b"\x00garbage")
+        (source / name).write_bytes(b"x1,x2\n1,%d\n" % index if index % 2 else b"\x00garbage %d" % index)
     before = files_under(tmp_path)
     replay(source, dest, interval=0)
     monitor = Monitor(dest)
@@ -454,9 +492,9 @@ def test_quarantine_and_replay_never_write_outside_their_folders(tmp_path: Path)
     finally:
         monitor.close()
     new = files_under(tmp_path) - before
-    assert new and all(dest in path.parents for path in new), sorted(map(str, new - {p for p in new if dest in p.parents}))
-    copies = list((dest / ".driftdeck" / "quarantine").iterdir())
-    assert len(copies) == 2 * len(quarantined) and len(quarantined) == len([n for n in tricky if not n.startswith(".")])
+    assert new and not {path for path in new if dest not in path.parents}
+    assert sorted(quarantined) == sorted(name for name in tricky if not name.startswith("."))
+    assert len(list((dest / ".driftdeck" / "quarantine").iterdir())) == 2 * len(quarantined)
 
 
 @pytest.mark.xfail(reason="app.replay.deliver writes to DEST/.NAME.tmp with shutil.copyfile, which follows a "
@@ -476,6 +514,7 @@ def test_replay_does_not_follow_a_link_at_its_temporary_name(tmp_path: Path) -> 
 @pytest.mark.xfail(reason="the watcher checks where a link points when it first sees it, never again: a link "
                           "retargeted outside the folder before it settles is read", strict=True)
 def test_a_link_retargeted_outside_after_it_was_seen_is_not_read(tmp_path: Path, ingest_dir: Path) -> None:
+    write_config(ingest_dir, INGEST_ONLY_CONFIG.replace("settle_seconds = 0.3", "settle_seconds = 1.0"))
     inside = write_batch(ingest_dir, "_inside.csv", make_batch(0, rows=20))  # "_": never read itself
     outside = write_batch(tmp_path, "secret.csv", make_batch(1, rows=20))
     monitor = Monitor(ingest_dir)
@@ -486,11 +525,7 @@ def test_a_link_retargeted_outside_after_it_was_seen_is_not_read(tmp_path: Path,
         assert wait_until(lambda: monitor._watcher.pending_count() == 1, timeout=10)
         retarget = ingest_dir / ".link.tmp"
         retarget.symlink_to(outside)
-        os.replace(retarget, link)
-        time.sleep(0.1)
-        os.utime(outside)  # the target changes while pending, as a new file would
-        assert monitor.wait_idle(timeout=30)
-        time.sleep(1.0)  # past the settle interval: anything pending has been handed over
+        os.replace(retarget, link)  # within the settle interval
         assert monitor.wait_idle(timeout=30)
         hashes = {record.sha256 for record in monitor.store.files()}
     finally:

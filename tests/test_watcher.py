@@ -17,7 +17,7 @@ import pytest
 from app.monitor import Monitor
 from app.replay import replay
 from app.store import FileRecord
-from tests.conftest import INGEST_ONLY_CONFIG, make_batch, wait_until, write_batch, write_config
+from tests.conftest import INGEST_ONLY_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
 
 
 @pytest.fixture
@@ -48,19 +48,14 @@ def batch_bytes(index: int, rows: int = 30) -> bytes:
     return make_batch(index, rows=rows).to_csv(index=False).encode()
 
 
-def write_backdated(folder: Path, name: str, data: bytes, seconds_ago: float = 60.0) -> Path:
-    path = folder / name
-    path.write_bytes(data)
-    past = time.time() - seconds_ago
-    os.utime(path, (past, past))
-    return path
-
-
 def test_slow_writer_is_ingested_once_and_only_when_complete(ingest_dir: Path, start_monitor) -> None:
-    """Chunks cut mid-line, 0.05 s apart, for 0.8 s in all: longer than settle_seconds (0.6 s here)."""
-    write_config(ingest_dir, INGEST_ONLY_CONFIG.replace("settle_seconds = 0.3", "settle_seconds = 0.6"))
+    """Chunks cut mid-line, 0.05 s apart, for 1.25 s in all: longer than settle_seconds (1.0 s here).
+
+    The long settle interval leaves room for a busy machine to stall the writer between chunks.
+    """
+    write_config(ingest_dir, INGEST_ONLY_CONFIG.replace("settle_seconds = 0.3", "settle_seconds = 1.0"))
     content = batch_bytes(0, rows=400)
-    chunks = 16
+    chunks = 25
     size = len(content) // chunks + 1
     monitor = start_monitor()
     with open(ingest_dir / "slow.csv", "wb") as handle:
@@ -118,7 +113,9 @@ def test_ignored_names_and_sub_folders_are_never_read(ingest_dir: Path, start_mo
 def test_a_link_pointing_outside_the_folder_is_not_followed(tmp_path: Path, ingest_dir: Path, start_monitor) -> None:
     outside = tmp_path / "secret.csv"
     outside.write_bytes(batch_bytes(1))
-    inside = write_backdated(ingest_dir, "real.csv", batch_bytes(2))
+    inside = ingest_dir / "real.csv"
+    inside.write_bytes(batch_bytes(2))
+    backdate(inside)
     (ingest_dir / "outside-link.csv").symlink_to(outside)
     (ingest_dir / "inside-link.csv").symlink_to(inside)
     monitor = start_monitor()
@@ -134,9 +131,7 @@ def test_a_link_pointing_outside_the_folder_is_not_followed(tmp_path: Path, inge
 
 def test_files_present_at_start_are_picked_up_in_name_order(ingest_dir: Path, start_monitor) -> None:
     for index, name in enumerate(["c.csv", "a.parquet", "d.jsonl", "b.csv.gz"]):
-        path = write_batch(ingest_dir, name, make_batch(index, rows=20))
-        past = time.time() - 60
-        os.utime(path, (past, past))
+        backdate(write_batch(ingest_dir, name, make_batch(index, rows=20)))
     monitor = start_monitor()
 
     assert wait_until(lambda: len(ledger(monitor)) >= 4)

@@ -14,6 +14,7 @@ How data moves:
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -47,6 +48,8 @@ from app.tui.panels import (
 from app.tui.screens import ConfirmScreen, HelpScreen
 
 TICK_SECONDS = 0.25
+LOAD_INTERVAL_SECONDS = 0.5
+UI_SWITCH_INTERVAL_SECONDS = 0.001
 WIDE_FROM_COLUMNS = 120
 RETRAIN_SETTLING_KINDS = frozenset({EventKind.PROMOTED, EventKind.REJECTED, EventKind.TRAINING_FAILED})
 
@@ -91,12 +94,14 @@ class DriftDeckApp(App[int]):
     paused: reactive[bool] = reactive(False, bindings=True)
 
     def __init__(self, monitor: Monitor, on_ready: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.time, tick_seconds: float = TICK_SECONDS) -> None:
+                 clock: Callable[[], float] = time.time, tick_seconds: float = TICK_SECONDS,
+                 load_interval: float = LOAD_INTERVAL_SECONDS) -> None:
         super().__init__()
         self.monitor = monitor
         self.on_ready = on_ready
         self.clock = clock
         self.tick_seconds = tick_seconds
+        self.load_interval = load_interval
         self.dashboard: Dashboard | None = None
         self.training: dict[str, Any] | None = None  # the monitor's training dict, as last seen
         self.rollback_targets: dict[str, int | None] = {}  # model -> the version b would serve
@@ -104,6 +109,7 @@ class DriftDeckApp(App[int]):
         self._stale = True
         self._last_event_id = 0
         self._load_worker: Worker | None = None
+        self._load_started = 0.0  # time.monotonic() of the latest load
 
     # --- layout ------------------------------------------------------------------
 
@@ -167,11 +173,13 @@ class DriftDeckApp(App[int]):
         self._follow_training(self.monitor.training)
         self.paused = self.monitor.paused
         self._show_header()
-        if self._stale and not (self._load_worker and self._load_worker.is_running):
+        due = time.monotonic() - self._load_started >= self.load_interval
+        if self._stale and due and not (self._load_worker and self._load_worker.is_running):
             self._start_load()
 
     def _start_load(self) -> None:
         self._stale = False
+        self._load_started = time.monotonic()
         self._load_worker = self.load(self.selected_model, self._last_event_id)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
@@ -225,7 +233,7 @@ class DriftDeckApp(App[int]):
             training=self.training,
             retrain_queued=self.retrain_queued,
         )
-        show_text(self.query_one("#header", Static), render.header_text(state), layout=False)
+        show_text(self.query_one("#header", Static), render.header_text(state))
 
     # --- selection -------------------------------------------------------------------
 
@@ -351,6 +359,16 @@ class DriftDeckApp(App[int]):
                                     lambda action=binding.action: self.run_action(action))
 
 
+def prefer_ui_thread() -> None:
+    """Shorten this process's GIL switch interval (5 ms by default).
+
+    The monitor's thread runs pandas and scikit-learn in the same process as
+    the UI; switching more often lets the UI thread in soon enough to answer
+    keys promptly while the monitor works, at a small cost in throughput.
+    """
+    sys.setswitchinterval(UI_SWITCH_INTERVAL_SECONDS)
+
+
 def run_tui(monitor: Monitor, on_ready: Callable[[], None] | None = None,
             clock: Callable[[], float] = time.time) -> int:
     """Show the dashboard until the person quits; the monitor starts after mount and closes on exit.
@@ -358,6 +376,7 @@ def run_tui(monitor: Monitor, on_ready: Callable[[], None] | None = None,
     The folder's lock is taken before the screen opens, so "another driftdeck
     is watching" is an ordinary error message, not a broken screen.
     """
+    prefer_ui_thread()
     monitor.acquire()
     app = DriftDeckApp(monitor, on_ready=on_ready, clock=clock)
     try:

@@ -30,21 +30,25 @@ Cells = Sequence[RenderableType]
 
 
 class Drawing(Widget):
-    """Shows what a plain function draws for the widget's current size (redrawn on resize)."""
+    """Shows what a plain function of data draws for the widget's current size.
 
-    def __init__(self, draw: Callable[[int, int], RenderableType] | None = None, *,
-                 id: str | None = None, focusable: bool = False) -> None:
+    ``show(draw, *data)`` draws ``draw(size, *data)``; the drawing is redone
+    when the widget is resized, or shown different data, and not otherwise.
+    """
+
+    def __init__(self, *, id: str, focusable: bool = False) -> None:
         super().__init__(id=id)
         self.can_focus = focusable
-        self._draw = draw
+        self._draw: Callable[..., RenderableType] | None = None
+        self._data: tuple = ()
 
-    def show(self, draw: Callable[[int, int], RenderableType]) -> None:
-        """Draw with ``draw(width, height)`` from now on."""
-        self._draw = draw
-        self.refresh()
+    def show(self, draw: Callable[..., RenderableType], *data: Any) -> None:
+        if (draw, data) != (self._draw, self._data):
+            self._draw, self._data = draw, data
+            self.refresh()
 
     def render(self) -> RenderableType:
-        return self._draw(self.size.width, self.size.height) if self._draw else ""
+        return self._draw(self.size, *self._data) if self._draw else ""
 
 
 class Panel(Vertical):
@@ -54,7 +58,14 @@ class Panel(Vertical):
 
     def __init__(self, title: str, *children: Widget, id: str) -> None:
         super().__init__(*children, id=id, classes="panel")
-        self.border_title = title
+        self.border_title = Text(title)
+
+    def titled(self, title: str, subtitle: Text | None = None) -> None:
+        """Set the border's title (and subtitle), literally; a repaint only if they change."""
+        if self.border_title != Text(title).markup:
+            self.border_title = Text(title)
+        if subtitle is not None and self.border_subtitle != subtitle.markup:
+            self.border_subtitle = subtitle
 
 
 def fill_table(table: DataTable, rows: Iterable[tuple[str, Cells]]) -> None:
@@ -80,11 +91,14 @@ def fill_table(table: DataTable, rows: Iterable[tuple[str, Cells]]) -> None:
         table.move_cursor(row=keys.index(selected), animate=False)
 
 
-def show_text(static: Static, text: RenderableType, layout: bool = True) -> None:
-    """Put ``text`` in ``static`` unless it already shows exactly that (an update costs a repaint,
-    and a layout pass unless ``layout`` is False)."""
+def show_text(static: Static, text: RenderableType) -> None:
+    """Put ``text`` in ``static`` unless it already shows exactly that.
+
+    Every Static this is used on has a fixed height in driftdeck.tcss, so the
+    update repaints it without a layout pass of the whole screen.
+    """
     if static.content != text:
-        static.update(text, layout=layout)
+        static.update(text)
 
 
 def selected_key(table: DataTable) -> str | None:
@@ -133,8 +147,7 @@ class FeaturesPanel(Panel):
 
     def show(self, dashboard: Dashboard) -> None:
         self._dashboard = dashboard
-        self.border_title = f"Feature distributions — {dashboard.model}"
-        self.border_subtitle = render.multivariate_text(dashboard.latest)
+        self.titled(f"Feature distributions — {dashboard.model}", render.multivariate_text(dashboard.latest))
         cells = partial(render.feature_cells, trend_width=TREND_WIDTH, threshold=self.drift.psi_threshold,
                         watch=self.drift.psi_watch)
         table = self.query_one(DataTable)
@@ -145,13 +158,9 @@ class FeaturesPanel(Panel):
         """Draw the reference-vs-current distribution of ``feature``."""
         if self._dashboard is None:
             return
-        drawing = self.query_one("#distribution", Drawing)
         row = next((r for r in self._dashboard.features if r["feature"] == feature), None)
-        if row is None:
-            drawing.show(lambda width, height: Text("no batch measured yet", style="dim"))
-            return
-        rows = self._dashboard.distributions.get(feature, [])
-        drawing.show(lambda width, height: render.distribution_chart(feature, rows, row["kind"], width))
+        rows = self._dashboard.distributions.get(feature, []) if row else []
+        self.query_one("#distribution", Drawing).show(render.distribution_chart, feature, rows, row and row["kind"])
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_feature(selected_key(event.data_table))
@@ -168,11 +177,9 @@ class HealthPanel(Panel):
     def show(self, dashboard: Dashboard) -> None:
         summary = dashboard.summary(dashboard.model) or {}
         metric = next((row["metric"] for row in reversed(dashboard.history) if row["metric"]), None)
-        self.border_title = f"Prediction health — {dashboard.model}" + (f" ({metric})" if metric else "")
+        self.titled(f"Prediction health — {dashboard.model}" + (f" ({metric})" if metric else ""))
         shadow = "shadow: static (first snapshot)" if summary.get("mode") == "dynamic" else "shadow: dynamic retrain"
-        history = dashboard.history
-        self.query_one("#health-chart", Drawing).show(
-            lambda width, height: render.health_chart(history, width, height, shadow))
+        self.query_one("#health-chart", Drawing).show(render.health_chart, dashboard.history, shadow)
         show_text(self.query_one("#latest-metrics", Static),
                   render.latest_metrics_text(dashboard.latest, self.drift.prediction_psi_threshold))
 
@@ -195,16 +202,18 @@ class SnapshotsPanel(Panel):
         super().__init__("Snapshots", row_table("snapshots-table", self.COLUMNS, SnapshotTable),
                          Static(id="snapshot-note"), Drawing(id="serving-history"), id="snapshots")
         self.rows: dict[str, dict[str, Any]] = {}
+        self.model: str | None = None
 
     def show(self, dashboard: Dashboard) -> None:
-        self.border_title = f"Snapshots — {dashboard.model}"
+        self.titled(f"Snapshots — {dashboard.model}")
         self.rows = {str(row["version"]): row for row in dashboard.snapshots}
         table = self.query_one(DataTable)
+        if dashboard.model != self.model:  # another model's versions: start from its newest
+            self.model = dashboard.model
+            table.clear()
         fill_table(table, ((key, render.snapshot_cells(row)) for key, row in self.rows.items()))
         self.show_note(selected_key(table))
-        changes = dashboard.serving_history
-        self.query_one("#serving-history", Drawing).show(
-            lambda width, height: render.serving_history_text(changes, height))
+        self.query_one("#serving-history", Drawing).show(render.serving_history_text, dashboard.serving_history)
 
     def show_note(self, key: str | None) -> None:
         row = self.rows.get(key) if key is not None else None
@@ -217,35 +226,38 @@ class SnapshotsPanel(Panel):
 class EventLogPanel(Panel):
     """Every event, newest last; errors and warnings in their colours.
 
-    The log keeps its entries, so when its width changes (a maximized panel,
-    a resized terminal) they are laid out again for the new width.
+    The panel keeps its entries (up to ``EVENT_LOG_LINES``) and lays them out
+    again when its width changes (a maximized panel, a resized terminal).
     """
 
     def __init__(self) -> None:
-        log = RichLog(id="event-log", max_lines=EVENT_LOG_LINES, min_width=20, wrap=True, markup=False,
+        log = RichLog(id="event-log", max_lines=EVENT_LOG_LINES, min_width=1, wrap=False, markup=False,
                       highlight=False)
         super().__init__("Event log", log, id="events")
-        self.entries: deque[RenderableType] = deque(maxlen=EVENT_LOG_LINES)
+        self.entries: deque[StoredEvent] = deque(maxlen=EVENT_LOG_LINES)
         self._laid_out_width = 0
 
     def append(self, events: Iterable[StoredEvent]) -> None:
-        self._write([render.event_row(event) for event in events])
+        events = list(events)
+        self.entries.extend(events)
+        self._write(events)
 
     def note(self, epoch: float, message: str) -> None:
         """An entry that is not an audit event (a failed command, a worker error)."""
-        self._write([render.note_row(epoch, message)])
+        self.append([StoredEvent(0, epoch, "error", None, None, message, {})])
 
-    def _write(self, entries: list[RenderableType]) -> None:
-        self.entries.extend(entries)
+    def _write(self, events: Iterable[StoredEvent]) -> None:
         log = self.query_one(RichLog)
-        for entry in entries:
-            log.write(entry, expand=True)
+        width = log.scrollable_content_region.width
+        if not width:
+            return  # not laid out yet: on_resize writes every entry
+        for event in events:
+            log.write(render.event_text(event, width))
 
     def on_resize(self) -> None:
         log = self.query_one(RichLog)
         width = log.scrollable_content_region.width
-        if self._laid_out_width and width != self._laid_out_width:
+        if width != self._laid_out_width:
+            self._laid_out_width = width
             log.clear()
-            for entry in self.entries:
-                log.write(entry, expand=True)
-        self._laid_out_width = width
+            self._write(self.entries)

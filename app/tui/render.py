@@ -1,7 +1,7 @@
 """Plain functions that turn the store's views (dicts from :mod:`app.report`) into Rich text.
 
-Nothing here knows about Textual: each function takes data and a size in
-terminal cells and returns a ``rich.text.Text`` (or a tuple of them for a
+Nothing here knows about Textual: each function takes data (and, for the
+charts, a size as (width, height) in terminal cells) and returns a ``rich.text.Text`` (or a tuple of them for a
 table row). Text from data (file names, columns, categories, reasons) goes in
 as ``Text`` content, never as markup. Colours are ANSI names, which Textual
 maps through the theme, so they read on light and dark backgrounds.
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from rich.table import Table
+from rich.console import Console
 from rich.text import Text
 
 from app.events import ERROR_KINDS, WARNING_KINDS
@@ -39,6 +39,7 @@ KIND_LABELS = {"batch_ingested": "ingested", "batch_quarantined": "quarantined",
                "file_seen": "file", "file_skipped": "skipped", "file_error": "file error",
                "serving_changed": "serving", "code_regression": "regression"}
 KIND_WIDTH = 12
+_WRAP_CONSOLE = Console(width=200, color_system=None)  # only measures text for wrapping
 Y_LABEL_WIDTH = 6
 MAX_COLUMNS_PER_BATCH = 12
 NO_VALUE = "—"
@@ -227,10 +228,11 @@ def snapshot_note(row: dict[str, Any]) -> Text:
     return text
 
 
-def serving_history_text(changes: Sequence[dict[str, Any]], lines: int) -> Text:
-    """The newest ``lines`` moves of the serving pointer, newest first."""
+def serving_history_text(size: tuple[int, int], changes: Sequence[dict[str, Any]]) -> Text:
+    """The newest moves of the serving pointer that fit in ``size`` (width, height), newest first."""
+    _, height = size
     text = Text()
-    for change in list(reversed(changes))[:max(0, lines)]:
+    for change in list(reversed(changes))[:max(0, height)]:
         if text:
             text.append("\n")
         text.append(f"{date_time(change['time'])} ", style="dim")
@@ -242,41 +244,42 @@ def serving_history_text(changes: Sequence[dict[str, Any]], lines: int) -> Text:
     return text or Text("the serving pointer has not moved yet", style="dim")
 
 
-def event_row(event: StoredEvent) -> Table:
-    """One event-log entry: time, kind, message; a long message wraps under itself, not under the time.
-
-    Errors are red and warnings yellow.
-    """
+def event_text(event: StoredEvent, width: int) -> Text:
+    """One event-log entry for a log ``width`` cells wide: time, kind, then the message, which
+    wraps under itself rather than under the time. Errors are red, warnings yellow."""
     if event.kind in ERROR_KINDS:
         style = "bold red"
     elif event.kind in WARNING_KINDS:
         style = "yellow"
     else:
         style = EVENT_STYLES.get(event.kind, "dim")
-    row = Table.grid(padding=(0, 1))
-    row.add_column(no_wrap=True)
-    row.add_column(no_wrap=True, width=KIND_WIDTH)
-    row.add_column(ratio=1, overflow="fold")
-    row.add_row(Text(clock_time(event.time), style="dim"),
-                Text(KIND_LABELS.get(event.kind, event.kind.replace("_", " ")), style=style),
-                Text(event.message, style="red" if event.kind in ERROR_KINDS else ""))
-    return row
-
-
-def note_row(epoch: float, message: str) -> Table:
-    """An event-log entry that is not an audit event (a failed command, a worker error)."""
-    return event_row(StoredEvent(0, epoch, "error", None, None, message, {}))
+    text = Text()
+    text.append(clock_time(event.time) + " ", style="dim")
+    text.append(f"{KIND_LABELS.get(event.kind, event.kind.replace('_', ' ')):<{KIND_WIDTH}} ", style=style)
+    indent = text.cell_len
+    message = Text(event.message, style="red" if event.kind in ERROR_KINDS else "")
+    lines = message.wrap(_WRAP_CONSOLE, max(10, width - indent), overflow="fold")
+    for number, line in enumerate(lines):
+        if number:
+            text.append("\n" + " " * indent)
+        text.append(line)
+    return text
 
 
 # --- charts -----------------------------------------------------------------------------------
 
 
-def distribution_chart(feature: str, rows: Sequence[dict[str, Any]], kind: str, width: int) -> Text:
-    """Reference and current shares of one feature, one line per bin, bars side by side.
+def distribution_chart(size: tuple[int, int], feature: str | None, rows: Sequence[dict[str, Any]],
+                       kind: str | None) -> Text:
+    """Reference and current shares of one feature, one line per bin, bars side by side, as wide as ``size``.
 
-    ``rows`` come from :func:`app.report.distribution_rows`. Both bars of a
-    line share one scale (the largest share shown), so their lengths compare.
+    ``rows`` come from :func:`app.report.distribution_rows`; ``kind`` is the
+    feature's kind ("numeric" or "categorical"). Both bars of a line share one
+    scale (the largest share shown), so their lengths compare.
     """
+    if feature is None:
+        return Text("no batch measured yet", style="dim")
+    width, _ = size
     text = Text()
     what = "share of rows per reference decile (the bins PSI compares)" if kind == "numeric" else "share of rows per category"
     text.append(Text(feature, style="bold"))
@@ -318,8 +321,8 @@ def multivariate_text(latest: dict[str, Any] | None) -> Text:
     return text
 
 
-def health_chart(rows: Sequence[dict[str, Any]], width: int, height: int, shadow_label: str) -> Text:
-    """The primary metric per batch as a dot chart, newest batch on the right.
+def health_chart(size: tuple[int, int], rows: Sequence[dict[str, Any]], shadow_label: str) -> Text:
+    """The primary metric per batch as a dot chart filling ``size`` (width, height), newest batch on the right.
 
     Series: served model (●), the shadow of the other policy (◆), the naive
     baseline (─). Under the plot, marks for what the batch did: ▲ promoted,
@@ -327,6 +330,7 @@ def health_chart(rows: Sequence[dict[str, Any]], width: int, height: int, shadow
     The legend takes one line, or two when ``width`` is narrow; then come the
     plot, the marks and the first and last file names.
     """
+    width, height = size
     legend = _legend(shadow_label, width)
     plot_height = height - legend.plain.count("\n") - 3
     plot_width = width - Y_LABEL_WIDTH - 1

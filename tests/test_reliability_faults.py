@@ -1,0 +1,327 @@
+"""Faults: SIGKILL at random points, over and over; a full or read-only disk; a full database.
+
+After every kill the store opens, the serving model loads and is one that was
+promoted, every snapshot file on record loads (none is half-written), and the
+serving folder matches the store; at the end every batch file is in the ledger
+exactly once. A failed write ends in an event and leaves what was stored
+intact. ``DRIFTDECK_KILL_ITERATIONS`` (default 5) sets how many kills the loop
+makes: the bench setting is 50.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import queue
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import app.ingest
+import app.registry
+import app.serving
+from app.events import EventKind
+from app.fsutil import sha256_file
+from app.monitor import Monitor
+from app.store import Store
+from tests.conftest import make_batch, write_batch, write_config
+from tests.faults import alive, descendants, failing_write
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KILL_SEED = 20250106
+KILL_ITERATIONS = int(os.environ.get("DRIFTDECK_KILL_ITERATIONS", "5"))
+TRIGGERS = ("ingestion", "training", "rollback", "snapshot")
+SERVING_REASONS = {"bootstrap", "promoted", "rollback", "manual", "auto_rollback"}
+MODELS = ("static-lr", "dynamic-lr")
+EVENT_TIMEOUT = 90.0
+
+
+def start(*args: str | Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "app", *map(str, args)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, bufsize=1)
+
+
+def kill(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    process.stdout.close()
+
+
+def fired(trigger: str, event: dict) -> bool:
+    """Whether ``event`` (a JSON event line) is the moment ``trigger`` waits for."""
+    progress = event["data"].get("progress", 0) if event["kind"] == "training_progress" else None
+    if trigger == "ingestion":
+        return event["kind"] == "batch_ingested"  # the kill lands in the next file's read, checks or commit
+    if trigger == "training":
+        return progress is not None and 0.3 <= progress < 0.9  # the child is fitting
+    return progress is not None and progress >= 0.9  # "snapshot": the child saves; then the file write and commit
+
+
+def event_lines(process: subprocess.Popen) -> queue.Queue:
+    """A queue that a reader thread fills with ``process``'s JSON events (None once its output ends)."""
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.put(json.loads(line))
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def kill_watch(folder: Path, trigger: str, rng: random.Random) -> str:
+    """Run ``watch --headless --json``; SIGKILL it a random moment after ``trigger`` fires. Returns what it saw."""
+    process = start("watch", folder, "--headless", "--json")
+    lines = event_lines(process)
+    try:
+        while True:
+            try:
+                event = lines.get(timeout=EVENT_TIMEOUT)
+            except queue.Empty:
+                return f"{trigger} never fired: no event for {EVENT_TIMEOUT:.0f} s"
+            if event is None:
+                return f"{trigger} never fired: watch exited with {process.wait()}"
+            if fired(trigger, event):
+                time.sleep(rng.uniform(0.0, 0.15))
+                return f"{trigger}: {event['message'][:70]}"
+    finally:
+        kill(process)
+
+
+def kill_rollback(folder: Path, rng: random.Random) -> str:
+    """Run ``rollback --model dynamic-lr``; SIGKILL it a random moment after it opened the store."""
+    process = start("rollback", folder, "--model", "dynamic-lr")
+    database = str(folder / ".driftdeck" / "state.db")
+    try:
+        deadline = time.monotonic() + EVENT_TIMEOUT
+        while time.monotonic() < deadline and process.poll() is None:
+            if any(os.path.realpath(fd) == database for fd in open_files(process.pid)):
+                time.sleep(rng.uniform(0.0, 0.4))
+                return "rollback (store open)"
+            time.sleep(0.005)
+        return f"rollback ended first (exit {process.poll()})"
+    finally:
+        kill(process)
+
+
+def open_files(pid: int) -> list[str]:
+    try:
+        return [os.path.join(f"/proc/{pid}/fd", fd) for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return []
+
+
+def assert_consistent(folder: Path) -> None:
+    """The invariants that must hold after any crash, checked by restarting (opening a Monitor)."""
+    with sqlite3.connect(folder / ".driftdeck" / "state.db") as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    monitor = Monitor(folder)  # the restart: opens the store and repairs the serving files
+    try:
+        store, registry = monitor.store, monitor.registry
+        for model in MODELS:
+            version = store.serving_version(model)
+            serving = {record.version for record in store.snapshots(model) if record.status == "serving"}
+            if version is None:
+                assert not serving
+                continue
+            assert store.serving_history(model)[-1].reason in SERVING_REASONS
+            assert serving == {version}, f"{model}: serving pointer v{version}, snapshots marked serving {serving}"
+            registry.load(model, version)
+            record = store.snapshot(model, version)
+            assert sha256_file(monitor.paths.serving / f"{model}.skops") == record.sha256
+            assert json.loads((monitor.paths.serving / f"{model}.json").read_text())["version"] == version
+        for record in store.snapshots():
+            if record.path:
+                registry.load(record.model, record.version)  # a half-written file would not load
+        ingested = Counter(record.name for record in store.files(status="ingested"))
+        assert set(ingested.values()) <= {1}, ingested.most_common(3)
+    finally:
+        monitor.close()
+
+
+def test_sigkill_at_random_points_never_corrupts_state_or_loses_a_batch(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_config(folder)
+    rng = random.Random(KILL_SEED)
+    plan = list(TRIGGERS) + [rng.choice(TRIGGERS) for _ in range(KILL_ITERATIONS - len(TRIGGERS))]
+    written: list[str] = []
+    log = []
+    for iteration, trigger in enumerate(plan[:KILL_ITERATIONS]):
+        if trigger == "rollback":
+            log.append(kill_rollback(folder, rng))
+        else:
+            for _ in range(2):
+                name = f"b{len(written):03d}.csv"
+                write_batch(folder, name, make_batch(len(written), rows=150, flipped=len(written) % 4 == 3))
+                written.append(name)
+            log.append(kill_watch(folder, trigger, rng))
+        assert_consistent(folder)
+
+    monitor = Monitor(folder)
+    try:
+        monitor.run_once()  # `watch --once`: whatever the kills interrupted
+        records = monitor.store.files()
+    finally:
+        monitor.close()
+    assert_consistent(folder)
+    assert sorted((r.name, r.status) for r in records) == [(name, "ingested") for name in written], log
+
+
+@pytest.mark.xfail(reason="a training process outlives a SIGKILLed watch: the forkserver's children are "
+                          "reparented to init and fit until done (a hung fit never ends)", strict=True)
+def test_killing_watch_also_ends_its_training_process(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_config(folder, **{'estimator = "logistic_regression"\nwindow = 2':
+                            'estimator = "random_forest"\nparams = {n_estimators = 20000}\nwindow = 2'})
+    write_batch(folder, "b00.csv", make_batch(0, rows=300))
+    process = start("watch", folder, "--headless", "--json")
+    children: list[int] = []
+    try:
+        for line in process.stdout:
+            event = json.loads(line)
+            if event["kind"] == "training_progress" and event["model"] == "dynamic-lr" and event["data"]["progress"] >= 0.3:
+                children = descendants(process.pid)
+                break
+        kill(process)
+        assert children, "no training process was seen"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(alive(pid) for pid in children):
+            time.sleep(0.1)
+        survivors = [pid for pid in children if alive(pid)]
+    finally:
+        kill(process)
+        for pid in children:  # ours: started by the watch process this test started
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert not survivors
+
+
+# --- a full or read-only disk -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def serving_once(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("disk") / "data"
+    folder.mkdir()
+    write_config(folder)
+    write_batch(folder, "b00.csv", make_batch(0, rows=200))
+    monitor = Monitor(folder)
+    try:
+        monitor.run_once()
+    finally:
+        monitor.close()
+    return folder
+
+
+@pytest.fixture
+def serving(serving_once: Path, tmp_path: Path) -> Path:
+    """A copy of a folder where both models serve v1, trained on b00.csv."""
+    return Path(shutil.copytree(serving_once, tmp_path / "data"))
+
+
+def state_files(folder: Path) -> dict[str, str]:
+    """SHA-256 of every snapshot, serving and archived batch file (what must survive a failed write)."""
+    root = folder / ".driftdeck"
+    return {str(path.relative_to(root)): sha256_file(path) for sub in ("snapshots", "serving", "batches")
+            for path in (root / sub).rglob("*") if path.is_file()}
+
+
+# Where a write can fail: the module whose atomic_write_bytes is replaced, which paths fail, and the
+# file that arrives meanwhile (bad files are quarantined, good ones train the dynamic model).
+WRITE_SITES = {
+    "quarantine copy": (app.ingest, lambda path: True, b"x1,x2\n1,2\n"),
+    "snapshot file": (app.registry, lambda path: path.suffix == ".skops" and "snapshots" in path.parts, None),
+    "predictions file": (app.serving, lambda path: True, None),
+    "serving file": (app.registry, lambda path: "serving" in path.parts, None),
+}
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS], ids=["full", "read-only"])
+@pytest.mark.parametrize("site", sorted(WRITE_SITES))
+def test_a_failed_write_is_an_event_and_damages_nothing(serving: Path, monkeypatch, site: str, code: int) -> None:
+    module, failing, content = WRITE_SITES[site]
+    before = state_files(serving)
+    if content is None:
+        write_batch(serving, "b01.csv", make_batch(1, rows=200))
+    else:
+        (serving / "b01.csv").write_bytes(content)
+    monitor = Monitor(serving)
+    seen = []
+    monitor.subscribe(seen.append)
+    try:
+        monkeypatch.setattr(module, "atomic_write_bytes", failing_write(module.atomic_write_bytes, code, failing))
+        monitor.run_once()
+        errors = [event for event in seen if event.kind == EventKind.ERROR]
+        assert errors and os.strerror(code) in errors[0].message, [e.message for e in seen]
+        assert {name: sha for name, sha in state_files(serving).items() if name in before} == before
+        if site == "serving file":  # the batch committed (v2 promoted); only the copy for other programs failed
+            assert [monitor.store.serving_version(model) for model in MODELS] == [1, 2]
+        else:  # the batch rolled back whole
+            assert [monitor.store.serving_version(model) for model in MODELS] == [1, 1]
+            assert [record.name for record in monitor.store.files()] == ["b00.csv"]
+
+        monkeypatch.undo()  # space again: the monitor carries on
+        write_batch(serving, "b02.csv", make_batch(2, rows=200))
+        monitor.run_once()
+        statuses = {record.name: record.status for record in monitor.store.files()}
+    finally:
+        monitor.close()
+    assert statuses == {"b00.csv": "ingested", "b01.csv": "quarantined" if content else "ingested", "b02.csv": "ingested"}
+    assert_consistent(serving)
+
+
+@pytest.mark.xfail(reason="a write that fails while a file is handled ends in an `error` event with neither the "
+                          "file nor the model named: 'OSError: [Errno 28] No space left on device'", strict=True)
+def test_a_failed_write_names_the_file_it_was_handling(serving: Path, monkeypatch) -> None:
+    write_batch(serving, "b01.csv", make_batch(1, rows=200))
+    monitor = Monitor(serving)
+    seen = []
+    monitor.subscribe(seen.append)
+    monkeypatch.setattr(app.serving, "atomic_write_bytes",
+                        failing_write(app.serving.atomic_write_bytes, errno.ENOSPC, lambda path: True))
+    try:
+        monitor.run_once()
+    finally:
+        monitor.close()
+    (error,) = [event for event in seen if event.kind == EventKind.ERROR]
+    assert error.file == "b01.csv" or "b01.csv" in error.message
+
+
+def test_a_full_database_rolls_back_the_whole_batch(serving: Path, monkeypatch) -> None:
+    """SQLite refuses the batch's commit: no ledger row, no snapshot row, no pointer change; later it goes in."""
+    write_batch(serving, "b01.csv", make_batch(1, rows=200))
+    monitor = Monitor(serving)
+    seen = []
+    monitor.subscribe(seen.append)
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    try:
+        monkeypatch.setattr(Store, "save_result", full)
+        monitor.run_once()
+        assert any("database or disk is full" in event.message for event in seen if event.kind == EventKind.ERROR)
+        assert [record.name for record in monitor.store.files()] == ["b00.csv"]
+        assert [record.version for record in monitor.store.snapshots("dynamic-lr")] == [1]
+        assert [change.version for change in monitor.store.serving_history("dynamic-lr")] == [1]
+        monkeypatch.undo()
+        monitor.run_once()
+        assert [(r.name, r.status) for r in monitor.store.files()] == [("b00.csv", "ingested"), ("b01.csv", "ingested")]
+        assert len(monitor.store.snapshots("dynamic-lr")) == 2
+    finally:
+        monitor.close()
+    assert_consistent(serving)
