@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -32,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (ConfigError, CommandFailed, MonitorBusy, FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as error:
+    except (ConfigError, CommandFailed, MonitorBusy, OSError, ValueError) as error:
         print(f"driftdeck: {error}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as error:
+        print(f"driftdeck: the state database is damaged or not a database ({error}); "
+              "move the state folder aside to start afresh", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

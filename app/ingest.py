@@ -67,17 +67,20 @@ def parse_batch(snapshot: FileSnapshot, config: Config) -> Batch:
     return validate_table(table, config, snapshot.name, snapshot.sha256)
 
 
-def quarantine(snapshot: FileSnapshot, reasons: list[str], quarantine_dir: Path) -> Path:
-    """Copy the bytes that were read into ``quarantine_dir`` with a ``.reason.txt`` beside them.
+def quarantine(snapshot: FileSnapshot, reasons: list[str], quarantine_dir: Path, copy: bool = True) -> Path:
+    """Put a rejected file's bytes into ``quarantine_dir`` with a ``.reason.txt`` beside them.
 
     The name keeps the original's and adds the first 12 hex digits of its
-    SHA-256, so two different files of the same name never overwrite each other.
-    Returns the quarantined copy's path.
+    SHA-256 (or "unread" when the file was too large to read), so two
+    different files of the same name never overwrite each other. With
+    ``copy=False`` only the reason is written. Returns the quarantined path.
     """
     safe_name = Path(snapshot.name).name
-    target = quarantine_dir / f"{snapshot.sha256[:12]}-{safe_name}"
-    atomic_write_bytes(target, snapshot.data)
-    reason_text = f"file: {safe_name}\nsha256: {snapshot.sha256}\n" + "".join(f"reason: {r}\n" for r in reasons)
+    target = quarantine_dir / f"{snapshot.sha256[:12] if copy else 'unread'}-{safe_name}"
+    if copy:
+        atomic_write_bytes(target, snapshot.data)
+    sha = snapshot.sha256 if copy else "not read"
+    reason_text = f"file: {safe_name}\nsha256: {sha}\n" + "".join(f"reason: {r}\n" for r in reasons)
     atomic_write_text(target.with_name(target.name + ".reason.txt"), reason_text)
     return target
 

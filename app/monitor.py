@@ -408,10 +408,8 @@ class Monitor:
         self._ingest(snapshot, batch)
 
     def _reject(self, snapshot: FileSnapshot, reasons: list[str], copy: bool) -> None:
-        where = ""
-        if copy:
-            copied = quarantine(snapshot, reasons, self.paths.quarantine)
-            where = f" (copied to {copied.relative_to(self.paths.root.parent) if self.paths.root.parent in copied.parents else copied})"
+        placed = quarantine(snapshot, reasons, self.paths.quarantine, copy=copy)
+        where = f" (see {placed.name}{'' if copy else '.reason.txt'} in the quarantine folder)"
         sha = snapshot.sha256 if copy else None
         self.store.record_file(snapshot.name, sha, "quarantined", reason="; ".join(reasons),
                                size=snapshot.size, mtime_ns=snapshot.mtime_ns)

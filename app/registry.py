@@ -59,6 +59,8 @@ class StatePaths:
 
     def create(self) -> None:
         """Make the folders, owner-only (0700): the state may hold private data."""
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADirectoryError(f"{self.root}: the state folder is a file")
         for folder in (self.root, self.quarantine, self.snapshots, self.serving, self.batches, self.predictions):
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o700)

@@ -140,11 +140,15 @@ class Store:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
-            self._db.executescript(SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self._lock:
+                self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise sqlite3.DatabaseError(f"{self.path}: {error}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -185,7 +189,7 @@ class Store:
 
     def file_by_sha(self, sha256: str) -> FileRecord | None:
         rows = self._query(
-            "SELECT * FROM files WHERE sha256 = ? AND status != 'duplicate' ORDER BY id LIMIT 1", (sha256,)
+            "SELECT * FROM files WHERE sha256 = ? AND status = 'ingested' ORDER BY id LIMIT 1", (sha256,)
         )
         return _file(rows[0]) if rows else None
 

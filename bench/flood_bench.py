@@ -67,24 +67,18 @@ x1 = "numeric"
 x2 = "numeric"
 x3 = "numeric"
 color = "categorical"
-
-[[models]]
-name = "static-lr"
-mode = "static"
-estimator = "logistic_regression"
-
-[[models]]
-name = "dynamic-lr"
-mode = "dynamic"
-estimator = "logistic_regression"
-window = 2
-
+{models}
 [drift]
 domain_classifier_rows = 500
 
 [watch]
 settle_seconds = {settle}
 """
+MODEL_BLOCKS = {
+    "static-lr": '\n[[models]]\nname = "static-lr"\nmode = "static"\nestimator = "logistic_regression"\n',
+    "dynamic-lr": '\n[[models]]\nname = "dynamic-lr"\nmode = "dynamic"\nestimator = "logistic_regression"\nwindow = 2\n',
+}
+MODELS = tuple(MODEL_BLOCKS)
 
 
 # --- data ------------------------------------------------------------------------------
@@ -107,8 +101,10 @@ def batch_bytes(index: int, rows: int, labeled: bool) -> bytes:
     return batch_frame(index, rows, labeled).to_csv(index=False).encode()
 
 
-def write_config(folder: Path, settle_seconds: float = 0.3) -> None:
-    (folder / "driftdeck.toml").write_text(CONFIG.format(settle=settle_seconds))
+def write_config(folder: Path, settle_seconds: float = 0.3, models: tuple[str, ...] = MODELS) -> None:
+    """``driftdeck.toml`` with the x1/x2/x3/color schema and the named models (see MODEL_BLOCKS)."""
+    blocks = "".join(MODEL_BLOCKS[name] for name in models)
+    (folder / "driftdeck.toml").write_text(CONFIG.format(models=blocks, settle=settle_seconds))
 
 
 def drop(folder: Path, name: str, data: bytes, mode: int) -> None:

@@ -45,7 +45,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flood_bench import batch_bytes, drop, proc_status_mb, write_config
+from flood_bench import MODELS, batch_bytes, drop, proc_status_mb, write_config
 
 MAX_RSS_GROWTH_MB = 50.0
 QUEUE_SLACK = 2  # items that may move from queue to ledger between the two reads of one sample
@@ -75,6 +75,7 @@ class SoakReport:
     rows: int
     labeled_every: int
     warmup_seconds: float
+    models: tuple[str, ...]
     samples: list[Sample] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     repeated: list[str] = field(default_factory=list)
@@ -172,21 +173,22 @@ def sample(monitor, producer: Producer, started: float) -> Sample:
 
 
 def run_soak(folder: Path, seconds: float = 600.0, interval: float = 0.1, rows: int = 10, labeled_every: int = 10,
-             warmup_seconds: float | None = None, drain_timeout: float = 600.0) -> SoakReport:
+             warmup_seconds: float | None = None, drain_timeout: float = 600.0,
+             models: tuple[str, ...] = MODELS) -> SoakReport:
     """Soak ``folder`` (made here, must not exist) for ``seconds``; return the samples and checks.
 
-    The first file carries labels, so both models serve before the clock
-    starts. ``warmup_seconds`` (the RSS baseline is taken after them) defaults
+    ``models`` names the models in the config (flood_bench.MODEL_BLOCKS). The
+    first file carries labels, so every model serves before the clock starts. ``warmup_seconds`` (the RSS baseline is taken after them) defaults
     to a tenth of the run, at least 2 s.
     """
     from app.monitor import Monitor
 
     folder.mkdir(parents=True)
-    write_config(folder)
+    write_config(folder, models=models)
     drop(folder, "a-warmup.csv", batch_bytes(0, max(rows, 50), True), mode=0)
     warmup = warmup_seconds if warmup_seconds is not None else max(2.0, seconds / 10)
     report = SoakReport(interval=interval, seconds=seconds, rows=rows, labeled_every=labeled_every,
-                        warmup_seconds=warmup)
+                        warmup_seconds=warmup, models=models)
     monitor = Monitor(folder)
     producer = Producer(folder, interval, rows, labeled_every)
     try:
@@ -215,7 +217,7 @@ def print_report(report: SoakReport) -> None:
     first, second = report.bytes_per_batch()
     start = report.after_warmup
     print(f"soak: one {report.rows}-row batch every {report.interval * 1000:.0f} ms for {report.seconds:.0f} s, "
-          f"every {report.labeled_every}th labeled: {report.written:,} files")
+          f"every {report.labeled_every}th labeled, models {', '.join(report.models)}: {report.written:,} files")
     print(f"  RSS after {report.warmup_seconds:.0f} s warm-up  {start.rss_mb:8.1f} MB")
     print(f"  RSS at the end            {report.samples[-1].rss_mb:8.1f} MB  (growth {report.rss_growth_mb:+.1f} MB, "
           f"limit {MAX_RSS_GROWTH_MB:.0f})")

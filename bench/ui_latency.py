@@ -12,8 +12,10 @@ Usage (from the repository root):
    that runs ``--files`` small batch files land, one every ``--interval``
    seconds. Meanwhile ``]`` is pressed ``--presses`` times; each press is
    timed from the key going in to the models table's cursor having moved to
-   the next model (polled every millisecond). Prints the median and the 95th
-   percentile, and how many presses fell while a fit was running.
+   the next model and the screen having refreshed (polled every millisecond),
+   and to the other panels showing that model. Prints the median and the 95th
+   percentile, overall, while the fit runs (in its own process) and while the
+   monitor thread processes files (in this process, beside the UI).
 2. First frame on a big store. A store with ``--batches`` batches (results
    for two models each) and ``--snapshots`` snapshots is written directly
    through ``app.store.Store``; the time from creating the app to the
@@ -162,7 +164,7 @@ async def measure_keys(folder: Path, big_rows: int, files: int, interval: float,
     monitor = Monitor(folder)
     app = DriftDeckApp(monitor)
     stop = threading.Event()
-    moved, panels, during_fit = [], [], 0
+    moved, panels, fitting = [], [], []
     try:
         async with app.run_test(size=SIZE) as pilot:
             while app.loads_applied < 1:
@@ -173,18 +175,17 @@ async def measure_keys(folder: Path, big_rows: int, files: int, interval: float,
             feeder = threading.Thread(target=feed, args=(folder, files, interval, stop), daemon=True)
             feeder.start()
             for _ in range(presses):
-                fitting = monitor.training is not None
+                fitting.append(monitor.training is not None)
                 cursor, followed = await timed_press(app)
                 moved.append(cursor)
                 panels.append(followed)
-                during_fit += fitting
                 await asyncio.sleep(pause)
             stop.set()
             ingested = app.dashboard.counts["ingested"]
     finally:
         stop.set()
         monitor.close()
-    return {"moved": moved, "panels": panels, "during_fit": during_fit, "ingested": ingested}
+    return {"moved": moved, "panels": panels, "fitting": fitting, "ingested": ingested}
 
 
 # --- 2. first frame on a big store -----------------------------------------------------------
@@ -295,14 +296,20 @@ def main() -> None:
         started = time.perf_counter()
         keys = asyncio.run(measure_keys(bootstrapped_folder(root), args.big_rows, args.files, args.interval,
                                         args.presses, args.pause))
-        print(f"key ], {len(keys['moved'])} presses ({keys['during_fit']} while a fit ran on the "
+        fitting = keys["fitting"]
+        print(f"key ], {len(fitting)} presses {args.pause} s apart ({sum(fitting)} while a fit ran on the "
               f"{args.big_rows:,}-row batch; {keys['ingested']} batches ingested by the end, "
               f"{time.perf_counter() - started:.0f} s)")
         for label, seconds in (("models table cursor moved, painted", keys["moved"]),
-                               ("other panels show the new model  ", keys["panels"])):
-            milliseconds = [value * 1000 for value in seconds]
-            print(f"  {label}: median {statistics.median(milliseconds):6.1f} ms   "
-                  f"p95 {percentile(milliseconds, 0.95):6.1f} ms   max {max(milliseconds):6.1f} ms")
+                               ("other panels show the new model", keys["panels"])):
+            print(f"  {label}")
+            for group, chosen in (("all presses", seconds),
+                                  ("while the fit ran", [v for v, f in zip(seconds, fitting) if f]),
+                                  ("while files were processed", [v for v, f in zip(seconds, fitting) if not f])):
+                if chosen:
+                    milliseconds = [value * 1000 for value in chosen]
+                    print(f"    {group:<27} median {statistics.median(milliseconds):6.1f} ms   "
+                          f"p95 {percentile(milliseconds, 0.95):6.1f} ms   max {max(milliseconds):6.1f} ms")
         print("  (target: p95 < 100 ms for the cursor)")
         built = time.perf_counter()
         folder = big_store(root, args.batches, args.snapshots)

@@ -125,8 +125,6 @@ def run_main(capsys: pytest.CaptureFixture, *args: str | Path) -> tuple[int, str
     return status, capsys.readouterr().err
 
 
-@pytest.mark.xfail(reason="app/store.py opens a damaged state.db without catching sqlite3.DatabaseError, "
-                          "and app/cli.py does not turn it into a one-line error", strict=True)
 def test_damaged_state_database_is_a_one_line_error(ingest_dir: Path, capsys: pytest.CaptureFixture) -> None:
     state = ingest_dir / ".driftdeck"
     state.mkdir()
@@ -135,8 +133,6 @@ def test_damaged_state_database_is_a_one_line_error(ingest_dir: Path, capsys: py
     assert status != 0 and errors.startswith("driftdeck: ") and "state.db" in errors
 
 
-@pytest.mark.xfail(reason="app/cli.py does not catch FileExistsError from creating the state folder "
-                          "when --state names a file", strict=True)
 def test_state_path_that_is_a_file_is_a_one_line_error(tmp_path: Path, ingest_dir: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
     not_a_folder = tmp_path / "state-file"

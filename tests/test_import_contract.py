@@ -61,11 +61,6 @@ def test_importing_every_core_module_loads_no_textual() -> None:
     assert json.loads(result.stdout) == []
 
 
-@pytest.mark.xfail(
-    reason="pyproject.toml's [tool.importlinter] lacks `include_external_packages = true`, which import-linter "
-           "requires for an external forbidden module (textual); lint-imports stops with a configuration error",
-    strict=True,
-)
 def test_lint_imports_contract_is_kept() -> None:
     lint_imports = Path(sys.executable).parent / "lint-imports"
     result = subprocess.run([str(lint_imports)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)

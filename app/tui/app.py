@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -369,6 +370,16 @@ def prefer_ui_thread() -> None:
     sys.setswitchinterval(UI_SWITCH_INTERVAL_SECONDS)
 
 
+def start_helper_processes() -> None:
+    """Start multiprocessing's resource tracker now, while ``sys.stderr`` is the real one.
+
+    While the app runs, Textual replaces ``sys.stderr`` with an object whose
+    ``fileno()`` is -1; the tracker, otherwise started by the first training
+    job, would then fail to start with "bad value(s) in fds_to_keep".
+    """
+    resource_tracker.ensure_running()
+
+
 def run_tui(monitor: Monitor, on_ready: Callable[[], None] | None = None,
             clock: Callable[[], float] = time.time) -> int:
     """Show the dashboard until the person quits; the monitor starts after mount and closes on exit.
@@ -377,6 +388,7 @@ def run_tui(monitor: Monitor, on_ready: Callable[[], None] | None = None,
     is watching" is an ordinary error message, not a broken screen.
     """
     prefer_ui_thread()
+    start_helper_processes()
     monitor.acquire()
     app = DriftDeckApp(monitor, on_ready=on_ready, clock=clock)
     try:
