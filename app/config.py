@@ -136,6 +136,11 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     watch = check.section(raw, "watch", WatchConfig)
     if not 0 < drift.psi_watch <= drift.psi_threshold:
         raise ConfigError(f"{check.file}: drift.psi_watch must be > 0 and <= drift.psi_threshold")
+    if not 0 < watch.max_missing_share <= 1:
+        raise ConfigError(f"{check.file}: watch.max_missing_share must be a share in (0, 1], got {watch.max_missing_share}")
+    for key in ("max_file_mb", "train_timeout"):
+        if getattr(watch, key) <= 0:
+            raise ConfigError(f"{check.file}: watch.{key} must be > 0, got {getattr(watch, key)}")
     verdict_batches = check.positive_int(raw, "verdict_batches", 5, "")
     return Config(
         path=path,
@@ -194,6 +199,12 @@ class _Checker:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise self.fail(f"{prefix}{key}", f"must be a whole number >= 1, got {value!r}")
+        return value
+
+    def seed(self, raw: dict, prefix: str) -> int:
+        value = raw.get("seed", 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.fail(f"{prefix}seed", f"must be a whole number >= 0, got {value!r}")
         return value
 
     def number(self, raw: dict, key: str, default: float | None, prefix: str) -> float | None:
@@ -277,7 +288,7 @@ class _Checker:
                     auto_rollback=self.boolean(entry, "auto_rollback", mode == "dynamic", prefix),
                     rollback_tolerance=self.number(entry, "rollback_tolerance", 0.05, prefix),
                     max_age_batches=self.positive_int(entry, "max_age_batches", None, prefix),
-                    seed=int(self.number(entry, "seed", 0, prefix)),
+                    seed=self.seed(entry, prefix),
                 )
             )
         return tuple(models)
