@@ -52,6 +52,7 @@ HOLDOUT_FRACTION = 0.2
 REFERENCE_SAMPLE_ROWS = 5000
 SCORE_SKETCH_POINTS = 201
 UNIT_CHANGE_FACTOR = 20
+DOMAIN_FOLDS = 2  # per batch and model: two fits bound the cost; the AUC is still cross-validated
 SHRINK_FACTOR = 50
 VERDICT_LOOKBACK = 50
 FLAG_ORDER = ("performance_drop", "data_quality", "feature_drift", "prediction_drift", "age", "code_regression")
@@ -235,7 +236,7 @@ class ModelRunner:
         sample = self._reference_sample(serving)
         if sample is not None and len(sample) >= 20 and len(frame) >= 20:
             multi = domain_classifier(sample, frame, self.config.schema, max_rows=self.config.drift.domain_classifier_rows,
-                                      seed=self.model.seed)
+                                      seed=self.model.seed, folds=DOMAIN_FOLDS)
             result["multivariate_auc"] = multi.auc
             result["multivariate_top"] = dict(list(multi.importances.items())[:5])
         else:
