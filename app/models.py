@@ -254,12 +254,19 @@ def prepare_features(frame: pd.DataFrame, schema: dict[str, str]) -> pd.DataFram
         if kind == NUMERIC:
             prepared[column] = pd.to_numeric(values, errors="coerce").astype("float64")
         else:
-            texts = [
-                np.nan if missing else category_text(value)
-                for value, missing in zip(values, values.isna())
-            ]
-            prepared[column] = pd.Series(texts, index=frame.index, dtype=object)
+            prepared[column] = category_texts(values)
     return pd.DataFrame(prepared, index=frame.index)
+
+
+def category_texts(values: pd.Series) -> pd.Series:
+    """:func:`category_text` of every value, as an object column with NaN for missing.
+
+    Each distinct value is converted once (a batch has few categories and
+    many rows), so this stays fast on large batches.
+    """
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    texts = np.array([category_text(value) for value in uniques] + [np.nan], dtype=object)
+    return pd.Series(texts[codes], index=values.index, dtype=object)
 
 
 def fit_pipeline(

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from app.config import Config
+from app.models import category_texts
 
 
 class InvalidBatch(Exception):
@@ -72,7 +73,7 @@ def validate_table(table: pa.Table, config: Config, name: str, sha256: str) -> B
             clean[column] = _numeric(source, column, reasons)
             missing = clean[column].isna()  # after parsing: text that is not a number counts as missing
         else:
-            clean[column] = _categorical(source)
+            clean[column] = category_texts(source)
             missing = source.isna()  # the same rows, from the Arrow-backed column's null mask (fast)
         share = missing.mean()
         if share > config.watch.max_missing_share:
@@ -116,23 +117,6 @@ def _numeric(values: pd.Series, column: str, reasons: list[str]) -> pd.Series:
     return numbers
 
 
-def _categorical(values: pd.Series) -> pd.Series:
-    """Category labels as Python strings (object dtype), missing values as NaN.
-
-    Each distinct value is converted once and the labels are gathered by code,
-    so the cost follows the number of categories, not the number of rows.
-    """
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    labels = np.array([_category_text(value) for value in uniques] + [np.nan], dtype=object)
-    return pd.Series(labels[codes], index=values.index, dtype=object)  # code -1 (missing) picks the final NaN
-
-
-def _category_text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _target(values: pd.Series, config: Config, reasons: list[str]) -> pd.Series:
     name = config.target
     if config.task == "regression":
@@ -153,7 +137,7 @@ def _target(values: pd.Series, config: Config, reasons: list[str]) -> pd.Series:
                 " a classification task needs class labels"
             )
             return values
-    return _categorical(values)
+    return category_texts(values)
 
 
 def _timestamp(values: pd.Series, column: str, reasons: list[str]) -> pd.Series:

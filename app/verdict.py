@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 
 from app.stats.health import metric_higher_is_better
 
@@ -114,10 +115,10 @@ def metric_standard_error(metric: str, value: float | None, labels: np.ndarray) 
     if value is None or n < 2 or (isinstance(value, float) and math.isnan(value)):
         return None
     if metric == "roc_auc":
-        _, counts = np.unique(labels, return_counts=True)
+        counts = np.sort(pd.Series(labels).value_counts().to_numpy())
         if len(counts) != 2:
             return math.sqrt(max(value * (1 - value), 1e-6) / max(1, counts.min()))
-        n1, n0 = int(counts[1]), int(counts[0])
+        n1, n0 = int(counts[1]), int(counts[0])  # Hanley-McNeil is symmetric in the two classes
         q1, q2 = value / (2 - value), 2 * value * value / (1 + value)
         variance = (value * (1 - value) + (n1 - 1) * (q1 - value ** 2) + (n0 - 1) * (q2 - value ** 2)) / (n1 * n0)
         return math.sqrt(max(variance, 1e-12))
