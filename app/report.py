@@ -294,11 +294,15 @@ def _numeric_distribution(reference: dict[str, Any], current: dict[str, Any], gr
     shares = [counts / counts.sum() if counts.sum() else counts for counts in grouped]
     # A group starting at slot s begins at edge s - 1 (slot 0 lies below the first edge).
     bounds = [None] + [float(edges[cut - 1]) for cut in cuts] + [None]
+    last_slot = len(reference_counts) - 1
     rows = []
-    for index in range(len(starts)):
+    for index, start in enumerate(starts):
         low, high = bounds[index], bounds[index + 1]
+        label = _range_label(low, high)
+        if index == len(starts) - 1 and start == last_slot:  # only the values above the reference's range
+            label = f"> {float(edges[-1]):.4g}"
         rows.append({
-            "label": _range_label(low, high),
+            "label": label,
             "low": low,
             "high": high,
             "reference": float(shares[0][index]),
@@ -314,6 +318,8 @@ def _range_label(low: float | None, high: float | None) -> str:
         return f"< {high:.4g}"
     if high is None:
         return f"≥ {low:.4g}"
+    if f"{low:.4g}" == f"{high:.4g}":
+        return f"{low:.4g}"
     return f"{low:.4g}–{high:.4g}"
 
 

@@ -108,7 +108,11 @@ def write_config(folder: Path, settle_seconds: float = 0.3, models: tuple[str, .
 
 
 def drop(folder: Path, name: str, data: bytes, mode: int) -> None:
-    """Write one file: 0 = temp name then rename, 1 = one write, 2 = two chunks with a flush between."""
+    """Write one file: 0 = temp name then rename, 1 = one write, 2 = two chunks with a flush between.
+
+    After the flush the first chunk is in the file for any reader, as when a
+    producer is still writing.
+    """
     path = folder / name
     if mode == 0:
         temporary = folder / f".{name}.tmp"
@@ -120,7 +124,6 @@ def drop(folder: Path, name: str, data: bytes, mode: int) -> None:
             middle = len(data) // 2
             handle.write(data[:middle])
             handle.flush()
-            os.fsync(handle.fileno())
             handle.write(data[middle:])
         else:
             handle.write(data)

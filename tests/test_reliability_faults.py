@@ -30,6 +30,7 @@ import pytest
 import app.ingest
 import app.registry
 import app.serving
+from app.cli import main
 from app.events import EventKind
 from app.fsutil import sha256_file
 from app.monitor import Monitor
@@ -159,7 +160,7 @@ def test_sigkill_at_random_points_never_corrupts_state_or_loses_a_batch(tmp_path
     plan = list(TRIGGERS) + [rng.choice(TRIGGERS) for _ in range(KILL_ITERATIONS - len(TRIGGERS))]
     written: list[str] = []
     log = []
-    for iteration, trigger in enumerate(plan[:KILL_ITERATIONS]):
+    for trigger in plan[:KILL_ITERATIONS]:
         if trigger == "rollback":
             log.append(kill_rollback(folder, rng))
         else:
@@ -170,13 +171,13 @@ def test_sigkill_at_random_points_never_corrupts_state_or_loses_a_batch(tmp_path
             log.append(kill_watch(folder, trigger, rng))
         assert_consistent(folder)
 
-    monitor = Monitor(folder)
-    try:
-        monitor.run_once()  # `watch --once`: whatever the kills interrupted
-        records = monitor.store.files()
-    finally:
-        monitor.close()
+    assert main(["watch", str(folder), "--once"]) == 0  # in this process: whatever the kills interrupted
     assert_consistent(folder)
+    store = Store(folder / ".driftdeck" / "state.db")
+    try:
+        records = store.files()
+    finally:
+        store.close()
     assert sorted((r.name, r.status) for r in records) == [(name, "ingested") for name in written], log
 
 

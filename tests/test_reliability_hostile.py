@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.cli import main
-from app.config import ConfigError, load_config
+from app.config import Config, ConfigError, load_config
 from app.fsutil import sha256_file
 from app.ingest import FileSnapshot, parse_batch
 from app.monitor import CommandFailed, Monitor
@@ -48,14 +48,8 @@ SMALL_LIMIT_CONFIG = INGEST_ONLY_CONFIG.replace("settle_seconds = 0.3", f"settle
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def driftdeck(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m app ARGS`` to completion; output captured as bytes (raw escapes stay visible)."""
-    return subprocess.run([sys.executable, "-m", "app", *map(str, args)], cwd=REPO_ROOT, capture_output=True,
-                          timeout=180, env={**os.environ, "COLUMNS": "250", **(env or {})})
-
-
 @pytest.fixture(scope="module")
-def config(tmp_path_factory) -> object:
+def config(tmp_path_factory) -> Config:
     """The base schema, no models, ``max_file_mb = 1``."""
     folder = tmp_path_factory.mktemp("config")
     write_config(folder, SMALL_LIMIT_CONFIG)
@@ -78,7 +72,7 @@ def assert_batch_or_reasons(result: Batch | InvalidBatch) -> None:
     for column in ("x1", "x2", "x3"):
         assert frame[column].dtype == np.float64
         assert not np.isinf(frame[column].to_numpy()).any(), "an infinity got into a valid batch"
-    assert all(value is None or isinstance(value, str) for value in frame["color"]), "categories must be text"
+    assert all(isinstance(value, str) or pd.isna(value) for value in frame["color"]), "categories must be text"
 
 
 def parquet_bytes(table: pa.Table, **options) -> bytes:
@@ -188,7 +182,8 @@ def test_deeply_nested_jsonl_is_quarantined_not_a_crash(tmp_path: Path) -> None:
     write_config(folder, INGEST_ONLY_CONFIG)
     depth = 50_000
     (folder / "deep.jsonl").write_bytes(b'{"x1": ' + b"[" * depth + b"]" * depth + b"}\n")
-    result = driftdeck("watch", folder, "--once")
+    result = subprocess.run([sys.executable, "-m", "app", "watch", str(folder), "--once"], cwd=REPO_ROOT,
+                            capture_output=True, timeout=180)  # a crash must not take pytest with it
     assert result.returncode == 0, f"exit status {result.returncode}: {result.stderr[-300:]!r}"
     monitor = Monitor(folder)
     try:
@@ -255,13 +250,15 @@ def test_a_table_wider_than_max_columns_is_refused_within_a_memory_bound(config,
 
 
 LONG = 4_000_000
+LONG_HEADER = b"x1,x2,x3,color,ts\n"
+LONG_TAIL = b",2025-01-06\n"
 
 
 @pytest.mark.parametrize("name, data", [
-    ("long-category.csv", b"x1,x2,x3,color\n1,2,3," + b"r" * LONG + b"\n"),
-    ("long-number.csv", b"x1,x2,x3,color\n" + b"1" * LONG + b",2,3,red\n"),
-    ("long-line.jsonl", b'{"x1": 1, "x2": 2, "x3": 3, "color": "' + b"r" * LONG + b'"}\n'),
-    ("many-short-rows.csv", b"x1,x2,x3,color\n" + b"1,2,3,red\n" * (LONG // 10)),
+    ("long-category.csv", LONG_HEADER + b"1,2,3," + b"r" * LONG + LONG_TAIL),
+    ("long-number.csv", LONG_HEADER + b"1" * LONG + b",2,3,red" + LONG_TAIL),
+    ("long-line.jsonl", b'{"x1": 1, "x2": 2, "x3": 3, "ts": "2025-01-06", "color": "' + b"r" * LONG + b'"}\n'),
+    ("many-short-rows.csv", LONG_HEADER + b"1,2,3,red,2025-01-06\n" * (LONG // 20)),
 ], ids=["csv-long-category", "csv-long-number", "jsonl-long-line", "csv-many-rows"])
 def test_long_lines_stay_within_a_memory_bound(config, name: str, data: bytes) -> None:
     result, growth_mb = peak_rss_growth_mb(lambda: outcome(name, data, config))

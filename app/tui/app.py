@@ -115,16 +115,24 @@ class DriftDeckApp(App[int]):
     # --- layout ------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        # The dashboard's widgets are kept as attributes because App.query_one searches the screen
+        # on top, which is the help or a confirmation while one is open.
         drift = self.monitor.config.drift
-        yield Static(id="header")
+        self.header_bar = Static(id="header")
+        self.models_panel = ModelsPanel()
+        self.features_panel = FeaturesPanel(drift)
+        self.health_panel = HealthPanel(drift)
+        self.snapshots_panel = SnapshotsPanel()
+        self.events_panel = EventLogPanel()
+        yield self.header_bar
         with Container(id="dashboard"):
-            yield ModelsPanel()
+            yield self.models_panel
             with Horizontal(classes="row", id="middle"):
-                yield FeaturesPanel(drift)
-                yield HealthPanel(drift)
+                yield self.features_panel
+                yield self.health_panel
             with Horizontal(classes="row", id="bottom"):
-                yield SnapshotsPanel()
-                yield EventLogPanel()
+                yield self.snapshots_panel
+                yield self.events_panel
         yield Footer()
 
     def on_mount(self) -> None:
@@ -135,7 +143,7 @@ class DriftDeckApp(App[int]):
         self.monitor.start()
         self.set_interval(self.tick_seconds, self._tick)
         self._start_load()
-        self.query_one("#models-table").focus()
+        self.models_panel.table.focus()
         self._show_header()
         if self.on_ready is not None:
             self.on_ready()
@@ -198,14 +206,14 @@ class DriftDeckApp(App[int]):
         new_events = [event for event in dashboard.events if event.id > self._last_event_id]
         if new_events:
             self._last_event_id = new_events[-1].id
-            self.query_one(EventLogPanel).append(new_events)
+            self.events_panel.append(new_events)
             if not first:
                 self._announce(new_events)
-        self.query_one(ModelsPanel).show(dashboard, self.selected_model)
+        self.models_panel.show(dashboard, self.selected_model)
         if dashboard.model == self.selected_model and dashboard.model is not None:
-            self.query_one(FeaturesPanel).show(dashboard)
-            self.query_one(HealthPanel).show(dashboard)
-            self.query_one(SnapshotsPanel).show(dashboard)
+            self.features_panel.show(dashboard)
+            self.health_panel.show(dashboard)
+            self.snapshots_panel.show(dashboard)
         else:
             self._stale = True
         self._show_header()
@@ -234,7 +242,7 @@ class DriftDeckApp(App[int]):
             training=self.training,
             retrain_queued=self.retrain_queued,
         )
-        show_text(self.query_one("#header", Static), render.header_text(state))
+        show_text(self.header_bar, render.header_text(state))
 
     # --- selection -------------------------------------------------------------------
 
@@ -247,11 +255,11 @@ class DriftDeckApp(App[int]):
     def watch_selected_model(self, model: str | None) -> None:
         self.can_rollback = self.rollback_targets.get(model) is not None
         if self.is_mounted and self.dashboard is not None:
-            self.query_one(ModelsPanel).show(self.dashboard, model)
+            self.models_panel.show(self.dashboard, model)
             self._start_load()
 
     def _move_model(self, step: int) -> None:
-        table = self.query_one("#models-table", DataTable)
+        table = self.models_panel.table
         if table.row_count:
             table.move_cursor(row=(table.cursor_row + step) % table.row_count, animate=False)
 
@@ -302,7 +310,7 @@ class DriftDeckApp(App[int]):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id != "snapshots-table" or self.selected_model is None:
             return
-        row = self.query_one(SnapshotsPanel).rows.get(event.row_key.value)
+        row = self.snapshots_panel.rows.get(event.row_key.value)
         if row is None:
             return
         model, version = self.selected_model, row["version"]
@@ -324,7 +332,7 @@ class DriftDeckApp(App[int]):
         text = str(error) or type(error).__name__
         self.notify(text, title="could not " + ("load the store" if event.worker.group == "load" else "do that"),
                     severity="error", markup=False)
-        self.query_one(EventLogPanel).note(self.clock(), text)
+        self.events_panel.note(self.clock(), text)
 
     def action_pause(self) -> None:
         self.monitor.pause()

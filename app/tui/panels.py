@@ -121,10 +121,11 @@ class ModelsPanel(Panel):
     COLUMNS = ("model", "policy", "serving", "state", "top flag", "verdict")
 
     def __init__(self) -> None:
-        super().__init__("Models", row_table("models-table", self.COLUMNS), Static(id="verdict"), id="models")
+        self.table = row_table("models-table", self.COLUMNS)
+        super().__init__("Models", self.table, Static(id="verdict"), id="models")
 
     def show(self, dashboard: Dashboard, selected: str | None) -> None:
-        fill_table(self.query_one(DataTable), ((m["name"], render.model_cells(m)) for m in dashboard.models))
+        fill_table(self.table, ((m["name"], render.model_cells(m)) for m in dashboard.models))
         summary = dashboard.summary(selected)
         verdict = Text()
         if summary:
@@ -159,8 +160,11 @@ class FeaturesPanel(Panel):
         if self._dashboard is None:
             return
         row = next((r for r in self._dashboard.features if r["feature"] == feature), None)
-        rows = self._dashboard.distributions.get(feature, []) if row else []
-        self.query_one("#distribution", Drawing).show(render.distribution_chart, feature, rows, row and row["kind"])
+        if row is None:
+            self.query_one("#distribution", Drawing).show(render.distribution_chart, None, [], None)
+            return
+        rows = self._dashboard.distributions.get(feature, [])
+        self.query_one("#distribution", Drawing).show(render.distribution_chart, feature, rows, row["kind"])
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_feature(selected_key(event.data_table))

@@ -1,8 +1,8 @@
 """Plain functions that turn the store's views (dicts from :mod:`app.report`) into Rich text.
 
 Nothing here knows about Textual: each function takes data (and, for the
-charts, a size as (width, height) in terminal cells) and returns a ``rich.text.Text`` (or a tuple of them for a
-table row). Text from data (file names, columns, categories, reasons) goes in
+charts, a size as (width, height) in terminal cells) and returns a
+``rich.text.Text`` (or a tuple of them for a table row). Text from data (file names, columns, categories, reasons) goes in
 as ``Text`` content, never as markup. Colours are ANSI names, which Textual
 maps through the theme, so they read on light and dark backgrounds.
 """
@@ -41,7 +41,6 @@ KIND_LABELS = {"batch_ingested": "ingested", "batch_quarantined": "quarantined",
 KIND_WIDTH = 12
 _WRAP_CONSOLE = Console(width=200, color_system=None)  # only measures text for wrapping
 Y_LABEL_WIDTH = 6
-MAX_COLUMNS_PER_BATCH = 12
 NO_VALUE = "—"
 
 
@@ -91,7 +90,7 @@ def sparkline(values: Sequence[float | None], width: int, threshold: float, watc
             line.append(" ")
             continue
         level = max(1, min(8, round(value / ceiling * 8)))
-        style = DRIFT_STYLES["drifted"] if value >= threshold else DRIFT_STYLES["watch"] if value >= watch else "green"
+        style = DRIFT_STYLES["drifted"] if value >= threshold else DRIFT_STYLES["watch"] if value >= watch else DRIFT_STYLES["stable"]
         line.append(BLOCKS[level], style=style)
     return line
 
@@ -136,6 +135,8 @@ def header_text(state: HeaderState) -> Text:
     line.append(f"{state.quarantined:,} quarantined", style="bold red" if state.quarantined else "")
     since = state.now - state.last_seen_at if state.last_seen_at is not None else None
     line.append(f"  last file {time_ago(since)}" if since is not None else "  no files yet")
+    if state.retrain_queued:
+        line.append(f"  retrain of {state.retrain_queued} queued", style="cyan")
     if state.training:
         progress = float(state.training.get("progress") or 0.0)
         line.append("  ")
@@ -143,8 +144,6 @@ def header_text(state: HeaderState) -> Text:
         line.append(bar(progress, 1.0, 10, "cyan"))
         line.append(f" {progress:.0%} ", style="cyan")
         line.append(_without_model(state.training.get("text", ""), state.training.get("model")), style="dim")
-    elif state.retrain_queued:
-        line.append(f"  retrain of {state.retrain_queued} queued", style="cyan")
     return line
 
 
@@ -281,19 +280,19 @@ def distribution_chart(size: tuple[int, int], feature: str | None, rows: Sequenc
         return Text("no batch measured yet", style="dim")
     width, _ = size
     text = Text()
-    what = "share of rows per reference decile (the bins PSI compares)" if kind == "numeric" else "share of rows per category"
     text.append(Text(feature, style="bold"))
-    text.append(f"  {what}", style="dim")
+    text.append("  reference ", style="dim")
+    text.append("█", style="blue")
+    text.append("  current ", style="dim")
+    text.append("█", style="cyan")
+    text.append("  (shares of rows per reference decile)" if kind == "numeric" else "  (shares of rows per category)",
+                style="dim")
     if not rows:
         text.append("\nno batch measured yet", style="dim")
         return text
     label_width = min(16, max(len(row["label"]) for row in rows))
     bar_width = max(4, (width - label_width - 2 * 7 - 3) // 2)
     scale = max(max(row["reference"], row["current"]) for row in rows) or 1.0
-    text.append("\n")
-    text.append(" " * (label_width + 1))
-    text.append(f"{'reference':<{bar_width + 7}}", style="blue")
-    text.append("current", style="cyan")
     for row in rows:
         moved = abs(row["current"] - row["reference"]) >= 0.05
         text.append("\n")
@@ -336,8 +335,8 @@ def health_chart(size: tuple[int, int], rows: Sequence[dict[str, Any]], shadow_l
     plot_width = width - Y_LABEL_WIDTH - 1
     if plot_height < 1 or plot_width < 4:
         return legend
-    step = max(1, min(MAX_COLUMNS_PER_BATCH, plot_width // max(1, len(rows))))
-    shown = list(rows)[-(plot_width // step):]
+    shown = list(rows)[-plot_width:]
+    columns = _spread(len(shown), plot_width)
     values = [row[key] for row in shown for key, *_ in SERIES if row.get(key) is not None]
     if not values:
         legend.append("\nno labeled batch scored yet", style="dim")
@@ -349,8 +348,7 @@ def health_chart(size: tuple[int, int], rows: Sequence[dict[str, Any]], shadow_l
 
     grid = [[(" ", "")] * plot_width for _ in range(plot_height)]
     marks = [("─", "dim")] * plot_width
-    for index, row in enumerate(shown):
-        column = index * step + step - 1
+    for row, column in zip(shown, columns):
         for key, glyph, style, _ in reversed(SERIES):
             if row.get(key) is not None:
                 grid[line_of(row[key])][column] = (glyph, style)
@@ -367,8 +365,15 @@ def health_chart(size: tuple[int, int], rows: Sequence[dict[str, Any]], shadow_l
     for glyph, style in marks:
         text.append(glyph, style=style)
     text.append("\n")
-    text.append(_file_axis(shown[0]["file"], shown[-1]["file"], Y_LABEL_WIDTH + 1 + len(shown) * step))
+    text.append(_file_axis(shown[0]["file"], shown[-1]["file"], Y_LABEL_WIDTH + 1 + columns[-1] + 1))
     return text
+
+
+def _spread(count: int, width: int) -> list[int]:
+    """Columns for ``count`` batches across ``width`` cells, evenly spaced, the last in the last cell."""
+    if count == 1:
+        return [width - 1]
+    return [round(index * (width - 1) / (count - 1)) for index in range(count)]
 
 
 def _legend(shadow_label: str, width: int) -> Text:

@@ -18,7 +18,9 @@ PANELS_HELP = (
                "the verdict: does this data need dynamic training? The highlighted model drives the other panels."),
     ("Feature distributions", "each feature's drift in the latest batch against the serving model's training "
                               "data, worst first; PSI ≥ 0.2 is drifted, 0.1–0.2 watch. The trend shows PSI over "
-                              "recent batches. Below: the highlighted feature, reference against current."),
+                              "recent batches. Below: the highlighted feature, reference against current, "
+                              "in the reference's deciles (the bins PSI compares). Under the panel: the "
+                              "domain classifier's AUC (0.5: reference and batch look alike) and what moved."),
     ("Prediction health", "the primary metric per batch for the served model, the shadow of the other policy "
                           "and the naive baseline; ▲ promoted, ▼ rolled back, × rejected, · no labels."),
     ("Snapshots", "every trained version, newest first: ▶ serves; rejected ones say why. Enter serves "
@@ -27,13 +29,14 @@ PANELS_HELP = (
 )
 
 
-def keys_table(bindings: Iterable[Binding]) -> Table:
+def keys_table(keys: Iterable[tuple[str, Binding]]) -> Table:
+    """One row per (key as shown, binding): key, what it does, and the longer tooltip."""
     table = Table(box=None, show_header=False, padding=(0, 2, 0, 0))
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(no_wrap=True)
     table.add_column(style="dim")
-    for binding in bindings:
-        table.add_row(binding.key_display or binding.key, binding.description, binding.tooltip)
+    for key, binding in keys:
+        table.add_row(key, binding.description, binding.tooltip)
     return table
 
 
@@ -56,7 +59,7 @@ class HelpScreen(ModalScreen[None]):
             panels.add_row(name, text)
         with VerticalScroll(id="help-body"):
             yield Static(Text("driftdeck keys", style="bold"))
-            yield Static(keys_table(self.bindings))
+            yield Static(keys_table((self.app.get_key_display(binding), binding) for binding in self.bindings))
             yield Static(Text("tab / shift+tab move between panels; arrows and the mouse move within one. "
                               "Greyed keys cannot act now (nothing to roll back to, a training already runs).",
                               style="dim"))

@@ -18,6 +18,7 @@ from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, slow_fit,
 from app.monitor import Monitor
 from app.training import Trainer
 from app.tui.app import DriftDeckApp
+from app.tui.messages import MonitorChanged
 from app.tui.screens import ConfirmScreen, HelpScreen
 
 SIZE = (160, 48)
@@ -221,6 +222,9 @@ async def test_help_and_maximize(monitor):
         await started(pilot)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
+        app.post_message(MonitorChanged("batch_ingested"))  # the next tick reloads the panels under the help
+        await pilot.pause(3 * app.tick_seconds + app.load_interval)
+        assert app.is_running and isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         await pilot.press("tab")

@@ -1,0 +1,172 @@
+"""The dashboard's data views (app.report) and drawings (app.tui.render), without a screen.
+
+Distributions are checked against histograms computed here with numpy and
+pandas, and against the PSI the drift module reports for the same profiles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.monitor import Monitor
+from app.report import distribution_rows, feature_rows, metric_history
+from app.stats.drift import PSI_EPSILON, feature_drift
+from app.stats.profile import Profile
+from app.store import StoredEvent
+from app.tui import render
+from tests.tui.tui_support import base_folder, copy_folder
+
+
+@pytest.fixture(scope="session")
+def base(tmp_path_factory) -> Path:
+    return base_folder(tmp_path_factory.getbasetemp())
+
+
+def profiles(reference: pd.DataFrame, current: pd.DataFrame, schema: dict[str, str]) -> tuple[Profile, Profile]:
+    built = Profile.build(reference, schema)
+    return built, built.project(current)
+
+
+def test_numeric_bins_are_the_reference_deciles_with_the_current_shares_of_a_histogram():
+    rng = np.random.default_rng(3)
+    reference = pd.DataFrame({"x": rng.normal(0, 1, 5000)})
+    current = pd.DataFrame({"x": rng.normal(0.5, 1.3, 3000)})
+    built, projected = profiles(reference, current, {"x": "numeric"})
+    rows = distribution_rows(built.to_dict()["columns"]["x"], projected.to_dict()["columns"]["x"])
+
+    assert len(rows) == 10
+    assert np.allclose([row["reference"] for row in rows], 0.1, atol=0.002)
+    inner = [row["high"] for row in rows[:-1]]
+    assert np.allclose(inner, np.quantile(reference["x"], np.linspace(0.1, 0.9, 9)), atol=0.01)
+    edges = np.concatenate(([-np.inf], inner, [np.inf]))
+    expected = np.histogram(current["x"], edges)[0] / len(current)
+    assert np.allclose([row["current"] for row in rows], expected, atol=1e-12)
+    assert rows[0]["label"].startswith("< ") and rows[-1]["label"].startswith("≥ ")
+
+
+def test_the_bins_shown_are_the_ones_psi_is_computed_on():
+    rng = np.random.default_rng(4)
+    reference = pd.DataFrame({"x": rng.gamma(2.0, 1.0, 4000)})
+    current = pd.DataFrame({"x": rng.gamma(2.6, 1.0, 2500)})
+    built, projected = profiles(reference, current, {"x": "numeric"})
+    rows = distribution_rows(built.to_dict()["columns"]["x"], projected.to_dict()["columns"]["x"])
+
+    expected = np.array([max(row["reference"], PSI_EPSILON) for row in rows])
+    actual = np.array([max(row["current"], PSI_EPSILON) for row in rows])
+    psi_here = float(np.sum((actual - expected) * np.log(actual / expected)))
+    reported = feature_drift(built, projected, 0.2, 0.1)["x"].psi
+    assert psi_here == pytest.approx(reported, rel=1e-3)
+    assert reported > 0.1  # the shift is visible, so the comparison means something
+
+
+def test_a_constant_reference_column_shows_below_at_and_above_its_value():
+    reference = pd.DataFrame({"d": [28.0] * 500})
+    current = pd.DataFrame({"d": [3.0] * 100 + [28.0] * 50 + [40.0] * 50})
+    built, projected = profiles(reference, current, {"d": "numeric"})
+    rows = distribution_rows(built.to_dict()["columns"]["d"], projected.to_dict()["columns"]["d"])
+    assert [row["label"] for row in rows] == ["< 28", "28", "> 28"]
+    assert [row["reference"] for row in rows] == [0.0, 1.0, 0.0]
+    assert [row["current"] for row in rows] == [0.5, 0.25, 0.25]
+
+
+def test_categories_show_reference_order_then_unseen_ones():
+    reference = pd.DataFrame({"c": ["a"] * 50 + ["b"] * 30 + ["c"] * 20})
+    current = pd.DataFrame({"c": ["a"] * 10 + ["b"] * 10 + ["d"] * 80})
+    built, projected = profiles(reference, current, {"c": "categorical"})
+    rows = distribution_rows(built.to_dict()["columns"]["c"], projected.to_dict()["columns"]["c"])
+
+    shares_ref = reference["c"].value_counts(normalize=True)
+    shares_cur = current["c"].value_counts(normalize=True)
+    assert [row["label"] for row in rows] == ["a", "b", "c", "(unseen)"]
+    for row in rows[:3]:
+        assert row["reference"] == pytest.approx(shares_ref[row["label"]])
+        assert row["current"] == pytest.approx(shares_cur.get(row["label"], 0.0))
+    assert rows[-1]["current"] == pytest.approx(shares_cur["d"])
+
+
+def test_feature_rows_put_the_worst_first_and_carry_each_psi_history(base: Path):
+    monitor = Monitor(base)
+    try:
+        results = [data for _, _, data in monitor.store.results("dynamic-lr")]
+        rows = feature_rows(monitor.store, "dynamic-lr", history=len(results))
+    finally:
+        monitor.close()
+    latest = results[-1]["feature_drift"]
+    assert {row["feature"] for row in rows} == set(latest)
+    assert rows[0]["feature"] == "x3" and rows[0]["status"] == "drifted"
+    ranks = [("drifted", "watch", "stable").index(row["status"]) for row in rows]
+    assert ranks == sorted(ranks)
+    for row in rows:
+        assert row["psi"] == latest[row["feature"]]["psi"]
+        assert row["psi_history"] == [data["feature_drift"][row["feature"]]["psi"] for data in results]
+
+
+def test_metric_history_marks_a_rollback_by_hand_after_the_batch_it_followed(base: Path, tmp_path: Path):
+    monitor = Monitor(copy_folder(base, tmp_path / "data"))
+    try:
+        before = metric_history(monitor.store, "dynamic-lr")
+        monitor.rollback("dynamic-lr")
+        after = metric_history(monitor.store, "dynamic-lr")
+    finally:
+        monitor.close()
+    assert all(row["pointer"] is None for row in before)
+    assert after[-1]["pointer"] == "rollback" and all(row["pointer"] is None for row in after[:-1])
+    labeled = [row for row in after if row["labeled"] and row["served"] is not None]
+    assert labeled and all(row["metric"] == "roc_auc" for row in labeled)
+    assert not after[-1]["labeled"] and after[-1]["served"] is None and after[-1]["estimate"] is not None
+
+
+@pytest.mark.parametrize("share", [0.0, 0.03, 0.5, 0.999, 1.0, 1.7])
+def test_a_bar_always_fills_its_width_and_grows_in_eighths(share: float):
+    drawn = render.bar(share, 1.0, 20, "cyan")
+    assert drawn.cell_len == 20
+    filled = drawn.plain.count("█") * 8 + sum(render.EIGHTHS.index(ch) for ch in drawn.plain if ch in render.EIGHTHS[1:-1])
+    assert filled == round(min(share, 1.0) * 20 * 8)
+
+
+def test_sparkline_shows_the_last_values_with_gaps_for_missing_ones():
+    line = render.sparkline([0.0, None, 0.05, 0.3, 0.15], width=4, threshold=0.2, watch=0.1)
+    assert len(line.plain) == 4 and line.plain[0] == " "
+    assert line.plain[2] == render.BLOCKS[8]  # 0.3 is the tallest bar
+    styles = [str(span.style) for span in line.spans]
+    assert render.DRIFT_STYLES["drifted"] in styles and render.DRIFT_STYLES["watch"] in styles
+
+
+def test_health_chart_puts_the_highest_value_on_top_and_marks_actions():
+    rows = [
+        {"file": "a.csv", "labeled": True, "served": 0.9, "shadow": 0.7, "baseline": 0.5, "action": "promoted"},
+        {"file": "b.csv", "labeled": True, "served": 0.6, "shadow": 0.8, "baseline": 0.5, "action": "rejected"},
+        {"file": "c.csv", "labeled": False, "served": None, "shadow": None, "baseline": None, "action": "none"},
+        {"file": "d.csv", "labeled": True, "served": 0.85, "shadow": 0.8, "baseline": 0.5, "action": "none",
+         "pointer": "rollback"},
+    ]
+    lines = render.health_chart((60, 14), rows, "shadow: static").plain.split("\n")
+    plot = [line for line in lines if line[render.Y_LABEL_WIDTH:render.Y_LABEL_WIDTH + 1] in "┤│"]
+    assert "●" in plot[0] and "─" in plot[-1]  # 0.9 served on top, the 0.5 baseline at the bottom
+    marks = next(line for line in lines if "└" in line)
+    assert [mark for mark in marks if mark in "▲×·▼"] == ["▲", "×", "·", "▼"]
+    assert lines[-1].strip().startswith("a.csv") and lines[-1].rstrip().endswith("d.csv")
+
+
+def test_event_text_wraps_under_the_message_and_shows_markup_literally():
+    message = "[bold]x[/bold].csv: quarantined: " + "a reason that goes on " * 4
+    text = render.event_text(StoredEvent(1, 0.0, "batch_quarantined", None, None, message, {}), width=60)
+    lines = text.plain.split("\n")
+    indent = len(lines[0]) - len(lines[0][9 + render.KIND_WIDTH + 1:])
+    assert len(lines) > 1 and all(line.startswith(" " * indent) for line in lines[1:])
+    assert all(len(line) <= 60 for line in lines)
+    assert "[bold]x[/bold].csv" in text.plain
+
+
+def test_header_says_how_long_ago_the_last_file_came_and_what_trains():
+    state = render.HeaderState(folder="data", paused=False, ingested=12, quarantined=1, last_seen_at=1000.0,
+                               now=1125.0, training={"model": "m", "progress": 0.4, "text": "m: fitting"})
+    line = render.header_text(state).plain
+    assert "12 batches ingested" in line and "1 quarantined" in line
+    assert "last file 2 min ago" in line
+    assert "training m" in line and "40%" in line and "fitting" in line
+    assert "paused" in render.header_text(render.HeaderState(folder="x", paused=True)).plain
