@@ -7,6 +7,7 @@ person can tell why a reloaded model might behave differently.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -29,10 +30,16 @@ def library_version(distribution: str) -> str:
 
 
 def environment_record() -> dict[str, str]:
-    """Versions of python, driftdeck and the libraries a pipeline depends on."""
+    """Versions of python, driftdeck and the libraries a pipeline depends on (a fresh copy)."""
+    return dict(_environment())
+
+
+@functools.cache
+def _environment() -> tuple[tuple[str, str], ...]:
+    """Read once per process: versions cannot change under a running interpreter."""
     record = {"python": platform.python_version(), "driftdeck": app.__version__}
     record.update({name: library_version(name) for name in LIBRARIES})
-    return record
+    return tuple(record.items())
 
 
 def model_config_hash(model_fields: dict[str, Any]) -> str:

@@ -10,11 +10,13 @@ only hand them on (the TUI posts a message; the headless printer prints).
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import queue
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +42,7 @@ from app.watcher import FolderWatcher
 
 FOLDER_KEY = "__folder__"
 COMMAND_POLL_SECONDS = 0.5
+STOP_PRIORITY, COMMAND_PRIORITY, FILE_PRIORITY = 0, 1, 2
 MONITOR_THREADS = 1  # BLAS/OpenMP threads for in-process scoring: a core stays free for the UI
 BATCH_CACHE_SIZE = 16
 
@@ -76,8 +79,9 @@ class Monitor:
         self.paused = False
         self.training: dict[str, Any] | None = None
         self._subscribers: list[Callable[[Event], None]] = []
-        self._queue: queue.Queue = queue.Queue()
-        self._deferred: list[Path] = []
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._sequence = itertools.count()
+        self._deferred: dict[Path, None] = {}
         self._pointer_lock = threading.RLock()
         self._batch_cache: OrderedDict[int, pd.DataFrame] = OrderedDict()
         self._thread: threading.Thread | None = None
@@ -119,7 +123,7 @@ class Monitor:
         self._thread = threading.Thread(target=self._work, name="driftdeck-monitor", daemon=True)
         for name in self.runners:
             if self.environment_changed(name):
-                self._queue.put(("validate", name))
+                self._enqueue(COMMAND_PRIORITY, "validate", name)
         self._thread.start()
         self._watcher = FolderWatcher(self.data_dir, self.paths.root, self.submit_file,
                                       settle_seconds=self.config.watch.settle_seconds, poll=self.poll)
@@ -145,7 +149,7 @@ class Monitor:
         if self._watcher is not None:
             self._watcher.stop()
         if self._thread is not None:
-            self._queue.put(None)
+            self._enqueue(STOP_PRIORITY, "stop", None)
             self._thread.join(timeout=30)
         self.store.close()
         if self._lock_handle is not None:
@@ -165,18 +169,22 @@ class Monitor:
     # --- inputs ------------------------------------------------------------------
 
     def submit_file(self, path: Path) -> None:
-        self._queue.put(("file", Path(path)))
+        self._enqueue(FILE_PRIORITY, "file", Path(path))
+
+    def _enqueue(self, priority: int, kind: str, argument: Any) -> None:
+        """Commands a person asked for go before files waiting in the queue; each kind stays in order."""
+        self._queue.put((priority, next(self._sequence), kind, argument))
 
     def request_retrain(self, model: str) -> None:
         """Queue a retrain of ``model`` (static models too); the candidate faces the gate."""
         self.config.model(model)
-        self._queue.put(("retrain", model))
+        self._enqueue(COMMAND_PRIORITY, "retrain", model)
 
     def request_validate(self, model: str | None = None) -> None:
         """Queue the code/dependency regression check (``driftdeck validate``) for one model or all."""
         names = [self.config.model(model).name] if model else list(self.runners)
         for name in names:
-            self._queue.put(("validate", name))
+            self._enqueue(COMMAND_PRIORITY, "validate", name)
 
     def validate(self, model: str) -> Reproduction:
         """Re-check ``model``'s serving snapshot now; record a ``validated`` or ``code_regression`` event."""
@@ -210,7 +218,7 @@ class Monitor:
 
     def resume(self) -> None:
         self.paused = False
-        deferred, self._deferred = self._deferred, []
+        deferred, self._deferred = list(self._deferred), {}
         for path in deferred:
             self.submit_file(path)
         self.emit(Event(EventKind.RESUMED, f"watching resumed ({len(deferred)} file(s) waiting)"))
@@ -344,9 +352,9 @@ class Monitor:
                 self._guarded(self._run_remote_commands)
                 continue
             try:
-                if item is None:
+                _, _, kind, argument = item
+                if kind == "stop":
                     return
-                kind, argument = item
                 if kind == "file":
                     self._guarded(self._handle_file, argument)
                 elif kind == "retrain":
@@ -369,7 +377,7 @@ class Monitor:
 
     def _handle_file(self, path: Path) -> None:
         if self.paused:
-            self._deferred.append(path)
+            self._deferred[path] = None
             return
         name = path.name
         try:
@@ -482,7 +490,7 @@ class Monitor:
                             file=batch.name, data={"rows": batch.rows, "labeled": batch.labeled, "file_id": file_id}))
         for name, outcome in outcomes.items():
             for event in outcome.events:
-                self.emit(event)
+                self.emit(replace(event, time=time.time()))  # told now, after the commit made it true
             if batch is not None:
                 self.emit(self._result_event(name, batch.name, outcome))
 

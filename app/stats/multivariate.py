@@ -24,6 +24,7 @@ from app.stats.profile import NUMERIC, comparable_labels, numeric_values
 # categories get codes 0..253 and all rarer ones share the last code.
 _MAX_CATEGORY_CODES = 254
 IMPORTANCE_FOLDS = 1
+DOMAIN_TREES = 25  # with a learning rate of 0.2: as sharp as 50 trees at 0.1 for telling two samples apart, at half the cost
 
 
 @dataclass
@@ -72,7 +73,7 @@ def domain_classifier(
     (HistGradientBoosting routes them natively, so a change in missingness
     counts as drift too); categorical columns as codes declared categorical to
     the model. Columns missing on both sides are skipped (with none left the
-    AUC is 0.5). The model is a small HistGradientBoostingClassifier (50 trees).
+    AUC is 0.5). The model is a small HistGradientBoostingClassifier (25 trees).
 
     Importances are permutation importances on the first held-out fold:
     shuffle one column, score again, and record how much the AUC fell. That
@@ -116,7 +117,8 @@ def _cross_validated_drift(
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(features, is_current):
         model = HistGradientBoostingClassifier(
-            max_iter=50, categorical_features=is_categorical, early_stopping=False, random_state=seed
+            max_iter=DOMAIN_TREES, learning_rate=0.2, categorical_features=is_categorical, early_stopping=False,
+            random_state=seed,
         ).fit(features[train], is_current[train])
         held_out, truth = features[test], is_current[test]
         fold_auc = roc_auc_score(truth, model.predict_proba(held_out)[:, 1])

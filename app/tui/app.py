@@ -76,6 +76,8 @@ class DriftDeckApp(App[int]):
                 tooltip="Train a candidate for the selected model now (static ones too); it still faces the gate"),
         Binding("b", "rollback", "Roll back", id="rollback",
                 tooltip="Serve the selected model's previous good snapshot"),
+        Binding("v", "validate", "Validate", id="validate",
+                tooltip="Retrain the selected model's serving snapshot with today's code and config, and compare"),
         Binding("p", "pause", "Pause", id="pause", tooltip="Stop taking new files; they wait until you resume"),
         Binding("p", "resume", "Resume", id="resume", tooltip="Take the files that arrived while paused"),
         Binding("left_square_bracket", "previous_model", "Prev model", id="previous-model",
@@ -226,6 +228,8 @@ class DriftDeckApp(App[int]):
                 self.notify(event.message, title=event.kind.replace("_", " "), severity="error", markup=False)
             elif event.kind == EventKind.ROLLED_BACK and event.data.get("automatic"):
                 self.notify(event.message, title="automatic rollback", severity="warning", markup=False)
+            elif event.kind == EventKind.VALIDATED:
+                self.notify(event.message, title="validated", markup=False)
             if self.retrain_queued and (event.kind == EventKind.ERROR or (
                     event.model == self.retrain_queued and event.kind in RETRAIN_SETTLING_KINDS)):
                 self.retrain_queued = None
@@ -277,6 +281,8 @@ class DriftDeckApp(App[int]):
             return True if self.can_rollback else None
         if action == "retrain":
             return None if self.training_active or self.retrain_queued or self.selected_model is None else True
+        if action == "validate":
+            return None if self.training_active or self.selected_model is None else True
         if action == "pause":
             return not self.paused
         if action == "resume":
@@ -289,6 +295,11 @@ class DriftDeckApp(App[int]):
         self.monitor.request_retrain(self.selected_model)
         self.retrain_queued = self.selected_model
         self._show_header()
+
+    def action_validate(self) -> None:
+        self.monitor.request_validate(self.selected_model)
+        self.notify(f"validating {self.selected_model}: retraining its serving snapshot with today's code",
+                    title="validate", markup=False)
 
     def action_rollback(self) -> None:
         self.rollback(self.selected_model)
