@@ -109,6 +109,9 @@ def snapshot_rows(store: Store, model: str) -> list[dict[str, Any]]:
             "rows": record.data.get("rows"),
             "metric": record.data.get("metric"),
             "holdout_metrics": record.data.get("holdout_metrics", {}),
+            "holdout": record.data.get("holdout_metrics", {}).get(record.data.get("metric")),
+            "gate": record.data.get("gate", ""),
+            "usable": bool(record.path),
             "sha256": record.sha256,
             "environment": environment,
             "config_hash": record.data.get("config_hash"),
@@ -389,32 +392,3 @@ def latest_result(store: Store, model: str) -> dict[str, Any] | None:
         return None
     file_id, _, data = newest[0]
     return {**data, "file": store.file(file_id).name}
-
-
-def snapshot_summaries(store: Store, model: str) -> list[dict[str, Any]]:
-    """The snapshot table of the live monitor: every snapshot of ``model``, newest first.
-
-    The fields of :func:`snapshot_rows` a person scans (version, created,
-    files, rows, metric, holdout value, status, reason, serving, gate) without
-    the environment comparison, which costs a package-metadata lookup per row.
-    """
-    serving = store.serving_version(model)
-    rows = []
-    for record in reversed(store.snapshots(model)):
-        metric = record.data.get("metric")
-        rows.append({
-            "model": model,
-            "version": record.version,
-            "parent": record.parent,
-            "created": record.created,
-            "status": record.status,
-            "reason": record.reason,
-            "serving": record.version == serving,
-            "files": record.data.get("files", []),
-            "rows": record.data.get("rows"),
-            "metric": metric,
-            "holdout": record.data.get("holdout_metrics", {}).get(metric) if metric else None,
-            "gate": record.data.get("gate", ""),
-            "usable": bool(record.path),
-        })
-    return rows

@@ -32,6 +32,10 @@ What it reports:
   printed beside the rate the producer asked for;
 * the store's bytes per ingested batch in the first and the second half of
   the run (roughly constant: the store grows with rows of results only);
+* the monitor's CPU time per batch (this process, all threads; training
+  runs in child processes and is not counted) in both halves: flat unless
+  the work per batch grows with the history, which tells a slowdown of
+  driftdeck's own from a busy machine;
 * nothing lost: every file written is in the ledger exactly once.
 
 The exit status is 1 if a file was lost or repeated, the queue held more than
@@ -68,6 +72,7 @@ class Sample:
     written: int
     in_ledger: int
     store_bytes: int
+    cpu_seconds: float  # this process's CPU time so far, all threads (training children not included)
 
     @property
     def backlog(self) -> int:
@@ -113,14 +118,23 @@ class SoakReport:
         """Sustained rate: files in the ledger over the seconds the run and the drain took."""
         return self.samples[-1].in_ledger / (self.seconds + self.drain_seconds)
 
-    def bytes_per_batch(self) -> tuple[float, float]:
-        """Store growth per ingested batch over the first and the second half of the samples."""
+    def per_batch(self, field_name: str) -> tuple[float, float]:
+        """Growth of a Sample field per ingested batch, over the first and the second half of the run."""
         start, middle, end = self.after_warmup, self.samples[len(self.samples) // 2], self.samples[-1]
 
         def rate(a: Sample, b: Sample) -> float:
-            return (b.store_bytes - a.store_bytes) / max(b.in_ledger - a.in_ledger, 1)
+            return (getattr(b, field_name) - getattr(a, field_name)) / max(b.in_ledger - a.in_ledger, 1)
 
         return rate(start, middle), rate(middle, end)
+
+    def bytes_per_batch(self) -> tuple[float, float]:
+        """Store bytes per ingested batch, first and second half: flat if the store grows with results only."""
+        return self.per_batch("store_bytes")
+
+    def cpu_ms_per_batch(self) -> tuple[float, float]:
+        """Monitor CPU milliseconds per batch, first and second half: flat unless per-batch work grows with history."""
+        first, second = self.per_batch("cpu_seconds")
+        return first * 1000, second * 1000
 
     @property
     def healthy(self) -> bool:
@@ -175,7 +189,7 @@ def sample(monitor, producer: Producer, started: float) -> Sample:
     in_ledger = sum(monitor.store.counts().values())
     return Sample(seconds=time.monotonic() - started, rss_mb=proc_status_mb(os.getpid(), "VmRSS"),
                   queue=queue, pending=pending, written=len(producer.names) + 1, in_ledger=in_ledger,
-                  store_bytes=store_bytes(monitor.paths.database))
+                  store_bytes=store_bytes(monitor.paths.database), cpu_seconds=sum(os.times()[:2]))
 
 
 def run_soak(folder: Path, seconds: float = 600.0, interval: float = 0.1, rows: int = 10, labeled_every: int = 10,
@@ -232,15 +246,17 @@ def print_report(report: SoakReport) -> None:
     print(f"  sustained                 {report.files_per_second:8.1f} files/s  (asked {1 / report.interval:.1f}; "
           f"drain after the run {report.drain_seconds:.1f} s)")
     print(f"  store bytes per batch     {first:8.0f} B first half, {second:.0f} B second half")
+    cpu_first, cpu_second = report.cpu_ms_per_batch()
+    print(f"  CPU per batch (monitor)   {cpu_first:8.1f} ms first half, {cpu_second:.1f} ms second half")
     print(f"  store size at the end     {report.samples[-1].store_bytes / 1e6:8.2f} MB")
     print(f"  lost {len(report.lost)}, repeated {len(report.repeated)}")
     print(f"  healthy: {'yes' if report.healthy else 'NO'}")
-    print("  t(s)   RSS(MB)  queue  pending  backlog  ledger  store(MB)")
+    print("  t(s)   RSS(MB)  queue  pending  backlog  ledger  store(MB)  CPU(s)")
     step = max(1, len(report.samples) // 20)
     shown = report.samples[::step]
     for s in shown + ([report.samples[-1]] if shown[-1] is not report.samples[-1] else []):
         print(f"  {s.seconds:5.0f}  {s.rss_mb:7.1f}  {s.queue:5d}  {s.pending:7d}  {s.backlog:7d}  {s.in_ledger:6d}"
-              f"  {s.store_bytes / 1e6:9.2f}")
+              f"  {s.store_bytes / 1e6:9.2f}  {s.cpu_seconds:6.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:

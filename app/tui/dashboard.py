@@ -19,7 +19,7 @@ from app.report import (
     metric_history,
     model_summaries,
     serving_history_rows,
-    snapshot_summaries,
+    snapshot_rows,
 )
 from app.store import StoredEvent
 
@@ -77,7 +77,7 @@ def load_dashboard(monitor: Monitor, model: str | None, after_event_id: int = 0,
         distributions=feature_distributions(store, model),
         latest=latest_result(store, model),
         history=metric_history(store, model, limit=history),
-        snapshots=snapshot_summaries(store, model),
+        snapshots=list(reversed(snapshot_rows(store, model))),
         serving_history=serving_history_rows(store, model),
         events=events,
     )

@@ -207,7 +207,9 @@ def snapshot_cells(row: dict[str, Any]) -> tuple[Text, ...]:
         Text(holdout),
         Text(trained),
         Text(date_time(row["created"]), style="dim"),
-        Text(row["reason"] or row["gate"] or "", style="red" if row["status"] in ("rejected", "failed") else "dim"),
+        Text(row["reason"] or ("env differs: " + "; ".join(row["environment_vs_serving"]) if row.get("environment_vs_serving") else "")
+             or row["gate"] or "",
+             style="red" if row["status"] in ("rejected", "failed") else "yellow" if row.get("environment_vs_serving") else "dim"),
     )
 
 
@@ -224,6 +226,15 @@ def snapshot_note(row: dict[str, Any]) -> Text:
     if row["files"]:
         text.append(" · trained on ", style="dim")
         text.append(Text(", ".join(row["files"][-3:]) + (" …" if len(row["files"]) > 3 else "")))
+    if row.get("config_hash"):
+        text.append(" · ", style="dim")
+        text.append(Text(f"seed {row.get('seed')}, config {row['config_hash']}"))
+    if row.get("environment_vs_now"):
+        text.append(" · trained under another environment: ", style="yellow")
+        text.append(Text("; ".join(row["environment_vs_now"]), style="yellow"))
+    if row.get("environment_vs_serving"):
+        text.append(" · differs from serving: ", style="bold yellow")
+        text.append(Text("; ".join(row["environment_vs_serving"]), style="yellow"))
     return text
 
 

@@ -170,3 +170,15 @@ def test_header_says_how_long_ago_the_last_file_came_and_what_trains():
     assert "last file 2 min ago" in line
     assert "training m" in line and "40%" in line and "fitting" in line
     assert "paused" in render.header_text(render.HeaderState(folder="x", paused=True)).plain
+
+
+def test_snapshot_note_highlights_an_environment_that_differs():
+    from app.tui import render
+
+    row = {"version": 3, "status": "retired", "reason": "", "gate": "ok", "files": ["a.csv"], "seed": 0,
+           "config_hash": "abc123", "environment_vs_now": ["scikit-learn 1.5.0 -> 1.9.1"],
+           "environment_vs_serving": ["scikit-learn 1.5.0 -> 1.9.1"]}
+    note = render.snapshot_note(row).plain
+    assert "seed 0, config abc123" in note
+    assert "trained under another environment: scikit-learn 1.5.0 -> 1.9.1" in note
+    assert "differs from serving: scikit-learn 1.5.0 -> 1.9.1" in note

@@ -20,6 +20,7 @@ from tests.conftest import make_batch, write_batch, write_config
 
 from app.monitor import Monitor
 from app.training import TrainJob, fit_to_bytes
+from app.environment import environment_record
 
 FIXED_EPOCH = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
 FIXED_NOW = FIXED_EPOCH + 86_400.0  # the injected clock: a day after the first file
@@ -76,7 +77,7 @@ def copy_folder(base: Path, destination: Path) -> Path:
 
 
 def normalise_state(database: Path) -> None:
-    """Give every time in the store a fixed value and every training a fixed duration."""
+    """Give every time in the store a fixed value, every training a fixed duration and one environment."""
     db = sqlite3.connect(database)
     with db:
         db.execute("UPDATE files SET seen_at = ? + id * 3600", (FIXED_EPOCH,))
@@ -92,6 +93,8 @@ def normalise_state(database: Path) -> None:
 
 def _fixed_durations(text: str) -> str:
     data = json.loads(text)
+    if "environment" in data:  # as if trained here: no start-up check, whatever versions are installed
+        data["environment"] = environment_record()
     for key in ("train_seconds", "shadow_train_seconds"):
         if key in data:
             data[key] = 1.0
