@@ -19,7 +19,7 @@ from rich.console import Console
 
 from app import __version__
 from app.config import ConfigError
-from app.events import ERROR_KINDS, Event
+from app.events import ERROR_KINDS, Event, printable
 from app.monitor import CommandFailed, Monitor, MonitorBusy
 
 REMOTE_WAIT_SECONDS = 3600
@@ -170,7 +170,7 @@ def event_printer(as_json: bool) -> Callable[[Event], None]:
             line = json.dumps(event.to_dict(), default=str)
         else:
             stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
-            line = f"{stamp} {event.kind:<18} {event.message}"
+            line = f"{stamp} {event.kind:<18} {printable(event.message)}"
         stream = sys.stderr if (event.kind in ERROR_KINDS and not as_json) else sys.stdout
         with lock:
             print(line, file=stream, flush=True)
@@ -191,7 +191,7 @@ def run_status(args) -> int:
         return 0
     console = Console()
     counts = report["counts"]
-    console.print(f"{report['data_dir']}: {counts['ingested']} ingested, {counts['quarantined']} quarantined, "
+    console.print(f"{printable(report['data_dir'])}: {counts['ingested']} ingested, {counts['quarantined']} quarantined, "
                   f"{counts['duplicate']} duplicate", markup=False, highlight=False)
     console.print(models_table(report["models"]))
     console.print(batches_table(report["batches"]))
@@ -216,7 +216,7 @@ def run_snapshots(args) -> int:
     for name, changes in history.items():
         for change in changes:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(change["time"]))
-            console.print(f"{name}: {when} v{change['version']} serves ({change['reason']}) {change['detail']}",
+            console.print(f"{name}: {when} v{change['version']} serves ({change['reason']}) {printable(change['detail'])}",
                           markup=False, highlight=False)
     return 0
 
@@ -262,7 +262,7 @@ def _command(args, kind: str, model: str, payload: dict) -> int:
 
 def _progress_printer(event: Event) -> None:
     if event.kind in ERROR_KINDS:
-        print(event.message, file=sys.stderr)
+        print(printable(event.message), file=sys.stderr)
 
 
 def run_predict(args) -> int:

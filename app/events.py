@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -61,3 +62,16 @@ class Event:
             "message": self.message,
             "data": self.data,
         }
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (ESC, newline, …) shown as escapes, for terminals.
+
+    Names and values come from files other programs wrote: an escape sequence
+    or a newline in them must be shown, never obeyed. JSON output needs no
+    such care; its encoder escapes them already.
+    """
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)

@@ -38,7 +38,7 @@ from app.stats.profile import Profile
 from app.store import Store
 from app.training import Trainer
 from app.validation import Batch, InvalidBatch
-from app.watcher import FolderWatcher
+from app.watcher import FolderWatcher, watched_file
 
 FOLDER_KEY = "__folder__"
 COMMAND_POLL_SECONDS = 0.5
@@ -365,12 +365,17 @@ class Monitor:
                 self._queue.task_done()
 
     def _guarded(self, action: Callable, *args) -> None:
-        """Run one unit of work; any failure becomes an error event, never a dead monitor."""
+        """Run one unit of work; any failure becomes an error event naming what it was handling."""
         try:
             action(*args)
         except Exception as error:  # noqa: BLE001 - the monitor must outlive every bad input
             self._set_training(None)
-            self.emit(Event(EventKind.ERROR, f"{type(error).__name__}: {error}", data={"where": getattr(action, "__name__", "")}))
+            subject = args[0] if args else None
+            file = subject.name if isinstance(subject, Path) else None
+            model = subject if isinstance(subject, str) else None
+            prefix = f"{file or model}: " if (file or model) else ""
+            self.emit(Event(EventKind.ERROR, f"{prefix}{type(error).__name__}: {error}", model=model, file=file,
+                            data={"where": getattr(action, "__name__", "")}))
 
     def _set_training(self, model: str | None) -> None:
         self.training = {"model": model, "progress": 0.0, "text": f"{model}: training"} if model else None
@@ -380,6 +385,10 @@ class Monitor:
             self._deferred[path] = None
             return
         name = path.name
+        if not watched_file(self.data_dir, path, self.paths.root):
+            self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: not read (a link out of the folder, or not a batch file)",
+                            file=name))
+            return
         try:
             stat = path.stat()
         except FileNotFoundError:
@@ -547,7 +556,7 @@ class Monitor:
     def _repair_serving_file(self, name: str) -> None:
         try:
             self.registry.write_serving_files(name)
-        except OSError as error:
+        except (OSError, SnapshotError) as error:
             self.emit(Event(EventKind.ERROR, f"{name}: cannot write the serving file: {error}", model=name))
 
     def _run_remote_commands(self) -> None:

@@ -12,6 +12,7 @@ import io
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
@@ -20,6 +21,10 @@ import pyarrow.parquet as pq
 BATCH_SUFFIXES = (".csv.gz", ".csv", ".parquet", ".jsonl")
 IGNORED_SUFFIXES = (".tmp", ".part")
 MAX_COLUMNS = 10_000
+MAX_JSON_DEPTH = 32
+CELL_BYTES = 8  # a cell takes at least this much once read into memory
+_OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
 
 
 class UnreadableFile(Exception):
@@ -64,7 +69,7 @@ def read_table(name: str, data: bytes, max_bytes: int) -> pa.Table:
         if suffix == ".csv":
             return _read_csv(data)
         if suffix == ".parquet":
-            return _read_parquet(data)
+            return _read_parquet(data, max_bytes)
         return _read_jsonl(data)
     except UnreadableFile:
         raise
@@ -100,12 +105,40 @@ def _read_csv(data: bytes) -> pa.Table:
     return pa_csv.read_csv(io.BytesIO(data), convert_options=pa_csv.ConvertOptions(strings_can_be_null=True))
 
 
-def _read_parquet(data: bytes) -> pa.Table:
+def _read_parquet(data: bytes, max_bytes: int) -> pa.Table:
+    """Read after checking the footer: its uncompressed size must fit ``max_bytes`` (a tiny file
+    can declare gigabytes of highly compressible columns)."""
+    metadata = pq.ParquetFile(pa.BufferReader(data)).metadata
+    if metadata.num_columns > MAX_COLUMNS:
+        raise UnreadableFile(f"more than {MAX_COLUMNS} columns")
+    declared = sum(metadata.row_group(index).total_byte_size for index in range(metadata.num_row_groups))
+    expanded = max(declared, metadata.num_rows * metadata.num_columns * CELL_BYTES)  # dictionaries hide repeats
+    if expanded > max_bytes:
+        raise UnreadableFile(
+            f"decompresses to {expanded / (1 << 20):,.1f} MB, more than {max_bytes / (1 << 20):g} MB (watch.max_file_mb); refused"
+        )
     return pq.read_table(pa.BufferReader(data))
 
 
 def _read_jsonl(data: bytes) -> pa.Table:
+    line_end = data.find(b"\n")
+    if (data if line_end < 0 else data[:line_end]).count(b'":') > MAX_COLUMNS:  # keys of the first record
+        raise UnreadableFile(f"more than {MAX_COLUMNS} columns")
+    depth = _nesting_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise UnreadableFile(f"JSON nested {depth} levels deep (at most {MAX_JSON_DEPTH}); a batch is a flat table")
     return pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=max(1 << 20, len(data) + 1)))
+
+
+def _nesting_depth(data: bytes) -> int:
+    """The deepest bracket nesting in ``data`` (brackets inside strings count too: an upper bound).
+
+    pyarrow's JSON reader recurses and can crash the process on deep nesting,
+    so this is measured before it sees the bytes.
+    """
+    raw = np.frombuffer(data, dtype=np.uint8)
+    steps = np.isin(raw, _OPENERS).astype(np.int32) - np.isin(raw, _CLOSERS).astype(np.int32)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _first_line(error: Exception) -> str:

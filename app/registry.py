@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.fsutil import atomic_write_bytes, atomic_write_text, sha256_file
+from app.fsutil import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
 from app.snapshots import SnapshotError, read_model
 from app.store import SnapshotRecord, Store
 
@@ -168,6 +168,9 @@ class Registry:
             except (OSError, ValueError):
                 pass
         data = (self.paths.root / record.path).read_bytes()
+        if sha256_bytes(data) != record.sha256:
+            raise SnapshotError(f"{model} v{record.version}: the snapshot file was modified after it was written;"
+                                " it is not published to serving/")
         history = self.store.serving_history(model)
         latest = history[-1]
         atomic_write_bytes(model_path, data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,13 +20,19 @@ def batch_files(folder: Path) -> list[Path]:
 def deliver(source: Path, dest_dir: Path) -> Path:
     """Copy ``source`` into ``dest_dir`` under a temporary name, then rename it into place.
 
-    The temporary name starts with ``.`` and ends with ``.tmp``, which the
+    The temporary file is created new (never through a link planted at its
+    name); its name starts with ``.`` and ends with ``.tmp``, which the
     watcher never reads; the rename makes the file appear complete at once.
     """
     target = Path(dest_dir) / source.name
-    temporary = Path(dest_dir) / f".{source.name}.tmp"
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
+    fd, temporary = tempfile.mkstemp(dir=dest_dir, prefix=f".{source.name}.", suffix=".tmp")  # new, never a link
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as data:
+            shutil.copyfileobj(data, out)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return target
 
 

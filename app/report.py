@@ -16,6 +16,7 @@ from rich.text import Text
 
 from app.config import Config
 from app.environment import environment_diff, environment_record
+from app.events import printable
 from app.store import Store
 
 FEATURE_DRIFT_KEYS = ("psi", "ks", "ks_pvalue", "js", "wasserstein", "chi2_pvalue", "missing_change",
@@ -132,6 +133,11 @@ def serving_history_rows(store: Store, model: str) -> list[dict[str, Any]]:
 # --- Rich tables ----------------------------------------------------------------------
 
 
+def literal(value: object, style: str = "") -> Text:
+    """Data shown as it is: no markup, and control characters as visible escapes."""
+    return Text(printable(str(value)), style=style)
+
+
 def models_table(summaries: list[dict[str, Any]]) -> Table:
     table = Table(title="Models", expand=True)
     for column in ("model", "policy", "serving", "state", "top flag", "verdict"):
@@ -139,12 +145,12 @@ def models_table(summaries: list[dict[str, Any]]) -> Table:
     for model in summaries:
         flag = model["flags"][0] if model["flags"] else None
         table.add_row(
-            Text(model["name"]),
-            Text(model["mode"].upper(), style="bold magenta" if model["mode"] == "dynamic" else "bold blue"),
-            Text(f"v{model['serving_version']}" if model["serving_version"] else "—"),
-            Text(model["state"], style=STATE_STYLES.get(model["state"], "")),
-            Text(f"{flag['kind']}: {flag['detail']}" if flag else "—"),
-            Text(model["verdict"]),
+            literal(model["name"]),
+            literal(model["mode"].upper(), style="bold magenta" if model["mode"] == "dynamic" else "bold blue"),
+            literal(f"v{model['serving_version']}" if model["serving_version"] else "—"),
+            literal(model["state"], style=STATE_STYLES.get(model["state"], "")),
+            literal(f"{flag['kind']}: {flag['detail']}" if flag else "—"),
+            literal(model["verdict"]),
         )
     return table
 
@@ -156,8 +162,8 @@ def batches_table(batches: list[dict[str, Any]], limit: int = 20) -> Table:
     for batch in batches[-limit:]:
         style = {"quarantined": "red", "duplicate": "yellow"}.get(batch["status"], "")
         actions = ", ".join(f"{m}: {r.get('action', 'none')}" for m, r in batch["results"].items())
-        table.add_row(Text(batch["file"]), Text(batch["status"], style=style), str(batch["rows"]),
-                      "yes" if batch["labeled"] else "no", Text(batch["reason"] or actions))
+        table.add_row(literal(batch["file"]), literal(batch["status"], style=style), str(batch["rows"]),
+                      "yes" if batch["labeled"] else "no", literal(batch["reason"] or actions))
     return table
 
 
@@ -172,13 +178,13 @@ def snapshots_table(rows: list[dict[str, Any]], title: str = "Snapshots") -> Tab
         trained = f"{len(files)} file(s), {row['rows']:,} rows" if row["rows"] else f"{len(files)} file(s)"
         note = row["reason"] or ("; ".join(row["environment_vs_serving"]) if row["environment_vs_serving"] else "")
         table.add_row(
-            Text(row["model"]),
-            Text(f"v{row['version']}", style="bold" if row["serving"] else ""),
+            literal(row["model"]),
+            literal(f"v{row['version']}", style="bold" if row["serving"] else ""),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["created"])),
-            Text(trained),
+            literal(trained),
             f"{metric} {value:.3f}" if value is not None else "—",
-            Text(row["status"], style=STATUS_STYLES.get(row["status"], "")),
-            Text(note),
+            literal(row["status"], style=STATUS_STYLES.get(row["status"], "")),
+            literal(note),
         )
     return table
 

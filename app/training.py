@@ -13,7 +13,11 @@ through the same trusted-types check as any snapshot.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +27,7 @@ import pandas as pd
 
 PROGRESS_POLL_SECONDS = 0.05
 FIT_THREADS = 1
+PR_SET_PDEATHSIG = 1
 
 
 class TrainingFailed(Exception):
@@ -69,8 +74,31 @@ def fit_to_bytes(job: TrainJob, progress: Callable[[float, str], None]) -> bytes
 FitFunction = Callable[[TrainJob, Callable[[float, str], None]], bytes]
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent (the forkserver) goes.
+
+    The forkserver ends when the monitor's process does, even on SIGKILL, as
+    soon as no process holds its "alive" pipe; a child inherits that pipe, so
+    it lets go of it first. A training child would otherwise be handed to init
+    and fit on, unseen, and keep the forkserver alive too.
+    """
+    from multiprocessing import forkserver
+
+    alive = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    if alive is not None:
+        os.close(alive)
+        forkserver._forkserver._forkserver_alive_fd = None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the timeout still bounds a training
+        pass
+
+
 def _child_main(fit: FitFunction, job: TrainJob, connection) -> None:
     from threadpoolctl import threadpool_limits
+
+    _die_with_parent()
 
     def progress(fraction: float, text: str) -> None:
         connection.send(("progress", fraction, text))

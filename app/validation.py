@@ -53,6 +53,9 @@ def validate_table(table: pa.Table, config: Config, name: str, sha256: str) -> B
         raise InvalidBatch([f"duplicate column name(s): {_names(duplicated)}"])
     if table.num_rows == 0:
         raise InvalidBatch(["header only: the file has no rows"])
+    nested = [field.name for field in table.schema if pa.types.is_nested(field.type)]
+    if nested:
+        raise InvalidBatch([f"column(s) {_names(nested)} hold nested values (lists or records); a batch is a flat table"])
     missing = [column for column in config.schema if column not in columns]
     if missing:
         raise InvalidBatch([f"missing feature column(s): {_names(missing)}"])

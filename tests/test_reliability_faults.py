@@ -190,8 +190,6 @@ def test_sigkill_at_random_points_never_corrupts_state_or_loses_a_batch(tmp_path
     print(f"\n{len(log)} kills, {len(written)} files, every check held:", *log, sep="\n  ")
 
 
-@pytest.mark.xfail(reason="a training process outlives a SIGKILLed watch: the forkserver's children are "
-                          "reparented to init and fit until done (a hung fit never ends)", strict=True)
 def test_killing_watch_also_ends_its_training_process(tmp_path: Path) -> None:
     folder = tmp_path / "data"
     folder.mkdir()
@@ -294,8 +292,6 @@ def test_a_failed_write_is_an_event_and_damages_nothing(serving: Path, monkeypat
     assert_consistent(serving)
 
 
-@pytest.mark.xfail(reason="a write that fails while a file is handled ends in an `error` event with neither the "
-                          "file nor the model named: 'OSError: [Errno 28] No space left on device'", strict=True)
 def test_a_failed_write_names_the_file_it_was_handling(serving: Path, monkeypatch) -> None:
     write_batch(serving, "b01.csv", make_batch(1, rows=200))
     monitor = Monitor(serving)

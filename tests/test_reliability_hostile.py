@@ -4,7 +4,7 @@ Every batch, however broken, must end as a valid batch or a quarantine with a
 reason (``InvalidBatch``), within a memory bound; names and values are shown
 literally, never interpreted; a snapshot file driftdeck did not write is
 never loaded; nothing is written outside the data and state folders.
-Known breakages are marked ``xfail(strict=True)`` with what breaks.
+
 """
 
 from __future__ import annotations
@@ -158,24 +158,17 @@ NESTED = {
 }
 
 
-UNHASHABLE = pytest.mark.xfail(reason="a list or struct value in a categorical column raises TypeError (unhashable) "
-                                      "in app.validation instead of InvalidBatch: the file is never quarantined",
-                               strict=True)
-
-
 @pytest.mark.parametrize("name", [
     "list-in-numeric.parquet",
-    pytest.param("list-in-category.parquet", marks=UNHASHABLE),
-    pytest.param("struct-in-category.parquet", marks=UNHASHABLE),
-    pytest.param("object-in-category.jsonl", marks=UNHASHABLE),
+    "list-in-category.parquet",
+    "struct-in-category.parquet",
+    "object-in-category.jsonl",
 ])
 def test_nested_values_are_quarantined_not_raised(config, name: str) -> None:
     result = outcome(name, NESTED[name](), config)
     assert isinstance(result, InvalidBatch)
 
 
-@pytest.mark.xfail(reason="pyarrow's JSON reader segfaults on a 100 KB line nested 50,000 deep: "
-                          "`watch` dies and dies again on every restart", strict=True)
 def test_deeply_nested_jsonl_is_quarantined_not_a_crash(tmp_path: Path) -> None:
     folder = tmp_path / "data"
     folder.mkdir()
@@ -202,8 +195,6 @@ def test_gzip_bomb_is_refused_within_a_memory_bound(config) -> None:
     assert growth_mb < 16 * MAX_FILE_MB + 32, f"peak RSS rose by {growth_mb:.0f} MB"
 
 
-@pytest.mark.xfail(reason="max_file_mb bounds the decompressed size of .csv.gz only: a Parquet file of a few "
-                          "KB expands without limit (400 KB -> 5.7 GB RSS in a probe)", strict=True)
 def test_a_parquet_file_that_expands_past_max_file_mb_is_refused(config) -> None:
     rows = 400_000  # ~10 MB of float64 columns alone, ten times the 1 MB limit
     codes = pa.array(np.zeros(rows, dtype=np.int32))
@@ -232,11 +223,8 @@ def wide_parquet(columns: int) -> bytes:
 
 WIDE = [
     pytest.param("wide.csv", lambda: wide_csv(1_000_000), id="csv-a-million-columns"),
-    pytest.param("wide.jsonl", lambda: wide_jsonl(MAX_COLUMNS + 1), id="jsonl", marks=pytest.mark.xfail(
-        reason="MAX_COLUMNS is checked on CSV headers only: a JSONL object with a million keys is parsed "
-               "(about 40 s per million keys in a probe)", strict=True)),
-    pytest.param("wide.parquet", lambda: wide_parquet(MAX_COLUMNS + 1), id="parquet", marks=pytest.mark.xfail(
-        reason="MAX_COLUMNS is not checked for Parquet: 100,000 columns took 13 s to read in a probe", strict=True)),
+    pytest.param("wide.jsonl", lambda: wide_jsonl(MAX_COLUMNS + 1), id="jsonl"),
+    pytest.param("wide.parquet", lambda: wide_parquet(MAX_COLUMNS + 1), id="parquet"),
 ]
 
 
@@ -330,8 +318,6 @@ def test_sql_in_a_file_name_is_an_ordinary_name(hostile_names) -> None:
     assert statuses == {name: "ingested" for name in (MARKUP_NAME, SQL_NAME, ESCAPE_NAME, NEWLINE_NAME)}
 
 
-@pytest.mark.xfail(reason="file names reach the terminal raw: headless event lines are print()ed and the "
-                          "status table wraps them in rich.text.Text, which keeps ESC and newlines", strict=True)
 @pytest.mark.parametrize("command", ["watch", "status"])
 def test_control_characters_in_names_never_reach_the_terminal(hostile_names, command: str) -> None:
     output = hostile_names[command].output
@@ -369,8 +355,6 @@ async def test_the_tui_event_log_shows_markup_and_sql_names_literally(ingest_dir
     assert f"{MARKUP_NAME}: 20 rows" in text and f"{SQL_NAME}: 20 rows" in text
 
 
-@pytest.mark.xfail(reason="the event log renders file names through rich.text.Text, which keeps ESC: an escape "
-                          "sequence in a name reaches the terminal", strict=True)
 async def test_the_tui_event_log_never_passes_an_escape_sequence_on(ingest_dir: Path) -> None:
     text = await tui_event_log(ingest_dir, [ESCAPE_NAME])
     assert "red" in text and "\x1b" not in text
@@ -452,8 +436,6 @@ def test_a_pickle_posing_as_a_snapshot_never_runs(trained: Path) -> None:
     assert not marker.exists()
 
 
-@pytest.mark.xfail(reason="Registry.write_serving_files copies the snapshot's bytes into serving/ without "
-                          "checking their SHA-256: a restart publishes a tampered snapshot", strict=True)
 def test_a_tampered_snapshot_is_never_published_as_the_serving_file(trained: Path) -> None:
     marker = trained.parent / "pickle-ran"
     monitor = Monitor(trained)
@@ -529,8 +511,6 @@ def test_quarantine_and_replay_never_write_outside_their_folders(tmp_path: Path)
     assert len(list((dest / ".driftdeck" / "quarantine").iterdir())) == 2 * len(quarantined)
 
 
-@pytest.mark.xfail(reason="app.replay.deliver writes to DEST/.NAME.tmp with shutil.copyfile, which follows a "
-                          "link planted at that name and overwrites its target outside DEST", strict=True)
 def test_replay_does_not_follow_a_link_at_its_temporary_name(tmp_path: Path) -> None:
     source, dest, outside = tmp_path / "source", tmp_path / "dest", tmp_path / "outside.txt"
     source.mkdir()
@@ -543,8 +523,6 @@ def test_replay_does_not_follow_a_link_at_its_temporary_name(tmp_path: Path) -> 
     assert not (dest / "b.csv").is_symlink() and (dest / "b.csv").read_text() == "x1\n1\n"
 
 
-@pytest.mark.xfail(reason="the watcher checks where a link points when it first sees it, never again: a link "
-                          "retargeted outside the folder before it settles is read", strict=True)
 def test_a_link_retargeted_outside_after_it_was_seen_is_not_read(tmp_path: Path, ingest_dir: Path) -> None:
     write_config(ingest_dir, INGEST_ONLY_CONFIG.replace("settle_seconds = 0.3", "settle_seconds = 1.0"))
     inside = write_batch(ingest_dir, "_inside.csv", make_batch(0, rows=20))  # "_": never read itself

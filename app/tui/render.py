@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.text import Text
 
-from app.events import ERROR_KINDS, WARNING_KINDS
+from app.events import ERROR_KINDS, WARNING_KINDS, printable
 from app.report import STATE_STYLES, STATUS_STYLES
 from app.store import StoredEvent
 
@@ -267,7 +267,7 @@ def event_text(event: StoredEvent, width: int) -> Text:
     text.append(clock_time(event.time) + " ", style="dim")
     text.append(f"{KIND_LABELS.get(event.kind, event.kind.replace('_', ' ')):<{KIND_WIDTH}} ", style=style)
     indent = text.cell_len
-    message = Text(event.message, style="red" if event.kind in ERROR_KINDS else "")
+    message = Text(printable(event.message), style="red" if event.kind in ERROR_KINDS else "")
     lines = message.wrap(_WRAP_CONSOLE, max(10, width - indent), overflow="fold")
     for number, line in enumerate(lines):
         if number:
