@@ -332,7 +332,7 @@ class ModelRunner:
                         "detail": f"{metric} {now:.3f} vs {then:.3f} at training (worse by {abs(drop):.3f}, tolerance {allowed:.3f})",
                     })
         if serving is not None and self.model.max_age_batches:
-            age = self._batches_since(serving)
+            age = self._batches_since(serving, cap=self.model.max_age_batches + 1)
             if age > self.model.max_age_batches:
                 flags.append({"kind": "age", "detail": f"trained {age} batches ago (max_age_batches {self.model.max_age_batches})"})
         return sorted(flags, key=lambda f: FLAG_ORDER.index(f["kind"]))
@@ -353,8 +353,8 @@ class ModelRunner:
     def _maybe_bootstrap(self, outcome: BatchOutcome, batch: Batch) -> None:
         if not outcome.result["trainable"]:
             return
-        earlier = self._trainable_ids()
         needed = self.model.bootstrap_batches
+        earlier = self.store.trainable_ids(self.name, newest=needed)
         if len(earlier) + 1 < needed:
             outcome.result["action_detail"] = f"collecting labeled batches to train version 1 ({len(earlier) + 1} of {needed})"
             return
@@ -371,13 +371,12 @@ class ModelRunner:
         """Train a candidate on the newest trainable batches now (the ``r`` key); it still faces the gate."""
         serving = self.registry.serving(self.name)
         outcome = BatchOutcome(result={})
-        ids = self._trainable_ids()
-        size = self.model.window or len(ids)
+        ids = self.store.trainable_ids(self.name, newest=self.model.window)
         if not ids:
             outcome.events.append(Event(EventKind.REJECTED, f"{self.name}: no labeled batches to retrain on", model=self.name))
             outcome.result["action"] = "rejected"
             return outcome
-        window = self._window(ids[-size:])
+        window = self._window(ids)
         self._train_and_gate(outcome, window, serving=serving, reason=reason)
         return outcome
 
@@ -595,9 +594,8 @@ class ModelRunner:
         errors = [_combined(r.get("metric_se"), r.get("shadow_metric_se")) for r in rows]
         static, dynamic = (shadow, served) if self.model.is_dynamic else (served, shadow)
         key = "train_seconds" if self.model.is_dynamic else "shadow_train_seconds"
-        retrains, seconds = self.store.training_cost(self.name, key)
-        if pending and pending.get(key):
-            retrains, seconds = retrains + 1, seconds + pending[key]
+        costs = [r[key] for r in rows if r.get(key)]  # the cost over the same batches as the gain
+        retrains, seconds = len(costs), float(sum(costs))
         return decide(static, dynamic, metric, standard_errors=errors, retrains=retrains, train_seconds=seconds,
                       min_gain=self.model.tolerance)
 
@@ -634,16 +632,11 @@ class ModelRunner:
         known = set((serving.data.get("classes") if serving else None) or [])
         return sorted(known | set(map(str, train[self.config.target].dropna().unique())))
 
-    def _trainable_ids(self) -> list[int]:
-        """Committed batches this model may learn from, oldest first."""
-        return self.store.trainable_ids(self.name)
-
     def _newest_trainable(self, size: int | None) -> list[int]:
         """The committed trainable batches that join the current one in a window of ``size`` (None = all)."""
-        earlier = self._trainable_ids()
         if size is None:
-            return earlier
-        return earlier[-(size - 1):] if size > 1 else []
+            return self.store.trainable_ids(self.name)
+        return self.store.trainable_ids(self.name, newest=size - 1) if size > 1 else []
 
     def _window(self, ids: list[int], current: Batch | None = None) -> TrainingWindow:
         parts = self.load_batches(ids)
@@ -661,8 +654,15 @@ class ModelRunner:
                 return None
         return self._samples[serving.version]
 
-    def _batches_since(self, serving: SnapshotRecord) -> int:
-        return self.store.batches_served_by(self.name, serving.version) + 1
+    def _batches_since(self, serving: SnapshotRecord, cap: int) -> int:
+        """Batches (this one included) scored by the serving version, counted up to ``cap``."""
+        recent = self.store.results(self.name, limit=cap)
+        served = 0
+        for _, _, data in reversed(recent):
+            if data.get("serving_version") != serving.version:
+                break
+            served += 1
+        return served + 1
 
 
 def _combined(first: float | None, second: float | None) -> float | None:

@@ -36,8 +36,11 @@ CREATE TABLE IF NOT EXISTS results (
     file_id INTEGER NOT NULL REFERENCES files(id),
     model TEXT NOT NULL,
     data TEXT NOT NULL,
+    trainable INTEGER GENERATED ALWAYS AS (json_extract(data, '$.trainable')) VIRTUAL,
     PRIMARY KEY (file_id, model)
 );
+CREATE INDEX IF NOT EXISTS results_trainable ON results(model, trainable, file_id);
+CREATE INDEX IF NOT EXISTS results_model ON results(model, file_id);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     time REAL NOT NULL,
@@ -67,6 +70,7 @@ CREATE TABLE IF NOT EXISTS serving (
     reason TEXT NOT NULL,           -- promoted | rollback | manual | auto_rollback | bootstrap
     detail TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS serving_model ON serving(model, id);
 CREATE TABLE IF NOT EXISTS model_state (
     model TEXT PRIMARY KEY,
     data TEXT NOT NULL
@@ -235,39 +239,28 @@ class Store:
         sql = "SELECT file_id, model, data FROM results"
         params: tuple = ()
         if model is not None:
-            sql += " WHERE model = ?"
+            sql += " WHERE model = ? ORDER BY file_id DESC"
             params = (model,)
-        sql += " ORDER BY file_id DESC, model"
+        else:
+            sql += " ORDER BY file_id DESC, model"
         if limit is not None:
             sql += " LIMIT ?"
             params += (limit,)
         rows = self._query(sql, params)
         return [(row["file_id"], row["model"], json.loads(row["data"])) for row in reversed(rows)]
 
-    def trainable_ids(self, model: str) -> list[int]:
-        """Batches ``model`` may learn from (their result says ``trainable``), oldest first."""
-        rows = self._query(
-            "SELECT file_id FROM results WHERE model = ? AND json_extract(data, '$.trainable') = 1 ORDER BY file_id",
-            (model,),
-        )
-        return [row["file_id"] for row in rows]
+    def trainable_ids(self, model: str, newest: int | None = None) -> list[int]:
+        """Batches ``model`` may learn from (their result says ``trainable``), oldest first.
 
-    def batches_served_by(self, model: str, version: int) -> int:
-        rows = self._query(
-            "SELECT COUNT(*) AS n FROM results WHERE model = ? AND json_extract(data, '$.serving_version') = ?",
-            (model, version),
-        )
-        return rows[0]["n"]
-
-    def training_cost(self, model: str, key: str) -> tuple[int, float]:
-        """How many results of ``model`` record seconds under ``key``, and their sum."""
-        path = f"$.{key}"
-        rows = self._query(
-            "SELECT COUNT(json_extract(data, ?)) AS n, COALESCE(SUM(json_extract(data, ?)), 0) AS total"
-            " FROM results WHERE model = ?",
-            (path, path, model),
-        )
-        return rows[0]["n"], float(rows[0]["total"])
+        ``newest`` keeps only that many of the latest: an index serves it, so
+        the cost does not grow with the history.
+        """
+        sql = "SELECT file_id FROM results WHERE model = ? AND trainable = 1 ORDER BY file_id DESC"
+        params: tuple = (model,)
+        if newest is not None:
+            sql += " LIMIT ?"
+            params += (newest,)
+        return [row["file_id"] for row in reversed(self._query(sql, params))]
 
     # --- events -------------------------------------------------------------
 
