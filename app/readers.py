@@ -108,7 +108,12 @@ def _read_csv(data: bytes) -> pa.Table:
 def _read_parquet(data: bytes, max_bytes: int) -> pa.Table:
     """Read after checking the footer: its uncompressed size must fit ``max_bytes`` (a tiny file
     can declare gigabytes of highly compressible columns)."""
-    metadata = pq.ParquetFile(pa.BufferReader(data)).metadata
+    parquet = pq.ParquetFile(pa.BufferReader(data))
+    metadata = parquet.metadata
+    nested = [field.name for field in parquet.schema_arrow if pa.types.is_nested(field.type)]
+    if nested:  # refused before reading: one cell of a list can hold gigabytes
+        raise UnreadableFile(f"column(s) {', '.join(map(repr, nested[:5]))} hold nested values (lists or records); "
+                             "a batch is a flat table")
     if metadata.num_columns > MAX_COLUMNS:
         raise UnreadableFile(f"more than {MAX_COLUMNS} columns")
     declared = sum(metadata.row_group(index).total_byte_size for index in range(metadata.num_row_groups))
@@ -121,8 +126,7 @@ def _read_parquet(data: bytes, max_bytes: int) -> pa.Table:
 
 
 def _read_jsonl(data: bytes) -> pa.Table:
-    line_end = data.find(b"\n")
-    if (data if line_end < 0 else data[:line_end]).count(b'":') > MAX_COLUMNS:  # keys of the first record
+    if _most_keys_in_a_line(data) > MAX_COLUMNS:
         raise UnreadableFile(f"more than {MAX_COLUMNS} columns")
     depth = _nesting_depth(data)
     if depth > MAX_JSON_DEPTH:
@@ -130,15 +134,31 @@ def _read_jsonl(data: bytes) -> pa.Table:
     return pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=max(1 << 20, len(data) + 1)))
 
 
+def _most_keys_in_a_line(data: bytes) -> int:
+    """An upper bound on the keys of the widest JSONL record: '":' pairs per line."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if len(raw) < 2:
+        return 0
+    key_ends = np.flatnonzero((raw[:-1] == ord('"')) & (raw[1:] == ord(":")))
+    lines = np.searchsorted(np.flatnonzero(raw == ord("\n")), key_ends)
+    return int(np.bincount(lines).max(initial=0)) if len(lines) else 0
+
+
 def _nesting_depth(data: bytes) -> int:
-    """The deepest bracket nesting in ``data`` (brackets inside strings count too: an upper bound).
+    """The deepest bracket nesting of any one line of ``data``.
 
     pyarrow's JSON reader recurses and can crash the process on deep nesting,
-    so this is measured before it sees the bytes.
+    so this is measured before it sees the bytes. Brackets inside strings
+    count too, so it is an upper bound, but each line starts again from zero.
     """
     raw = np.frombuffer(data, dtype=np.uint8)
-    steps = np.isin(raw, _OPENERS).astype(np.int32) - np.isin(raw, _CLOSERS).astype(np.int32)
-    return int(np.cumsum(steps).max(initial=0))
+    depth = np.cumsum(np.isin(raw, _OPENERS).astype(np.int32) - np.isin(raw, _CLOSERS).astype(np.int32))
+    newline = np.flatnonzero(raw == ord("\n"))
+    line_start = np.zeros(len(raw), dtype=np.int64) - 1
+    line_start[newline] = newline
+    line_start = np.maximum.accumulate(line_start)
+    base = np.where(line_start >= 0, depth[np.maximum(line_start, 0)], 0)
+    return int((depth - base).max(initial=0))
 
 
 def _first_line(error: Exception) -> str:

@@ -36,10 +36,8 @@ CREATE TABLE IF NOT EXISTS results (
     file_id INTEGER NOT NULL REFERENCES files(id),
     model TEXT NOT NULL,
     data TEXT NOT NULL,
-    trainable INTEGER GENERATED ALWAYS AS (json_extract(data, '$.trainable')) VIRTUAL,
     PRIMARY KEY (file_id, model)
 );
-CREATE INDEX IF NOT EXISTS results_trainable ON results(model, trainable, file_id);
 CREATE INDEX IF NOT EXISTS results_model ON results(model, file_id);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
@@ -150,9 +148,20 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
             with self._lock:
                 self._db.executescript(SCHEMA)
+                self._migrate()
         except sqlite3.DatabaseError as error:
             self._db.close()
             raise sqlite3.DatabaseError(f"{self.path}: {error}") from None
+
+    def _migrate(self) -> None:
+        """Bring a store written by an earlier driftdeck up to this schema (idempotent)."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_xinfo(results)")}
+        if "trainable" not in columns:
+            self._db.execute(
+                "ALTER TABLE results ADD COLUMN trainable INTEGER"
+                " GENERATED ALWAYS AS (json_extract(data, '$.trainable')) VIRTUAL"
+            )
+        self._db.execute("CREATE INDEX IF NOT EXISTS results_trainable ON results(model, trainable, file_id)")
 
     def close(self) -> None:
         with self._lock:

@@ -331,3 +331,29 @@ def test_a_full_database_rolls_back_the_whole_batch(serving: Path, monkeypatch) 
     finally:
         monitor.close()
     assert_consistent(serving)
+
+
+# --- a state folder from an earlier version -------------------------------------------------------------
+
+RESULTS_BEFORE_THE_TRAINABLE_COLUMN = """
+CREATE TABLE results (
+    file_id INTEGER NOT NULL REFERENCES files(id),
+    model TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (file_id, model)
+);
+"""
+
+
+def test_a_store_written_before_a_schema_change_still_opens(tmp_path: Path) -> None:
+    database = tmp_path / "state.db"
+    with sqlite3.connect(database) as old:
+        old.executescript(RESULTS_BEFORE_THE_TRAINABLE_COLUMN)
+    store = Store(database)
+    try:
+        with store.transaction() as db:
+            file_id = store.record_file("b00.csv", "0" * 64, "ingested", rows=10, labeled=True, db=db)
+            store.save_result(file_id, "dynamic-lr", {"trainable": True}, db=db)
+        assert store.trainable_ids("dynamic-lr") == [file_id]
+    finally:
+        store.close()

@@ -169,6 +169,12 @@ def test_nested_values_are_quarantined_not_raised(config, name: str) -> None:
     assert isinstance(result, InvalidBatch)
 
 
+def test_brackets_inside_jsonl_strings_are_not_nesting(config) -> None:
+    row = {"x1": 1.0, "x2": 2.0, "x3": 3.0, "color": "[bold", "ts": "2025-01-06"}
+    result = outcome("brackets.jsonl", ("".join(json.dumps(row) + "\n" for _ in range(50))).encode(), config)
+    assert isinstance(result, Batch) and set(result.frame["color"]) == {"[bold"}
+
+
 def test_deeply_nested_jsonl_is_quarantined_not_a_crash(tmp_path: Path) -> None:
     folder = tmp_path / "data"
     folder.mkdir()
@@ -207,6 +213,18 @@ def test_a_parquet_file_that_expands_past_max_file_mb_is_refused(config) -> None
     assert isinstance(result, InvalidBatch) and "max_file_mb" in " ".join(result.reasons)
 
 
+def test_a_parquet_list_that_expands_past_max_file_mb_is_refused_before_it_is_read(config) -> None:
+    elements = 8_000_000  # 64 MB of float64 in one cell, 64 times the 1 MB limit
+    values = pa.ListArray.from_arrays(pa.array([0, elements], pa.int32()), pa.array(np.ones(elements)))
+    table = pa.table({"x1": [1.0], "x2": [1.0], "x3": [1.0], "color": values, "ts": ["2025-01-06"]})
+    data = parquet_bytes(table, compression="zstd")
+    del table, values
+    assert len(data) < 10_000
+    result, growth_mb = peak_rss_growth_mb(lambda: outcome("list-bomb.parquet", data, config))
+    assert isinstance(result, InvalidBatch)
+    assert growth_mb < 16, f"peak RSS rose by {growth_mb:.0f} MB for a {len(data):,}-byte file"
+
+
 def wide_csv(columns: int) -> bytes:
     names = [f"c{index}" for index in range(columns)]
     return (",".join(names) + "\n" + ",".join("1" for _ in names) + "\n").encode()
@@ -214,6 +232,12 @@ def wide_csv(columns: int) -> bytes:
 
 def wide_jsonl(columns: int) -> bytes:
     return (json.dumps({f"c{index}": 1 for index in range(columns)}) + "\n").encode()
+
+
+def wide_jsonl_second_record(columns: int) -> bytes:
+    """A narrow first record, then one with ``columns`` keys: pyarrow takes the union of every record's keys."""
+    first = {"x1": 1.0, "x2": 2.0, "x3": 3.0, "color": "red", "ts": "2025-01-06"}
+    return (json.dumps(first) + "\n" + json.dumps({**first, **{f"c{i}": 1 for i in range(columns)}}) + "\n").encode()
 
 
 def wide_parquet(columns: int) -> bytes:
@@ -224,6 +248,7 @@ def wide_parquet(columns: int) -> bytes:
 WIDE = [
     pytest.param("wide.csv", lambda: wide_csv(1_000_000), id="csv-a-million-columns"),
     pytest.param("wide.jsonl", lambda: wide_jsonl(MAX_COLUMNS + 1), id="jsonl"),
+    pytest.param("wide-later.jsonl", lambda: wide_jsonl_second_record(2 * MAX_COLUMNS), id="jsonl-second-record"),
     pytest.param("wide.parquet", lambda: wide_parquet(MAX_COLUMNS + 1), id="parquet"),
 ]
 
