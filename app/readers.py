@@ -152,13 +152,15 @@ def _nesting_depth(data: bytes) -> int:
     count too, so it is an upper bound, but each line starts again from zero.
     """
     raw = np.frombuffer(data, dtype=np.uint8)
-    depth = np.cumsum(np.isin(raw, _OPENERS).astype(np.int32) - np.isin(raw, _CLOSERS).astype(np.int32))
-    newline = np.flatnonzero(raw == ord("\n"))
-    line_start = np.zeros(len(raw), dtype=np.int64) - 1
-    line_start[newline] = newline
-    line_start = np.maximum.accumulate(line_start)
-    base = np.where(line_start >= 0, depth[np.maximum(line_start, 0)], 0)
-    return int((depth - base).max(initial=0))
+    if not len(raw):
+        return 0
+    steps = np.isin(raw, _OPENERS).view(np.int8) - np.isin(raw, _CLOSERS).view(np.int8)
+    depth = np.cumsum(steps, dtype=np.int32)
+    newlines = np.flatnonzero(raw == ord("\n"))
+    starts = np.r_[0, newlines + 1]
+    starts = starts[starts < len(raw)]
+    before = np.r_[0, depth[newlines]][: len(starts)]  # the depth each line starts from
+    return int((np.maximum.reduceat(depth, starts) - before).max(initial=0))
 
 
 def _first_line(error: Exception) -> str:
