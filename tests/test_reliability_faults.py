@@ -1,11 +1,11 @@
-"""Faults: SIGKILL at random points, over and over; a full or read-only disk; a full database.
+"""Faults: SIGKILL at random points, over and over; a full or read-only disk; a full database; an old store.
 
 After every kill the store opens, the serving model loads and is one that was
 promoted, every snapshot file on record loads (none is half-written), and the
 serving folder matches the store; at the end every batch file is in the ledger
 exactly once. A failed write ends in an event and leaves what was stored
 intact. ``DRIFTDECK_KILL_ITERATIONS`` (default 5) sets how many kills the loop
-makes: the bench setting is 50.
+makes: the bench setting is 30.
 """
 
 from __future__ import annotations

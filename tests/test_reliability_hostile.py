@@ -4,7 +4,7 @@ Every batch, however broken, must end as a valid batch or a quarantine with a
 reason (``InvalidBatch``), within a memory bound; names and values are shown
 literally, never interpreted; a snapshot file driftdeck did not write is
 never loaded; nothing is written outside the data and state folders.
-
+Breakages still open are marked ``xfail(strict=True)`` with what breaks.
 """
 
 from __future__ import annotations
