@@ -649,9 +649,10 @@ class ModelRunner:
             return None
         if serving.version not in self._samples:
             try:
-                self._samples[serving.version] = pd.read_parquet(self.registry.paths.root / serving.data["reference_sample"])
+                sample = pd.read_parquet(self.registry.paths.root / serving.data["reference_sample"])
             except (OSError, ValueError):
                 return None
+            self._samples = {serving.version: sample}  # only the serving version's sample is ever needed
         return self._samples[serving.version]
 
     def _batches_since(self, serving: SnapshotRecord, cap: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from app.snapshots import SnapshotError, read_model
 from app.store import SnapshotRecord, Store
 
 GOOD_STATUSES = ("serving", "retired")
+LOADED_MODELS = 3  # per model: the serving model, its predecessor and the frozen shadow are what a batch needs
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class Registry:
     def __init__(self, store: Store, paths: StatePaths) -> None:
         self.store = store
         self.paths = paths
-        self._loaded: dict[tuple[str, int], Any] = {}
+        self._loaded: OrderedDict[tuple[str, int], Any] = OrderedDict()
 
     def snapshot_file(self, model: str, version: int) -> Path:
         return self.paths.snapshots / model / f"v{version}.skops"
@@ -98,6 +100,10 @@ class Registry:
             if record is None or not record.path or not record.sha256:
                 raise SnapshotError(f"{model} has no stored model for version {version}")
             self._loaded[key] = read_model(self.paths.root / record.path, record.sha256)
+            kept = [cached for cached in self._loaded if cached[0] == model]
+            for oldest in kept[:-LOADED_MODELS]:
+                del self._loaded[oldest]
+        self._loaded.move_to_end(key)
         return self._loaded[key]
 
     def forget(self, model: str, version: int) -> None:

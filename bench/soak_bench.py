@@ -36,6 +36,9 @@ What it reports:
   runs in child processes and is not counted) in both halves: flat unless
   the work per batch grows with the history, which tells a slowdown of
   driftdeck's own from a busy machine;
+* what the monitor keeps in memory at the end: fitted snapshots loaded and
+  reference samples, against the number of versions that served (a cache
+  that grows with every promotion is a leak on a long run);
 * nothing lost: every file written is in the ledger exactly once.
 
 The exit status is 1 if a file was lost or repeated, the queue held more than
@@ -91,6 +94,9 @@ class SoakReport:
     lost: list[str] = field(default_factory=list)
     repeated: list[str] = field(default_factory=list)
     drain_seconds: float = 0.0
+    versions_served: int = 0  # distinct snapshot versions that served, all models
+    models_in_memory: int = 0  # fitted snapshots the registry holds loaded at the end
+    samples_in_memory: int = 0  # reference samples the model runners hold at the end
 
     @property
     def written(self) -> int:
@@ -225,6 +231,10 @@ def run_soak(folder: Path, seconds: float = 600.0, interval: float = 0.1, rows: 
         report.drain_seconds = time.monotonic() - drain_started
         report.samples.append(sample(monitor, producer, started))
         names = Counter(record.name for record in monitor.store.files())
+        report.versions_served = sum(len({change.version for change in monitor.store.serving_history(model)})
+                                     for model in models)
+        report.models_in_memory = len(monitor.registry._loaded)
+        report.samples_in_memory = sum(len(runner._samples) for runner in monitor.runners.values())
     finally:
         producer.stop()
         monitor.close()
@@ -249,6 +259,8 @@ def print_report(report: SoakReport) -> None:
     cpu_first, cpu_second = report.cpu_ms_per_batch()
     print(f"  CPU per batch (monitor)   {cpu_first:8.1f} ms first half, {cpu_second:.1f} ms second half")
     print(f"  store size at the end     {report.samples[-1].store_bytes / 1e6:8.2f} MB")
+    print(f"  kept in memory at the end {report.models_in_memory:8d} fitted models and {report.samples_in_memory} "
+          f"reference samples, of {report.versions_served} versions that served")
     print(f"  lost {len(report.lost)}, repeated {len(report.repeated)}")
     print(f"  healthy: {'yes' if report.healthy else 'NO'}")
     print("  t(s)   RSS(MB)  queue  pending  backlog  ledger  store(MB)  CPU(s)")

@@ -102,19 +102,32 @@ def kill_watch(folder: Path, trigger: str, rng: random.Random) -> str:
 
 
 def kill_rollback(folder: Path, rng: random.Random) -> str:
-    """Run ``rollback --model dynamic-lr``; SIGKILL it a random moment after it opened the store."""
-    process = start("rollback", folder, "--model", "dynamic-lr")
+    """Run ``rollback --model dynamic-lr --to V`` (V an earlier snapshot, chosen at random); SIGKILL it a
+    random moment after it opened the store."""
+    target = rng.choice(rollback_targets(folder))
+    process = start("rollback", folder, "--model", "dynamic-lr", "--to", target)
     database = os.path.realpath(folder / ".driftdeck" / "state.db")
     try:
         deadline = time.monotonic() + EVENT_TIMEOUT
         while time.monotonic() < deadline and process.poll() is None:
             if database in open_files(process.pid):
                 time.sleep(rng.uniform(0.0, 0.4))
-                return "rollback (store open)"
+                return f"rollback to v{target}"
             time.sleep(0.005)
-        return f"rollback ended first (exit {process.poll()})"
+        return f"rollback to v{target} ended first (exit {process.poll()})"
     finally:
         kill(process)
+
+
+def rollback_targets(folder: Path) -> list[int]:
+    """Versions of dynamic-lr that ``rollback --to`` accepts: a model file, not failed, not serving."""
+    store = Store(folder / ".driftdeck" / "state.db")
+    try:
+        serving = store.serving_version("dynamic-lr")
+        return [record.version for record in store.snapshots("dynamic-lr")
+                if record.path and record.status != "failed" and record.version != serving]
+    finally:
+        store.close()
 
 
 def open_files(pid: int) -> set[str]:
@@ -164,9 +177,10 @@ def test_sigkill_at_random_points_never_corrupts_state_or_loses_a_batch(tmp_path
     folder = tmp_path / "data"
     folder.mkdir()
     write_config(folder)
+    written = [write_batch(folder, f"b{index:03d}.csv", make_batch(index, rows=150)).name for index in range(2)]
+    assert main(["watch", str(folder), "--once"]) == 0  # dynamic-lr v1 and v2: a rollback has a target from the start
     rng = random.Random(KILL_SEED)
     plan = list(TRIGGERS) + [rng.choice(TRIGGERS) for _ in range(KILL_ITERATIONS - len(TRIGGERS))]
-    written: list[str] = []
     log = []
     for trigger in plan[:KILL_ITERATIONS]:
         if trigger == "rollback":

@@ -42,20 +42,32 @@ def test_a_flood_of_200_files_is_ingested_exactly_once(tmp_path: Path) -> None:
     assert not report.error_events and "Traceback" not in report.stderr
 
 
-def test_a_soak_keeps_memory_the_queue_and_the_store_bounded(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def soak(tmp_path_factory) -> soak_bench.SoakReport:
     """One batch every 100 ms for 15 s (the bench: 10 minutes, both models), every tenth one labeled.
 
     One model (the dynamic one: it trains, snapshots, scores and predicts) keeps the drain short.
     """
-    report = soak_bench.run_soak(tmp_path / "data", seconds=SOAK_SECONDS, interval=0.1, rows=10, labeled_every=10,
-                                 drain_timeout=120, models=("dynamic-lr",))
+    report = soak_bench.run_soak(tmp_path_factory.mktemp("soak") / "data", seconds=SOAK_SECONDS, interval=0.1,
+                                 rows=10, labeled_every=10, drain_timeout=120, models=("dynamic-lr",))
     soak_bench.print_report(report)
-    assert not report.lost and not report.repeated
-    assert report.samples[-1].queue == 0 and report.samples[-1].backlog == 0
-    assert not report.queue_beyond_backlog, report.queue_beyond_backlog[:3]
-    assert report.rss_growth_mb < soak_bench.MAX_RSS_GROWTH_MB
-    first, second = report.bytes_per_batch()
+    return report
+
+
+def test_a_soak_keeps_memory_the_queue_and_the_store_bounded(soak: soak_bench.SoakReport) -> None:
+    assert not soak.lost and not soak.repeated
+    assert soak.samples[-1].queue == 0 and soak.samples[-1].backlog == 0
+    assert not soak.queue_beyond_backlog, soak.queue_beyond_backlog[:3]
+    assert soak.rss_growth_mb < soak_bench.MAX_RSS_GROWTH_MB
+    first, second = soak.bytes_per_batch()
     assert 0.5 < second / first < 2.0, (first, second)
+
+
+def test_a_soak_keeps_a_bounded_number_of_models_in_memory(soak: soak_bench.SoakReport) -> None:
+    assert soak.versions_served >= 6, "too few promotions in the soak for this check to mean anything"
+    assert soak.models_in_memory <= 3 and soak.samples_in_memory <= 3, (
+        f"{soak.versions_served} versions served; {soak.models_in_memory} models and "
+        f"{soak.samples_in_memory} reference samples kept")
 
 
 def add_history(monitor: Monitor, batches: int) -> None:
