@@ -54,6 +54,9 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the process and memory helpers are the tests' (tests/faults.py)
+from tests.faults import descendants, proc_status_mb  # noqa: E402
+
 SAMPLE_SECONDS = 0.1
 WARMUP_NAME = "a-warmup.csv"
 
@@ -138,31 +141,6 @@ def start_watch(folder: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
 
 
-def proc_status_mb(pid: int, key: str) -> float:
-    """A memory line of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``) in MB; 0 if the process is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (from ``/proc/PID/task/*/children``)."""
-    found, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                stack.extend(int(child) for child in (task / "children").read_text().split())
-            except OSError:
-                continue
-    return found
-
-
 class EventReader:
     """Reads JSON event lines from a process's stdout on a thread; counts them by kind."""
 
@@ -205,7 +183,7 @@ class MemorySampler:
 
     def _sample(self) -> None:
         while not self._stop.wait(SAMPLE_SECONDS):
-            total = sum(proc_status_mb(pid, "VmRSS") for pid in process_tree(self.pid))
+            total = sum(proc_status_mb(pid, "VmRSS") for pid in [self.pid, *descendants(self.pid)])
             self.peak_tree_mb = max(self.peak_tree_mb, total)
 
     def stop(self) -> None:
