@@ -9,12 +9,14 @@ used half-way (it is retried once it settles again).
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from app.config import Config
 from app.fsutil import atomic_write_bytes, atomic_write_text, sha256_bytes
+from app.models import CATEGORICAL, columns_of_kind
 from app.readers import UnreadableFile, read_table
 from app.validation import Batch, InvalidBatch, validate_table
 
@@ -50,7 +52,7 @@ def read_stable(path: Path, max_bytes: int) -> FileSnapshot:
             f"file is {before.st_size / (1 << 20):.4g} MB, above watch.max_file_mb ({max_bytes / (1 << 20):.4g} MB)"
         )
     with open(path, "rb") as handle:
-        data = handle.read(max_bytes + 1)
+        data = handle.read(before.st_size + 1)  # one byte more shows a file that grew since the stat
     after = os.stat(path)
     if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(data) != after.st_size:
         raise FileChanged(f"{path.name} changed while it was read")
@@ -58,13 +60,21 @@ def read_stable(path: Path, max_bytes: int) -> FileSnapshot:
 
 
 def parse_batch(snapshot: FileSnapshot, config: Config) -> Batch:
-    """Parse and validate; raise InvalidBatch with every reason found."""
+    """Parse and validate; raise InvalidBatch with every reason found.
+
+    Meanwhile a second thread takes the snapshot's SHA-256 (hashlib releases
+    the GIL on large buffers), unless it is known already.
+    """
     max_bytes = int(config.watch.max_file_mb * (1 << 20))
-    try:
-        table = read_table(snapshot.name, snapshot.data, max_bytes)
-    except UnreadableFile as error:
-        raise InvalidBatch([str(error)]) from None
-    return validate_table(table, config, snapshot.name, snapshot.sha256)
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        hashing = hasher.submit(lambda: snapshot.sha256)
+        try:
+            table = read_table(snapshot.name, snapshot.data, max_bytes, columns_of_kind(config.schema, CATEGORICAL))
+        except UnreadableFile as error:
+            raise InvalidBatch([str(error)]) from None
+        clean = validate_table(table, config)
+        return Batch(name=snapshot.name, sha256=hashing.result(), frame=clean.frame, labeled=clean.labeled,
+                     warnings=clean.warnings)
 
 
 def quarantine(snapshot: FileSnapshot, reasons: list[str], quarantine_dir: Path, copy: bool = True) -> Path:

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
@@ -262,11 +264,22 @@ def category_texts(values: pd.Series) -> pd.Series:
     """:func:`category_text` of every value, as an object column with NaN for missing.
 
     Each distinct value is converted once (a batch has few categories and
-    many rows), so this stays fast on large batches.
+    many rows), then spread by its integer code. The codes come straight from
+    a Categorical, from Arrow's dictionary encoding for Arrow-backed text (what
+    ``to_pandas`` gives for a string column), or from ``pd.factorize``.
     """
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    texts = np.array([category_text(value) for value in uniques] + [np.nan], dtype=object)
-    return pd.Series(texts[codes], index=values.index, dtype=object)
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes, uniques = values.cat.codes.to_numpy(), values.cat.categories  # missing -> -1
+    elif isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        encoded = pc.dictionary_encode(pa.array(values.array))  # chunks share one dictionary
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.combine_chunks()
+        uniques = encoded.dictionary.to_pylist()
+        codes = encoded.indices.fill_null(-1).to_numpy()
+    else:
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)  # missing -> -1
+    texts = np.array([category_text(value) for value in uniques] + [np.nan], dtype=object)  # code -1 -> NaN
+    return pd.Series(texts[codes], index=values.index, dtype=object, copy=False)  # a new array: no copy needed
 
 
 def fit_pipeline(

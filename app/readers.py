@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +53,14 @@ def file_stem(name: str) -> str:
     return name[: -len(suffix)] if suffix else Path(name).stem
 
 
-def read_table(name: str, data: bytes, max_bytes: int) -> pa.Table:
+def read_table(name: str, data: bytes, max_bytes: int, categorical: Collection[str] = ()) -> pa.Table:
     """Parse ``data`` by the format of ``name``.
 
     ``max_bytes`` bounds the decompressed size of ``.csv.gz`` files, so a tiny
     file that expands without end (a gzip bomb) is refused, not read.
+    ``categorical`` names the text columns worth keeping dictionary-encoded
+    where the file stores them so (Parquet): they come back as Arrow
+    dictionary columns instead of one decoded string per row.
     """
     suffix = batch_suffix(name)
     if suffix is None:
@@ -69,7 +73,7 @@ def read_table(name: str, data: bytes, max_bytes: int) -> pa.Table:
         if suffix == ".csv":
             return _read_csv(data)
         if suffix == ".parquet":
-            return _read_parquet(data, max_bytes)
+            return _read_parquet(data, max_bytes, categorical)
         return _read_jsonl(data)
     except UnreadableFile:
         raise
@@ -102,10 +106,10 @@ def _read_csv(data: bytes) -> pa.Table:
     # Arrow's default 1 MB blocks parse in parallel; a column whose later rows
     # disagree with the first block's inferred type is still promoted (to text,
     # for a stray word among numbers), so validation can name the value.
-    return pa_csv.read_csv(io.BytesIO(data), convert_options=pa_csv.ConvertOptions(strings_can_be_null=True))
+    return pa_csv.read_csv(pa.BufferReader(data), convert_options=pa_csv.ConvertOptions(strings_can_be_null=True))
 
 
-def _read_parquet(data: bytes, max_bytes: int) -> pa.Table:
+def _read_parquet(data: bytes, max_bytes: int, categorical: Collection[str]) -> pa.Table:
     """Read after checking the footer: its uncompressed size must fit ``max_bytes`` (a tiny file
     can declare gigabytes of highly compressible columns)."""
     parquet = pq.ParquetFile(pa.BufferReader(data))
@@ -122,7 +126,8 @@ def _read_parquet(data: bytes, max_bytes: int) -> pa.Table:
         raise UnreadableFile(
             f"decompresses to {expanded / (1 << 20):,.1f} MB, more than {max_bytes / (1 << 20):g} MB (watch.max_file_mb); refused"
         )
-    return pq.read_table(pa.BufferReader(data))
+    # Arrow applies read_dictionary to text (and binary) columns only and ignores other names
+    return pq.read_table(pa.BufferReader(data), read_dictionary=list(categorical))
 
 
 def _read_jsonl(data: bytes) -> pa.Table:

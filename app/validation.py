@@ -1,9 +1,10 @@
 """Check a parsed batch against the config's schema and turn it into a clean frame.
 
-A batch either passes, as a :class:`Batch` whose frame has float64 numeric
-features and string categorical ones, or fails with every reason found, each
-one precise enough to fix the producer (``column 'age' must be numeric, found
-text 'abc' in row 3``).
+A batch either passes, as a :class:`CleanTable` whose frame has float64
+numeric features and string categorical ones (it becomes a :class:`Batch` with
+its file's name and hash), or fails with every reason found, each one precise
+enough to fix the producer (``column 'age' must be numeric, found text 'abc'
+in row 3``).
 """
 
 from __future__ import annotations
@@ -45,8 +46,21 @@ class Batch:
         return len(self.frame)
 
 
-def validate_table(table: pa.Table, config: Config, name: str, sha256: str) -> Batch:
-    """Validate ``table`` against ``config``; raise :class:`InvalidBatch` with all reasons."""
+@dataclass
+class CleanTable:
+    """What validation makes of a table that passes: a :class:`Batch` without its file's name and hash."""
+
+    frame: pd.DataFrame
+    labeled: bool
+    warnings: list[str]
+
+
+def validate_table(table: pa.Table, config: Config) -> CleanTable:
+    """Validate ``table`` against ``config``; raise :class:`InvalidBatch` with all reasons.
+
+    Categorical columns may arrive dictionary-encoded (see
+    :func:`app.readers.read_table`); the frame is the same either way.
+    """
     columns = list(table.column_names)
     if len(set(columns)) != len(columns):
         duplicated = sorted({c for c in columns if columns.count(c) > 1})
@@ -67,36 +81,43 @@ def validate_table(table: pa.Table, config: Config, name: str, sha256: str) -> B
     if config.timestamp and config.timestamp not in columns:
         raise InvalidBatch([f"timestamp column {config.timestamp!r} is missing"])
 
-    frame = table.select([c for c in columns if c in known]).to_pandas()
+    kept = list(dict.fromkeys(c for c in (*config.schema, config.target, config.timestamp, config.id_column)
+                              if c and c in columns))
+    # One conversion in output order: float64 features come out of Arrow ready to use (in one
+    # float block), and only the columns that need converting are replaced below.
+    frame = table.select(kept).to_pandas()
     reasons: list[str] = []
-    clean: dict[str, pd.Series] = {}
     for column, kind in config.schema.items():
         source = frame[column]
         if kind == "numeric":
-            clean[column] = _numeric(source, column, reasons)
-            missing = clean[column].isna()  # after parsing: text that is not a number counts as missing
+            values, share = _numeric(source, column, reasons)
         else:
-            clean[column] = category_texts(source)
-            missing = source.isna()  # the same rows, from the Arrow-backed column's null mask (fast)
-        share = missing.mean()
+            values = category_texts(source)
+            share = source.isna().mean()  # the same rows, from the Arrow null mask or the codes (fast)
         if share > config.watch.max_missing_share:
             reasons.append(
                 f"column {column!r} is {share:.0%} missing (limit {config.watch.max_missing_share:.0%}, watch.max_missing_share)"
             )
+        if values is not source:
+            frame[column] = values
     labeled = False
     if config.target and config.target in frame.columns:
-        clean[config.target] = _target(frame[config.target], config, reasons)
-        labeled = bool(clean[config.target].notna().any())
+        source = frame[config.target]
+        frame[config.target] = _target(source, config, reasons)
+        labeled = bool(source.notna().any())  # the cleaned target is missing exactly where the source is
     if config.timestamp:
-        clean[config.timestamp] = _timestamp(frame[config.timestamp], config.timestamp, reasons)
-    if config.id_column and config.id_column in frame.columns:
-        clean[config.id_column] = frame[config.id_column]
+        frame[config.timestamp] = _timestamp(frame[config.timestamp], config.timestamp, reasons)
     if reasons:
         raise InvalidBatch(reasons)
-    return Batch(name=name, sha256=sha256, frame=pd.DataFrame(clean), labeled=labeled, warnings=warnings)
+    return CleanTable(frame=frame, labeled=labeled, warnings=warnings)
 
 
-def _numeric(values: pd.Series, column: str, reasons: list[str]) -> pd.Series:
+def _numeric(values: pd.Series, column: str, reasons: list[str]) -> tuple[pd.Series, float]:
+    """``values`` as float64 (the same Series when they already are) and their share missing, 0..1.
+
+    Text that is not a number counts as missing, and adds a reason, as do
+    infinite values.
+    """
     if values.dtype == object or pd.api.types.is_string_dtype(values):
         numbers = pd.to_numeric(values, errors="coerce")
         bad = values.notna() & numbers.isna()
@@ -106,18 +127,21 @@ def _numeric(values: pd.Series, column: str, reasons: list[str]) -> pd.Series:
                 f"column {column!r} must be numeric, found text {_shown(values.iloc[row])} in row {row + 1}"
                 f" ({int(bad.sum())} such value(s))"
             )
-            return numbers.astype("float64")
+            numbers = numbers.astype("float64")
+            return numbers, float(numbers.isna().mean())
         values = numbers
     if pd.api.types.is_bool_dtype(values):
         values = values.astype("float64")
     if not pd.api.types.is_numeric_dtype(values):
         reasons.append(f"column {column!r} must be numeric, found {values.dtype} values")
-        return pd.Series(np.nan, index=values.index)
-    numbers = values.astype("float64")
-    infinite = np.isinf(numbers.to_numpy())
-    if infinite.any():
-        reasons.append(f"column {column!r} has {int(infinite.sum())} non-finite value(s) (inf)")
-    return numbers
+        return pd.Series(np.nan, index=values.index), 1.0
+    numbers = values if values.dtype == np.float64 else values.astype("float64")
+    array = numbers.to_numpy()
+    non_finite = len(array) - np.count_nonzero(np.isfinite(array))
+    missing = np.count_nonzero(np.isnan(array)) if non_finite else 0  # one pass for a column without gaps
+    if non_finite > missing:
+        reasons.append(f"column {column!r} has {non_finite - missing} non-finite value(s) (inf)")
+    return numbers, missing / len(array)
 
 
 def _target(values: pd.Series, config: Config, reasons: list[str]) -> pd.Series:

@@ -8,22 +8,29 @@ being left exactly as it was.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
+import threading
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import app.ingest
 from app.config import load_config
+from app.fsutil import sha256_bytes
 from app.ingest import FileSnapshot, parse_batch, read_stable
+from app.models import category_texts
 from app.monitor import Monitor
-from app.readers import UnreadableFile
+from app.readers import UnreadableFile, read_table
 from app.store import FileRecord
 from app.validation import InvalidBatch
 from tests.conftest import INGEST_ONLY_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
@@ -241,6 +248,83 @@ def test_every_format_gives_the_same_clean_frame(ingest_dir: Path, name: str) ->
     assert batch.frame["color"].tolist() == frame["color"].tolist()
     assert batch.frame["label"].tolist() == [str(v) for v in frame["label"]]
     assert (batch.frame["ts"] == pd.to_datetime(frame["ts"])).all()
+
+
+@pytest.mark.parametrize("name", ["batch.csv", "batch.parquet", "batch.jsonl"])
+def test_missing_categories_are_nan_and_the_others_text_in_every_format(ingest_dir: Path, name: str) -> None:
+    """Parquet's categorical column is read dictionary-encoded, CSV's and JSONL's as text: the same column comes out."""
+    frame = good_frame(rows=40)
+    frame["color"] = frame["color"].astype(object)
+    frame.loc[[0, 7, 8], "color"] = None
+    path = write_batch(ingest_dir, name, frame)
+    color = parse_batch(read_stable(path, max_bytes=1 << 20), load_config(ingest_dir)).frame["color"]
+
+    assert color.dtype == object
+    assert color.isna().tolist() == [value is None for value in frame["color"]]
+    assert color.dropna().tolist() == frame["color"].dropna().tolist()
+    assert {type(value) for value in color} == {str, float}  # text, and NaN where missing
+
+
+def test_parquet_categorical_text_columns_are_read_dictionary_encoded() -> None:
+    data = parquet_bytes(good_frame())
+    plain = read_table("b.parquet", data, 1 << 20)
+    encoded = read_table("b.parquet", data, 1 << 20, categorical=["color", "x1", "not-a-column"])
+
+    assert pa.types.is_dictionary(encoded.schema.field("color").type)
+    assert not pa.types.is_dictionary(plain.schema.field("color").type)
+    assert encoded.schema.field("x1").type == plain.schema.field("x1").type == pa.float64()  # not text: as it is
+    assert encoded.column("color").to_pylist() == plain.column("color").to_pylist()
+
+
+def test_category_texts_gives_the_same_texts_for_every_kind_of_column() -> None:
+    words = ["b", None, "a", "b", "c", None] * 50
+    codes = [1.0, np.nan, 2.0, 1.0] * 50
+    forms = {
+        "object": pd.Series(words, dtype=object),
+        "arrow text in two chunks": pa.chunked_array([words[:100], words[100:]], pa.string()).to_pandas(),
+        "categorical": pd.Series(words, dtype="category"),
+    }
+    for form, values in forms.items():
+        texts = category_texts(values)
+        assert texts.dtype == object, form
+        assert texts.isna().tolist() == [word is None for word in words], form
+        assert texts.dropna().tolist() == [word for word in words if word is not None], form
+    for values in (pd.Series(codes), pd.Series(codes).astype("category")):  # integral floats lose their ".0"
+        assert category_texts(values).dropna().tolist() == [str(int(code)) for code in codes if code == code]
+
+
+def test_the_hash_is_taken_once_on_a_second_thread(ingest_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    content = csv_bytes(good_frame())
+    hashing_threads = []
+
+    def recording_sha256(data: bytes) -> str:
+        hashing_threads.append(threading.get_ident())
+        return sha256_bytes(data)
+
+    monkeypatch.setattr(app.ingest, "sha256_bytes", recording_sha256)
+    config = load_config(ingest_dir)
+    batch = parse_batch(FileSnapshot("b.csv", content, len(content), 0), config)
+    assert batch.sha256 == hashlib.sha256(content).hexdigest()
+    assert len(hashing_threads) == 1 and hashing_threads[0] != threading.get_ident()
+
+    known = FileSnapshot("c.csv", content, len(content), 0)
+    assert known.sha256 == batch.sha256  # the monitor asks first, for the duplicate check
+    assert parse_batch(known, config).sha256 == batch.sha256
+    assert len(hashing_threads) == 2  # that one ask, and no second hashing in parse_batch
+
+
+def test_reading_a_small_file_allocates_its_size_not_the_limit(ingest_dir: Path) -> None:
+    """read_stable asks for the stat'ed size plus one byte, not watch.max_file_mb's worth."""
+    content = csv_bytes(good_frame())
+    path = drop(ingest_dir, "small.csv", content)
+    tracemalloc.start()
+    try:
+        snapshot = read_stable(path, max_bytes=1 << 30)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert snapshot.data == content
+    assert peak_bytes < 64 * len(content)
 
 
 def test_a_batch_without_the_target_column_is_unlabeled(ingest_dir: Path) -> None:
