@@ -14,29 +14,41 @@ timed step N times and keeps the fastest.
 What is measured, per batch size: a reference of 100,000 rows and a batch of
 ``--rows`` rows with 16 numeric and 4 categorical columns, 5 of them shifted
 (mean, variance, scale, category frequencies, new categories), written to
-parquet in a temporary folder. Then, each in its own fresh process:
+parquet in a temporary folder. Then, each tool in its own fresh process, every
+run is ``pandas.read_parquet`` of the batch followed by the tool's drift work on
+the frame it read, timed apart:
 
-* floor      ``pandas.read_parquet`` of the batch alone.
-* driftdeck  ``read_parquet`` + ``Profile.project`` + ``feature_drift`` against
-             the stored reference profile (building that profile is timed too,
-             but not counted: it happens once per model, not per batch).
-* evidently  ``read_parquet`` + ``Report([DataDriftPreset()]).run`` with defaults.
-* nannyml    ``read_parquet`` + ``UnivariateDriftCalculator.calculate`` with
-             defaults (``fit`` on the reference happens before the clock, like
-             driftdeck's profile); a column counts as flagged if any chunk alerts.
+* floor      the read alone (no drift work).
+* driftdeck  ``Profile.project`` + ``feature_drift`` against the stored
+             reference profile (building that profile is timed too, but not
+             counted: it happens once per model, not per batch).
+* evidently  ``Report([DataDriftPreset()]).run`` with defaults.
+* nannyml    ``UnivariateDriftCalculator.calculate`` with defaults (``fit`` on
+             the reference happens before the clock, like driftdeck's profile);
+             a column counts as flagged if any chunk alerts.
+
+Two accountings are printed, each with its own targets:
+
+(a) drift work: the tool's work on a batch already in memory, which is what
+    driftdeck's monitor does (it receives a validated frame from ingest). Time,
+    and peak memory growth over the resident set the read left behind. The
+    memory target, <= 2x the batch's own in-memory size, is judged here, and so
+    are the speed ratios to the peers on the same work.
+(b) end to end: read + drift work, for every tool alike. Targets: driftdeck
+    <= 3x the read floor, and the same speed ratios to the peers. Peak memory
+    here includes ``read_parquet``'s own peak (over 2x the batch at every size
+    we tried, so no drift tool could meet 2x on this measure); it is printed
+    for information beside the read's.
 
 Each worker first makes one untimed run on a 1,000-row file, so first-use
-set-up is not counted. Peak memory is the growth of the process's peak
-resident set during the first run on the batch (``VmHWM`` after resetting it,
-or ``ru_maxrss`` where that is not possible) over the resident set before it,
-so it includes Arrow's and NumPy's allocations. It is compared with
-the batch's in-memory size (``DataFrame.memory_usage(deep=True)``).
-The targets printed beside the figures: driftdeck <= 3x the read floor,
->= 50x faster than Evidently, >= 5x faster than NannyML (both times include
-the read; the speedup of the drift work alone, floor subtracted, is printed
-beside), peak memory <= 2x the batch (with the read's own peak beside it), and
-exactly the five shifted columns flagged. On a shared machine the times move
-with the load: compare ratios from one run, not absolute seconds across runs.
+set-up is not counted. Peak memory is taken from ``VmHWM``, reset before the
+read and again before the drift work (``ru_maxrss`` over the whole run where
+resetting is not possible), on the first run over the batch; it includes
+Arrow's and NumPy's allocations. The batch's in-memory size is
+``DataFrame.memory_usage(deep=True)`` of the frame ``read_parquet`` returns.
+Every target figure is printed with PASS or MISS, and exactly the five shifted
+columns must be flagged. On a shared machine the times move with the load:
+compare ratios from one run, not absolute seconds across runs.
 """
 
 from __future__ import annotations
@@ -122,33 +134,60 @@ def reset_peak_memory() -> bool:
         return False
 
 
-def timed_runs(run, batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
-    """Peak memory growth (MiB) of one ``run(batch)`` and the fastest of ``repeat`` runs.
+def timed_runs(work, batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
+    """Figures of ``read_parquet(batch)`` followed by ``work(frame)``, the read and the work timed apart.
 
-    ``run(warmup)`` on a 1,000-row file comes first, so lazy imports and thread
-    pools a library sets up on first use count as neither time nor memory. The
-    memory is measured on the first run over the batch, before any batch-sized
-    block freed by an earlier run could be reused.
+    Seconds: the fastest of ``repeat`` runs for the read, the work, and the two
+    together (one run's sum). Memory in MiB, from the first run over the batch
+    (before any batch-sized block freed by an earlier run could be reused):
+    ``work_peak_mib``, the work's peak over the resident set after the read;
+    ``total_peak_mib``, the larger peak of the two over the resident set before
+    the read. ``work(warmup)`` on a 1,000-row file comes first, so lazy imports
+    and thread pools a library sets up on first use count as neither time nor
+    memory.
     """
-    run(warmup)
-    baseline = resident_kib("VmRSS")
-    can_reset = reset_peak_memory()
-    seconds, flagged = [], []
+    work(pd.read_parquet(warmup))
+    can_reset = reset_peak_memory()  # reset again before each measured step
+    read_seconds, work_seconds, total_seconds = [], [], []
+    flagged: list[str] = []
+    memory: dict[str, float] = {}
     for attempt in range(repeat):
+        before_read = resident_kib("VmRSS")
+        reset_peak_memory()
         start = time.perf_counter()
-        flagged = run(batch)
-        seconds.append(time.perf_counter() - start)
+        frame = pd.read_parquet(batch)
+        read_seconds.append(time.perf_counter() - start)
+        read_peak = peak_kib(can_reset)
+        after_read = resident_kib("VmRSS")
+        reset_peak_memory()
+        start = time.perf_counter()
+        flagged = work(frame)
+        work_seconds.append(time.perf_counter() - start)
+        work_peak = peak_kib(can_reset)
+        total_seconds.append(read_seconds[-1] + work_seconds[-1])
         if attempt == 0:
-            peak = resident_kib("VmHWM") if can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": min(seconds), "peak_mib": (peak - baseline) / 1024, "flagged": sorted(flagged)}
+            memory = {
+                # Without a reset, the peak so far may be the read's: then the work added nothing measurable.
+                "work_peak_mib": max(work_peak - after_read, 0) / 1024,
+                "total_peak_mib": (max(read_peak, work_peak) - before_read) / 1024,
+            }
+        del frame
+    return {
+        "read_seconds": min(read_seconds),
+        "work_seconds": min(work_seconds),
+        "total_seconds": min(total_seconds),
+        **memory,
+        "flagged": sorted(flagged),
+    }
+
+
+def peak_kib(can_reset: bool) -> int:
+    """Peak resident set since the last reset (since the start without resets), KiB."""
+    return resident_kib("VmHWM") if can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def floor_worker(batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
-    def run(path: Path) -> list[str]:
-        pd.read_parquet(path)
-        return []
-
-    return timed_runs(run, batch, warmup, repeat)
+    return timed_runs(lambda frame: [], batch, warmup, repeat)
 
 
 def driftdeck_worker(profile_path: Path, batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
@@ -156,10 +195,10 @@ def driftdeck_worker(profile_path: Path, batch: Path, warmup: Path, repeat: int)
 
     profile = Profile.from_json(profile_path.read_text())
 
-    def run(path: Path) -> list[str]:
-        return drifted_columns(feature_drift(profile, profile.project(pd.read_parquet(path))))
+    def work(frame: pd.DataFrame) -> list[str]:
+        return drifted_columns(feature_drift(profile, profile.project(frame)))
 
-    return timed_runs(run, batch, warmup, repeat)
+    return timed_runs(work, batch, warmup, repeat)
 
 
 def build_profile(reference: Path, profile_path: Path) -> float:
@@ -179,10 +218,8 @@ def evidently_worker(reference: Path, batch: Path, warmup: Path, repeat: int) ->
 
     reference_frame = pd.read_parquet(reference)
 
-    def run(path: Path) -> list[str]:
-        snapshot = Report([DataDriftPreset()]).run(
-            current_data=pd.read_parquet(path), reference_data=reference_frame
-        )
+    def work(frame: pd.DataFrame) -> list[str]:
+        snapshot = Report([DataDriftPreset()]).run(current_data=frame, reference_data=reference_frame)
         flagged = []
         for metric in snapshot.dict()["metrics"]:
             config = metric["config"]
@@ -197,7 +234,7 @@ def evidently_worker(reference: Path, batch: Path, warmup: Path, repeat: int) ->
                 flagged.append(config["column"])
         return flagged
 
-    return timed_runs(run, batch, warmup, repeat)
+    return timed_runs(work, batch, warmup, repeat)
 
 
 def nannyml_worker(reference: Path, batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
@@ -209,12 +246,12 @@ def nannyml_worker(reference: Path, batch: Path, warmup: Path, repeat: int) -> d
     calculator.fit(reference_frame)
     fit_seconds = time.perf_counter() - start
 
-    def run(path: Path) -> list[str]:
-        table = calculator.calculate(pd.read_parquet(path)).filter(period="analysis").to_df()
+    def work(frame: pd.DataFrame) -> list[str]:
+        table = calculator.calculate(frame).filter(period="analysis").to_df()
         return [name for name in NUMERIC + CATEGORICAL
                 if table[(name, "jensen_shannon", "alert")].astype(bool).any()]
 
-    result = timed_runs(run, batch, warmup, repeat)
+    result = timed_runs(work, batch, warmup, repeat)
     result["build_seconds"] = fit_seconds
     return result
 
@@ -260,40 +297,52 @@ def verdict(ok: bool) -> str:
 
 
 def report(rows: int, batch_mib: float, build_seconds: float, results: dict[str, dict[str, object]]) -> None:
-    floor, ours = results["floor"], results["driftdeck"]
+    ran = {tool: result for tool, result in results.items() if "total_seconds" in result}
     print(f"\n=== batch of {rows:,} rows ({batch_mib:.1f} MiB in memory), reference {REFERENCE_ROWS:,} rows ===")
     print(f"driftdeck reference profile built in {build_seconds:.3f} s (once per model, not counted)")
     if "build_seconds" in results["nannyml"]:
         print(f"nannyml fitted on the reference in {results['nannyml']['build_seconds']:.3f} s (not counted)")
-    print(f"{'tool':<12}{'time s':>10}{'peak MiB':>10}{'x floor':>9}  flagged")
-    for tool in TOOLS:
-        result = results[tool]
-        if "seconds" not in result:
-            print(f"{tool:<12}  {result.get('error', '')}")
-            continue
-        ratio = result["seconds"] / floor["seconds"]
-        flagged = " ".join(result["flagged"]) if tool != "floor" else "-"
-        print(f"{tool:<12}{result['seconds']:>10.3f}{result['peak_mib']:>10.1f}{ratio:>8.1f}x  {flagged}")
+    for tool, result in results.items():
+        if tool not in ran:
+            print(f"{tool}: {result.get('error', 'not run')}")
 
-    floor_ratio = ours["seconds"] / floor["seconds"]
-    memory_ratio = ours["peak_mib"] / batch_mib
+    print("(a) drift work on the batch in memory (read before the clock)")
+    print(f"{'tool':<12}{'time s':>10}{'peak MiB':>10}{'x batch':>9}  flagged")
+    for tool in TOOLS[1:]:
+        if tool in ran:
+            result = ran[tool]
+            print(f"{tool:<12}{result['work_seconds']:>10.4f}{result['work_peak_mib']:>10.1f}"
+                  f"{result['work_peak_mib'] / batch_mib:>8.2f}x  {' '.join(result['flagged'])}")
+    print("(b) end to end: read_parquet + drift work")
+    print(f"{'tool':<12}{'time s':>10}{'peak MiB':>10}{'x batch':>9}{'x floor':>9}")
+    for tool in TOOLS:
+        if tool in ran:
+            result = ran[tool]
+            print(f"{tool:<12}{result['total_seconds']:>10.4f}{result['total_peak_mib']:>10.1f}"
+                  f"{result['total_peak_mib'] / batch_mib:>8.2f}x"
+                  f"{result['total_seconds'] / ran['floor']['total_seconds']:>8.2f}x")
+
+    if "driftdeck" not in ran or "floor" not in ran:
+        print("targets: not judged, driftdeck or the floor did not run")
+        return
+    ours, floor = ran["driftdeck"], ran["floor"]
     print("targets:")
-    print(f"  driftdeck <= 3x read floor       {floor_ratio:6.2f}x   {verdict(floor_ratio <= 3)}")
-    print(f"  peak memory <= 2x batch size     {memory_ratio:6.2f}x   {verdict(memory_ratio <= 2)}"
-          f"   (read_parquet alone {floor['peak_mib'] / batch_mib:.2f}x; "
-          f"project + drift add {ours['peak_mib'] - floor['peak_mib']:+.1f} MiB)")
-    print(f"  flags exactly the 5 shifted      {' '.join(ours['flagged']) or '-'}   "
-          f"{verdict(ours['flagged'] == sorted(SHIFTED))}")
+    memory_ratio = ours["work_peak_mib"] / batch_mib
+    print(f"  (a) peak memory growth <= 2x batch   {memory_ratio:7.2f}x   {verdict(memory_ratio <= 2)}")
     for tool, goal in (("evidently", 50), ("nannyml", 5)):
-        peer = results[tool]
-        if "seconds" in peer:
-            speedup = peer["seconds"] / ours["seconds"]
-            # The same read_parquet is inside both times; without it, the drift work alone:
-            net = (peer["seconds"] - floor["seconds"]) / max(ours["seconds"] - floor["seconds"], 1e-9)
-            print(f"  >= {goal}x faster than {tool:<10}   {speedup:6.1f}x   {verdict(speedup >= goal)}"
-                  f"   ({net:.1f}x without the shared read)")
-        else:
-            print(f"  >= {goal}x faster than {tool:<10}   {peer.get('error', 'not run')}")
+        if tool in ran:
+            speedup = ran[tool]["work_seconds"] / ours["work_seconds"]
+            print(f"  (a) >= {goal}x faster than {tool:<10}    {speedup:7.1f}x   {verdict(speedup >= goal)}")
+    floor_ratio = ours["total_seconds"] / floor["total_seconds"]
+    print(f"  (b) <= 3x the read floor             {floor_ratio:7.2f}x   {verdict(floor_ratio <= 3)}")
+    for tool, goal in (("evidently", 50), ("nannyml", 5)):
+        if tool in ran:
+            speedup = ran[tool]["total_seconds"] / ours["total_seconds"]
+            print(f"  (b) >= {goal}x faster than {tool:<10}    {speedup:7.1f}x   {verdict(speedup >= goal)}")
+    print(f"  flags exactly the 5 shifted          {' '.join(ours['flagged']) or '-'}   "
+          f"{verdict(ours['flagged'] == sorted(SHIFTED))}")
+    print(f"  (b) peak memory, for information     {ours['total_peak_mib'] / batch_mib:7.2f}x batch"
+          f"   (read_parquet alone {floor['total_peak_mib'] / batch_mib:.2f}x; not the target's measure, see (a))")
 
 
 def main() -> None:

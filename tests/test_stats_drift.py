@@ -14,6 +14,7 @@ from app.stats.drift import (
     DRIFTED,
     STABLE,
     WATCH,
+    chi2_pvalue,
     drifted_columns,
     feature_drift,
     psi,
@@ -242,6 +243,24 @@ def test_chi2_matches_scipy_contingency(categorical_pair):
     table = [[np.sum(mild_ref == "x"), np.sum(mild_ref == "y")],
              [np.sum(mild_cur == "x"), np.sum(mild_cur == "y")]]
     assert mild.chi2_pvalue == pytest.approx(stats.chi2_contingency(table, correction=False).pvalue, rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    reference=st.lists(st.integers(0, 10**6), min_size=1, max_size=30),
+    current=st.lists(st.integers(0, 10**6), min_size=30, max_size=30),
+)
+def test_chi2_pvalue_equals_scipy_on_any_table(reference, current):
+    reference, current = np.array(reference), np.array(current[: len(reference)])
+    table = np.vstack((reference, current))
+    table = table[:, table.sum(axis=0) > 0]
+    result = chi2_pvalue(reference, current)
+    if table.size == 0 or table.sum(axis=1).min() == 0:
+        assert result is None
+    elif table.shape[1] == 1:
+        assert result == 1.0
+    else:
+        assert result == pytest.approx(stats.chi2_contingency(table, correction=False).pvalue, rel=1e-12, abs=1e-300)
 
 
 def test_missing_change_is_current_share_minus_reference_share():

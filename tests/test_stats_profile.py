@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,8 +14,10 @@ from app.stats.profile import (
     NumericProfile,
     Profile,
     count_in_bins,
+    profile_categorical,
     profile_numeric,
     quantile_edges,
+    reference_numeric,
 )
 
 SCHEMA = {"x": "numeric", "n": "numeric", "color": "categorical"}
@@ -92,6 +95,77 @@ def test_grid_binning_on_awkward_distributions(draw):
     assert column.total == pytest.approx(present.sum(), rel=1e-12)
 
 
+def plain_quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
+    """The definition of quantile_edges written the plain way: numpy's quantiles, else the distinct values."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.empty(0)
+    edges = np.unique(np.quantile(finite, np.arange(bins + 1) / bins))
+    distinct = np.unique(finite)
+    if len(edges) < bins + 1 and len(distinct) <= bins:
+        return np.append(distinct, np.nextafter(distinct[-1], np.inf))
+    return edges
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.floats(-1e9, 1e9), st.sampled_from([0.0, 1.0, 2.5, np.nan, np.inf, -np.inf])),
+        min_size=0, max_size=400,
+    ),
+    bins=st.integers(1, 120),
+)
+def test_quantile_edges_equal_numpys_quantiles_bit_for_bit(values, bins):
+    values = np.array(values, dtype=np.float64)
+    np.testing.assert_array_equal(quantile_edges(values, bins), plain_quantile_edges(values, bins))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(0, 3000),
+    missing=st.floats(0, 1),
+    distinct=st.sampled_from([2, 30, 1000, None]),
+    bins=st.integers(1, 120),
+)
+def test_reference_profile_equals_projecting_the_values_on_their_own_edges(seed, rows, missing, distinct, bins):
+    rng = np.random.default_rng(seed)
+    values = rng.lognormal(3.0, 1.0, rows)
+    if distinct is not None:
+        values = np.floor(values) % distinct
+    values[rng.random(rows) < missing] = np.nan
+    reference = reference_numeric(values, bins)
+    assert reference == profile_numeric(values, quantile_edges(values, bins))
+    if reference.count:
+        present = values[np.isfinite(values)]
+        np.testing.assert_array_equal(reference.counts, reference_slots(present, reference.edges))
+
+
+def test_reference_profile_over_several_chunks_with_missing_stretches():
+    values = np.random.default_rng(5).gamma(2.0, 3.0, 200_000)
+    values[10_000:140_000] = np.nan  # two whole chunks of 65,536 and parts of two more
+    values[150_000] = np.inf
+    frame = pd.DataFrame({"x": values})
+    built = Profile.build(frame, {"x": "numeric"}).columns["x"]
+    assert built == profile_numeric(values, quantile_edges(values))
+    assert built == Profile.build(frame, {"x": "numeric"}).project(frame).columns["x"]
+    assert (built.count, built.missing) == (69_999, 130_001)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([-1e308, 1e308, -np.finfo(float).max, 5.0, 3.0]),
+        np.array([3.0, np.nextafter(3.0, 4.0), 1e300, -1e300]),
+    ],
+    ids=["extremes", "near-constant"],
+)
+def test_binning_far_outside_the_edges(values):
+    rng = np.random.default_rng(6)
+    for edges in (quantile_edges(rng.normal(3.0, 1.0, 500)), quantile_edges(np.full(20, 3.0))):
+        np.testing.assert_array_equal(count_in_bins(values, edges), reference_slots(values, edges))
+
+
 def test_a_few_distinct_values_get_one_bin_each():
     edges = quantile_edges(np.array([0.0, 1.0, 1.0, 0.0, 1.0]))
     assert len(edges) == 3
@@ -132,6 +206,26 @@ def test_missing_values_in_every_dtype():
     assert profile.columns["color"] == CategoricalProfile(counts={"a": 2, "b": 1}, missing=2)
     as_strings = frame.assign(color=frame["color"].astype("string"))
     assert Profile.build(as_strings, SCHEMA).columns["color"] == profile.columns["color"]
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    ["str", pd.StringDtype("pyarrow"), pd.ArrowDtype(pa.string()), pd.ArrowDtype(pa.large_string()), "category"],
+    ids=["str", "string[pyarrow]", "arrow-string", "arrow-large-string", "category"],
+)
+def test_categories_count_the_same_in_every_text_dtype(dtype):
+    texts = np.random.default_rng(7).choice(np.array(["a", "b", "rød ✓", None], dtype=object), 5000)
+    as_objects = profile_categorical(pd.Series(texts, dtype=object), 5000)
+    expected = {name: int(np.sum(texts == name)) for name in ("a", "b", "rød ✓")}
+    assert as_objects == CategoricalProfile(counts=expected, missing=int(np.sum(pd.isna(texts))))
+    assert profile_categorical(pd.Series(texts).astype(dtype), 5000) == as_objects
+
+
+def test_categories_of_non_text_arrow_columns_are_named_like_numpy_ones():
+    codes = pd.Series([3, 4, None, 4], dtype=pd.ArrowDtype(pa.int64()))
+    assert profile_categorical(codes, 4) == CategoricalProfile(counts={"3": 1, "4": 2}, missing=1)
+    sliced = pd.Series(["x", None, "y", "x", "y"], dtype=pd.ArrowDtype(pa.string())).iloc[1:4]
+    assert profile_categorical(sliced, 3) == CategoricalProfile(counts={"x": 1, "y": 1}, missing=1)
 
 
 def test_integer_category_codes_match_whether_or_not_a_value_is_missing():

@@ -38,7 +38,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from app.stats.profile import CATEGORICAL, NUMERIC, CategoricalProfile, NumericProfile, Profile
 
@@ -218,7 +218,7 @@ def ks_statistic(reference: NumericProfile, current: NumericProfile) -> tuple[fl
     if round(effective_n) <= EXACT_KS_MAX_N:
         pvalue = stats.kstwo.sf(statistic, round(effective_n))
     else:
-        pvalue = stats.kstwobign.sf(statistic * math.sqrt(effective_n))
+        pvalue = special.kolmogorov(statistic * math.sqrt(effective_n))  # = stats.kstwobign.sf, without its overhead
     return statistic, float(np.clip(pvalue, 0.0, 1.0))
 
 
@@ -264,15 +264,20 @@ def chi2_pvalue(reference_counts: np.ndarray, current_counts: np.ndarray) -> flo
     """Chi-square homogeneity p-value of two count vectors (None when a side is empty).
 
     Categories empty on both sides are dropped; a single remaining category
-    means identical distributions (p = 1).
+    means identical distributions (p = 1). The arithmetic of
+    ``scipy.stats.chi2_contingency(table, correction=False)``, written out:
+    scipy's call costs a third of a millisecond in argument handling alone.
     """
-    table = np.vstack((reference_counts, current_counts))
+    table = np.vstack((reference_counts, current_counts)).astype(np.float64)
     table = table[:, table.sum(axis=0) > 0]
     if table.sum(axis=1).min() == 0:
         return None
     if table.shape[1] < 2:
         return 1.0
-    return float(stats.chi2_contingency(table, correction=False).pvalue)
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    statistic = np.sum((table - expected) ** 2 / expected)
+    degrees_of_freedom = table.shape[1] - 1
+    return float(special.chdtrc(degrees_of_freedom, statistic))
 
 
 def _status(value: float, threshold: float, watch: float) -> str:

@@ -21,12 +21,16 @@ missing rather than silently skewing sums and extremes.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -194,7 +198,7 @@ class Profile:
         for name, kind in schema.items():
             if kind == NUMERIC:
                 values = numeric_values(df[name]) if name in df else np.full(len(df), np.nan)
-                columns[name] = profile_numeric(values, quantile_edges(values, bins))
+                columns[name] = reference_numeric(values, bins)
             elif kind == CATEGORICAL:
                 columns[name] = profile_categorical(df[name] if name in df else None, len(df))
             else:
@@ -270,50 +274,37 @@ def quantile_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
     just above the largest (so a 0/1 column has bins {0} and {1}, and a constant
     column one bin holding exactly that constant). Empty when no value is finite.
     """
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return np.empty(0, dtype=np.float64)
-    edges = np.unique(np.quantile(finite, np.arange(bins + 1) / bins))
-    if len(edges) < bins + 1:
-        distinct = np.unique(finite)
-        if len(distinct) <= bins:
-            return np.append(distinct, np.nextafter(distinct[-1], np.inf))
-    return edges
+    return _edges_of_sorted(_sorted_finite(values), bins)
+
+
+def reference_numeric(values: np.ndarray, bins: int = DEFAULT_BINS) -> NumericProfile:
+    """Profile of a float64 array on its own :func:`quantile_edges` (what ``Profile.build`` keeps).
+
+    Equal to ``profile_numeric(values, quantile_edges(values, bins))``; the
+    values are sorted once and serve both the edges and the bin counts.
+    """
+    ordered = _sorted_finite(values)
+    edges = _edges_of_sorted(ordered, bins)
+    moments = _Moments(center=_center(edges))
+    scratch = np.empty(min(len(values), _CHUNK_VALUES))
+    for chunk, low, high in _finite_chunks(values):
+        moments.add(chunk, low, high, scratch)
+    return NumericProfile(edges=edges, counts=_counts_of_sorted(ordered, edges), **moments.fields(len(values)))
 
 
 def profile_numeric(values: np.ndarray, edges: np.ndarray) -> NumericProfile:
     """Profile of a float64 array (NaN/inf = missing) on the given edges.
 
-    Works through ``values`` in chunks of 65,536, so its temporary arrays stay
-    around a megabyte whatever the batch size.
+    Works through ``values`` in chunks of 65,536 with reused scratch arrays,
+    so its temporary memory stays around two megabytes whatever the batch size.
     """
-    center = _center(edges)
     counter = _BinCounter(edges, expected_values=len(values))
-    count, total, total_sq = 0, 0.0, 0.0
-    minimum = maximum = None
-    for start in range(0, len(values), _CHUNK_VALUES):
-        chunk = values[start : start + _CHUNK_VALUES]
-        finite = np.isfinite(chunk)
-        present = chunk if finite.all() else chunk[finite]
-        if present.size == 0:
-            continue
-        counter.add(present)
-        count += present.size
-        total += float(present.sum())
-        # square-and-sum, not np.dot: BLAS threads stall on a busy machine.
-        total_sq += float(np.sum(np.square(present - center)))
-        minimum = _combine_optional(min, minimum, float(present.min()))
-        maximum = _combine_optional(max, maximum, float(present.max()))
-    return NumericProfile(
-        edges=edges,
-        counts=counter.counts(),
-        missing=len(values) - count,
-        count=count,
-        minimum=minimum,
-        maximum=maximum,
-        total=total,
-        total_sq=total_sq,
-    )
+    moments = _Moments(center=_center(edges))
+    for chunk, low, high in _finite_chunks(values):
+        # The counter's scratch is free until its own add: one chunk-sized buffer fewer in the cache.
+        moments.add(chunk, low, high, scratch=counter.positions)
+        counter.add(chunk)
+    return NumericProfile(edges=edges, counts=counter.counts(), **moments.fields(len(values)))
 
 
 def count_in_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -329,70 +320,222 @@ def count_in_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counter.counts()
 
 
+def _finite_chunks(values: np.ndarray) -> Iterator[tuple[np.ndarray, float, float]]:
+    """Yield ``(finite values, their minimum, their maximum)`` per chunk of ``_CHUNK_VALUES``.
+
+    Chunks with no finite value are skipped. NaN and +/-inf reach a chunk's
+    minimum or maximum, so two fast reductions spare the finiteness mask in
+    the usual chunk, which has no missing value.
+    """
+    for start in range(0, len(values), _CHUNK_VALUES):
+        chunk = values[start : start + _CHUNK_VALUES]
+        low, high = float(chunk.min()), float(chunk.max())
+        if not (math.isfinite(low) and math.isfinite(high)):
+            chunk = chunk[np.isfinite(chunk)]
+            if chunk.size == 0:
+                continue
+            low, high = float(chunk.min()), float(chunk.max())
+        yield chunk, low, high
+
+
+@dataclass
+class _Moments:
+    """Running count, extremes, sum and sum of squares about ``center`` of finite values."""
+
+    center: float
+    count: int = 0
+    minimum: float | None = None
+    maximum: float | None = None
+    total: float = 0.0
+    total_sq: float = 0.0
+
+    def add(self, chunk: np.ndarray, low: float, high: float, scratch: np.ndarray) -> None:
+        """Take in finite values whose minimum is ``low`` and maximum ``high``.
+
+        ``scratch``: float64 working space of at least ``chunk.size`` values.
+        """
+        self.count += chunk.size
+        self.total += float(chunk.sum())
+        # square-and-sum, not np.dot: BLAS threads stall on a busy machine.
+        deviations = np.subtract(chunk, self.center, out=scratch[: chunk.size])
+        self.total_sq += float(np.square(deviations, out=deviations).sum())
+        self.minimum = _combine_optional(min, self.minimum, low)
+        self.maximum = _combine_optional(max, self.maximum, high)
+
+    def fields(self, rows: int) -> dict[str, Any]:
+        """NumericProfile's fields other than edges and counts, for a column of ``rows`` rows."""
+        return {
+            "missing": rows - self.count,
+            "count": self.count,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "total": self.total,
+            "total_sq": self.total_sq,
+        }
+
+
+def _sorted_finite(values: np.ndarray) -> np.ndarray:
+    """The finite values of a float64 array, ascending (a new array)."""
+    finite = values[np.isfinite(values)]
+    finite.sort()
+    return finite
+
+
+def _edges_of_sorted(ordered: np.ndarray, bins: int) -> np.ndarray:
+    """:func:`quantile_edges` of values already finite and ascending."""
+    if ordered.size == 0:
+        return np.empty(0, dtype=np.float64)
+    edges = np.unique(_sorted_quantiles(ordered, np.arange(bins + 1) / bins))
+    if len(edges) < bins + 1:
+        starts_a_value = np.empty(ordered.size, dtype=bool)
+        starts_a_value[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=starts_a_value[1:])
+        if np.count_nonzero(starts_a_value) <= bins:
+            distinct = ordered[starts_a_value]
+            return np.append(distinct, np.nextafter(distinct[-1], np.inf))
+    return edges
+
+
+def _sorted_quantiles(ordered: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """``np.quantile(ordered, quantiles)`` (its default "linear" method) of an ascending array.
+
+    Reads the two neighbours of each quantile's position directly instead of
+    partitioning, with numpy's own interpolation arithmetic, so the result is
+    bit for bit numpy's.
+    """
+    position = (len(ordered) - 1) * quantiles
+    below = np.floor(position)
+    weight = position - below
+    below = below.astype(np.intp)
+    above = np.minimum(below + 1, len(ordered) - 1)
+    low, high = ordered[below], ordered[above]
+    step = high - low
+    # numpy interpolates from the nearer neighbour: from below under 0.5, from above from 0.5 on.
+    return np.where(weight >= 0.5, high - step * (1 - weight), low + step * weight)
+
+
+def _counts_of_sorted(ordered: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Slot counts (see the module docstring) of values already finite and ascending, int64."""
+    if len(edges) == 0:
+        return np.array([ordered.size], dtype=np.int64)
+    return np.diff(_below_edges(ordered, edges), prepend=0, append=ordered.size)
+
+
+def _below_edges(ordered: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Values of an ascending array in the slots before each edge's own slot, int64, shape (k+1,).
+
+    Slot ``i`` starts at ``edges[i - 1]``, so that is the number of values below
+    ``edges[i]``, except for the last edge, whose bin holds it: values at or below it.
+    """
+    below = np.searchsorted(ordered, edges, side="left")
+    below[-1] = np.searchsorted(ordered, edges[-1], side="right")
+    return below.astype(np.int64, copy=False)
+
+
 class _BinCounter:
     """Counts finite values into the slots of ``edges``, one chunk at a time.
 
     Values are first counted on a uniform grid spanning the edges (about one
     cell per 8 expected values, 1,024 to 16,384 cells). A cell that holds no
     edge lies wholly inside one bin, so its count goes to that bin as a block;
-    only the values in the (at most k+1) cells that hold an edge are compared
-    with the edges one by one. This is exact because the cell index is a
-    monotone function of the value, computed by the same float operations for
-    values and edges: every edge in a lower cell is below a value, every edge
-    in a higher cell above it.
+    only the values in the (at most k+1) cells that hold an edge, a few percent
+    of them, are compared with the edges: sorted, then cut at the edges. This
+    is exact because the cell index is a monotone function of the value,
+    computed by the same float operations for values and edges: every edge in a
+    lower cell is below a value, every edge in a higher cell above it.
     """
 
     def __init__(self, edges: np.ndarray, expected_values: int):
         self.edges = edges
-        self.grid_cells = int(np.clip(expected_values // 8, _MIN_GRID_CELLS, _MAX_GRID_CELLS))
-        self.low = edges[0] if len(edges) else 0.0
+        grid_cells = int(np.clip(expected_values // 8, _MIN_GRID_CELLS, _MAX_GRID_CELLS))
+        low = edges[0] if len(edges) else 0.0
         with np.errstate(divide="ignore", over="ignore"):
-            scale = self.grid_cells / (edges[-1] - self.low) if len(edges) > 1 else 0.0
+            scale = grid_cells / (edges[-1] - low) if len(edges) > 1 else 0.0
         # Edges a few ulps apart (a constant column) overflow the scale: one cell, all exact.
         self.scale = scale if np.isfinite(scale) else 0.0
-        edge_cells = self._cell_of(edges)
-        self.holds_edge = np.zeros(self.grid_cells, dtype=bool)
-        self.holds_edge[edge_cells] = True
-        self.slot_of_cell = np.searchsorted(edge_cells, np.arange(self.grid_cells), side="left")
-        self.cell_counts = np.zeros(self.grid_cells, dtype=np.int64)
-        self.exact_counts = np.zeros(len(edges) + 1, dtype=np.int64)
+        # The grid starts one cell below the first edge and ends one above the last, and values
+        # beyond those cells are clipped into them: values outside the edges then land in cells
+        # without an edge (the outer slots) instead of in the cells of the outer edges.
+        self.origin = low - 1 / self.scale if self.scale else low
+        self.last_cell = grid_cells + 2
+        self.edge_cells = self._cell_of(edges, np.empty(len(edges)), np.empty(len(edges), dtype=np.intp))
+        self.holds_edge = np.zeros(self.last_cell + 1, dtype=bool)
+        self.holds_edge[self.edge_cells] = True
+        self.slot_starts = np.concatenate(([0], self.edge_cells))
+        self.cell_counts = np.zeros(self.last_cell + 1, dtype=np.int64)
+        # Values in edge cells: how many so far, and how many of them lie below each edge's slot.
+        self.near_values = 0
+        self.near_below_edges = np.zeros(len(edges), dtype=np.int64)
+        self.values_without_edges = 0
+        scratch_size = min(expected_values, _CHUNK_VALUES)
+        self.positions = np.empty(scratch_size)
+        self.cells = np.empty(scratch_size, dtype=np.intp)
 
     def add(self, values: np.ndarray) -> None:
         if len(self.edges) == 0:
-            self.exact_counts[0] += values.size
+            self.values_without_edges += values.size
             return
-        cells = self._cell_of(values)
-        self.cell_counts += np.bincount(cells, minlength=self.grid_cells)
-        near_edges = values[self.holds_edge[cells]]
-        slots = np.searchsorted(self.edges, near_edges, side="right")
-        slots[near_edges == self.edges[-1]] -= 1  # the last bin is closed on the right
-        self.exact_counts += np.bincount(slots, minlength=len(self.exact_counts))
+        if values.size > len(self.positions):
+            self.positions, self.cells = np.empty(values.size), np.empty(values.size, dtype=np.intp)
+        cells = self._cell_of(values, self.positions[: values.size], self.cells[: values.size])
+        self.cell_counts += np.bincount(cells, minlength=len(self.cell_counts))
+        near_edges = values[self.holds_edge[cells]]  # a copy, free to sort
+        near_edges.sort()
+        self.near_below_edges += _below_edges(near_edges, self.edges)
+        self.near_values += near_edges.size
 
     def counts(self) -> np.ndarray:
         """Counts so far, int64, shape (k+2,)."""
-        in_blocks = ~self.holds_edge
-        block_counts = np.bincount(
-            self.slot_of_cell[in_blocks], weights=self.cell_counts[in_blocks], minlength=len(self.exact_counts)
-        )
-        return block_counts.astype(np.int64) + self.exact_counts
+        if len(self.edges) == 0:
+            return np.array([self.values_without_edges], dtype=np.int64)
+        # A slot's block is the cells from its lower edge's cell up to the next edge's cell;
+        # edge cells add nothing there, their values were counted exactly.
+        block_counts = np.add.reduceat(np.where(self.holds_edge, 0, self.cell_counts), self.slot_starts)
+        near_counts = np.diff(np.concatenate(([0], self.near_below_edges, [self.near_values])))
+        return block_counts + near_counts
 
-    def _cell_of(self, values: np.ndarray) -> np.ndarray:
+    def _cell_of(self, values: np.ndarray, positions: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """Grid cell of each value, written into ``cells`` (``positions``: float64 scratch, same length)."""
         with np.errstate(over="ignore", invalid="ignore"):
-            position = (values - self.low) * self.scale
-        np.clip(position, 0, self.grid_cells - 1, out=position)
-        return position.astype(np.intp)
+            np.subtract(values, self.origin, out=positions)
+            np.multiply(positions, self.scale, out=positions)
+        np.clip(positions, 0, self.last_cell, out=positions)
+        np.copyto(cells, positions, casting="unsafe")
+        return cells
 
 
 def profile_categorical(series: pd.Series | None, rows: int) -> CategoricalProfile:
     """Category counts of ``series`` (None = column absent: ``rows`` missing values)."""
     if series is None:
         return CategoricalProfile(counts={}, missing=rows)
-    labels = comparable_labels(series)
-    counts = labels.value_counts(dropna=True, sort=False)
+    pairs = _arrow_text_counts(series)
+    if pairs is None:
+        pairs = _label_counts(series)
     by_name: Counter[str] = Counter()
-    for value, count in counts.items():
+    for value, count in pairs:
         by_name[str(value)] += int(count)
-    return CategoricalProfile(counts=dict(by_name), missing=int(labels.isna().sum()))
+    return CategoricalProfile(counts=dict(by_name), missing=len(series) - sum(by_name.values()))
+
+
+def _label_counts(series: pd.Series) -> Iterable[tuple[Any, int]]:
+    """(label, rows) of each distinct non-missing value of ``series`` (see :func:`comparable_labels`)."""
+    return comparable_labels(series).value_counts(dropna=True, sort=False).items()
+
+
+def _arrow_text_counts(series: pd.Series) -> list[tuple[str, int]] | None:
+    """(text, rows) of each distinct non-missing value of an Arrow-backed text column; None for other columns.
+
+    Counts with Arrow directly, a quarter faster than through pandas; only the
+    distinct values become Python strings.
+    """
+    if not isinstance(series.array, pd.arrays.ArrowExtensionArray):
+        return None
+    data = pa.array(series.array)  # the column's own Arrow array (or chunked array), not a copy
+    if not (pa.types.is_string(data.type) or pa.types.is_large_string(data.type)):
+        return None
+    counted = pc.value_counts(data)
+    pairs = zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist())
+    return [(text, count) for text, count in pairs if text is not None]
 
 
 def comparable_labels(series: pd.Series) -> pd.Series:
