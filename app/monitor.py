@@ -27,11 +27,11 @@ from app.config import Config, load_config
 from app.events import Event, EventKind
 from app.labels import label_signal_issue
 from app.ingest import FileChanged, FileSnapshot, parse_batch, quarantine, read_stable
-from app.policy import BatchOutcome, ModelRunner
+from app.policy import BatchOutcome, ModelRunner, label_stats
 from app.environment import environment_diff, environment_record
 from app.readers import UnreadableFile
 from app.reproduce import Reproduction, reproduce
-from app.serving import export_files, model_card, predictions_path, score, write_predictions
+from app.serving import export_files, model_card, parquet_bytes, predictions_path, score, write_predictions
 from app.registry import Registry, RollbackImpossible, StatePaths
 from app.snapshots import SnapshotError
 from app.stats.profile import Profile
@@ -97,6 +97,11 @@ class Monitor:
 
     # --- life cycle --------------------------------------------------------------
 
+    def _start_training_server(self) -> None:
+        """Have the training server ready by the first retrain, without holding up the first batch."""
+        if self.runners:
+            threading.Thread(target=self.trainer.start, name="driftdeck-training-server", daemon=True).start()
+
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         self._subscribers.append(callback)
 
@@ -120,6 +125,7 @@ class Monitor:
         """Start the worker thread and the folder watcher (files already there are picked up)."""
         if self._lock_handle is None:
             self.acquire()
+        self._start_training_server()
         self._thread = threading.Thread(target=self._work, name="driftdeck-monitor", daemon=True)
         for name in self.runners:
             if self.environment_changed(name):
@@ -133,6 +139,7 @@ class Monitor:
         """Process every complete file in the folder now, on this thread, then return."""
         if self._lock_handle is None:
             self.acquire()
+        self._start_training_server()
         watcher = FolderWatcher(self.data_dir, self.paths.root, lambda path: None,
                                 settle_seconds=self.config.watch.settle_seconds)
         watcher.scan()
@@ -410,19 +417,22 @@ class Monitor:
             reason = error.strerror or str(error)
             self.emit(Event(EventKind.FILE_ERROR, f"{name}: cannot be read: {reason}", file=name, data={"reason": reason}))
             return
+        # Parsed before the ledger lookup, so the SHA-256 is taken on a second thread meanwhile
+        # (see parse_batch); the rare duplicate costs one parse thrown away.
+        try:
+            batch, reasons = parse_batch(snapshot, self.config), []
+        except InvalidBatch as invalid:
+            batch, reasons = None, invalid.reasons
         known = self.store.file_by_sha(snapshot.sha256)
         if known is not None:
             self.store.record_file(name, snapshot.sha256, "duplicate", reason=f"same content as {known.name}",
                                    size=snapshot.size, mtime_ns=snapshot.mtime_ns)
             self.emit(Event(EventKind.DUPLICATE, f"{name}: same content as {known.name}; not processed again",
                             file=name, data={"same_as": known.name}))
-            return
-        try:
-            batch = parse_batch(snapshot, self.config)
-        except InvalidBatch as invalid:
-            self._reject(snapshot, invalid.reasons, copy=True)
-            return
-        self._ingest(snapshot, batch)
+        elif batch is None:
+            self._reject(snapshot, reasons, copy=True)
+        else:
+            self._ingest(snapshot, batch)
 
     def _reject(self, snapshot: FileSnapshot, reasons: list[str], copy: bool) -> None:
         placed = quarantine(snapshot, reasons, self.paths.quarantine, copy=copy)
@@ -451,11 +461,7 @@ class Monitor:
             outcomes[name] = runner.process(batch, folder, label_issue)
         self._set_training(None)
         if batch.labeled and self.config.target:
-            labels = batch.frame[self.config.target].dropna()
-            folder["previous_labels"] = (
-                {"mean": float(labels.mean())} if self.config.task == "regression"
-                else {"priors": {str(k): float(v) for k, v in labels.astype(str).value_counts(normalize=True).items()}}
-            )
+            folder["previous_labels"] = label_stats(batch.frame[self.config.target], self.config.task)
         self._commit(snapshot, batch, outcomes, serving_before=serving_before, folder=folder)
 
     def _commit(self, snapshot: FileSnapshot | None, batch: Batch | None, outcomes: dict[str, BatchOutcome],
@@ -491,8 +497,12 @@ class Monitor:
                         self.store.save_model_state(name, outcome.state, db=db)
                 if folder is not None:
                     self.store.save_model_state(FOLDER_KEY, folder, db=db)
-            for name in outcomes:
+            for name, outcome in outcomes.items():
+                for version, pipeline in outcome.promoted_models.items():
+                    self.registry.remember(name, version, pipeline)  # the next batch scores with it: no reload
                 self.registry.write_serving_files(name)
+        if batch is not None and batch.labeled:
+            self._remember_batch(file_id, batch.frame)  # the next retrain's window starts with it: no archive read
         if batch is not None:
             self.emit(Event(EventKind.BATCH_INGESTED,
                             f"{batch.name}: {batch.rows:,} rows{' (labeled)' if batch.labeled else ''}",
@@ -534,7 +544,7 @@ class Monitor:
         path = self.paths.batches / f"{batch.sha256[:16]}.parquet"
         if not path.exists():
             temporary = path.with_suffix(".tmp")
-            batch.frame.to_parquet(temporary)
+            temporary.write_bytes(parquet_bytes(batch.frame))
             os.replace(temporary, path)
 
     def _load_batches(self, file_ids: list[int]) -> list[tuple[str, str, pd.DataFrame]]:
@@ -543,12 +553,15 @@ class Monitor:
         for file_id in file_ids:
             record = self.store.file(file_id)
             if file_id not in self._batch_cache:
-                self._batch_cache[file_id] = self.read_archived(record.sha256)
-                while len(self._batch_cache) > BATCH_CACHE_SIZE:
-                    self._batch_cache.popitem(last=False)
+                self._remember_batch(file_id, self.read_archived(record.sha256))
             self._batch_cache.move_to_end(file_id)
             loaded.append((record.name, record.sha256, self._batch_cache[file_id]))
         return loaded
+
+    def _remember_batch(self, file_id: int, frame: pd.DataFrame) -> None:
+        self._batch_cache[file_id] = frame
+        while len(self._batch_cache) > BATCH_CACHE_SIZE:
+            self._batch_cache.popitem(last=False)
 
     def read_archived(self, sha256: str) -> pd.DataFrame:
         return pd.read_parquet(self.paths.batches / f"{sha256[:16]}.parquet")

@@ -28,7 +28,7 @@ from app.environment import environment_record, model_config_hash
 from app.events import Event, EventKind
 from app.models import Prediction, predict
 from app.registry import Registry
-from app.serving import predictions_frame
+from app.serving import parquet_bytes, predictions_frame
 from app.snapshots import SnapshotError, load_trusted
 from app.stats.drift import drifted_columns, feature_drift
 from app.stats.health import (
@@ -70,6 +70,7 @@ class BatchOutcome:
     events: list[Event] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
     predictions: pd.DataFrame | None = None
+    promoted_models: dict[int, Any] = field(default_factory=dict)  # version -> the fitted pipeline, already verified
 
 
 @dataclass
@@ -99,9 +100,11 @@ class Candidate:
     holdout: pd.DataFrame
     files: list[str]
     shas: list[str]
-    seconds: float
+    seconds: float  # the whole training job, wall clock
+    fit_seconds: float  # the estimator pipeline's own fit within it
     metrics: dict[str, Any]
     baseline: dict[str, Any]
+    score_sketch: list[float]  # quantiles of its holdout scores: the reference for prediction drift
 
 
 @dataclass(frozen=True)
@@ -298,13 +301,13 @@ class ModelRunner:
         truth = frame[self.config.target][rows]
         result["metrics"] = self._metrics(truth, _subset(prediction, rows))
         metric = result["metric"]
-        result["metric_se"] = metric_standard_error(metric, result["metrics"].get(metric), truth.astype(str).to_numpy())
+        result["metric_se"] = metric_standard_error(metric, result["metrics"].get(metric), truth.to_numpy(dtype=object))
         result["baseline_metrics"] = self._baseline(truth, previous_labels or serving.data.get("label_stats", {}))
         shadow = self._shadow_model(serving)
         if shadow is not None:
             result["shadow_metrics"] = self.evaluate(shadow, frame)
             result["shadow_metric_se"] = metric_standard_error(
-                metric, result["shadow_metrics"].get(metric), truth.astype(str).to_numpy())
+                metric, result["shadow_metrics"].get(metric), truth.to_numpy(dtype=object))
         return prediction
 
     def _flags(self, result: dict, serving: SnapshotRecord | None, labeled: bool) -> list[dict[str, str]]:
@@ -441,6 +444,7 @@ class ModelRunner:
         if decision.passed:
             detail = decision.reason
             outcome.pointer_writes.append(lambda db: self.registry.switch_serving(self.name, version, reason, detail, db=db))
+            outcome.promoted_models[version] = candidate.model
             result["action"] = "promoted"
             result["action_detail"] = detail
             frm = f"v{serving.version}" if serving else "nothing"
@@ -481,15 +485,18 @@ class ModelRunner:
             self.emit(Event(EventKind.TRAINING_PROGRESS, f"{self.name}: {text}", model=self.name,
                             data={"version": version, "progress": fraction}))
 
-        data = self.trainer.run(job, progress)
+        fitted = self.trainer.run(job, progress)
         seconds = time.perf_counter() - started
         try:
-            model = load_trusted(data, source=f"candidate {self.name} v{version}")
+            model = load_trusted(fitted.data, source=f"candidate {self.name} v{version}")
         except SnapshotError as error:
             raise TrainingFailed(str(error)) from None
-        metrics = self.evaluate(model, holdout)
-        baseline = self._baseline(holdout[self.config.target], _label_stats(train[self.config.target], self.config.task))
-        return Candidate(version, model, data, train, holdout, window.files, window.shas, seconds, metrics, baseline)
+        prediction = predict(model, holdout, self.config.task)
+        metrics = self._labelled_metrics(holdout, prediction)
+        baseline = self._baseline(holdout[self.config.target], label_stats(train[self.config.target], self.config.task))
+        sketch = np.quantile(_scores(prediction), np.linspace(0, 1, SCORE_SKETCH_POINTS)).tolist()
+        return Candidate(version, model, fitted.data, train, holdout, window.files, window.shas, seconds, fitted.fit_seconds,
+                         metrics, baseline, sketch)
 
     def _serving_holdout_metrics(self, serving: SnapshotRecord | None, candidate: Candidate) -> dict | None:
         if serving is None:
@@ -505,8 +512,7 @@ class ModelRunner:
         path, sha = self.registry.write_snapshot_file(self.name, candidate.version, candidate.data)
         sample = reservoir_sample(candidate.train[self.config.features], REFERENCE_SAMPLE_ROWS, self.model.seed)
         sample_path = path.with_suffix(".reference.parquet")
-        sample.to_parquet(sample_path)
-        scores = _scores(predict(candidate.model, candidate.holdout, self.config.task))
+        sample_path.write_bytes(parquet_bytes(sample))
         data = {
             "files": candidate.files,
             "batch_shas": candidate.shas,
@@ -518,11 +524,12 @@ class ModelRunner:
             "metric": metric,
             "gate": decision.reason,
             "train_seconds": candidate.seconds,
+            "fit_seconds": candidate.fit_seconds,
             "profile": Profile.build(candidate.train, self.config.schema).to_dict(),
             "reference_sample": str(sample_path.relative_to(self.registry.paths.root)),
-            "score_sketch": np.quantile(scores, np.linspace(0, 1, SCORE_SKETCH_POINTS)).tolist(),
+            "score_sketch": candidate.score_sketch,
             "classes": sorted(map(str, candidate.train[self.config.target].dropna().unique())) if self.config.task == "classification" else None,
-            "label_stats": _label_stats(candidate.train[self.config.target], self.config.task),
+            "label_stats": label_stats(candidate.train[self.config.target], self.config.task),
             "holdout_files": candidate.files[-1:],
             "environment": environment_record(),
             "config_hash": model_config_hash(self.config_fields()),
@@ -559,7 +566,7 @@ class ModelRunner:
         )
         started = time.perf_counter()
         try:
-            self.static_shadow = load_trusted(self.trainer.run(job))
+            self.static_shadow = load_trusted(self.trainer.run(job).data)
         except (TrainingFailed, SnapshotError) as error:
             outcome.result["shadow_error"] = str(error)
             return
@@ -612,19 +619,27 @@ class ModelRunner:
 
     def evaluate(self, model: Any, frame: pd.DataFrame) -> dict[str, Any]:
         """The metrics of ``model`` on the labeled rows of ``frame``."""
+        labelled = frame[self.config.target].notna().to_numpy()
+        if not labelled.all():
+            frame = frame[labelled]
+        return self._labelled_metrics(frame, predict(model, frame, self.config.task))
+
+    def _labelled_metrics(self, frame: pd.DataFrame, prediction: Prediction) -> dict[str, Any]:
+        """The metrics of ``prediction`` (one per row of ``frame``) on the rows that have a label."""
         rows = frame[self.config.target].notna().to_numpy()
-        return self._metrics(frame[self.config.target][rows], predict(model, frame[rows], self.config.task))
+        return self._metrics(frame[self.config.target][rows], _subset(prediction, rows))
 
     def _metrics(self, truth: pd.Series, prediction: Prediction) -> dict[str, Any]:
         if self.config.task == "regression":
             return regression_metrics(truth.to_numpy(dtype="float64"), prediction.labels)
-        return classification_metrics(truth.astype(str).to_numpy(), prediction.proba, [str(c) for c in prediction.classes])
+        return classification_metrics(truth.to_numpy(dtype=object), prediction.proba, [str(c) for c in prediction.classes])
 
-    def _baseline(self, truth: pd.Series, label_stats: dict) -> dict[str, Any]:
+    def _baseline(self, truth: pd.Series, known: dict) -> dict[str, Any]:
+        """The naive baseline's metrics on ``truth``, from ``known`` label stats (see :func:`label_stats`)."""
         if self.config.task == "regression":
-            return regression_baseline(truth.to_numpy(dtype="float64"), label_stats.get("mean", float(truth.mean())))
-        priors = label_stats.get("priors") or _label_stats(truth, "classification")["priors"]
-        return classification_baseline(truth.astype(str).to_numpy(), priors)
+            return regression_baseline(truth.to_numpy(dtype="float64"), known.get("mean", float(truth.mean())))
+        priors = known.get("priors") or label_stats(truth, "classification")["priors"]
+        return classification_baseline(truth.to_numpy(dtype=object), priors)
 
     def _classes(self, train: pd.DataFrame, serving: SnapshotRecord | None) -> list[str] | None:
         if self.config.task != "classification":
@@ -687,9 +702,10 @@ def _subset(prediction: Prediction, rows: np.ndarray) -> Prediction:
     return Prediction(prediction.labels[rows], proba, prediction.classes)
 
 
-def _label_stats(labels: pd.Series, task: str) -> dict[str, Any]:
+def label_stats(labels: pd.Series, task: str) -> dict[str, Any]:
+    """What the naive baseline predicts from: the mean label (regression) or each class's share."""
     labels = labels.dropna()
     if task == "regression":
         return {"mean": float(labels.astype("float64").mean())}
-    shares = labels.astype(str).value_counts(normalize=True)
+    shares = labels.value_counts(normalize=True)  # classification labels are already text (validation)
     return {"priors": {str(k): float(v) for k, v in shares.items()}}

@@ -99,12 +99,16 @@ class Registry:
             record = self.store.snapshot(model, version)
             if record is None or not record.path or not record.sha256:
                 raise SnapshotError(f"{model} has no stored model for version {version}")
-            self._loaded[key] = read_model(self.paths.root / record.path, record.sha256)
-            kept = [cached for cached in self._loaded if cached[0] == model]
-            for oldest in kept[:-LOADED_MODELS]:
-                del self._loaded[oldest]
+            self.remember(model, version, read_model(self.paths.root / record.path, record.sha256))
         self._loaded.move_to_end(key)
         return self._loaded[key]
+
+    def remember(self, model: str, version: int, pipeline: Any) -> None:
+        """Keep a fitted pipeline that was verified on its way in (loaded, or just trained and committed)."""
+        self._loaded[(model, version)] = pipeline
+        kept = [cached for cached in self._loaded if cached[0] == model]
+        for oldest in kept[:-LOADED_MODELS]:
+            del self._loaded[oldest]
 
     def forget(self, model: str, version: int) -> None:
         self._loaded.pop((model, version), None)

@@ -107,7 +107,7 @@ def _retrain(monitor: Monitor, runner, train, holdout, seed: int, result: Reprod
     job = TrainJob(task=config.task, estimator=runner.model.estimator, params=runner.model.params,
                    schema=config.schema, target=config.target, frame=train[config.features + [config.target]], seed=seed)
     try:
-        model = load_trusted(monitor.trainer.run(job))
+        model = load_trusted(monitor.trainer.run(job).data)
     except (TrainingFailed, SnapshotError) as error:
         result.problems.append(f"retraining failed: {error}")
         return None

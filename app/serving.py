@@ -11,13 +11,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from app.config import Config
 from app.fsutil import atomic_write_bytes, atomic_write_text
@@ -49,9 +50,21 @@ def predictions_path(root: Path, model: str, batch_name: str) -> Path:
 
 def write_predictions(path: Path, predictions: pd.DataFrame) -> None:
     """Write atomically: a reader sees the previous file or this one, never half of it."""
-    buffer = io.BytesIO()
-    predictions.to_parquet(buffer, index=False)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, parquet_bytes(predictions))
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as a Parquet file (its index left out), ready to write.
+
+    Only text columns are dictionary-encoded: Parquet's default tries it on
+    every column, and on float columns, whose values rarely repeat, that
+    attempt takes three quarters of the write and saves nothing.
+    """
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    text = [field.name for field in table.schema if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)]
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, use_dictionary=text)
+    return buffer.getvalue().to_pybytes()
 
 
 def write_table(predictions: pd.DataFrame, out: Path | None) -> str | None:

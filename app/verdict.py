@@ -115,7 +115,8 @@ def metric_standard_error(metric: str, value: float | None, labels: np.ndarray) 
     if value is None or n < 2 or (isinstance(value, float) and math.isnan(value)):
         return None
     if metric == "roc_auc":
-        counts = np.sort(pd.Series(labels).value_counts().to_numpy())
+        codes = pd.factorize(np.asarray(labels, dtype=object))[0]
+        counts = np.sort(np.bincount(codes[codes >= 0]))
         if len(counts) != 2:
             return math.sqrt(max(value * (1 - value), 1e-6) / max(1, counts.min()))
         n1, n0 = int(counts[1]), int(counts[0])  # Hanley-McNeil is symmetric in the two classes

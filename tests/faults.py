@@ -13,26 +13,26 @@ import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from app.training import TrainJob, fit_to_bytes
+from app.training import FittedModel, TrainJob, fit_job
 
 T = TypeVar("T")
 
 
-def raising_fit(job: TrainJob, progress) -> bytes:
+def raising_fit(job: TrainJob, progress) -> FittedModel:
     raise RuntimeError("boom")
 
 
-def hanging_fit(job: TrainJob, progress) -> bytes:
+def hanging_fit(job: TrainJob, progress) -> FittedModel:
     time.sleep(3600)
-    return b""
+    raise AssertionError("unreachable: the trainer's timeout kills this process")
 
 
-def slow_fit(job: TrainJob, progress) -> bytes:
+def slow_fit(job: TrainJob, progress) -> FittedModel:
     """A real fit that first takes a few seconds, so a test can act while it runs."""
     for step in range(30):
         progress(step / 30, "waiting on purpose")
         time.sleep(0.1)
-    return fit_to_bytes(job, progress)
+    return fit_job(job, progress)
 
 
 # --- reliability helpers: memory, processes, disk faults, hostile payloads ------------------

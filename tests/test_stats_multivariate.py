@@ -47,7 +47,14 @@ def test_result_is_reproducible_and_serialisable():
     second = domain_classifier(frame(300, seed=7), frame(300, seed=8, b_shift=1.0), SCHEMA, max_rows=200, seed=3)
     assert first == second
     assert json.loads(json.dumps(first.to_dict()))["auc"] == first.auc
-    assert len(domain_classifier(frame(300, 7), frame(300, 8), SCHEMA, max_rows=200, top_features=2).importances) == 2
+    shifted = frame(300, 8, b_shift=2.0)
+    assert len(domain_classifier(frame(300, 7), shifted, SCHEMA, max_rows=200, top_features=2).importances) == 2
+
+
+def test_no_feature_is_named_when_nothing_moved():
+    result = domain_classifier(frame(3000, seed=21), frame(3000, seed=22), SCHEMA, max_rows=3000, folds=2)
+    assert result.auc < 0.55
+    assert result.importances == {}
 
 
 def test_columns_missing_on_both_sides_are_ignored():

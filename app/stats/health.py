@@ -11,10 +11,10 @@ scored as a class the model gave probability 0, so it always counts as wrong.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from app.stats.drift import numeric_psi
 from app.stats.profile import profile_numeric, quantile_edges
@@ -47,19 +47,17 @@ def classification_metrics(y_true, proba, classes: Sequence) -> dict[str, float 
     squared error between the one-hot truth and ``proba``, in [0, 2]. These are
     scikit-learn's conventions (``brier_score_loss`` with ``scale_by_half="auto"``).
     """
-    labels, proba = _labelled_rows(y_true, np.asarray(proba, dtype=np.float64))
-    if len(labels) == 0:
+    truth = _encode_truth(y_true, np.asarray(proba, dtype=np.float64), classes)
+    if truth is None:
         return {name: None for name in CLASSIFICATION_METRICS}
-    class_index = pd.Index(list(classes))
-    true_index = class_index.get_indexer(pd.Index(labels))  # -1 for unseen labels
-    predicted_index = proba.argmax(axis=1)
+    predicted_index = truth.proba.argmax(axis=1)
     return {
-        "accuracy": float(np.mean(predicted_index == true_index)),
-        "balanced_accuracy": _balanced_accuracy(true_index, predicted_index, labels),
-        "roc_auc": _roc_auc(true_index, proba),
-        "log_loss": _log_loss(true_index, proba),
-        "f1": _f1(true_index, predicted_index, labels, n_classes=len(class_index)),
-        "brier": _brier(true_index, proba),
+        "accuracy": float(np.mean(predicted_index == truth.index)),
+        "balanced_accuracy": _balanced_accuracy(truth, predicted_index),
+        "roc_auc": _roc_auc(truth.index, truth.proba),
+        "log_loss": _log_loss(truth.index, truth.proba),
+        "f1": _f1(truth, predicted_index),
+        "brier": _brier(truth.index, truth.proba),
     }
 
 
@@ -141,46 +139,79 @@ def metric_higher_is_better(name: str) -> bool:
         raise ValueError(f"unknown metric {name!r}") from None
 
 
-def _labelled_rows(y_true, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(y_true, dtype=object)
-    if proba.ndim != 2 or len(proba) != len(labels):
-        raise ValueError("proba must have shape (len(y_true), n_classes)")
-    labelled = ~pd.isna(labels)
-    return labels[labelled], proba[labelled]
+@dataclass(frozen=True)
+class _Truth:
+    """The labelled rows of a batch, as integer codes.
 
-
-def _label_keys(true_index: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """One key per distinct true label: its class index, or its text when it is unseen.
-
-    (The index alone would lump different unseen labels together as -1.)
+    ``index``: position of each row's label in ``classes``, -1 for a label
+    outside them. ``key``: one code per distinct true label, its class
+    position or ``n_classes + k`` for the k-th unseen label (the index alone
+    would lump different unseen labels together). ``proba``: those rows'
+    probabilities, shape (rows, n_classes).
     """
-    return np.where(true_index >= 0, true_index.astype(object), pd.Index(labels).astype(str))
+
+    index: np.ndarray
+    key: np.ndarray
+    proba: np.ndarray
+
+    @property
+    def n_classes(self) -> int:
+        return self.proba.shape[1]
 
 
-def _balanced_accuracy(true_index: np.ndarray, predicted_index: np.ndarray, labels: np.ndarray) -> float:
+def _encode_truth(y_true, proba: np.ndarray, classes: Sequence) -> _Truth | None:
+    """Codes for the labelled rows of ``y_true``; None when no row has a label.
+
+    Labels are hashed once (``pd.factorize``) and only the distinct ones are
+    looked up in ``classes``, so the cost stays low on large batches.
+    """
+    codes, uniques = pd.factorize(np.asarray(y_true, dtype=object), use_na_sentinel=True)
+    if proba.ndim != 2 or len(proba) != len(codes):
+        raise ValueError("proba must have shape (len(y_true), n_classes)")
+    labelled = codes >= 0
+    if not labelled.any():
+        return None
+    codes = codes[labelled]
+    class_of_unique = pd.Index(list(classes)).get_indexer(uniques)
+    key_of_unique = np.where(class_of_unique >= 0, class_of_unique, proba.shape[1] + np.arange(len(uniques)))
+    return _Truth(index=class_of_unique[codes], key=key_of_unique[codes], proba=proba[labelled])
+
+
+def _balanced_accuracy(truth: _Truth, predicted_index: np.ndarray) -> float:
     """Mean recall over the distinct true labels (an unseen label has recall 0)."""
-    hits = pd.Series(true_index == predicted_index)
-    return float(hits.groupby(_label_keys(true_index, labels), sort=False).mean().mean())
+    hits = np.bincount(truth.key, weights=truth.index == predicted_index)
+    rows = np.bincount(truth.key)
+    present = rows > 0
+    return float(np.mean(hits[present] / rows[present]))
 
 
 def _roc_auc(true_index: np.ndarray, proba: np.ndarray) -> float | None:
     n_classes = proba.shape[1]
     if n_classes == 2:
-        return _binary_auc(true_index == 1, proba[:, 1])
-    per_class = [_binary_auc(true_index == label, proba[:, label]) for label in range(n_classes)]
+        return binary_roc_auc(true_index == 1, proba[:, 1])
+    per_class = [binary_roc_auc(true_index == label, proba[:, label]) for label in range(n_classes)]
     defined = [auc for auc in per_class if auc is not None]
     return float(np.mean(defined)) if defined else None
 
 
-def _binary_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
-    """Mann-Whitney form of the ROC AUC (ties count one half); None without both classes."""
+def binary_roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
+    """Mann-Whitney form of the ROC AUC (ties count one half); None without both classes.
+
+    One sort of the scores; then each run of tied scores contributes its
+    positives times the negatives ranked below it, plus half its own pairs.
+    """
     positives = int(is_positive.sum())
     negatives = len(is_positive) - positives
     if positives == 0 or negatives == 0:
         return None
-    ranks = rankdata(scores)
-    rank_sum = ranks[is_positive].sum()
-    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
+    order = np.argsort(scores)
+    ordered = scores[order]
+    starts = np.r_[0, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1]
+    positives_per_run = np.add.reduceat(is_positive[order].astype(np.int64), starts)
+    negatives_per_run = np.diff(np.r_[starts, len(ordered)]) - positives_per_run
+    negatives_below = np.cumsum(negatives_per_run) - negatives_per_run
+    pairs = np.sum(positives_per_run * (negatives_below + 0.5 * negatives_per_run))
+    return float(pairs / (positives * negatives))
 
 
 def _probability_of_truth(true_index: np.ndarray, proba: np.ndarray) -> np.ndarray:
@@ -206,13 +237,15 @@ def _brier(true_index: np.ndarray, proba: np.ndarray) -> float:
     return float(scale * np.mean(per_row))
 
 
-def _f1(true_index: np.ndarray, predicted_index: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
-    if n_classes == 2:
-        return _f1_of(true_index == 1, predicted_index == 1)
-    true_keys = _label_keys(true_index, labels)
-    predicted_keys = predicted_index.astype(object)
-    scored = set(true_keys) | set(predicted_keys)
-    return float(np.mean([_f1_of(true_keys == key, predicted_keys == key) for key in scored]))
+def _f1(truth: _Truth, predicted_index: np.ndarray) -> float:
+    """Binary: F1 of the positive class. Multiclass: macro F1 over the labels that are true or predicted."""
+    if truth.n_classes == 2:
+        return _f1_of(truth.index == 1, predicted_index == 1)
+    size = max(truth.key.max(), truth.n_classes - 1) + 1
+    hits = np.bincount(truth.key[truth.index == predicted_index], minlength=size)
+    denominators = np.bincount(truth.key, minlength=size) + np.bincount(predicted_index, minlength=size)
+    scored = denominators > 0
+    return float(np.mean(2 * hits[scored] / denominators[scored]))
 
 
 def _f1_of(is_true: np.ndarray, is_predicted: np.ndarray) -> float:

@@ -14,17 +14,22 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from app.stats.health import binary_roc_auc
 from app.stats.profile import NUMERIC, comparable_labels, numeric_values
 
 # HistGradientBoosting takes category codes below its 255 bins: the most frequent
 # categories get codes 0..253 and all rarer ones share the last code.
 _MAX_CATEGORY_CODES = 254
-IMPORTANCE_FOLDS = 1
+# Below this AUC the sides look alike and any ranking of features would be noise, so none is made
+# (the AUC's standard error under no drift is about 0.01 at the default 5,000 rows per side).
+IMPORTANCE_MIN_AUC = 0.55
 DOMAIN_TREES = 25  # with a learning rate of 0.2: as sharp as 50 trees at 0.1 for telling two samples apart, at half the cost
+DOMAIN_LEAVES = 8  # shallow trees: a moved distribution shows in a few splits, and each tree costs a third as much
+
+
 
 
 @dataclass
@@ -73,11 +78,14 @@ def domain_classifier(
     (HistGradientBoosting routes them natively, so a change in missingness
     counts as drift too); categorical columns as codes declared categorical to
     the model. Columns missing on both sides are skipped (with none left the
-    AUC is 0.5). The model is a small HistGradientBoostingClassifier (25 trees).
+    AUC is 0.5). The model is a small HistGradientBoostingClassifier (25 trees of at
+    most 8 leaves).
 
     Importances are permutation importances on the first held-out fold:
     shuffle one column, score again, and record how much the AUC fell. That
-    costs one extra prediction per feature, no refitting.
+    costs one extra prediction per feature, no refitting. They are only
+    computed when the AUC reaches ``IMPORTANCE_MIN_AUC``: below it nothing
+    moved, and ``importances`` is empty.
 
     Cost is bounded by ``max_rows`` and ``folds``: ``folds`` fits on under
     2 * ``max_rows`` rows and one prediction per feature, under a second
@@ -111,32 +119,36 @@ def _cross_validated_drift(
     if not names:
         return MultivariateDrift(0.5, {}, len(reference_rows), len(current_rows))
 
-    rng = np.random.default_rng(seed)
     fold_aucs: list[float] = []
-    auc_drops = np.zeros(len(names))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(features, is_current):
         model = HistGradientBoostingClassifier(
-            max_iter=DOMAIN_TREES, learning_rate=0.2, categorical_features=is_categorical, early_stopping=False,
-            random_state=seed,
+            max_iter=DOMAIN_TREES, learning_rate=0.2, max_leaf_nodes=DOMAIN_LEAVES, categorical_features=is_categorical,
+            early_stopping=False, random_state=seed,
         ).fit(features[train], is_current[train])
-        held_out, truth = features[test], is_current[test]
-        fold_auc = roc_auc_score(truth, model.predict_proba(held_out)[:, 1])
-        fold_aucs.append(fold_auc)
-        if len(fold_aucs) > IMPORTANCE_FOLDS:
-            continue
-        for column in range(len(names)):
-            shuffled = held_out.copy()
-            shuffled[:, column] = rng.permutation(shuffled[:, column])
-            auc_drops[column] += fold_auc - roc_auc_score(truth, model.predict_proba(shuffled)[:, 1])
+        held_out, truth = features[test], is_current[test] == 1
+        fold_aucs.append(binary_roc_auc(truth, model.predict_proba(held_out)[:, 1]))
+        if len(fold_aucs) == 1:
+            first_fold = (model, held_out, truth)
 
-    ranked = sorted(zip(names, auc_drops / min(folds, IMPORTANCE_FOLDS)), key=lambda item: -item[1])[:top_features]
-    return MultivariateDrift(
-        auc=float(np.mean(fold_aucs)),
-        importances={name: float(drop) for name, drop in ranked},
-        rows_reference=len(reference_rows),
-        rows_current=len(current_rows),
-    )
+    auc = float(np.mean(fold_aucs))
+    importances = {}
+    if auc >= IMPORTANCE_MIN_AUC:
+        drops = _permutation_importances(*first_fold, fold_aucs[0], np.random.default_rng(seed))
+        ranked = sorted(zip(names, drops), key=lambda item: -item[1])[:top_features]
+        importances = {name: float(drop) for name, drop in ranked}
+    return MultivariateDrift(auc, importances, rows_reference=len(reference_rows), rows_current=len(current_rows))
+
+
+def _permutation_importances(model, held_out: np.ndarray, truth: np.ndarray, auc: float,
+                             rng: np.random.Generator) -> np.ndarray:
+    """Per column of ``held_out``: how far the AUC falls when that column is shuffled."""
+    drops = np.zeros(held_out.shape[1])
+    for column in range(held_out.shape[1]):
+        shuffled = held_out.copy()
+        shuffled[:, column] = rng.permutation(shuffled[:, column])
+        drops[column] = auc - binary_roc_auc(truth, model.predict_proba(shuffled)[:, 1])
+    return drops
 
 
 def encode_features(df: pd.DataFrame, schema: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from typing import Callable
 from tests.conftest import make_batch, write_batch, write_config
 
 from app.monitor import Monitor
-from app.training import TrainJob, fit_to_bytes
+from app.training import FittedModel, TrainJob, fit_job
 from app.environment import environment_record
 
 FIXED_EPOCH = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
@@ -38,11 +38,11 @@ BASE_BATCHES: tuple[tuple[str, Callable], ...] = (
 BROKEN_FILE = "2025-02-10.csv.gz"  # not gzip at all: quarantined
 
 
-def slow_fit(job: TrainJob, progress: Callable[[float, str], None]) -> bytes:
+def slow_fit(job: TrainJob, progress: Callable[[float, str], None]) -> FittedModel:
     """A fit that takes a few seconds (runs in the training child process)."""
     progress(0.05, "pretending to be a big model")
     time.sleep(SLOW_FIT_SECONDS)
-    return fit_to_bytes(job, progress)
+    return fit_job(job, progress)
 
 
 def build_base_folder(folder: Path) -> Path:
