@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from app.config import Config
+from app.events import printable
 from app.fsutil import atomic_write_bytes, atomic_write_text, sha256_bytes
 from app.models import CATEGORICAL, columns_of_kind
 from app.readers import UnreadableFile, read_table
@@ -90,7 +91,8 @@ def quarantine(snapshot: FileSnapshot, reasons: list[str], quarantine_dir: Path,
     if copy:
         atomic_write_bytes(target, snapshot.data)
     sha = snapshot.sha256 if copy else "not read"
-    reason_text = f"file: {safe_name}\nsha256: {sha}\n" + "".join(f"reason: {r}\n" for r in reasons)
+    # People read this file in a terminal: a control character from the file's name or content is shown, not obeyed.
+    reason_text = f"file: {printable(safe_name)}\nsha256: {sha}\n" + "".join(f"reason: {printable(r)}\n" for r in reasons)
     atomic_write_text(target.with_name(target.name + ".reason.txt"), reason_text)
     return target
 

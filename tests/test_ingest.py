@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import app.ingest
 from app.config import load_config
 from app.fsutil import sha256_bytes
-from app.ingest import FileSnapshot, parse_batch, read_stable
+from app.ingest import FileSnapshot, parse_batch, quarantine, read_stable
 from app.models import category_texts
 from app.monitor import Monitor
 from app.readers import UnreadableFile, read_table
@@ -397,3 +397,12 @@ def test_quarantine_events_carry_every_reason(ingest_dir: Path) -> None:
     assert event.file == "bad.csv"
     assert len(event.data["reasons"]) == 2
     assert json.loads(json.dumps(event.to_dict()))["data"]["reasons"] == event.data["reasons"]
+
+
+def test_the_reason_file_shows_control_characters_instead_of_obeying_them(tmp_path: Path) -> None:
+    snapshot = FileSnapshot("evil\x1b[2Jname.csv", b"a,b\n1,2\n", size=8, mtime_ns=0)
+    placed = quarantine(snapshot, ["column 'x\x1b]0;owned\x07' is missing"], tmp_path)
+    text = placed.with_name(placed.name + ".reason.txt").read_text()
+    assert "\x1b" not in text and "\x07" not in text
+    assert "file: evil\\x1b[2Jname.csv" in text
+    assert "reason: column 'x\\x1b]0;owned\\x07' is missing" in text
