@@ -100,7 +100,13 @@ class Monitor:
     def _start_training_server(self) -> None:
         """Have the training server ready by the first retrain, without holding up the first batch."""
         if self.runners:
-            threading.Thread(target=self.trainer.start, name="driftdeck-training-server", daemon=True).start()
+            threading.Thread(target=self._warm_trainer, name="driftdeck-training-server", daemon=True).start()
+
+    def _warm_trainer(self) -> None:
+        try:
+            self.trainer.start()
+        except Exception:  # noqa: BLE001 - the first training meets the same failure and reports it as an event
+            pass
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         self._subscribers.append(callback)
