@@ -15,10 +15,10 @@ import math
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from threadpoolctl import threadpool_limits
 
 from app.stats.health import binary_roc_auc
 from app.stats.multivariate import encode_features
+from app.threads import limit_threads
 
 MIN_ROWS = 100
 MAX_ROWS = 20_000
@@ -50,7 +50,7 @@ def label_signal_issue(frame: pd.DataFrame, schema: dict[str, str], target: str,
         labeled = labeled.iloc[np.linspace(0, len(labeled) - 1, MAX_ROWS).astype(int)]
     features, is_categorical = encode_features(labeled, schema)
     cut = int(len(labeled) * (1 - TEST_FRACTION))
-    with threadpool_limits(limits=1):
+    with limit_threads(1):
         if task == "regression":
             truth = labeled[target].to_numpy(dtype="float64")
             model = HistGradientBoostingRegressor(**SIGNAL_MODEL, categorical_features=is_categorical, random_state=seed)

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
-from threadpoolctl import threadpool_limits
 
 from app.stats.health import binary_roc_auc
 from app.stats.profile import NUMERIC, comparable_labels, numeric_values
+from app.threads import limit_threads
 
 # HistGradientBoosting takes category codes below its 255 bins: the most frequent
 # categories get codes 0..253 and all rarer ones share the last code.
@@ -93,7 +93,7 @@ def domain_classifier(
     ``threads`` threads: on a busy machine extra threads mostly spin. Raises
     ValueError when a side has fewer rows than ``folds``.
     """
-    with threadpool_limits(limits=threads, user_api="openmp"):
+    with limit_threads(threads, user_api="openmp"):
         return _cross_validated_drift(reference, current, schema, max_rows, seed, folds, top_features)
 
 
