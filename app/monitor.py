@@ -10,6 +10,7 @@ only hand them on (the TUI posts a message; the headless printer prints).
 from __future__ import annotations
 
 import fcntl
+import functools
 import itertools
 import os
 import queue
@@ -458,13 +459,14 @@ class Monitor:
         if "reference" not in folder:
             folder["reference"] = Profile.build(batch.frame, self.config.schema).to_dict()
         serving_before = {name: self.store.serving_version(name) for name in self.runners}
-        label_issue = None
-        if batch.labeled and self.runners:
-            label_issue = label_signal_issue(batch.frame, self.config.schema, self.config.target, self.config.task,
-                                             self.config.timestamp)
+        label_check = None
+        if batch.labeled:  # run at most once per batch, and only if a runner asks (see ModelRunner.process)
+            label_check = functools.cache(functools.partial(
+                label_signal_issue, batch.frame, self.config.schema, self.config.target, self.config.task,
+                self.config.timestamp))
         outcomes = {}
         for name, runner in self.runners.items():
-            outcomes[name] = runner.process(batch, folder, label_issue)
+            outcomes[name] = runner.process(batch, folder, label_check)
         self._set_training(None)
         if batch.labeled and self.config.target:
             folder["previous_labels"] = label_stats(batch.frame[self.config.target], self.config.task)

@@ -26,6 +26,7 @@ import pandas as pd
 from app.config import Config, ModelConfig
 from app.environment import environment_record, model_config_hash
 from app.events import Event, EventKind
+from app.labels import SIGNIFICANCE_SIGMAS
 from app.models import Prediction, predict
 from app.registry import Registry
 from app.serving import parquet_bytes, predictions_frame
@@ -194,13 +195,15 @@ class ModelRunner:
 
     # --- one batch ---------------------------------------------------------------
 
-    def process(self, batch: Batch, folder: dict[str, Any], label_issue: str | None = None) -> BatchOutcome:
+    def process(self, batch: Batch, folder: dict[str, Any], label_check: Callable[[], str | None] | None = None
+                ) -> BatchOutcome:
         """Everything this model does with one validated batch.
 
         ``folder`` carries folder-wide facts: ``reference`` (profile dict of the
         first batch) and ``previous_labels`` (label stats of the previous labeled
-        batch, for the naive baseline). ``label_issue`` says why the batch's
-        labels look corrupted, if they do (see :mod:`app.labels`).
+        batch, for the naive baseline). ``label_check()`` says why the batch's
+        labels look corrupted, if they do (see :mod:`app.labels`); it is only
+        asked when the serving model does not already show that they carry signal.
         """
         frame, labeled = batch.frame, batch.labeled
         serving = self.registry.serving(self.name)
@@ -208,14 +211,15 @@ class ModelRunner:
         result = outcome.result
         reference = Profile.from_dict(serving.data["profile"]) if serving else Profile.from_dict(folder["reference"])
         current = self._measure_drift(result, reference, frame, serving)
-        issues = self._quality_issues(reference, frame, labeled, serving) + ([label_issue] if label_issue else [])
-        result["quality_issues"] = issues
-        result["trainable"] = labeled and not issues
-
+        issues = self._quality_issues(reference, frame, labeled, serving)
         model = self._load_serving(serving, result) if serving else None
         if model is not None:
             prediction = self._score(result, model, serving, frame, labeled, folder.get("previous_labels"))
             outcome.predictions = predictions_frame(prediction, frame, serving.version, self.config.id_column)
+        if label_check is not None and not self._labels_carry_signal(result) and (issue := label_check()):
+            issues.append(issue)
+        result["quality_issues"] = issues
+        result["trainable"] = labeled and not issues
         flags = self._flags(result, serving, labeled)
         result["flags"] = flags
         result["action"] = "flagged" if flags and serving else "none"
@@ -278,6 +282,21 @@ class ModelRunner:
             if len(present) == 1 and len(frame) >= 20 and len(known) != 1:
                 issues.append(f"every label is {present[0]!r}: a broken labelling job?")
         return issues
+
+    def _labels_carry_signal(self, result: dict) -> bool:
+        """Whether the serving model beat the naive baseline on this batch by three of its standard errors.
+
+        Labels a model already predicts that well carry signal: the check that
+        fits a model on the batch alone (:mod:`app.labels`) could only agree.
+        """
+        metric = result.get("metric")
+        served = (result.get("metrics") or {}).get(metric)
+        baseline = (result.get("baseline_metrics") or {}).get(metric)
+        error = result.get("metric_se")
+        if served is None or baseline is None or not error:
+            return False
+        gain = (served - baseline) if metric_higher_is_better(metric) else (baseline - served)
+        return gain > SIGNIFICANCE_SIGMAS * error
 
     def _load_serving(self, serving: SnapshotRecord, result: dict) -> Any | None:
         try:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import app.monitor
+from app.labels import label_signal_issue
 from app.monitor import CommandFailed, Monitor
 from app.policy import gate, split_holdout
 from app.snapshots import SnapshotError
@@ -96,6 +98,27 @@ def test_shuffled_labels_never_reach_the_serving_model(data_dir: Path):
         serving = monitor.registry.serving("dynamic-lr")
         assert "b04.csv" not in serving.data["files"]
         assert results(monitor, "dynamic-lr")[6]["metrics"]["roc_auc"] > 0.8
+    finally:
+        monitor.close()
+
+
+def test_the_label_check_runs_only_when_no_serving_model_already_predicts_the_labels(data_dir: Path, monkeypatch):
+    checked = []
+
+    def counting_check(frame, *args, **kwargs):
+        checked.append(len(checked))
+        return label_signal_issue(frame, *args, **kwargs)
+
+    monkeypatch.setattr(app.monitor, "label_signal_issue", counting_check)
+    frames = [make_batch(0), make_batch(1), make_batch(2, shuffled=True)]
+    monitor = run_stream(data_dir, frames)
+    try:
+        # b00: nothing serves yet, so it is checked; b01: both models predict its labels, so it is not;
+        # b02: shuffled, no model predicts it, so it is checked once for both models, and refused.
+        assert len(checked) == 2
+        for model in ("static-lr", "dynamic-lr"):
+            assert results(monitor, model)[1]["trainable"]
+            assert not results(monitor, model)[2]["trainable"]
     finally:
         monitor.close()
 
