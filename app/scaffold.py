@@ -21,6 +21,10 @@ def infer_config_text(data_dir: Path, target: str, timestamp: str | None = None,
     Numeric Arrow columns become numeric features, everything else
     categorical. The task is classification when the target is text or bool,
     or whole numbers with at most 20 distinct values; regression otherwise.
+    Without ``id_column``, one column named like an id (``id``, ``*_id``,
+    ``*Id``) whose whole-number or text values never repeat is taken as the id
+    column: it travels with the predictions, and as a feature it would only
+    ever look like drift.
     """
     tables = []
     problems = []
@@ -37,6 +41,8 @@ def infer_config_text(data_dir: Path, target: str, timestamp: str | None = None,
     for name, wanted in (("target", target), ("timestamp", timestamp), ("id column", id_column)):
         if wanted is not None and wanted not in columns:
             raise ConfigError(f"{name} {wanted!r} is not a column of {len(columns)} found: {', '.join(columns[:20])}")
+    if id_column is None:
+        id_column = _likely_id_column(tables, exclude={target, timestamp})
     special = {target, timestamp, id_column}
     schema = {
         column: "numeric" if _is_number(table.schema.field(column).type) else "categorical"
@@ -73,6 +79,21 @@ def write_config(data_dir: Path, target: str, timestamp: str | None, id_column: 
     parse_config(tomllib.loads(text), path)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _likely_id_column(tables: list[pa.Table], exclude: set[str | None]) -> str | None:
+    """The one column named like an id whose values are whole numbers or text, all distinct; else None."""
+    first = tables[0]
+    candidates = []
+    for column in first.column_names:
+        kind = first.schema.field(column).type
+        named_like_an_id = column.lower() == "id" or column.lower().endswith("_id") or column.endswith("Id")
+        if column in exclude or not named_like_an_id or not (pa.types.is_integer(kind) or pa.types.is_string(kind)):
+            continue
+        values = pa.chunked_array([t[column] for t in tables if column in t.column_names and t[column].type == kind])
+        if values.null_count == 0 and len(values.unique()) == len(values):
+            candidates.append(column)
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def _is_number(kind: pa.DataType) -> bool:

@@ -172,6 +172,19 @@ def test_init_without_timestamp_keeps_the_time_column_as_a_feature(tmp_path: Pat
     assert raw["schema"]["ts"] == "categorical"
 
 
+def test_init_takes_a_unique_column_named_like_an_id_as_the_id_column(tmp_path: Path) -> None:
+    for week in range(2):
+        frame = make_batch(week, rows=40)
+        frame["visitor_id"] = np.arange(40) + 40 * week  # distinct across files too
+        frame["store_id"] = np.arange(40) % 3             # named like an id, but repeats: a feature
+        write_batch(tmp_path, f"week-{week}.csv", frame)
+    raw = tomllib.loads(infer_config_text(tmp_path, "label", "ts"))
+    assert raw["id_column"] == "visitor_id"
+    assert "visitor_id" not in raw["schema"] and raw["schema"]["store_id"] == "numeric"
+    named = tomllib.loads(infer_config_text(tmp_path, "label", "ts", id_column="store_id"))
+    assert named["id_column"] == "store_id" and named["schema"]["visitor_id"] == "numeric"  # the user's choice stands
+
+
 def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     write_batch(tmp_path, "batch.csv", make_batch(0, rows=40))
     existing = tmp_path / "driftdeck.toml"
