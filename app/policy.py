@@ -510,8 +510,8 @@ class ModelRunner:
             model = load_trusted(fitted.data, source=f"candidate {self.name} v{version}")
         except SnapshotError as error:
             raise TrainingFailed(str(error)) from None
-        prediction = predict(model, holdout, self.config.task)
-        metrics = self._labelled_metrics(holdout, prediction)
+        prediction = predict(model, holdout, self.config.task)  # every holdout row is labeled (training_window)
+        metrics = self._metrics(holdout[self.config.target], prediction)
         baseline = self._baseline(holdout[self.config.target], label_stats(train[self.config.target], self.config.task))
         sketch = np.quantile(_scores(prediction), np.linspace(0, 1, SCORE_SKETCH_POINTS)).tolist()
         return Candidate(version, model, fitted.data, train, holdout, window.files, window.shas, seconds, fitted.fit_seconds,
@@ -641,12 +641,7 @@ class ModelRunner:
         labelled = frame[self.config.target].notna().to_numpy()
         if not labelled.all():
             frame = frame[labelled]
-        return self._labelled_metrics(frame, predict(model, frame, self.config.task))
-
-    def _labelled_metrics(self, frame: pd.DataFrame, prediction: Prediction) -> dict[str, Any]:
-        """The metrics of ``prediction`` (one per row of ``frame``) on the rows that have a label."""
-        rows = frame[self.config.target].notna().to_numpy()
-        return self._metrics(frame[self.config.target][rows], _subset(prediction, rows))
+        return self._metrics(frame[self.config.target], predict(model, frame, self.config.task))
 
     def _metrics(self, truth: pd.Series, prediction: Prediction) -> dict[str, Any]:
         if self.config.task == "regression":
