@@ -28,11 +28,11 @@ from app.config import Config, load_config
 from app.events import Event, EventKind
 from app.labels import label_signal_issue
 from app.ingest import FileChanged, FileSnapshot, parse_batch, quarantine, read_stable
-from app.policy import BatchOutcome, ModelRunner, label_stats
+from app.policy import BatchOutcome, ModelRunner, Pending, label_stats
 from app.environment import environment_diff, environment_record
 from app.readers import UnreadableFile
 from app.reproduce import Reproduction, reproduce
-from app.serving import export_files, model_card, parquet_bytes, predictions_path, score, write_predictions
+from app.serving import export_files, model_card, parquet_bytes, score
 from app.registry import Registry, RollbackImpossible, StatePaths
 from app.snapshots import SnapshotError
 from app.stats.profile import Profile
@@ -165,6 +165,7 @@ class Monitor:
         if self._thread is not None:
             self._enqueue(STOP_PRIORITY, "stop", None)
             self._thread.join(timeout=30)
+        self.trainer.close()
         self.store.close()
         if self._lock_handle is not None:
             self._lock_handle.close()
@@ -453,8 +454,9 @@ class Monitor:
     def _ingest(self, snapshot: FileSnapshot, batch: Batch) -> None:
         for warning in batch.warnings:
             self.emit(Event(EventKind.FILE_SEEN, f"{batch.name}: {warning}", file=batch.name, data={"warning": warning}))
+        pending = Pending()
         if batch.labeled:
-            self._archive(batch)
+            pending.add(lambda: self._archive(batch))
         folder = self.store.model_state(FOLDER_KEY)
         if "reference" not in folder:
             folder["reference"] = Profile.build(batch.frame, self.config.schema).to_dict()
@@ -466,8 +468,9 @@ class Monitor:
                 self.config.timestamp))
         outcomes = {}
         for name, runner in self.runners.items():
-            outcomes[name] = runner.process(batch, folder, label_check)
+            outcomes[name] = runner.process(batch, folder, pending, label_check)
         self._set_training(None)
+        pending.run()
         if batch.labeled and self.config.target:
             folder["previous_labels"] = label_stats(batch.frame[self.config.target], self.config.task)
         self._commit(snapshot, batch, outcomes, serving_before=serving_before, folder=folder)
@@ -476,13 +479,10 @@ class Monitor:
                 serving_before: dict[str, int | None], folder: dict | None = None) -> None:
         """Write a batch's ledger entry, results, snapshots and pointer changes in one transaction.
 
-        Prediction files are written first: if the process dies before the
-        commit, the batch is processed again and its files are simply replaced.
+        A batch's files (archive, predictions) are written before this: if the
+        process dies before the commit, the batch is processed again and its
+        files are simply replaced.
         """
-        if batch is not None:
-            for name, outcome in outcomes.items():
-                if outcome.predictions is not None:
-                    write_predictions(predictions_path(self.paths.predictions, name, batch.name), outcome.predictions)
         with self._pointer_lock:
             stale = {name for name in outcomes if self.store.serving_version(name) != serving_before[name]}
             with self.store.transaction() as db:

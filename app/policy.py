@@ -29,8 +29,8 @@ from app.events import Event, EventKind
 from app.labels import SIGNIFICANCE_SIGMAS
 from app.models import Prediction, predict
 from app.registry import Registry
-from app.serving import parquet_bytes, predictions_frame
-from app.snapshots import SnapshotError, load_trusted
+from app.serving import parquet_bytes, predictions_frame, predictions_path, write_predictions
+from app.snapshots import SnapshotError
 from app.stats.drift import drifted_columns, feature_drift
 from app.stats.health import (
     classification_baseline,
@@ -70,24 +70,47 @@ class BatchOutcome:
     pointer_writes: list[Write] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
-    predictions: pd.DataFrame | None = None
     promoted_models: dict[int, Any] = field(default_factory=dict)  # version -> the fitted pipeline, already verified
+
+
+class Pending:
+    """A batch's work that no decision waits on: drift shown on screen, files written before the commit.
+
+    It is done while a training job fits (the worker holds one core, the
+    monitor's thread the other), or else just before the batch commits.
+    """
+
+    def __init__(self) -> None:
+        self._work: list[Callable[[], None]] = []
+
+    def add(self, work: Callable[[], None]) -> None:
+        self._work.append(work)
+
+    def run(self) -> None:
+        """Do all the work added so far, oldest first."""
+        while self._work:
+            self._work.pop(0)()
 
 
 @dataclass
 class TrainingWindow:
-    """Labeled rows a candidate learns from, oldest first, and the files they came from."""
+    """Labeled rows a candidate learns from, oldest first, and the files they came from.
+
+    ``frame`` stacks ``parts`` (each file's labeled rows) with a fresh 0..n-1 index.
+    """
 
     frame: pd.DataFrame
     files: list[str]
     shas: list[str]
+    parts: list[pd.DataFrame]
 
 
 def training_window(parts: list[tuple[str, str, pd.DataFrame]], config: Config) -> TrainingWindow:
     """The labeled rows of ``parts`` (name, sha256, frame), oldest batch first."""
     columns = config.features + [config.target] + ([config.timestamp] if config.timestamp else [])
-    frames = [frame[columns][frame[config.target].notna()] for _, _, frame in parts]
-    return TrainingWindow(pd.concat(frames, ignore_index=True), [name for name, _, _ in parts], [sha for _, sha, _ in parts])
+    labeled = [frame[columns][frame[config.target].notna()] for _, _, frame in parts]
+    return TrainingWindow(pd.concat(labeled, ignore_index=True), [name for name, _, _ in parts],
+                          [sha for _, sha, _ in parts], labeled)
 
 
 @dataclass
@@ -195,8 +218,8 @@ class ModelRunner:
 
     # --- one batch ---------------------------------------------------------------
 
-    def process(self, batch: Batch, folder: dict[str, Any], label_check: Callable[[], str | None] | None = None
-                ) -> BatchOutcome:
+    def process(self, batch: Batch, folder: dict[str, Any], pending: Pending,
+                label_check: Callable[[], str | None] | None = None) -> BatchOutcome:
         """Everything this model does with one validated batch.
 
         ``folder`` carries folder-wide facts: ``reference`` (profile dict of the
@@ -204,18 +227,23 @@ class ModelRunner:
         batch, for the naive baseline). ``label_check()`` says why the batch's
         labels look corrupted, if they do (see :mod:`app.labels`); it is only
         asked when the serving model does not already show that they carry signal.
+        Work no decision here waits on goes to ``pending`` (see :class:`Pending`);
+        the caller runs what is left of it before the commit.
         """
         frame, labeled = batch.frame, batch.labeled
         serving = self.registry.serving(self.name)
         outcome = BatchOutcome(result={"labeled": labeled, "serving_version": serving.version if serving else None})
         result = outcome.result
         reference = Profile.from_dict(serving.data["profile"]) if serving else Profile.from_dict(folder["reference"])
-        current = self._measure_drift(result, reference, frame, serving)
+        current = self._measure_drift(result, reference, frame)
+        pending.add(lambda: self._measure_multivariate_drift(result, frame, serving))
         issues = self._quality_issues(reference, frame, labeled, serving)
         model = self._load_serving(serving, result) if serving else None
         if model is not None:
             prediction = self._score(result, model, serving, frame, labeled, folder.get("previous_labels"))
-            outcome.predictions = predictions_frame(prediction, frame, serving.version, self.config.id_column)
+            rows = predictions_frame(prediction, frame, serving.version, self.config.id_column)
+            path = predictions_path(self.registry.paths.predictions, self.name, batch.name)
+            pending.add(lambda: write_predictions(path, rows))
         if label_check is not None and not self._labels_carry_signal(result) and (issue := label_check()):
             issues.append(issue)
         result["quality_issues"] = issues
@@ -225,21 +253,25 @@ class ModelRunner:
         result["action"] = "flagged" if flags and serving else "none"
 
         if serving is None:
-            self._maybe_bootstrap(outcome, batch)
+            self._maybe_bootstrap(outcome, batch, pending)
         elif result["trainable"]:
             if self.model.is_dynamic:
-                self._dynamic_step(outcome, serving, batch)
+                self._dynamic_step(outcome, serving, batch, pending)
             else:
-                self._refresh_static_shadow(outcome, batch)
+                self._refresh_static_shadow(outcome, batch, pending)
         outcome.state = self._state(result, current)
         return outcome
 
-    def _measure_drift(self, result: dict, reference: Profile, frame: pd.DataFrame, serving: SnapshotRecord | None) -> Profile:
-        """Fill ``result`` with univariate and multivariate drift; return the batch's profile on the reference's edges."""
+    def _measure_drift(self, result: dict, reference: Profile, frame: pd.DataFrame) -> Profile:
+        """Fill ``result`` with each feature's drift; return the batch's profile on the reference's edges."""
         current = reference.project(frame)
         drift = feature_drift(reference, current, self.config.drift.psi_threshold, self.config.drift.psi_watch)
         result["feature_drift"] = {column: value.to_dict() for column, value in drift.items()}
         result["drifted_features"] = drifted_columns(drift)
+        return current
+
+    def _measure_multivariate_drift(self, result: dict, frame: pd.DataFrame, serving: SnapshotRecord | None) -> None:
+        """Fill ``result`` with the domain classifier's drift: shown, never a flag, so it can wait for a training job."""
         sample = self._reference_sample(serving)
         if sample is not None and len(sample) >= 20 and len(frame) >= 20:
             multi = domain_classifier(sample, frame, self.config.schema, max_rows=self.config.drift.domain_classifier_rows,
@@ -249,7 +281,6 @@ class ModelRunner:
         else:
             result["multivariate_auc"] = None
             result["multivariate_top"] = {}
-        return current
 
     def _quality_issues(self, reference: Profile, frame: pd.DataFrame, labeled: bool, serving: SnapshotRecord | None) -> list[str]:
         """Problems that keep a valid batch out of training (it is still monitored).
@@ -372,7 +403,7 @@ class ModelRunner:
 
     # --- policies -------------------------------------------------------------------
 
-    def _maybe_bootstrap(self, outcome: BatchOutcome, batch: Batch) -> None:
+    def _maybe_bootstrap(self, outcome: BatchOutcome, batch: Batch, pending: Pending) -> None:
         if not outcome.result["trainable"]:
             return
         needed = self.model.bootstrap_batches
@@ -381,13 +412,13 @@ class ModelRunner:
             outcome.result["action_detail"] = f"collecting labeled batches to train version 1 ({len(earlier) + 1} of {needed})"
             return
         window = self._window(self._newest_trainable(needed), batch)
-        self._train_and_gate(outcome, window, serving=None, reason="bootstrap")
+        self._train_and_gate(outcome, window, serving=None, reason="bootstrap", pending=pending)
 
-    def _dynamic_step(self, outcome: BatchOutcome, serving: SnapshotRecord, batch: Batch) -> None:
+    def _dynamic_step(self, outcome: BatchOutcome, serving: SnapshotRecord, batch: Batch, pending: Pending) -> None:
         if self._auto_rollback(outcome, serving, batch.frame):
             return
         window = self._window(self._newest_trainable(self.model.window), batch)
-        self._train_and_gate(outcome, window, serving=serving, reason="promoted")
+        self._train_and_gate(outcome, window, serving=serving, reason="promoted", pending=pending)
 
     def retrain(self, reason: str = "manual") -> BatchOutcome:
         """Train a candidate on the newest trainable batches now (the ``r`` key); it still faces the gate."""
@@ -437,11 +468,12 @@ class ModelRunner:
         outcome.result["flags"].insert(0, {"kind": "performance_drop", "detail": f"automatic rollback: {detail}"})
         return True
 
-    def _train_and_gate(self, outcome: BatchOutcome, window: TrainingWindow, serving: SnapshotRecord | None, reason: str) -> None:
+    def _train_and_gate(self, outcome: BatchOutcome, window: TrainingWindow, serving: SnapshotRecord | None, reason: str,
+                        pending: Pending | None = None) -> None:
         result = outcome.result
         version = self.store.next_version(self.name)
         try:
-            candidate = self._train(version, window, serving, reason)
+            candidate = self._train(version, window, serving, reason, meanwhile=pending.run if pending else None)
         except TrainingFailed as error:
             self._record_failure(outcome, version, window, str(error), serving)
             return
@@ -483,18 +515,15 @@ class ModelRunner:
                 data={"version": version, "metrics": candidate.metrics, "serving_metrics": serving_metrics},
             ))
 
-    def _train(self, version: int, window: TrainingWindow, serving: SnapshotRecord | None, reason: str) -> Candidate:
+    def _train(self, version: int, window: TrainingWindow, serving: SnapshotRecord | None, reason: str,
+               meanwhile: Callable[[], None] | None = None) -> Candidate:
         train, holdout = split_holdout(window.frame, self.config.timestamp)
         if train[self.config.target].nunique() < 2 and self.config.task == "classification":
             raise TrainingFailed("the training rows hold a single class")
         incremental = None
         if self.model.incremental and serving is not None and serving.path:
             incremental = (self.registry.paths.root / serving.path).read_bytes()
-        job = TrainJob(
-            task=self.config.task, estimator=self.model.estimator, params=self.model.params, schema=self.config.schema,
-            target=self.config.target, frame=train[self.config.features + [self.config.target]], seed=self.model.seed,
-            incremental_from=incremental, classes=self._classes(train, serving),
-        )
+        job = self.training_job(window, train, incremental_from=incremental, classes=self._classes(train, serving))
         self.emit(Event(EventKind.TRAINING_STARTED, f"{self.name}: training v{version} on {len(train):,} rows from "
                         f"{len(window.files)} file(s) ({reason})", model=self.name,
                         data={"version": version, "rows": len(train), "files": window.files, "reason": reason}))
@@ -504,12 +533,9 @@ class ModelRunner:
             self.emit(Event(EventKind.TRAINING_PROGRESS, f"{self.name}: {text}", model=self.name,
                             data={"version": version, "progress": fraction}))
 
-        fitted = self.trainer.run(job, progress)
+        fitted = self.trainer.run(job, progress, meanwhile)
         seconds = time.perf_counter() - started
-        try:
-            model = load_trusted(fitted.data, source=f"candidate {self.name} v{version}")
-        except SnapshotError as error:
-            raise TrainingFailed(str(error)) from None
+        model = fitted.model
         prediction = predict(model, holdout, self.config.task)  # every holdout row is labeled (training_window)
         metrics = self._metrics(holdout[self.config.target], prediction)
         baseline = self._baseline(holdout[self.config.target], label_stats(train[self.config.target], self.config.task))
@@ -576,22 +602,31 @@ class ModelRunner:
         outcome.events.append(Event(EventKind.TRAINING_FAILED, f"{self.name}: training v{version} failed: {error}",
                                     model=self.name, data={"version": version, "error": error}))
 
-    def _refresh_static_shadow(self, outcome: BatchOutcome, batch: Batch) -> None:
+    def _refresh_static_shadow(self, outcome: BatchOutcome, batch: Batch, pending: Pending) -> None:
         """Retrain the static model's shadow (what dynamic training would serve next) on the newest batches."""
         window = self._window(self._newest_trainable(self.model.window), batch)
-        job = TrainJob(
-            task=self.config.task, estimator=self.model.estimator, params=self.model.params, schema=self.config.schema,
-            target=self.config.target, frame=window.frame[self.config.features + [self.config.target]], seed=self.model.seed,
-        )
         started = time.perf_counter()
         try:
-            self.static_shadow = load_trusted(self.trainer.run(job).data)
-        except (TrainingFailed, SnapshotError) as error:
+            self.static_shadow = self.trainer.run(self.training_job(window), meanwhile=pending.run).model
+        except TrainingFailed as error:
             outcome.result["shadow_error"] = str(error)
             return
         outcome.result["shadow_train_seconds"] = time.perf_counter() - started
 
     # --- helpers -------------------------------------------------------------------
+
+    def training_job(self, window: TrainingWindow, rows: pd.DataFrame | None = None, *, seed: int | None = None,
+                     incremental_from: bytes | None = None, classes: list[str] | None = None) -> TrainJob:
+        """A job that fits this model on ``rows`` of ``window.frame``, in their order (all of it when None).
+
+        ``seed`` defaults to the model's; see :class:`TrainJob` for the rest.
+        """
+        return TrainJob(
+            task=self.config.task, estimator=self.model.estimator, params=self.model.params, schema=self.config.schema,
+            target=self.config.target, parts=list(zip(window.shas, window.parts)),
+            positions=None if rows is None else rows.index.to_numpy(), seed=self.model.seed if seed is None else seed,
+            incremental_from=incremental_from, classes=classes,
+        )
 
     def metric_name(self, serving: SnapshotRecord | None, candidate: Candidate | None = None) -> str:
         if self.model.metric:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.environment import environment_diff, environment_record
 from app.policy import split_holdout, training_window
-from app.snapshots import SnapshotError, load_trusted, read_model
+from app.snapshots import SnapshotError, read_model
 from app.stats.health import metric_higher_is_better
 from app.training import TrainingFailed, TrainJob
 from app.verdict import ERROR_METRICS
@@ -87,13 +87,15 @@ def reproduce(monitor: Monitor, model: str) -> Reproduction:
         result.problems.append(f"its training batches are not all archived ({error}); cannot retrain")
         parts = None
     if parts is not None:
-        train, holdout = split_holdout(training_window(parts, monitor.config).frame, monitor.config.timestamp)
+        window = training_window(parts, monitor.config)
+        train, holdout = split_holdout(window.frame, monitor.config.timestamp)
         if loaded is not None:
             result.reloaded = runner.evaluate(loaded, holdout)
         if runner.model.incremental:
             result.problems.append("incremental snapshots continue from their parent: retraining from files alone is skipped")
         else:
-            result.retrained = _retrain(monitor, runner, train, holdout, data.get("seed", runner.model.seed), result)
+            job = runner.training_job(window, train, seed=data.get("seed", runner.model.seed))
+            result.retrained = _retrain(monitor, runner, job, holdout, result)
     result.regression = bool(result.problems and loaded is None) or any(
         _worse_by(metric, result.recorded.get(metric), found.get(metric)) > _allowed(metric, runner.model.tolerance, result.recorded.get(metric))
         for found in (result.reloaded, result.retrained) if found
@@ -101,14 +103,11 @@ def reproduce(monitor: Monitor, model: str) -> Reproduction:
     return result
 
 
-def _retrain(monitor: Monitor, runner, train, holdout, seed: int, result: Reproduction) -> dict[str, Any] | None:
-    """Fit with today's code and config on ``train``; its metrics on ``holdout``."""
-    config = monitor.config
-    job = TrainJob(task=config.task, estimator=runner.model.estimator, params=runner.model.params,
-                   schema=config.schema, target=config.target, frame=train[config.features + [config.target]], seed=seed)
+def _retrain(monitor: Monitor, runner, job: TrainJob, holdout, result: Reproduction) -> dict[str, Any] | None:
+    """Fit ``job`` with today's code and config; the model's metrics on ``holdout``."""
     try:
-        model = load_trusted(monitor.trainer.run(job).data)
-    except (TrainingFailed, SnapshotError) as error:
+        model = monitor.trainer.run(job).model
+    except TrainingFailed as error:
         result.problems.append(f"retraining failed: {error}")
         return None
     return runner.evaluate(model, holdout)

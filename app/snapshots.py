@@ -90,6 +90,14 @@ def read_model(
     return load_trusted(data, source=f"snapshot {path}", warnings_out=warnings_out)
 
 
+def check_trusted(data: bytes, source: str = "data") -> None:
+    """Raise SnapshotError, naming ``source`` and the types, when skops bytes ``data`` hold types
+    outside skops' defaults and TRUSTED_TYPES (without building anything)."""
+    untrusted = sorted(set(skops.io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise SnapshotError(f"{source} holds untrusted types, refused to load: {', '.join(untrusted)}")
+
+
 def load_trusted(
     data: bytes,
     source: str = "data",
@@ -110,10 +118,8 @@ def load_trusted(
         try:
             model = skops.io.loads(data, trusted=list(TRUSTED_TYPES))
         except UntrustedTypesFoundException as error:
-            untrusted = sorted(set(skops.io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
-            raise SnapshotError(
-                f"{source} holds untrusted types, refused to load: {', '.join(untrusted)}"
-            ) from error
+            check_trusted(data, source)
+            raise SnapshotError(f"{source} holds untrusted types, refused to load") from error
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as error:
             raise SnapshotError(f"{source} is not a skops file ({error})") from error
         except Exception as error:

@@ -1,14 +1,16 @@
-"""Fit a candidate model in a separate process, with progress, a timeout and cancel.
+"""Fit candidate models in a separate, long-lived process, with progress, a timeout and cancel.
 
-Training is the one CPU-heavy step, so it runs in a child process: the
+Training is the one CPU-heavy step, so it runs in a worker process: the
 monitor's thread and the UI stay responsive, a hung fit can be killed, and a
-fit that crashes the interpreter cannot take the monitor with it. The child
-is forked from a forkserver that has already imported scikit-learn, so a job
-starts in milliseconds, and it caps BLAS/OpenMP threads at one so a core is
-always left for the UI.
+fit that crashes the interpreter cannot take the monitor with it. The worker
+is forked from a forkserver that has already imported scikit-learn, caps
+BLAS/OpenMP threads at one so a core is always left for the UI, and serves one
+job after another. It keeps the batches of its last two jobs, so a batch that
+several windows share crosses the pipe once, not once per job. A worker that
+is cancelled, times out or dies is killed, and the next job starts a new one.
 
-The child returns the fitted pipeline as skops bytes; the parent loads them
-through the same trusted-types check as any snapshot.
+The worker returns the fitted pipeline and its skops bytes (what a snapshot
+file holds), having checked that those bytes hold trusted types only.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 PROGRESS_POLL_SECONDS = 0.05
@@ -41,10 +45,15 @@ class TrainingFailed(Exception):
 
 @dataclass
 class TrainJob:
-    """What to fit: ``frame`` holds the feature columns and ``target``, rows in time order.
+    """What to fit: rows of labeled batches, with the feature columns and ``target``.
 
-    ``incremental_from`` is the serving model's skops bytes when the model
-    continues with ``partial_fit`` instead of fitting from scratch.
+    ``parts`` are (key, rows) pairs, oldest batch first: the key names a
+    batch's rows (its SHA-256), so a worker that already holds them is sent
+    ``None`` instead. ``positions`` picks the rows to fit on, in fit order,
+    from the parts stacked into one frame (0 .. total rows - 1); None takes
+    them all as they come. ``incremental_from`` is the serving model's skops
+    bytes when the model continues with ``partial_fit`` instead of fitting
+    from scratch.
     """
 
     task: str
@@ -52,38 +61,52 @@ class TrainJob:
     params: dict[str, Any]
     schema: dict[str, str]
     target: str
-    frame: pd.DataFrame
+    parts: list[tuple[str, pd.DataFrame | None]]
+    positions: np.ndarray | None = None
     seed: int = 0
     incremental_from: bytes | None = None
     classes: list[str] | None = None
 
+    def training_frame(self) -> pd.DataFrame:
+        """The rows to fit on, in fit order, with every part's columns (needs every part's rows)."""
+        stacked = pd.concat([rows for _, rows in self.parts], ignore_index=True)
+        return stacked if self.positions is None else stacked.take(self.positions)
+
 
 @dataclass(frozen=True)
 class FittedModel:
-    """What a training child hands back: the fitted pipeline as skops bytes, and
-    ``fit_seconds``, the wall-clock seconds of the pipeline's own fit (preprocessing
-    and estimator), without the process start, data transfer or serialisation."""
+    """What a training worker hands back.
 
+    ``model`` is the fitted pipeline, ``data`` the same pipeline as skops bytes
+    (holding trusted types only) and ``fit_seconds`` the wall-clock seconds of
+    the pipeline's own fit (preprocessing and estimator), without the data
+    transfer or serialisation.
+    """
+
+    model: Any
     data: bytes
     fit_seconds: float
 
 
 def fit_job(job: TrainJob, progress: Callable[[float, str], None]) -> FittedModel:
-    """Fit the job's pipeline; return it as skops bytes with the fit's own duration (runs in the child)."""
+    """Fit the job's pipeline; return it with its skops bytes and the fit's own duration (runs in the worker)."""
     import skops.io
 
     from app.models import build_pipeline, fit_pipeline
-    from app.snapshots import load_trusted
+    from app.snapshots import check_trusted, load_trusted
 
     pipeline = build_pipeline(job.task, job.estimator, job.params, job.schema, seed=job.seed)
     base = load_trusted(job.incremental_from) if job.incremental_from is not None else None
-    progress(0.3, f"fitting {job.estimator} on {len(job.frame):,} rows")
+    frame = job.training_frame()
+    progress(0.3, f"fitting {job.estimator} on {len(frame):,} rows")
     started = time.perf_counter()
-    fitted = fit_pipeline(pipeline, job.frame[list(job.schema)], job.frame[job.target], incremental_from=base,
+    fitted = fit_pipeline(pipeline, frame[list(job.schema)], frame[job.target], incremental_from=base,
                           classes=job.classes)
     seconds = time.perf_counter() - started
     progress(0.9, "saving the model")
-    return FittedModel(skops.io.dumps(fitted), seconds)
+    data = skops.io.dumps(fitted)
+    check_trusted(data, source=f"the fitted {job.estimator} pipeline")
+    return FittedModel(fitted, data, seconds)
 
 
 FitFunction = Callable[[TrainJob, Callable[[float, str], None]], FittedModel]
@@ -110,26 +133,55 @@ def _die_with_parent() -> None:
         pass
 
 
-def _ready() -> None:
-    """A child that does nothing: forking it proves the training server is up."""
-
-
-def _child_main(fit: FitFunction, job: TrainJob, connection) -> None:
+def _worker_main(fit: FitFunction, connection) -> None:
+    """Serve jobs until the parent hangs up: each message is (job, keys to keep), each answer ends in done or error."""
     from threadpoolctl import threadpool_limits
 
     _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the worker
+    held: dict[str, pd.DataFrame] = {}
 
     def progress(fraction: float, text: str) -> None:
         connection.send(("progress", fraction, text))
 
-    try:
-        with threadpool_limits(limits=FIT_THREADS):
-            data = fit(job, progress)
-        connection.send(("done", data))
-    except BaseException as error:  # the parent needs every failure as a message
-        connection.send(("error", f"{type(error).__name__}: {error}"))
-    finally:
-        connection.close()
+    with threadpool_limits(limits=FIT_THREADS):
+        connection.send(("ready",))
+        while True:
+            try:
+                job, keep = connection.recv()
+            except EOFError:
+                return
+            held.update((key, rows) for key, rows in job.parts if rows is not None)
+            job = replace(job, parts=[(key, held[key]) for key, _ in job.parts])
+            held = {key: held[key] for key in keep}
+            try:
+                connection.send(("done", fit(job, progress)))
+            except BaseException as error:  # the parent needs every failure as a message
+                connection.send(("error", f"{type(error).__name__}: {error}"))
+
+
+@dataclass
+class _Worker:
+    """The parent's side of a worker: its process, its end of the pipe, and the keys of the rows it holds."""
+
+    process: Any
+    connection: Any
+    held: set[str] = field(default_factory=set)
+    last_keys: list[str] = field(default_factory=list)
+
+    def send(self, job: TrainJob) -> None:
+        """Send ``job`` without the rows the worker holds; it then keeps this job's rows and the last one's."""
+        keys = [key for key, _ in job.parts]
+        parts = [(key, None if key in self.held else rows) for key, rows in job.parts]
+        keep = list(dict.fromkeys(self.last_keys + keys))
+        self.connection.send((replace(job, parts=parts), keep))
+        self.held, self.last_keys = set(keep), keys
+
+    def stop(self) -> None:
+        self.connection.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
 
 
 _context_lock = threading.Lock()
@@ -147,57 +199,110 @@ def _process_context():
 
 @dataclass
 class Trainer:
-    """Runs :func:`fit_job` (or ``fit``) in a child process.
+    """Runs :func:`fit_job` (or ``fit``) in a worker process, one job at a time.
 
     ``timeout`` is in seconds. ``cancel`` may be set from any thread to stop a
-    job; the child is then killed and :class:`TrainingFailed` raised.
+    job; the worker is then killed and :class:`TrainingFailed` raised.
     """
 
     fit: FitFunction = fit_job
     timeout: float = 600.0
     cancel: threading.Event = field(default_factory=threading.Event)
+    _worker: _Worker | None = field(default=None, init=False, repr=False)
+    _stop_on_collect: weakref.finalize | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def start(self) -> None:
-        """Start the server that training processes fork from, and wait until it forks one.
+        """Start the worker and wait until it is ready.
 
-        It imports scikit-learn and driftdeck once (about two seconds), so call
-        this early, off the thread that waits on it: jobs then start in milliseconds.
-        When the server is already running this takes milliseconds.
+        The first start also starts the forkserver, which imports scikit-learn
+        and driftdeck once (about two seconds), so call this early, off the
+        thread that waits on it: jobs then start at once. When the worker is
+        already running this returns at once.
         """
-        process = _process_context().Process(target=_ready, daemon=True)
-        process.start()
-        process.join()
+        with self._lock:
+            self._running_worker()
 
-    def run(self, job: TrainJob, on_progress: Callable[[float, str], None] | None = None) -> FittedModel:
-        context = _process_context()
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=_child_main, args=(self.fit, job, sender), daemon=True)
-        self.cancel.clear()
-        process.start()
-        sender.close()
-        started = time.monotonic()
+    def close(self) -> None:
+        """Stop the worker (a job in progress is killed); the next job starts a new one."""
+        with self._lock:
+            self._stop_worker()
+
+    def run(self, job: TrainJob, on_progress: Callable[[float, str], None] | None = None,
+            meanwhile: Callable[[], None] | None = None) -> FittedModel:
+        """Fit ``job`` in the worker and return what it fitted.
+
+        ``meanwhile`` runs on this thread once the worker has the job, before
+        waiting for it: the caller's own work overlaps the fit (the worker
+        holds one core, this thread the other) instead of following it.
+        """
+        with self._lock:
+            self.cancel.clear()
+            worker = self._send(job)
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+                return self._wait(worker, on_progress)
+            except BaseException:
+                self._stop_worker()
+                raise
+
+    def _send(self, job: TrainJob) -> _Worker:
+        """Hand ``job`` to the worker; one that died while idle is replaced, once."""
         try:
-            while True:
-                if self.cancel.is_set():
-                    raise TrainingFailed("cancelled")
-                if time.monotonic() - started > self.timeout:
-                    raise TrainingFailed(f"timed out after {self.timeout:.0f} s (watch.train_timeout)")
-                if receiver.poll(PROGRESS_POLL_SECONDS):
-                    try:
-                        message = receiver.recv()
-                    except EOFError:
-                        process.join(timeout=1)
-                        raise TrainingFailed(f"training process died (exit code {process.exitcode})") from None
-                    if message[0] == "progress" and on_progress is not None:
-                        on_progress(message[1], message[2])
-                    elif message[0] == "done":
-                        return message[1]
-                    elif message[0] == "error":
-                        raise TrainingFailed(message[1])
-                elif not process.is_alive():
-                    raise TrainingFailed(f"training process died (exit code {process.exitcode})")
-        finally:
-            receiver.close()
-            if process.is_alive():
-                process.kill()
-            process.join(timeout=5)
+            worker = self._running_worker()
+            worker.send(job)
+        except (OSError, EOFError):
+            self._stop_worker()
+            worker = self._running_worker()
+            worker.send(job)
+        return worker
+
+    def _wait(self, worker: _Worker, on_progress: Callable[[float, str], None] | None) -> FittedModel:
+        started = time.monotonic()
+        while True:
+            if self.cancel.is_set():
+                raise TrainingFailed("cancelled")
+            if time.monotonic() - started > self.timeout:
+                raise TrainingFailed(f"timed out after {self.timeout:.0f} s (watch.train_timeout)")
+            if worker.connection.poll(PROGRESS_POLL_SECONDS):
+                try:
+                    message = worker.connection.recv()
+                except EOFError:
+                    worker.process.join(timeout=1)
+                    raise TrainingFailed(f"training process died (exit code {worker.process.exitcode})") from None
+                if message[0] == "progress" and on_progress is not None:
+                    on_progress(message[1], message[2])
+                elif message[0] == "done":
+                    return message[1]
+                elif message[0] == "error":
+                    raise TrainingFailed(message[1])
+            elif not worker.process.is_alive():
+                raise TrainingFailed(f"training process died (exit code {worker.process.exitcode})")
+
+    def _running_worker(self) -> _Worker:
+        if self._worker is not None and self._worker.process.is_alive():
+            return self._worker
+        self._stop_worker()
+        context = _process_context()
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_worker_main, args=(self.fit, theirs), daemon=True,
+                                  name="driftdeck-training")
+        process.start()
+        theirs.close()
+        worker = _Worker(process, ours)
+        try:
+            ready = ours.poll(self.timeout) and ours.recv() == ("ready",)
+        except EOFError:
+            ready = False
+        if not ready:
+            worker.stop()
+            raise TrainingFailed(f"training process did not start (exit code {process.exitcode})")
+        self._worker = worker
+        self._stop_on_collect = weakref.finalize(self, worker.stop)  # a Trainer dropped without close()
+        return worker
+
+    def _stop_worker(self) -> None:
+        if self._stop_on_collect is not None:
+            self._stop_on_collect()  # stops the worker, once
+        self._worker = self._stop_on_collect = None

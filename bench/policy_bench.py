@@ -93,8 +93,8 @@ class Clock:
         run, predict = app.training.Trainer.run, app.models.predict
         clock = self
 
-        def timed_run(trainer, job, on_progress=None):
-            fitted = run(trainer, job, on_progress)
+        def timed_run(trainer, job, on_progress=None, meanwhile=None):
+            fitted = run(trainer, job, on_progress, meanwhile)
             clock.fit += fitted.fit_seconds
             return fitted
 

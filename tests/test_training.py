@@ -1,0 +1,102 @@
+"""The training worker: jobs that share batches, a worker that dies or is cancelled, work done meanwhile."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from app.training import Trainer, TrainingFailed, TrainJob, _Worker
+from tests import faults
+
+
+def rows(seed: int, n: int = 50) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"x": rng.normal(size=n), "color": rng.choice(["red", "blue"], n), "label": rng.integers(0, 2, n)})
+
+
+def job(parts: dict[str, pd.DataFrame], positions: np.ndarray | None = None) -> TrainJob:
+    return TrainJob(task="classification", estimator="logistic_regression", params={},
+                    schema={"x": "numeric", "color": "categorical"}, target="label",
+                    parts=list(parts.items()), positions=positions)
+
+
+class RecordingConnection:
+    def __init__(self) -> None:
+        self.sent: list[tuple[TrainJob, list[str]]] = []
+
+    def send(self, message) -> None:
+        self.sent.append(message)
+
+
+def test_a_batch_shared_by_consecutive_jobs_is_sent_once():
+    """The worker keeps the rows of its last two jobs; the parent sends only what it lacks."""
+    worker = _Worker(process=None, connection=RecordingConnection())
+    batches = {key: rows(seed) for seed, key in enumerate("abcde")}
+    for keys in ("ab", "bc", "ad", "e", "b"):
+        worker.send(job({key: batches[key] for key in keys}))
+    sent = [({key: part is not None for key, part in message.parts}, keep) for message, keep in worker.connection.sent]
+    assert sent == [
+        ({"a": True, "b": True}, ["a", "b"]),
+        ({"b": False, "c": True}, ["a", "b", "c"]),
+        ({"a": False, "d": True}, ["b", "c", "a", "d"]),
+        ({"e": True}, ["a", "d", "e"]),
+        ({"b": True}, ["e", "b"]),  # let go two jobs ago
+    ]
+
+
+def test_the_worker_fits_on_exactly_the_rows_the_parent_chose():
+    trainer = Trainer(fit=faults.frame_fit)
+    try:
+        a, b, c = rows(0), rows(1), rows(2)
+        first = trainer.run(job({"a": a, "b": b})).model
+        pd.testing.assert_frame_equal(first, pd.concat([a, b], ignore_index=True))
+        order = np.random.default_rng(3).permutation(100)[:70]
+        second = trainer.run(job({"b": b, "c": c}, positions=order)).model  # b comes from the worker's copy
+        pd.testing.assert_frame_equal(second, pd.concat([b, c], ignore_index=True).take(order))
+    finally:
+        trainer.close()
+
+
+def test_a_worker_killed_while_idle_is_replaced_by_the_next_job():
+    trainer = Trainer(fit=faults.frame_fit)
+    try:
+        trainer.start()
+        os.kill(trainer._worker.process.pid, signal.SIGKILL)
+        trainer._worker.process.join(timeout=5)
+        assert len(trainer.run(job({"a": rows(0)})).model) == 50
+    finally:
+        trainer.close()
+
+
+def test_a_cancelled_job_kills_its_worker_and_the_next_job_runs():
+    trainer = Trainer(fit=faults.slow_fit)
+    try:
+        trainer.start()
+        first_worker = trainer._worker.process
+        threading.Timer(0.5, trainer.cancel.set).start()
+        with pytest.raises(TrainingFailed, match="cancelled"):
+            trainer.run(job({"a": rows(0)}))
+        assert not first_worker.is_alive()
+        trainer.fit = faults.frame_fit  # the next worker serves the new fit function
+        assert len(trainer.run(job({"a": rows(0)})).model) == 50
+    finally:
+        trainer.close()
+
+
+def test_meanwhile_runs_while_the_worker_fits():
+    trainer = Trainer(fit=faults.slow_fit)
+    seen = []
+    try:
+        trainer.start()
+        started = time.monotonic()
+        fitted = trainer.run(job({"a": rows(0, 200)}), meanwhile=lambda: seen.append(time.monotonic() - started))
+        assert fitted.fit_seconds > 0 and fitted.data  # a real pipeline, as skops bytes too
+        assert seen and seen[0] < 2.0  # slow_fit waits 3 s before fitting: meanwhile did not wait for it
+    finally:
+        trainer.close()
