@@ -1,25 +1,30 @@
 """Turn one complete file in the data folder into a validated batch, or a quarantine.
 
-The file is read once into memory: the SHA-256 for the ledger and the parse
-are taken from the same bytes, and the file's size and mtime are compared
-before and after the read, so a file that changed while it was read is never
-used half-way (it is retried once it settles again).
+The file is read once, in chunks that go straight to the parser (a CSV file is
+parsed while it is read) and, on the way, into the SHA-256 for the ledger, so
+the bytes hashed are exactly the bytes parsed. The file's size and mtime are
+compared before and after the read, so a file that changed while it was read
+is never used half-way (it is retried once it settles again).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
+from typing import BinaryIO
+
+import pyarrow as pa
 
 from app.config import Config
 from app.events import printable
-from app.fsutil import atomic_write_bytes, atomic_write_text, sha256_bytes
+from app.fsutil import CHUNK_BYTES, atomic_write_bytes, atomic_write_text, sha256_bytes
 from app.models import CATEGORICAL, columns_of_kind
 from app.readers import UnreadableFile, read_table
-from app.validation import Batch, InvalidBatch, validate_table
+from app.validation import Batch, CleanTable, InvalidBatch, validate_table
 
 
 class FileChanged(Exception):
@@ -28,65 +33,62 @@ class FileChanged(Exception):
 
 @dataclass(frozen=True)
 class FileSnapshot:
-    """The bytes of a file and the size/mtime they were read at."""
+    """What was read of one file: the size and mtime it was read at, and the SHA-256 of its bytes.
+
+    ``sha256`` is None for a file refused unread (too large). ``data`` holds
+    the bytes of a rejected file, for the quarantine; a valid batch's bytes are
+    not kept.
+    """
 
     name: str
-    data: bytes
     size: int
     mtime_ns: int
-
-    @cached_property
-    def sha256(self) -> str:
-        """Hex SHA-256 of ``data``, computed once (the ledger, the parse and the archive all ask)."""
-        return sha256_bytes(self.data)
+    sha256: str | None = None
+    data: bytes | None = None
 
 
-def read_stable(path: Path, max_bytes: int) -> FileSnapshot:
-    """Read ``path`` whole; raise FileChanged if it changes during the read.
+def read_batch(path: Path, config: Config) -> tuple[FileSnapshot, Batch | InvalidBatch]:
+    """Read, hash, parse and validate the batch file at ``path``, in one pass over its bytes.
 
-    Raises OSError (e.g. PermissionError, FileNotFoundError) as is, and
-    :class:`UnreadableFile` for a file larger than ``max_bytes``.
+    Returns what was read and either the :class:`Batch` or the
+    :class:`InvalidBatch` with every reason found (its snapshot then holds
+    the bytes, for :func:`quarantine`). Raises :class:`FileChanged` if the
+    file changed while it was read, :class:`UnreadableFile` for a file larger
+    than ``watch.max_file_mb`` (refused before reading), and OSError (e.g.
+    PermissionError, FileNotFoundError) as is.
     """
+    max_bytes = int(config.watch.max_file_mb * (1 << 20))
     before = os.stat(path)
     if before.st_size > max_bytes:
         raise UnreadableFile(
             f"file is {before.st_size / (1 << 20):.4g} MB, above watch.max_file_mb ({max_bytes / (1 << 20):.4g} MB)"
         )
-    with open(path, "rb") as handle:
-        data = handle.read(before.st_size + 1)  # one byte more shows a file that grew since the stat
-    after = os.stat(path)
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(data) != after.st_size:
-        raise FileChanged(f"{path.name} changed while it was read")
-    return FileSnapshot(path.name, data, after.st_size, after.st_mtime_ns)
-
-
-def parse_batch(snapshot: FileSnapshot, config: Config) -> Batch:
-    """Parse and validate; raise InvalidBatch with every reason found.
-
-    Meanwhile a second thread takes the snapshot's SHA-256 (hashlib releases
-    the GIL on large buffers), unless it is known already.
-    """
-    max_bytes = int(config.watch.max_file_mb * (1 << 20))
-    with ThreadPoolExecutor(max_workers=1) as hasher:
-        hashing = hasher.submit(lambda: snapshot.sha256)
+    with open(path, "rb", buffering=0) as handle:
+        reader = _HashingReader(handle, limit=before.st_size + 1)  # one byte more shows a file that grew since the stat
         try:
-            table = read_table(snapshot.name, snapshot.data, max_bytes, columns_of_kind(config.schema, CATEGORICAL))
-        except UnreadableFile as error:
-            raise InvalidBatch([str(error)]) from None
-        clean = validate_table(table, config)
-        return Batch(name=snapshot.name, sha256=hashing.result(), frame=clean.frame, labeled=clean.labeled,
-                     warnings=clean.warnings)
+            outcome = _parse(path.name, reader, config, max_bytes)
+        finally:
+            sha256 = reader.finish()
+    after = os.stat(path)
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or reader.bytes_read != after.st_size:
+        raise FileChanged(f"{path.name} changed while it was read")
+    snapshot = FileSnapshot(path.name, after.st_size, after.st_mtime_ns, sha256)
+    if isinstance(outcome, InvalidBatch):
+        return _with_bytes(path, snapshot), outcome
+    return snapshot, Batch(name=path.name, sha256=sha256, frame=outcome.frame, labeled=outcome.labeled,
+                           warnings=outcome.warnings)
 
 
-def quarantine(snapshot: FileSnapshot, reasons: list[str], quarantine_dir: Path, copy: bool = True) -> Path:
+def quarantine(snapshot: FileSnapshot, reasons: list[str], quarantine_dir: Path) -> Path:
     """Put a rejected file's bytes into ``quarantine_dir`` with a ``.reason.txt`` beside them.
 
     The name keeps the original's and adds the first 12 hex digits of its
     SHA-256 (or "unread" when the file was too large to read), so two
-    different files of the same name never overwrite each other. With
-    ``copy=False`` only the reason is written. Returns the quarantined path.
+    different files of the same name never overwrite each other. A snapshot
+    without ``data`` gets only the reason file. Returns the quarantined path.
     """
     safe_name = Path(snapshot.name).name
+    copy = snapshot.data is not None
     target = quarantine_dir / f"{snapshot.sha256[:12] if copy else 'unread'}-{safe_name}"
     if copy:
         atomic_write_bytes(target, snapshot.data)
@@ -96,3 +98,98 @@ def quarantine(snapshot: FileSnapshot, reasons: list[str], quarantine_dir: Path,
     atomic_write_text(target.with_name(target.name + ".reason.txt"), reason_text)
     return target
 
+
+def _parse(name: str, reader: BinaryIO, config: Config, max_bytes: int) -> CleanTable | InvalidBatch:
+    try:
+        table = read_table(name, reader, max_bytes, columns_of_kind(config.schema, CATEGORICAL))
+        return validate_table(table, config)
+    except UnreadableFile as error:
+        return InvalidBatch([str(error)])
+    except InvalidBatch as invalid:
+        return invalid
+
+
+def _with_bytes(path: Path, snapshot: FileSnapshot) -> FileSnapshot:
+    """``snapshot`` with the file's bytes read again, for the quarantine.
+
+    Their SHA-256 proves them the bytes that were parsed; FileChanged if they
+    are not (the file changed since).
+    """
+    with open(path, "rb") as handle:
+        data = handle.read(snapshot.size + 1)
+    if sha256_bytes(data) != snapshot.sha256:
+        raise FileChanged(f"{path.name} changed while it was read")
+    return FileSnapshot(snapshot.name, snapshot.size, snapshot.mtime_ns, snapshot.sha256, data)
+
+
+class _HashingReader:
+    """An open file read for a parser, at most ``limit`` bytes in all, each chunk hashed on the way.
+
+    The SHA-256 is taken on a thread of its own, chunk by chunk in the order
+    read, so the parser never waits for it. ``read`` may be called from any
+    thread (pyarrow's CSV reader calls it from its own), one call at a time.
+    """
+
+    closed = False  # pyarrow asks before it reads
+
+    def __init__(self, handle: BinaryIO, limit: int) -> None:
+        self._handle = handle
+        self._left = limit
+        self.bytes_read = 0
+        self._lock = threading.Lock()
+        self._read_error: OSError | None = None
+        self._digest = hashlib.sha256()
+        self._to_hash: queue.SimpleQueue[pa.Buffer | None] = queue.SimpleQueue()  # None: no more chunks
+        self._hasher = threading.Thread(target=self._hash_chunks, name="sha256", daemon=True)
+        self._hasher.start()
+
+    def read(self, size: int = -1) -> pa.Buffer:
+        """The next ``size`` bytes at most (all that is left for -1), in memory from Arrow's pool.
+
+        Arrow frees a chunk it has parsed without going back to Python, and
+        its pool hands the memory out again for the next chunks.
+        """
+        with self._lock:
+            wanted = self._left if size < 0 else min(size, self._left)
+            buffer = pa.allocate_buffer(wanted)
+            try:
+                filled = self._fill(memoryview(buffer))
+            except OSError as error:
+                self._read_error = error  # the file's fault, not the format's: raised again by finish()
+                raise
+            chunk = buffer if filled == wanted else buffer.slice(0, filled)
+            self._left -= filled
+            self.bytes_read += filled
+            if filled:
+                self._to_hash.put(chunk)
+            return chunk
+
+    def _fill(self, view: memoryview) -> int:
+        """Read into ``view`` until it is full or the file ends; the bytes read.
+
+        A short chunk means the end of the file to Arrow, so one short read (a
+        network file system may give one) must not end the parse early.
+        """
+        filled = 0
+        while filled < len(view) and (got := self._handle.readinto(view[filled:])):
+            filled += got
+        return filled
+
+    def finish(self) -> str:
+        """Read what the parser left unread; return the hex SHA-256 of every byte read.
+
+        Raises the OSError of a failed read, even if the parser made it a reason.
+        """
+        try:
+            while self.read(CHUNK_BYTES):
+                pass
+        finally:
+            self._to_hash.put(None)
+            self._hasher.join()
+        if self._read_error is not None:
+            raise self._read_error
+        return self._digest.hexdigest()
+
+    def _hash_chunks(self) -> None:
+        while (chunk := self._to_hash.get()) is not None:
+            self._digest.update(chunk)

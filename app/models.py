@@ -260,26 +260,31 @@ def prepare_features(frame: pd.DataFrame, schema: dict[str, str]) -> pd.DataFram
     return pd.DataFrame(prepared, index=frame.index)
 
 
-def category_texts(values: pd.Series) -> pd.Series:
+def category_texts(values: pd.Series | pa.ChunkedArray) -> pd.Series:
     """:func:`category_text` of every value, as an object column with NaN for missing.
 
     Each distinct value is converted once (a batch has few categories and
     many rows), then spread by its integer code. The codes come straight from
     a Categorical, from Arrow's dictionary encoding for Arrow-backed text (what
     ``to_pandas`` gives for a string column), or from ``pd.factorize``.
+    ``values`` may also be an Arrow column, dictionary-encoded or not (as
+    :func:`app.readers.read_table` gives categorical text); the result then
+    has a RangeIndex.
     """
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        codes, uniques = values.cat.codes.to_numpy(), values.cat.categories  # missing -> -1
-    elif isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
-        encoded = pc.dictionary_encode(pa.array(values.array))  # chunks share one dictionary
+    from_arrow = isinstance(values, pa.ChunkedArray)
+    if from_arrow or (isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"):
+        arrow = values if from_arrow else pa.array(values.array)
+        encoded = arrow if pa.types.is_dictionary(arrow.type) else pc.dictionary_encode(arrow)
         if isinstance(encoded, pa.ChunkedArray):
-            encoded = encoded.combine_chunks()
-        uniques = encoded.dictionary.to_pylist()
-        codes = encoded.indices.fill_null(-1).to_numpy()
+            encoded = encoded.combine_chunks()  # one dictionary for every chunk
+        codes, uniques = encoded.indices.fill_null(-1).to_numpy(), encoded.dictionary.to_pylist()  # missing -> -1
+    elif isinstance(values.dtype, pd.CategoricalDtype):
+        codes, uniques = values.cat.codes.to_numpy(), values.cat.categories  # missing -> -1
     else:
         codes, uniques = pd.factorize(values, use_na_sentinel=True)  # missing -> -1
     texts = np.array([category_text(value) for value in uniques] + [np.nan], dtype=object)  # code -1 -> NaN
-    return pd.Series(texts[codes], index=values.index, dtype=object, copy=False)  # a new array: no copy needed
+    index = pd.RangeIndex(len(values)) if from_arrow else values.index
+    return pd.Series(texts[codes], index=index, dtype=object, copy=False)  # a new array: no copy needed
 
 
 def fit_pipeline(

@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 from app.config import Config, load_config
 from app.events import Event, EventKind
 from app.labels import label_signal_issue
-from app.ingest import FileChanged, FileSnapshot, parse_batch, quarantine, read_stable
+from app.ingest import FileChanged, FileSnapshot, quarantine, read_batch
 from app.policy import BatchOutcome, ModelRunner, Pending, label_stats
 from app.environment import environment_diff, environment_record
 from app.readers import UnreadableFile
@@ -301,13 +301,12 @@ class Monitor:
     def predict_file(self, model: str, path: Path, version: int | None = None) -> pd.DataFrame:
         """Score a batch file with the serving (or given) version, after the watcher's validation."""
         chosen = self._version_or_serving(model, version)
-        max_bytes = int(self.config.watch.max_file_mb * (1 << 20))
         try:
-            batch = parse_batch(read_stable(Path(path), max_bytes), self.config)
-        except InvalidBatch as invalid:
-            raise CommandFailed(f"{Path(path).name} fails validation: {'; '.join(invalid.reasons)}") from None
+            _, batch = read_batch(Path(path), self.config)
         except (UnreadableFile, FileChanged) as error:
             raise CommandFailed(f"{Path(path).name}: {error}") from None
+        if isinstance(batch, InvalidBatch):
+            raise CommandFailed(f"{Path(path).name} fails validation: {'; '.join(batch.reasons)}")
         try:
             loaded = self.registry.load(model, chosen)
         except SnapshotError as error:
@@ -411,41 +410,38 @@ class Monitor:
             return
         if self.store.knows_file(name, stat.st_size, stat.st_mtime_ns):
             return
-        max_bytes = int(self.config.watch.max_file_mb * (1 << 20))
+        # Parsed before the ledger lookup: the SHA-256 is taken as the bytes stream into the parser
+        # (see read_batch), so the rare duplicate costs one parse thrown away.
         try:
-            snapshot = read_stable(path, max_bytes)
+            snapshot, batch = read_batch(path, self.config)
         except FileChanged:
             if self._watcher is not None:
                 self._watcher.touch(path)
             return
         except UnreadableFile as error:
-            self._reject(FileSnapshot(name, b"", stat.st_size, stat.st_mtime_ns), [str(error)], copy=False)
+            self._reject(FileSnapshot(name, stat.st_size, stat.st_mtime_ns), [str(error)])
             return
         except OSError as error:
             reason = error.strerror or str(error)
             self.emit(Event(EventKind.FILE_ERROR, f"{name}: cannot be read: {reason}", file=name, data={"reason": reason}))
             return
-        # Parsed before the ledger lookup, so the SHA-256 is taken on a second thread meanwhile
-        # (see parse_batch); the rare duplicate costs one parse thrown away.
-        try:
-            batch, reasons = parse_batch(snapshot, self.config), []
-        except InvalidBatch as invalid:
-            batch, reasons = None, invalid.reasons
         known = self.store.file_by_sha(snapshot.sha256)
         if known is not None:
             self.store.record_file(name, snapshot.sha256, "duplicate", reason=f"same content as {known.name}",
                                    size=snapshot.size, mtime_ns=snapshot.mtime_ns)
             self.emit(Event(EventKind.DUPLICATE, f"{name}: same content as {known.name}; not processed again",
                             file=name, data={"same_as": known.name}))
-        elif batch is None:
-            self._reject(snapshot, reasons, copy=True)
+        elif isinstance(batch, InvalidBatch):
+            self._reject(snapshot, batch.reasons)
         else:
             self._ingest(snapshot, batch)
 
-    def _reject(self, snapshot: FileSnapshot, reasons: list[str], copy: bool) -> None:
-        placed = quarantine(snapshot, reasons, self.paths.quarantine, copy=copy)
-        where = f" (see {placed.name}{'' if copy else '.reason.txt'} in the quarantine folder)"
-        sha = snapshot.sha256 if copy else None
+    def _reject(self, snapshot: FileSnapshot, reasons: list[str]) -> None:
+        """Quarantine a rejected file: its bytes when ``snapshot`` holds them, and the reasons."""
+        placed = quarantine(snapshot, reasons, self.paths.quarantine)
+        copied = snapshot.data is not None
+        where = f" (see {placed.name}{'' if copied else '.reason.txt'} in the quarantine folder)"
+        sha = snapshot.sha256 if copied else None
         self.store.record_file(snapshot.name, sha, "quarantined", reason="; ".join(reasons),
                                size=snapshot.size, mtime_ns=snapshot.mtime_ns)
         self.emit(Event(EventKind.BATCH_QUARANTINED, f"{snapshot.name}: quarantined: {'; '.join(reasons)}{where}",

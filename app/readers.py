@@ -1,17 +1,22 @@
-"""Read one batch file's bytes into a pyarrow Table, strictly.
+"""Read one batch file into a pyarrow Table, strictly.
 
-Readers work on bytes already in memory, so the content that is hashed for the
-ledger is exactly the content that is parsed. A file that is not what its name
-claims raises :class:`UnreadableFile` with a reason a person can act on.
+A reader takes the file's bytes, or a binary stream of them: a ``.csv`` stream
+is parsed as it is read (see :func:`read_table`), other formats are read whole
+first. A file that is not what its name claims raises :class:`UnreadableFile`
+with a reason a person can act on.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
+import threading
 import zlib
+from collections import deque
 from collections.abc import Collection
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +29,8 @@ IGNORED_SUFFIXES = (".tmp", ".part")
 MAX_COLUMNS = 10_000
 MAX_JSON_DEPTH = 32
 CELL_BYTES = 8  # a cell takes at least this much once read into memory
+CSV_BLOCK_BYTES = 1 << 20  # Arrow parses CSV blocks of this size in parallel, inferring types from the first
+BytesLike = bytes | pa.Buffer  # what a stream's read() may give: ingest reads into Arrow's memory pool
 _OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
 _CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
 
@@ -53,25 +60,33 @@ def file_stem(name: str) -> str:
     return name[: -len(suffix)] if suffix else Path(name).stem
 
 
-def read_table(name: str, data: bytes, max_bytes: int, categorical: Collection[str] = ()) -> pa.Table:
-    """Parse ``data`` by the format of ``name``.
+def read_table(name: str, source: BytesLike | BinaryIO, max_bytes: int, categorical: Collection[str] = ()) -> pa.Table:
+    """Parse ``source``, the file's bytes or a binary stream of them, by the format of ``name``.
+
+    A ``.csv`` stream is parsed while it is read: Arrow's threads parse each
+    block as the next is read, so a stream that hashes what it hands out
+    hashes alongside the parse. Every byte of it is read, even when the parse
+    fails part-way. Other formats read the stream whole first.
 
     ``max_bytes`` bounds the decompressed size of ``.csv.gz`` files, so a tiny
     file that expands without end (a gzip bomb) is refused, not read.
     ``categorical`` names the text columns worth keeping dictionary-encoded
-    where the file stores them so (Parquet): they come back as Arrow
-    dictionary columns instead of one decoded string per row.
+    (Parquet where the file stores them so, CSV where a parse block has few
+    distinct values): they come back as Arrow dictionary columns instead of
+    one decoded string per row. Every other column comes back as it would
+    without them.
     """
     suffix = batch_suffix(name)
     if suffix is None:
         raise UnreadableFile(f"{name}: not a batch file ({', '.join(BATCH_SUFFIXES)})")
-    if not data:
-        raise UnreadableFile("empty file (0 bytes)")
     try:
-        if suffix == ".csv.gz":
-            return _read_csv(_gunzip(data, max_bytes))
         if suffix == ".csv":
-            return _read_csv(data)
+            return _read_csv(source if hasattr(source, "read") else io.BytesIO(source), categorical)
+        data = source.read() if hasattr(source, "read") else source
+        if not data:
+            raise UnreadableFile("empty file (0 bytes)")
+        if suffix == ".csv.gz":
+            return _read_csv(io.BytesIO(_gunzip(data, max_bytes)), categorical)
         if suffix == ".parquet":
             return _read_parquet(data, max_bytes, categorical)
         return _read_jsonl(data)
@@ -81,7 +96,7 @@ def read_table(name: str, data: bytes, max_bytes: int, categorical: Collection[s
         raise UnreadableFile(f"not a readable {suffix} file: {_first_line(error)}") from None
 
 
-def _gunzip(data: bytes, max_bytes: int) -> bytes:
+def _gunzip(data: BytesLike, max_bytes: int) -> bytes:
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
         while chunk := stream.read(1 << 20):
@@ -93,23 +108,114 @@ def _gunzip(data: bytes, max_bytes: int) -> bytes:
     return out.getvalue()
 
 
-def _read_csv(data: bytes) -> pa.Table:
-    header_end = data.find(b"\n")
-    header = data if header_end < 0 else data[:header_end]
-    if header.count(b",") + 1 > MAX_COLUMNS:
-        raise UnreadableFile(f"header has more than {MAX_COLUMNS} columns")
+def _read_csv(stream: BinaryIO, categorical: Collection[str]) -> pa.Table:
+    source = _CheckedCsv(stream)
+    source.check_header()
+    # A column whose later blocks disagree with the first block's inferred type is
+    # still promoted (to text, for a stray word among numbers), so validation can name the value.
+    options = pa_csv.ConvertOptions(strings_can_be_null=True, auto_dict_encode=bool(categorical))
     try:
-        if not data.isascii():  # ASCII is UTF-8; the quick check spares most files a full decode
-            data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UnreadableFile(f"not UTF-8 text (byte {error.start}): mixed or binary encoding") from None
-    # Arrow's default 1 MB blocks parse in parallel; a column whose later rows
-    # disagree with the first block's inferred type is still promoted (to text,
-    # for a stray word among numbers), so validation can name the value.
-    return pa_csv.read_csv(pa.BufferReader(data), convert_options=pa_csv.ConvertOptions(strings_can_be_null=True))
+        table = pa_csv.read_csv(source, read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                                convert_options=options)
+    except Exception:
+        source.finish()  # text that is not UTF-8 anywhere in the file is the reason, as if checked before the parse
+        raise
+    source.finish()
+    return _decode_dictionaries(table, keep=categorical)
 
 
-def _read_parquet(data: bytes, max_bytes: int, categorical: Collection[str]) -> pa.Table:
+class _CheckedCsv:
+    """A CSV byte stream on its way into Arrow's parser, checked as it passes.
+
+    :meth:`check_header` looks at the header line before Arrow sees a byte;
+    every chunk Arrow reads is checked for UTF-8 as it goes by, and
+    :meth:`finish` reads what Arrow left and gives the verdict. Arrow calls
+    ``read`` from a thread of its own and takes any bytes-like chunk.
+    """
+
+    closed = False  # pyarrow asks before it reads
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()  # one chunk at a time, in order, whichever thread asks
+        self._read_ahead: deque[BytesLike] = deque()  # read for the header check, not yet handed to Arrow
+        self._utf8 = _Utf8Check()
+
+    def check_header(self) -> None:
+        """Read to the end of the header line; UnreadableFile for an empty stream or more than MAX_COLUMNS columns."""
+        commas = 0
+        while chunk := self._next(CSV_BLOCK_BYTES):
+            self._read_ahead.append(chunk)
+            text = bytes(chunk)
+            header_end = text.find(b"\n")
+            commas += text.count(b",", 0, len(text) if header_end < 0 else header_end)
+            if header_end >= 0 or commas >= MAX_COLUMNS:
+                break
+        if not self._read_ahead:
+            raise UnreadableFile("empty file (0 bytes)")
+        if commas + 1 > MAX_COLUMNS:
+            raise UnreadableFile(f"header has more than {MAX_COLUMNS} columns")
+
+    def read(self, size: int = CSV_BLOCK_BYTES) -> BytesLike:
+        with self._lock:
+            return self._read_ahead.popleft() if self._read_ahead else self._next(size)
+
+    def finish(self) -> None:
+        """Read the rest of the stream; raise UnreadableFile if any of it was not UTF-8."""
+        while self.read(CSV_BLOCK_BYTES):
+            pass
+        first_bad_byte = self._utf8.first_bad_byte()
+        if first_bad_byte is not None:
+            raise UnreadableFile(f"not UTF-8 text (byte {first_bad_byte}): mixed or binary encoding")
+
+    def _next(self, size: int) -> BytesLike:
+        chunk = self._stream.read(size)
+        self._utf8.feed(chunk)
+        return chunk
+
+
+class _Utf8Check:
+    """UTF-8 validity of a byte stream fed in chunks; a character may be split between two."""
+
+    def __init__(self) -> None:
+        self._bad_at: int | None = None
+        self._pending = b""  # the start of a character whose end is in the next chunk
+        self._pending_at = 0  # its offset in the stream
+
+    def feed(self, chunk: BytesLike, final: bool = False) -> None:
+        if self._bad_at is not None:
+            return
+        if not self._pending and _is_ascii(chunk):  # ASCII is UTF-8: most files skip the decode
+            self._pending_at += len(chunk)
+            return
+        data = self._pending + chunk
+        try:
+            _, used = codecs.utf_8_decode(data, "strict", final)
+        except UnicodeDecodeError as error:
+            self._bad_at = self._pending_at + error.start
+            return
+        self._pending, self._pending_at = data[used:], self._pending_at + used
+
+    def first_bad_byte(self) -> int | None:
+        """At the end of the stream: the offset of its first byte that is not UTF-8 (a character cut off
+        at the end counts), or None."""
+        self.feed(b"", final=True)
+        return self._bad_at
+
+
+def _is_ascii(chunk: BytesLike) -> bool:
+    return not len(chunk) or np.frombuffer(chunk, dtype=np.uint8).max() < 0x80  # faster than bytes.isascii
+
+
+def _decode_dictionaries(table: pa.Table, keep: Collection[str]) -> pa.Table:
+    """``table`` with its dictionary columns not named in ``keep`` decoded to plain values."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type) and field.name not in keep:
+            table = table.set_column(index, field.name, table.column(index).cast(field.type.value_type))
+    return table
+
+
+def _read_parquet(data: BytesLike, max_bytes: int, categorical: Collection[str]) -> pa.Table:
     """Read after checking the footer: its uncompressed size must fit ``max_bytes`` (a tiny file
     can declare gigabytes of highly compressible columns)."""
     parquet = pq.ParquetFile(pa.BufferReader(data))
@@ -130,7 +236,7 @@ def _read_parquet(data: bytes, max_bytes: int, categorical: Collection[str]) -> 
     return pq.read_table(pa.BufferReader(data), read_dictionary=list(categorical))
 
 
-def _read_jsonl(data: bytes) -> pa.Table:
+def _read_jsonl(data: BytesLike) -> pa.Table:
     if _most_keys_in_a_line(data) > MAX_COLUMNS:
         raise UnreadableFile(f"more than {MAX_COLUMNS} columns")
     depth = _nesting_depth(data)
@@ -139,7 +245,7 @@ def _read_jsonl(data: bytes) -> pa.Table:
     return pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=max(1 << 20, len(data) + 1)))
 
 
-def _most_keys_in_a_line(data: bytes) -> int:
+def _most_keys_in_a_line(data: BytesLike) -> int:
     """An upper bound on the keys of the widest JSONL record: '":' pairs per line."""
     raw = np.frombuffer(data, dtype=np.uint8)
     if len(raw) < 2:
@@ -149,7 +255,7 @@ def _most_keys_in_a_line(data: bytes) -> int:
     return int(np.bincount(lines).max(initial=0)) if len(lines) else 0
 
 
-def _nesting_depth(data: bytes) -> int:
+def _nesting_depth(data: BytesLike) -> int:
     """The deepest bracket nesting of any one line of ``data``.
 
     pyarrow's JSON reader recurses and can crash the process on deep nesting,

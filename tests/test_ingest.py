@@ -7,11 +7,12 @@ being left exactly as it was.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
 import json
-import threading
+import os
 import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +26,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import app.ingest
-from app.config import load_config
+from app.config import Config, load_config
 from app.fsutil import sha256_bytes
-from app.ingest import FileSnapshot, parse_batch, quarantine, read_stable
+from app.ingest import FileChanged, FileSnapshot, quarantine, read_batch
 from app.models import category_texts
 from app.monitor import Monitor
-from app.readers import UnreadableFile, read_table
+from app.readers import CSV_BLOCK_BYTES, UnreadableFile, read_table
 from app.store import FileRecord
-from app.validation import InvalidBatch
+from app.validation import Batch, InvalidBatch
 from tests.conftest import INGEST_ONLY_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
 
 MAX_FILE_MB = 0.5
@@ -58,6 +59,13 @@ def drop(folder: Path, name: str, data: bytes) -> Path:
     path = folder / name
     path.write_bytes(data)
     return backdate(path)
+
+
+def outcome(folder: Path, name: str, data: bytes, config: Config) -> Batch | InvalidBatch:
+    """read_batch's answer for a file named ``name`` holding ``data``."""
+    path = folder / name
+    path.write_bytes(data)
+    return read_batch(path, config)[1]
 
 
 def ingest_once(folder: Path) -> dict[str, FileRecord]:
@@ -130,6 +138,8 @@ BAD_BATCHES = [
              "column 'x1' must be numeric, found text 'abc' in row 3 (1 such value(s))"),
     BadBatch("sparse-x3.csv", lambda: csv_bytes(with_column(good_frame(), "x3", mostly_missing)),
              "column 'x3' is 80% missing (limit 50%, watch.max_missing_share)"),
+    BadBatch("sparse-color.csv", lambda: csv_bytes(with_column(good_frame(), "color", mostly_missing)),
+             "column 'color' is 80% missing (limit 50%, watch.max_missing_share)"),
     BadBatch("inf-x2.csv", lambda: csv_bytes(with_column(good_frame(), "x2", one_infinity)),
              "column 'x2' has 1 non-finite value(s) (inf)"),
     BadBatch("inf-x2.parquet", lambda: parquet_bytes(with_column(good_frame(), "x2", one_infinity)),
@@ -193,9 +203,8 @@ def test_text_far_past_the_first_parse_block_is_still_named(ingest_dir: Path) ->
     frame.loc[24_999, "x1"] = "unknown"
     content = csv_bytes(frame)
     assert len(content) > 2 << 20
-    with pytest.raises(InvalidBatch) as caught:
-        parse_batch(FileSnapshot("large.csv", content, len(content), 0), load_config(ingest_dir))
-    assert caught.value.reasons == ["column 'x1' must be numeric, found text 'unknown' in row 25000 (1 such value(s))"]
+    invalid = outcome(ingest_dir, "large.csv", content, load_config(ingest_dir))
+    assert invalid.reasons == ["column 'x1' must be numeric, found text 'unknown' in row 25000 (1 such value(s))"]
 
 
 def test_every_reason_is_reported_not_only_the_first(ingest_dir: Path) -> None:
@@ -229,18 +238,18 @@ def test_file_above_the_size_limit_is_refused_without_reading_it(ingest_dir: Pat
     assert record.status == "quarantined"
     assert record.reason == f"file is {len(big) / (1 << 20):.4g} MB, above watch.max_file_mb ({MAX_FILE_MB} MB)"
     with pytest.raises(UnreadableFile):
-        read_stable(ingest_dir / "big.csv", int(MAX_FILE_MB * (1 << 20)))
+        read_batch(ingest_dir / "big.csv", load_config(ingest_dir))
 
 
 @pytest.mark.parametrize("name", ["batch.csv", "batch.csv.gz", "batch.parquet", "batch.jsonl"])
 def test_every_format_gives_the_same_clean_frame(ingest_dir: Path, name: str) -> None:
     frame = good_frame(rows=50)
     path = write_batch(ingest_dir, name, frame)
-    snapshot = read_stable(path, max_bytes=1 << 20)
-    batch = parse_batch(snapshot, load_config(ingest_dir))
+    snapshot, batch = read_batch(path, load_config(ingest_dir))
 
     assert (batch.name, batch.rows, batch.labeled, batch.warnings) == (name, 50, True, [])
-    assert batch.sha256 == snapshot.sha256 and len(snapshot.data) == path.stat().st_size
+    assert batch.sha256 == snapshot.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (snapshot.size, snapshot.data) == (path.stat().st_size, None)  # a valid batch's bytes are not kept
     for column in ("x1", "x2", "x3"):
         assert batch.frame[column].dtype == np.float64
         # pandas writes JSON numbers with 10 decimal places
@@ -257,7 +266,7 @@ def test_missing_categories_are_nan_and_the_others_text_in_every_format(ingest_d
     frame["color"] = frame["color"].astype(object)
     frame.loc[[0, 7, 8], "color"] = None
     path = write_batch(ingest_dir, name, frame)
-    color = parse_batch(read_stable(path, max_bytes=1 << 20), load_config(ingest_dir)).frame["color"]
+    color = read_batch(path, load_config(ingest_dir))[1].frame["color"]
 
     assert color.dtype == object
     assert color.isna().tolist() == [value is None for value in frame["color"]]
@@ -283,6 +292,9 @@ def test_category_texts_gives_the_same_texts_for_every_kind_of_column() -> None:
         "object": pd.Series(words, dtype=object),
         "arrow text in two chunks": pa.chunked_array([words[:100], words[100:]], pa.string()).to_pandas(),
         "categorical": pd.Series(words, dtype="category"),
+        "arrow column": pa.chunked_array([words[:100], words[100:]], pa.string()),
+        "arrow dictionaries, one per chunk": pa.chunked_array([pa.array(words[:100]).dictionary_encode(),
+                                                               pa.array(words[100:]).dictionary_encode()]),
     }
     for form, values in forms.items():
         texts = category_texts(values)
@@ -293,38 +305,193 @@ def test_category_texts_gives_the_same_texts_for_every_kind_of_column() -> None:
         assert category_texts(values).dropna().tolist() == [str(int(code)) for code in codes if code == code]
 
 
-def test_the_hash_is_taken_once_on_a_second_thread(ingest_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    content = csv_bytes(good_frame())
-    hashing_threads = []
+def large_csv(rows: int = 30_000) -> bytes:
+    """A valid batch of several CSV parse blocks (about 2.4 MB)."""
+    content = csv_bytes(make_batch(0, rows=rows))
+    assert len(content) > 2 * CSV_BLOCK_BYTES
+    return content
 
-    def recording_sha256(data: bytes) -> str:
-        hashing_threads.append(threading.get_ident())
-        return sha256_bytes(data)
 
-    monkeypatch.setattr(app.ingest, "sha256_bytes", recording_sha256)
-    config = load_config(ingest_dir)
-    batch = parse_batch(FileSnapshot("b.csv", content, len(content), 0), config)
-    assert batch.sha256 == hashlib.sha256(content).hexdigest()
-    assert len(hashing_threads) == 1 and hashing_threads[0] != threading.get_ident()
+@pytest.mark.parametrize("name, content", [
+    ("valid.csv", large_csv()),
+    ("parse-error-in-block-1.csv", large_csv().replace(b"\n", b",7\n", 100)),
+    ("wide-header.csv", b",".join([b"c"] * 20_000) + b"\n" + large_csv()),
+    ("latin1.csv", "rød,1\n".encode("latin-1") + large_csv()),
+    ("valid.parquet", parquet_bytes(make_batch(0, rows=3000))),
+], ids=["valid", "parse-error-early", "wide-header", "not-utf8", "parquet"])
+def test_the_hash_covers_every_byte_of_the_file_however_far_the_parse_got(ingest_dir: Path, name: str,
+                                                                          content: bytes) -> None:
+    """Streamed into the parser and hashed on the way: the SHA-256 is hashlib's on the whole file, and a rejected
+    file's kept bytes (the quarantine's copy) are the file's."""
+    path = drop(ingest_dir, name, content)
+    snapshot, result = read_batch(path, load_config(ingest_dir))
+    assert snapshot.sha256 == hashlib.sha256(content).hexdigest()
+    assert snapshot.size == len(content)
+    assert (snapshot.data == content) if isinstance(result, InvalidBatch) else (snapshot.data is None)
+    assert isinstance(result, Batch) == name.startswith("valid")
 
-    known = FileSnapshot("c.csv", content, len(content), 0)
-    assert known.sha256 == batch.sha256  # the monitor asks first, for the duplicate check
-    assert parse_batch(known, config).sha256 == batch.sha256
-    assert len(hashing_threads) == 2  # that one ask, and no second hashing in parse_batch
+
+class ChangingFile(io.FileIO):
+    """A file that ``change`` edits (through another handle) just before the second read from it."""
+
+    change: Callable[[Path], None] = staticmethod(lambda path: None)
+
+    def __init__(self, path, *args, **kwargs) -> None:
+        super().__init__(path, *args, **kwargs)
+        self.path, self.reads = Path(path), 0
+
+    def readinto(self, buffer) -> int:
+        self.reads += 1
+        if self.reads == 2:
+            self.change(self.path)
+        return super().readinto(buffer)
+
+    def read(self, size: int = -1) -> bytes:
+        data = bytearray(size if size >= 0 else self.path.stat().st_size + 1)
+        return bytes(data[: self.readinto(data)])
+
+
+def append_a_row(path: Path) -> None:
+    with open(path, "ab") as handle:
+        handle.write(b"0,0,0,red,1,2025-01-06 00:00:00\n")
+
+
+def truncate_to_half(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def fail_to_read(path: Path) -> None:
+    raise OSError(errno.EIO, "Input/output error", str(path))
+
+
+@pytest.mark.parametrize("change", [append_a_row, truncate_to_half])
+def test_a_file_changed_while_it_streams_into_the_parser_raises_file_changed(
+    ingest_dir: Path, monkeypatch: pytest.MonkeyPatch, change: Callable[[Path], None]
+) -> None:
+    path = drop(ingest_dir, "growing.csv", large_csv())
+    monkeypatch.setattr(ChangingFile, "change", staticmethod(change))
+    monkeypatch.setattr(app.ingest, "open", lambda file, *args, **kwargs: ChangingFile(file, "rb"), raising=False)
+    with pytest.raises(FileChanged):
+        read_batch(path, load_config(ingest_dir))
+
+
+def test_a_read_error_part_way_is_raised_as_is_not_made_a_reason(
+    ingest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The monitor reports an OSError as "cannot be read" and tries again later; a quarantine would be for good."""
+    path = drop(ingest_dir, "failing.csv", large_csv())
+    monkeypatch.setattr(ChangingFile, "change", staticmethod(fail_to_read))
+    monkeypatch.setattr(app.ingest, "open", lambda file, *args, **kwargs: ChangingFile(file, "rb"), raising=False)
+    with pytest.raises(OSError) as caught:
+        read_batch(path, load_config(ingest_dir))
+    assert caught.value.errno == errno.EIO
+
+
+class TricklingFile(io.FileIO):
+    """A file whose reads return at most 1,000 bytes each, as a network file system may."""
+
+    def readinto(self, buffer) -> int:
+        return super().readinto(memoryview(buffer)[:1000])
+
+
+@pytest.mark.parametrize("name, content, rows", [
+    ("trickle.csv", large_csv(), 30_000),
+    ("trickle.parquet", parquet_bytes(make_batch(0, rows=3000)), 3000),
+], ids=["csv", "parquet"])
+def test_short_reads_do_not_cut_the_file_short(ingest_dir: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+                                               content: bytes, rows: int) -> None:
+    """A read may return less than asked before the end of the file; the parser still sees every byte."""
+    path = drop(ingest_dir, name, content)
+    monkeypatch.setattr(app.ingest, "open", lambda file, *args, **kwargs: TricklingFile(file, "rb"), raising=False)
+    snapshot, batch = read_batch(path, load_config(ingest_dir))
+    assert snapshot.sha256 == sha256_bytes(content)
+    assert isinstance(batch, Batch) and batch.rows == rows
+
+
+def test_a_rejected_file_rewritten_during_the_parse_is_not_quarantined_with_other_bytes(
+    ingest_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same size and mtime, other bytes: the copy for the quarantine no longer hashes as the bytes parsed."""
+    content = csv_bytes(with_column(good_frame(), "x1", text_in_row_3))
+    path = drop(ingest_dir, "rewritten.csv", content)
+    stat = path.stat()
+    real_read_table = app.ingest.read_table
+
+    def read_table_then_rewrite(*args, **kwargs):
+        table = real_read_table(*args, **kwargs)
+        path.write_bytes(content.replace(b"abc", b"xyz"))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        return table
+
+    monkeypatch.setattr(app.ingest, "read_table", read_table_then_rewrite)
+    with pytest.raises(FileChanged):
+        read_batch(path, load_config(ingest_dir))
+
+
+def test_utf8_is_checked_across_parse_blocks_with_the_offset_of_the_first_bad_byte() -> None:
+    """The check sees the file block by block (as Arrow reads it); a character may straddle two blocks."""
+    body = large_csv()
+    head = body[: body.rindex(b"\n", 0, CSV_BLOCK_BYTES - 100) + 1]  # whole lines, ending shortly before block 2
+    filler = b"e" * (CSV_BLOCK_BYTES - 1 - len(head) - len(b"0,0,0,"))
+    across = head + b"0,0,0," + filler + "é".encode() + b",1,2025-01-06\n" + body[len(head):]
+    assert across[CSV_BLOCK_BYTES - 1: CSV_BLOCK_BYTES + 1] == "é".encode()  # its two bytes in two blocks
+    assert filler.decode() + "é" in read_table("across.csv", across, 1 << 30).column("color").to_pylist()
+
+    middle = 3 * CSV_BLOCK_BYTES // 2
+    for bad in (body[:middle] + b"\xf8" + body[middle:],  # in block 2
+                body + "é".encode()[:1],  # a character cut off at the end
+                across[:CSV_BLOCK_BYTES] + b"x" + across[CSV_BLOCK_BYTES:]):  # a straddling character broken
+        with pytest.raises(UnicodeDecodeError) as expected:
+            bad.decode("utf-8")
+        with pytest.raises(UnreadableFile, match=rf"^not UTF-8 text \(byte {expected.value.start}\): "):
+            read_table("bad.csv", bad, 1 << 30)
+
+
+def test_text_that_is_not_utf8_is_the_reason_even_after_an_earlier_parse_error() -> None:
+    """As when the whole file was checked before the parse: the parse stops at a ragged row in block 1, the
+    check still reads on to the Latin-1 byte in block 3."""
+    body = large_csv()
+    ragged = body[:1000].replace(b"\n", b",7\n", 3) + body[1000 : 2 * CSV_BLOCK_BYTES]
+    content = ragged + "ø".encode("latin-1") + body[2 * CSV_BLOCK_BYTES :]
+    with pytest.raises(UnreadableFile, match=rf"^not UTF-8 text \(byte {len(ragged)}\): "):
+        read_table("ragged.csv", content, 1 << 30)
+    with pytest.raises(UnreadableFile, match="^not a readable .csv file: CSV parse error"):
+        read_table("ragged.csv", content.replace("ø".encode("latin-1"), b"o"), 1 << 30)
+
+
+def test_csv_categorical_columns_come_dictionary_encoded_and_every_other_column_as_without() -> None:
+    """Arrow dictionary-encodes low-cardinality text while it parses; only the named categorical columns keep it."""
+    frame = make_batch(0, rows=4000)
+    frame["x1"] = frame["x1"].astype(object)
+    frame.loc[3000, "x1"] = "unknown"  # a stray word in a later block of a numeric column
+    frame["label"] = frame["label"].map({0: "no", 1: "yes"})
+    data = csv_bytes(frame)
+    plain = read_table("b.csv", data, 1 << 30)
+    table = read_table("b.csv", data, 1 << 30, categorical=["color"])
+
+    assert pa.types.is_dictionary(table.schema.field("color").type)
+    assert table.column("color").to_pylist() == plain.column("color").to_pylist()
+    assert table.drop_columns(["color"]).equals(plain.drop_columns(["color"]))
+    assert plain.schema.field("label").type == plain.schema.field("x1").type == pa.string()
 
 
 def test_reading_a_small_file_allocates_its_size_not_the_limit(ingest_dir: Path) -> None:
-    """read_stable asks for the stat'ed size plus one byte, not watch.max_file_mb's worth."""
-    content = csv_bytes(good_frame())
-    path = drop(ingest_dir, "small.csv", content)
-    tracemalloc.start()
-    try:
-        snapshot = read_stable(path, max_bytes=1 << 30)
-        peak_bytes = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert snapshot.data == content
-    assert peak_bytes < 64 * len(content)
+    """The file is read into memory of at most its stat'ed size plus one byte, never watch.max_file_mb's worth."""
+    write_config(ingest_dir, INGEST_ONLY_CONFIG.replace("[watch]", "[watch]\nmax_file_mb = 1024"))
+    config = load_config(ingest_dir)
+    arrow_pool = pa.default_memory_pool()
+    for name, content in (("small.csv", csv_bytes(good_frame())), ("small.parquet", parquet_bytes(good_frame()))):
+        path = drop(ingest_dir, name, content)
+        arrow_peak_before = arrow_pool.max_memory()  # the peak since the process started
+        tracemalloc.start()
+        try:
+            snapshot, batch = read_batch(path, config)
+            python_peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert isinstance(batch, Batch) and snapshot.size == len(content)
+        assert python_peak < 16 << 20, f"{name}: {python_peak:,} bytes at the peak"
+        assert arrow_pool.max_memory() <= max(arrow_peak_before, 16 << 20), f"{name}: Arrow's pool peaked higher"
 
 
 def test_a_batch_without_the_target_column_is_unlabeled(ingest_dir: Path) -> None:
@@ -342,7 +509,7 @@ def test_a_batch_without_the_target_column_is_unlabeled(ingest_dir: Path) -> Non
 def test_any_damage_to_a_batch_gives_a_batch_or_reasons_never_a_crash(
     ingest_dir: Path, suffix: str, cut: int, edits: list[tuple[int, int]]
 ) -> None:
-    """Truncate a valid file anywhere and flip bytes: parse_batch returns a Batch or raises InvalidBatch."""
+    """Truncate a valid file anywhere and flip bytes: read_batch returns a Batch or an InvalidBatch."""
     frame = good_frame()
     content = {
         ".csv": csv_bytes(frame),
@@ -354,13 +521,11 @@ def test_any_damage_to_a_batch_gives_a_batch_or_reasons_never_a_crash(
     for position, value in edits:
         if damaged:
             damaged[position % len(damaged)] = value
-    config = load_config(ingest_dir)
-    try:
-        batch = parse_batch(FileSnapshot(f"fuzz{suffix}", bytes(damaged), len(damaged), 0), config)
-    except InvalidBatch as invalid:
-        assert invalid.reasons and all(isinstance(reason, str) and reason for reason in invalid.reasons)
+    result = outcome(ingest_dir, f"fuzz{suffix}", bytes(damaged), load_config(ingest_dir))
+    if isinstance(result, InvalidBatch):
+        assert result.reasons and all(isinstance(reason, str) and reason for reason in result.reasons)
     else:
-        assert list(batch.frame.columns[:4]) == ["x1", "x2", "x3", "color"]
+        assert list(result.frame.columns[:4]) == ["x1", "x2", "x3", "color"]
 
 
 def test_no_bad_file_stops_the_watcher(ingest_dir: Path) -> None:
@@ -400,7 +565,8 @@ def test_quarantine_events_carry_every_reason(ingest_dir: Path) -> None:
 
 
 def test_the_reason_file_shows_control_characters_instead_of_obeying_them(tmp_path: Path) -> None:
-    snapshot = FileSnapshot("evil\x1b[2Jname.csv", b"a,b\n1,2\n", size=8, mtime_ns=0)
+    data = b"a,b\n1,2\n"
+    snapshot = FileSnapshot("evil\x1b[2Jname.csv", size=8, mtime_ns=0, sha256=sha256_bytes(data), data=data)
     placed = quarantine(snapshot, ["column 'x\x1b]0;owned\x07' is missing"], tmp_path)
     text = placed.with_name(placed.name + ".reason.txt").read_text()
     assert "\x1b" not in text and "\x07" not in text

@@ -18,7 +18,8 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from hypothesis import strategies as st
 from app.cli import main
 from app.config import Config, ConfigError, load_config
 from app.fsutil import sha256_file
-from app.ingest import FileSnapshot, parse_batch
+from app.ingest import read_batch
 from app.monitor import CommandFailed, Monitor
 from app.readers import MAX_COLUMNS
 from app.replay import replay
@@ -56,12 +57,18 @@ def config(tmp_path_factory) -> Config:
     return load_config(folder)
 
 
-def outcome(name: str, data: bytes, config) -> Batch | InvalidBatch:
-    """parse_batch's answer: the Batch, or the InvalidBatch it raised (anything else propagates)."""
-    try:
-        return parse_batch(FileSnapshot(name, data, len(data), 0), config)
-    except InvalidBatch as invalid:
-        return invalid
+def outcome(name: str, data: bytes, config: Config) -> Batch | InvalidBatch:
+    """read_batch's answer for a file named ``name`` holding ``data`` (anything raised propagates).
+
+    These tests are about what the readers make of content, so a file above
+    ``max_file_mb`` is let in (the limit still bounds decompression).
+    """
+    size_mb = len(data) / (1 << 20)
+    admitting = replace(config, watch=replace(config.watch, max_file_mb=max(config.watch.max_file_mb, size_mb)))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        return read_batch(path, admitting)[1]
 
 
 def assert_batch_or_reasons(result: Batch | InvalidBatch) -> None:

@@ -198,14 +198,14 @@ def test_a_file_replaced_under_the_same_name_keeps_the_old_batch(ingest_dir: Pat
 def test_a_file_deleted_between_the_event_and_the_read_is_an_event(ingest_dir: Path, monkeypatch) -> None:
     doomed = write_batch(ingest_dir, "doomed.csv", make_batch(0, rows=20))
     write_batch(ingest_dir, "kept.csv", make_batch(1, rows=20))
-    read_stable = app.monitor.read_stable
+    read_batch = app.monitor.read_batch
 
-    def delete_then_read(path: Path, max_bytes: int):
+    def delete_then_read(path: Path, config):
         if path.name == "doomed.csv":
             path.unlink()  # gone after the watcher reported it and the monitor stat()ed it
-        return read_stable(path, max_bytes)
+        return read_batch(path, config)
 
-    monkeypatch.setattr(app.monitor, "read_stable", delete_then_read)
+    monkeypatch.setattr(app.monitor, "read_batch", delete_then_read)
     monitor = Monitor(ingest_dir)
     seen = []
     monitor.subscribe(seen.append)
