@@ -117,7 +117,7 @@ def _die_with_parent() -> None:
 
     The forkserver ends when the monitor's process does, even on SIGKILL, as
     soon as no process holds its "alive" pipe; a child inherits that pipe, so
-    it lets go of it first. A training child would otherwise be handed to init
+    it lets go of it first. A training worker would otherwise be handed to init
     and fit on, unseen, and keep the forkserver alive too.
     """
     from multiprocessing import forkserver
