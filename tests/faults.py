@@ -40,6 +40,15 @@ def frame_fit(job: TrainJob, progress) -> FittedModel:
     return FittedModel(job.training_frame(), b"", 0.0)
 
 
+def marker_fit(job: TrainJob, progress) -> FittedModel:
+    """No model: waits up to 30 s for the file named by ``job.params["marker"]``; hands back whether it came."""
+    marker = Path(job.params["marker"])
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return FittedModel(marker.exists(), b"", 0.0)
+
+
 # --- reliability helpers: memory, processes, disk faults, hostile payloads ------------------
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from app.snapshots import load_trusted
 from app.training import Trainer, TrainingFailed, TrainJob, _Worker
 from tests import faults
 
@@ -89,14 +90,24 @@ def test_a_cancelled_job_kills_its_worker_and_the_next_job_runs():
         trainer.close()
 
 
-def test_meanwhile_runs_while_the_worker_fits():
-    trainer = Trainer(fit=faults.slow_fit)
-    seen = []
+def test_meanwhile_runs_while_the_worker_fits(tmp_path):
+    """The fit waits for a file that only ``meanwhile`` writes: it sees it only if the two overlap."""
+    marker = tmp_path / "meanwhile-ran"
+    trainer = Trainer(fit=faults.marker_fit)
     try:
-        trainer.start()
-        started = time.monotonic()
-        fitted = trainer.run(job({"a": rows(0, 200)}), meanwhile=lambda: seen.append(time.monotonic() - started))
-        assert fitted.fit_seconds > 0 and fitted.data  # a real pipeline, as skops bytes too
-        assert seen and seen[0] < 2.0  # slow_fit waits 3 s before fitting: meanwhile did not wait for it
+        fitted = trainer.run(replace(job({"a": rows(0)}), params={"marker": str(marker)}), meanwhile=marker.touch)
+        assert fitted.model is True
+    finally:
+        trainer.close()
+
+
+def test_the_worker_hands_back_the_pipeline_and_its_skops_bytes():
+    trainer = Trainer()
+    try:
+        fitted = trainer.run(job({"a": rows(0, 200)}))
+        assert fitted.fit_seconds > 0
+        reloaded = load_trusted(fitted.data)
+        frame = rows(1, 20)
+        assert (reloaded.predict(frame[["x", "color"]]) == fitted.model.predict(frame[["x", "color"]])).all()
     finally:
         trainer.close()
