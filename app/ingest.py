@@ -167,8 +167,9 @@ class _HashingReader:
     def _fill(self, view: memoryview) -> int:
         """Read into ``view`` until it is full or the file ends; the bytes read.
 
-        A short chunk means the end of the file to Arrow, so one short read (a
-        network file system may give one) must not end the parse early.
+        A read for the whole file (Parquet, JSONL) takes what one read gives
+        for all there is, so one short read (a network file system may give
+        one) must not cut the file short.
         """
         filled = 0
         while filled < len(view) and (got := self._handle.readinto(view[filled:])):
