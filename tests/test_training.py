@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from app.snapshots import load_trusted
-from app.training import Trainer, TrainingFailed, TrainJob, _Worker
+from app.training import Trainer, TrainingFailed, TrainJob, _Worker, fit_job
 from tests import faults
 
 
@@ -35,6 +35,20 @@ class RecordingConnection:
         self.sent.append(message)
 
 
+@pytest.fixture
+def trainer_with():
+    """``trainer_with(fit)``: a Trainer running ``fit``, its worker stopped after the test."""
+    made: list[Trainer] = []
+
+    def make(fit=fit_job) -> Trainer:
+        made.append(Trainer(fit=fit))
+        return made[-1]
+
+    yield make
+    for trainer in made:
+        trainer.close()
+
+
 def test_a_batch_shared_by_consecutive_jobs_is_sent_once():
     """The worker keeps the rows of its last two jobs; the parent sends only what it lacks."""
     worker = _Worker(process=None, connection=RecordingConnection())
@@ -51,63 +65,48 @@ def test_a_batch_shared_by_consecutive_jobs_is_sent_once():
     ]
 
 
-def test_the_worker_fits_on_exactly_the_rows_the_parent_chose():
-    trainer = Trainer(fit=faults.frame_fit)
-    try:
-        a, b, c = rows(0), rows(1), rows(2)
-        first = trainer.run(job({"a": a, "b": b})).model
-        pd.testing.assert_frame_equal(first, pd.concat([a, b], ignore_index=True))
-        order = np.random.default_rng(3).permutation(100)[:70]
-        second = trainer.run(job({"b": b, "c": c}, positions=order)).model  # b comes from the worker's copy
-        pd.testing.assert_frame_equal(second, pd.concat([b, c], ignore_index=True).take(order))
-    finally:
-        trainer.close()
+def test_the_worker_fits_on_exactly_the_rows_the_parent_chose(trainer_with):
+    trainer = trainer_with(faults.frame_fit)
+    a, b, c = rows(0), rows(1), rows(2)
+    first = trainer.run(job({"a": a, "b": b})).model
+    pd.testing.assert_frame_equal(first, pd.concat([a, b], ignore_index=True))
+    order = np.random.default_rng(3).permutation(100)[:70]
+    second = trainer.run(job({"b": b, "c": c}, positions=order)).model  # b comes from the worker's copy
+    pd.testing.assert_frame_equal(second, pd.concat([b, c], ignore_index=True).take(order))
 
 
-def test_a_worker_killed_while_idle_is_replaced_by_the_next_job():
-    trainer = Trainer(fit=faults.frame_fit)
-    try:
-        trainer.start()
-        os.kill(trainer._worker.process.pid, signal.SIGKILL)
-        trainer._worker.process.join(timeout=5)
-        assert len(trainer.run(job({"a": rows(0)})).model) == 50
-    finally:
-        trainer.close()
+def test_a_worker_killed_while_idle_is_replaced_by_the_next_job(trainer_with):
+    trainer = trainer_with(faults.frame_fit)
+    trainer.start()
+    os.kill(trainer._worker.process.pid, signal.SIGKILL)
+    trainer._worker.process.join(timeout=5)
+    assert len(trainer.run(job({"a": rows(0)})).model) == 50
 
 
-def test_a_cancelled_job_kills_its_worker_and_the_next_job_runs():
-    trainer = Trainer(fit=faults.slow_fit)
-    try:
-        trainer.start()
-        first_worker = trainer._worker.process
-        threading.Timer(0.5, trainer.cancel.set).start()
-        with pytest.raises(TrainingFailed, match="cancelled"):
-            trainer.run(job({"a": rows(0)}))
-        assert not first_worker.is_alive()
-        trainer.fit = faults.frame_fit  # the next worker serves the new fit function
-        assert len(trainer.run(job({"a": rows(0)})).model) == 50
-    finally:
-        trainer.close()
+def test_a_cancelled_job_kills_its_worker_and_the_next_job_runs(trainer_with):
+    trainer = trainer_with(faults.slow_fit)
+    trainer.start()
+    first_worker = trainer._worker.process
+    threading.Timer(0.5, trainer.cancel.set).start()
+    with pytest.raises(TrainingFailed, match="cancelled"):
+        trainer.run(job({"a": rows(0)}))
+    assert not first_worker.is_alive()
+    trainer.fit = faults.frame_fit  # the next worker serves the new fit function
+    assert len(trainer.run(job({"a": rows(0)})).model) == 50
 
 
-def test_meanwhile_runs_while_the_worker_fits(tmp_path):
+def test_meanwhile_runs_while_the_worker_fits(trainer_with, tmp_path):
     """The fit waits for a file that only ``meanwhile`` writes: it sees it only if the two overlap."""
     marker = tmp_path / "meanwhile-ran"
-    trainer = Trainer(fit=faults.marker_fit)
-    try:
-        fitted = trainer.run(replace(job({"a": rows(0)}), params={"marker": str(marker)}), meanwhile=marker.touch)
-        assert fitted.model is True
-    finally:
-        trainer.close()
+    trainer = trainer_with(faults.marker_fit)
+    fitted = trainer.run(replace(job({"a": rows(0)}), params={"marker": str(marker)}), meanwhile=marker.touch)
+    assert fitted.model is True
 
 
-def test_the_worker_hands_back_the_pipeline_and_its_skops_bytes():
-    trainer = Trainer()
-    try:
-        fitted = trainer.run(job({"a": rows(0, 200)}))
-        assert fitted.fit_seconds > 0
-        reloaded = load_trusted(fitted.data)
-        frame = rows(1, 20)
-        assert (reloaded.predict(frame[["x", "color"]]) == fitted.model.predict(frame[["x", "color"]])).all()
-    finally:
-        trainer.close()
+def test_the_worker_hands_back_the_pipeline_and_its_skops_bytes(trainer_with):
+    trainer = trainer_with()
+    fitted = trainer.run(job({"a": rows(0, 200)}))
+    assert fitted.fit_seconds > 0
+    reloaded = load_trusted(fitted.data)
+    frame = rows(1, 20)
+    assert (reloaded.predict(frame[["x", "color"]]) == fitted.model.predict(frame[["x", "color"]])).all()
