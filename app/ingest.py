@@ -13,7 +13,7 @@ import hashlib
 import os
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -119,7 +119,7 @@ def _with_bytes(path: Path, snapshot: FileSnapshot) -> FileSnapshot:
         data = handle.read(snapshot.size + 1)
     if sha256_bytes(data) != snapshot.sha256:
         raise FileChanged(f"{path.name} changed while it was read")
-    return FileSnapshot(snapshot.name, snapshot.size, snapshot.mtime_ns, snapshot.sha256, data)
+    return replace(snapshot, data=data)
 
 
 class _HashingReader:
