@@ -166,7 +166,7 @@ class _CheckedCsv:
             pass
         first_bad_byte = self._utf8.first_bad_byte()
         if first_bad_byte is not None:
-            raise UnreadableFile(f"not UTF-8 text (byte {first_bad_byte}): mixed or binary encoding")
+            raise _not_utf8(first_bad_byte)
 
     def _next(self, size: int) -> BytesLike:
         chunk = self._stream.read(size)
@@ -203,6 +203,10 @@ class _Utf8Check:
         return self._bad_at
 
 
+def _not_utf8(first_bad_byte: int) -> UnreadableFile:
+    return UnreadableFile(f"not UTF-8 text (byte {first_bad_byte}): mixed or binary encoding")
+
+
 def _is_ascii(chunk: BytesLike) -> bool:
     return not len(chunk) or np.frombuffer(chunk, dtype=np.uint8).max() < 0x80  # faster than bytes.isascii
 
@@ -237,6 +241,10 @@ def _read_parquet(data: BytesLike, max_bytes: int, categorical: Collection[str])
 
 
 def _read_jsonl(data: BytesLike) -> pa.Table:
+    utf8 = _Utf8Check()  # Arrow's JSON reader lets a key that is not UTF-8 through, as a column name nothing can read
+    utf8.feed(data)
+    if (first_bad_byte := utf8.first_bad_byte()) is not None:
+        raise _not_utf8(first_bad_byte)
     if _most_keys_in_a_line(data) > MAX_COLUMNS:
         raise UnreadableFile(f"more than {MAX_COLUMNS} columns")
     depth = _nesting_depth(data)

@@ -447,6 +447,15 @@ def test_utf8_is_checked_across_parse_blocks_with_the_offset_of_the_first_bad_by
             read_table("bad.csv", bad, 1 << 30)
 
 
+def test_a_jsonl_key_that_is_not_utf8_is_a_reason_not_a_crash() -> None:
+    """Arrow's JSON reader takes such a key as a column name that cannot be read back (found by the fuzz test)."""
+    data = b'{"x1": 1.0, "\x80x2": 2.0}\n'
+    with pytest.raises(UnicodeDecodeError) as expected:
+        data.decode("utf-8")
+    with pytest.raises(UnreadableFile, match=rf"^not UTF-8 text \(byte {expected.value.start}\): "):
+        read_table("bad.jsonl", data, 1 << 30)
+
+
 def test_text_that_is_not_utf8_is_the_reason_even_after_an_earlier_parse_error() -> None:
     """As when the whole file was checked before the parse: the parse stops at a ragged row in block 1, the
     check still reads on to the Latin-1 byte in block 3."""
