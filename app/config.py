@@ -59,6 +59,7 @@ class ModelConfig:
 class DriftConfig:
     psi_threshold: float = 0.2
     psi_watch: float = 0.1
+    false_alarm_rate: float = 0.01
     domain_classifier_rows: int = 5000
     prediction_psi_threshold: float = 0.2
 
@@ -136,6 +137,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     watch = check.section(raw, "watch", WatchConfig)
     if not 0 < drift.psi_watch <= drift.psi_threshold:
         raise ConfigError(f"{check.file}: drift.psi_watch must be > 0 and <= drift.psi_threshold")
+    if not 0 < drift.false_alarm_rate < 1:
+        raise ConfigError(f"{check.file}: drift.false_alarm_rate must be a share in (0, 1), got {drift.false_alarm_rate}")
     if not 0 < watch.max_missing_share <= 1:
         raise ConfigError(f"{check.file}: watch.max_missing_share must be a share in (0, 1], got {watch.max_missing_share}")
     for key in ("max_file_mb", "train_timeout"):

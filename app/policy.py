@@ -265,7 +265,8 @@ class ModelRunner:
     def _measure_drift(self, result: dict, reference: Profile, frame: pd.DataFrame) -> Profile:
         """Fill ``result`` with each feature's drift; return the batch's profile on the reference's edges."""
         current = reference.project(frame)
-        drift = feature_drift(reference, current, self.config.drift.psi_threshold, self.config.drift.psi_watch)
+        settings = self.config.drift
+        drift = feature_drift(reference, current, settings.psi_threshold, settings.psi_watch, settings.false_alarm_rate)
         result["feature_drift"] = {column: value.to_dict() for column, value in drift.items()}
         result["drifted_features"] = drifted_columns(drift)
         return current

@@ -4,32 +4,50 @@ Both profiles must share numeric edges (the current one is
 ``reference.project(batch)``), so every statistic is computed from bin counts:
 no raw rows are needed and the cost does not depend on the batch size.
 
-Numeric columns
-  * PSI on 10 groups of the fine bins cut at the reference deciles; values
-    outside the reference range fall into the outer groups.
-  * KS statistic: the largest gap between the two CDFs at the fine edges. This
-    never exceeds the exact two-sample statistic (``scipy.stats.ks_2samp``) and
-    falls short of it by at most the largest share of either sample in one fine
-    slot (about 0.01 with 100 reference-quantile bins, unless the current data
-    piles up inside one reference bin). The p-value is the KS distribution's at
-    the effective sample size ``n_ref * n_cur / (n_ref + n_cur)`` (as in
+Groups. Each column's values are put in a few groups, the same for every
+statistic that compares shares (PSI, Jensen-Shannon, chi-square):
+  * numeric: the fine bins cut at the reference deciles (10 groups); values
+    outside the reference range fall into the outer groups;
+  * categorical: one group per reference category plus one "unseen" group for
+    current categories the reference never had.
+A group that the two samples together are expected to fill with fewer than
+``MIN_EXPECTED_ROWS`` rows of the smaller sample is merged with others
+(numeric: with its smaller neighbour; categorical: the rarest categories are
+packed together, rarest first), so a 200-level categorical against a batch of
+50 rows is judged on about 10 groups of about 20 levels each. The groups depend
+only on the two samples' pooled counts, which is what keeps the test below exact
+in its assumptions (the pooled counts are the margins it conditions on).
+
+Drift decision (see docs/drift.md). A column is drifted when both hold:
+  * the change is beyond sampling: the chi-square test of homogeneity on the
+    groups rejects "same distribution" after Holm's step-down correction across
+    the batch's columns at ``false_alarm_rate`` (the chance that a batch drawn
+    from the reference distribution flags any column at all);
+  * the change matters: PSI less its expected value under no change,
+    ``(groups - 1) * (1 / n_reference + 1 / n_current)``, is at least
+    ``psi_threshold`` (``psi_watch`` for watch).
+A column with no values on one side only (it emptied or filled) is tested on
+the chance that every row of the batch is missing at the reference's missing
+rate.
+
+Other statistics, shown but not deciding:
+  * KS statistic of numeric columns: the largest gap between the two CDFs at
+    the fine edges. This never exceeds the exact two-sample statistic
+    (``scipy.stats.ks_2samp``) and falls short of it by at most the largest
+    share of either sample in one fine slot (about 0.01 with 100
+    reference-quantile bins, unless the current data piles up inside one
+    reference bin). The p-value is the KS distribution's at the effective
+    sample size ``n_ref * n_cur / (n_ref + n_cur)`` (as in
     ``ks_2samp(method="asymp")``; the asymptotic Kolmogorov form above an
     effective size of 10,000); being based on a lower statistic it is conservative.
-  * Wasserstein-1 distance: the area between the two CDFs, with each slot's
-    mass spread evenly across it (slots outside the edges reach to the observed
-    minimum/maximum), divided by the reference standard deviation. Its error is
-    at most the sum over slots of width x (reference share + current share).
-  * Jensen-Shannon distance (base 2, in [0, 1]) on the fine slots.
-Categorical columns
-  * PSI and JS on category frequencies, plus one "unseen" bucket collecting
-    current categories the reference never had; chi-square test of homogeneity
-    (``scipy.stats.chi2_contingency`` without continuity correction) on the
-    2 x categories table of the same counts.
+  * Wasserstein-1 distance of numeric columns: the area between the two CDFs,
+    with each slot's mass spread evenly across it (slots outside the edges
+    reach to the observed minimum/maximum), divided by the reference standard
+    deviation. Its error is at most the sum over slots of width x (reference
+    share + current share).
 
 Missing values are left out of the distributions and reported as
-``missing_change``. Only PSI sets the status; p-values are reported but do not
-decide (with tens of thousands of rows they call every negligible shift
-significant).
+``missing_change``.
 """
 
 from __future__ import annotations
@@ -48,6 +66,9 @@ DRIFTED = "drifted"
 
 PSI_GROUPS = 10
 PSI_EPSILON = 1e-4
+# Cochran's rule for the chi-square approximation: at least 5 expected rows a group.
+MIN_EXPECTED_ROWS = 5
+DEFAULT_FALSE_ALARM_RATE = 0.01
 # Above this effective sample size the exact KS distribution gets slow (tens of
 # ms per call); its asymptotic form is then within 1% where p < 0.5.
 EXACT_KS_MAX_N = 10_000
@@ -58,24 +79,93 @@ class FeatureDrift:
     """Drift statistics of one column; fields that do not apply to its kind are None.
 
     Shares and ``missing_change`` are fractions in [0, 1] (``missing_change`` in
-    [-1, 1]: current missing share minus reference missing share).
+    [-1, 1]: current missing share minus reference missing share). ``psi``,
+    ``js`` and ``chi2_pvalue`` are computed on the same ``groups`` groups;
+    ``expected_psi`` is the PSI two samples of these sizes show on average when
+    nothing changed.
     """
 
     column: str
     kind: str
     psi: float
+    expected_psi: float
     js: float
+    chi2_pvalue: float | None
+    groups: int
     ks: float | None
     ks_pvalue: float | None
     wasserstein: float | None
-    chi2_pvalue: float | None
     unseen_share: float | None
     out_of_range_share: float | None
     missing_change: float
     status: str
 
+    @property
+    def excess_psi(self) -> float:
+        """PSI beyond what sampling alone gives at these sizes: the effect the thresholds judge."""
+        return self.psi - self.expected_psi
+
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class GroupedCounts:
+    """Reference and current counts over the same groups, the base of PSI, JS and the test of change.
+
+    ``sparse``: per group, whether the smaller sample is expected (at the
+    reference's shares) to put fewer than ``MIN_EXPECTED_ROWS`` rows in it,
+    too few for the chi-square approximation; such a group is tested exactly.
+    """
+
+    reference: np.ndarray
+    current: np.ndarray
+    sparse: np.ndarray
+
+    @property
+    def groups(self) -> int:
+        return len(self.reference)
+
+    def expected_psi(self) -> float:
+        """Mean PSI of two samples of these sizes from one distribution over these groups.
+
+        PSI is about the chi-square statistic divided by the effective sample
+        size, ``1 / (1 / n_reference + 1 / n_current)``, and that statistic
+        averages its degrees of freedom, ``groups - 1``, when nothing changed.
+        """
+        sizes = self.reference.sum(), self.current.sum()
+        if self.groups < 2 or min(sizes) == 0:
+            return 0.0
+        return float((self.groups - 1) * (1 / sizes[0] + 1 / sizes[1]))
+
+    def pvalue(self) -> float | None:
+        """P-value of "both samples come from one distribution" (None when a side is empty).
+
+        The chi-square test of homogeneity on the groups that are not sparse,
+        and the exact test of each sparse group (``sparse_group_pvalue``),
+        combined by Bonferroni's rule: the smallest p-value times the number of tests.
+        """
+        reference_size, current_size = int(self.reference.sum()), int(self.current.sum())
+        if reference_size == 0 or current_size == 0:
+            return None
+        dense = ~self.sparse
+        pvalues = [chi2_pvalue(self.reference[dense], self.current[dense])] if dense.sum() > 1 else []
+        pvalues += [sparse_group_pvalue(int(self.reference[index]), int(self.current[index]), reference_size, current_size)
+                    for index in np.flatnonzero(self.sparse)]
+        pvalues = [value for value in pvalues if value is not None]
+        return min(1.0, len(pvalues) * min(pvalues)) if pvalues else None
+
+
+def sparse_group_pvalue(reference_count: int, current_count: int, reference_size: int, current_size: int) -> float:
+    """Chance of at least ``current_count`` of a group's pooled rows landing in the current sample.
+
+    Given the pooled rows of the group, the current sample's share of them is
+    hypergeometric when nothing changed (the one-sided Fisher exact test): an
+    exact p-value at any count. Only an excess can be significant in a group
+    this sparse, so the test is one-sided.
+    """
+    pooled = reference_count + current_count
+    return float(stats.hypergeom.sf(current_count - 1, reference_size + current_size, pooled, current_size))
 
 
 def psi(expected_counts, actual_counts, epsilon: float = PSI_EPSILON) -> float:
@@ -86,7 +176,7 @@ def psi(expected_counts, actual_counts, epsilon: float = PSI_EPSILON) -> float:
     ``epsilon`` before the sum, without renormalising, so an empty bin adds a
     large but finite term: a bin holding 10% of one side and nothing of the
     other adds about 0.1 * ln(0.1 / 1e-4) = 0.69. A side with no values at all
-    has every share at ``epsilon``, so a column that empties (or fills) is drifted.
+    has every share at ``epsilon``, so a column that empties (or fills) has a large PSI.
     """
     expected = _smoothed_shares(expected_counts, epsilon)
     actual = _smoothed_shares(actual_counts, epsilon)
@@ -117,30 +207,75 @@ def feature_drift(
     current: Profile,
     psi_threshold: float = 0.2,
     psi_watch: float = 0.1,
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE,
 ) -> dict[str, FeatureDrift]:
     """Drift of every reference column; ``current`` must be ``reference.project(...)``-made.
 
-    Status: PSI >= ``psi_threshold`` drifted, >= ``psi_watch`` watch, else stable.
+    Status (see the module docstring): a column whose change is significant
+    after Holm's correction across all columns at ``false_alarm_rate`` is
+    drifted when its excess PSI is >= ``psi_threshold``, watch when >=
+    ``psi_watch``; every other column is stable.
     """
-    results: dict[str, FeatureDrift] = {}
+    measured: dict[str, dict[str, object]] = {}
+    pvalues: dict[str, float | None] = {}
     for name, reference_column in reference.columns.items():
         current_column = current.columns.get(name)
         if current_column is None or type(current_column) is not type(reference_column):
             raise ValueError(f"column {name!r}: current profile does not match the reference")
         if isinstance(reference_column, NumericProfile):
-            fields = numeric_drift(reference_column, current_column)
+            measured[name] = numeric_drift(reference_column, current_column)
         else:
-            fields = categorical_drift(reference_column, current_column)
-        status = _status(fields["psi"], psi_threshold, psi_watch)
+            measured[name] = categorical_drift(reference_column, current_column)
+        pvalues[name] = change_pvalue(reference_column, current_column, measured[name]["chi2_pvalue"])
+    significant = holm_rejections(pvalues, false_alarm_rate)
+    results = {}
+    for name, fields in measured.items():
+        excess = fields["psi"] - fields["expected_psi"]
+        status = _status(excess, psi_threshold, psi_watch) if name in significant else STABLE
         results[name] = FeatureDrift(column=name, status=status, **fields)
     return results
 
 
 def drifted_columns(results: dict[str, FeatureDrift]) -> list[str]:
-    """Names of the drifted columns, largest PSI first."""
+    """Names of the drifted columns, largest excess PSI first."""
     drifted = [result for result in results.values() if result.status == DRIFTED]
-    drifted.sort(key=lambda result: (-result.psi, result.column))
+    drifted.sort(key=lambda result: (-result.excess_psi, result.column))
     return [result.column for result in drifted]
+
+
+def change_pvalue(
+    reference: NumericProfile | CategoricalProfile,
+    current: NumericProfile | CategoricalProfile,
+    grouped_pvalue: float | None,
+) -> float | None:
+    """P-value of "the column did not change": the grouped chi-square's, or for a side without values its own.
+
+    A column that emptied: the chance that every row of the batch is missing at
+    the reference's missing rate. A column that filled (the reference had no
+    value at all): 0, nothing in the reference could give a value. None when
+    neither side has a value.
+    """
+    if reference.count and current.count:
+        return grouped_pvalue
+    if reference.count:
+        return _missing_share(reference) ** current.rows if current.rows else None
+    return 0.0 if current.count else None
+
+
+def holm_rejections(pvalues: dict[str, float | None], family_rate: float) -> set[str]:
+    """Names whose hypothesis Holm's step-down procedure rejects at ``family_rate``.
+
+    The chance of rejecting any true hypothesis stays at or below
+    ``family_rate`` whatever the dependence between the tests. Names with a
+    None p-value take no part and are never rejected.
+    """
+    tested = sorted((value, name) for name, value in pvalues.items() if value is not None)
+    rejected = set()
+    for rank, (value, name) in enumerate(tested):
+        if value > family_rate / (len(tested) - rank):
+            break
+        rejected.add(name)
+    return rejected
 
 
 def numeric_drift(reference: NumericProfile, current: NumericProfile) -> dict[str, object]:
@@ -150,12 +285,10 @@ def numeric_drift(reference: NumericProfile, current: NumericProfile) -> dict[st
     ks, ks_pvalue = ks_statistic(reference, current)
     return {
         "kind": NUMERIC,
-        "psi": numeric_psi(reference, current),
-        "js": js_distance(reference.counts, current.counts),
+        **_shares_fields(numeric_groups(reference, current)),
         "ks": ks,
         "ks_pvalue": ks_pvalue,
         "wasserstein": normalised_wasserstein(reference, current),
-        "chi2_pvalue": None,
         "unseen_share": None,
         "out_of_range_share": out_of_range_share(current),
         "missing_change": _missing_share(current) - _missing_share(reference),
@@ -168,20 +301,60 @@ def categorical_drift(reference: CategoricalProfile, current: CategoricalProfile
     unseen = int(current_counts[-1])
     return {
         "kind": CATEGORICAL,
-        "psi": psi(reference_counts, current_counts),
-        "js": js_distance(reference_counts, current_counts),
+        **_shares_fields(pack_rare_categories(reference_counts, current_counts)),
         "ks": None,
         "ks_pvalue": None,
         "wasserstein": None,
-        "chi2_pvalue": chi2_pvalue(reference_counts, current_counts),
         "unseen_share": unseen / current.count if current.count else 0.0,
         "out_of_range_share": None,
         "missing_change": _missing_share(current) - _missing_share(reference),
     }
 
 
+def numeric_groups(reference: NumericProfile, current: NumericProfile) -> GroupedCounts:
+    """Counts on equal-mass reference groups (see ``quantile_groups``).
+
+    Up to ``PSI_GROUPS`` groups (the reference deciles), fewer when the smaller
+    sample has under ``MIN_EXPECTED_ROWS`` rows for each: equal-mass groups are
+    where the chi-square approximation holds best. Ties can still leave small
+    groups (a 0/1 column with 2% ones); those are sparse.
+    """
+    smaller = min(reference.count, current.count)
+    groups = int(np.clip(smaller // MIN_EXPECTED_ROWS, 1, PSI_GROUPS)) if smaller else PSI_GROUPS
+    cuts = quantile_groups(reference.counts, groups)
+    reference_counts = _group(reference.counts, cuts)
+    limit = _sparse_limit(reference.count, current.count)
+    return GroupedCounts(reference_counts, _group(current.counts, cuts), reference_counts < limit)
+
+
+def pack_rare_categories(reference_counts: np.ndarray, current_counts: np.ndarray) -> GroupedCounts:
+    """Categories, the frequent ones alone and the rare ones packed together, rarest last.
+
+    Categories are taken from the most to the least frequent in the reference
+    (the unseen bucket last); each that is not sparse (see ``_sparse_limit``)
+    keeps a group of its own, and the rest are packed in that order into groups
+    that each just reach the limit. Only the last pack can fall short: it is
+    then sparse, and new categories in a small batch keep a small group of
+    their own instead of being diluted into a large one.
+    """
+    limit = _sparse_limit(int(reference_counts.sum()), int(current_counts.sum()))
+    order = np.argsort(-reference_counts, kind="stable")
+    order = order[(reference_counts + current_counts)[order] > 0]
+    labels = np.empty(len(order), dtype=np.intp)
+    group, filled = 0, 0
+    for position, index in enumerate(order):
+        if filled >= limit:
+            group, filled = group + 1, 0
+        labels[position] = group
+        filled += reference_counts[index]
+    groups = group + 1 if len(order) else 0
+    packed_reference = np.bincount(labels, weights=reference_counts[order], minlength=groups).astype(np.int64)
+    packed_current = np.bincount(labels, weights=current_counts[order], minlength=groups).astype(np.int64)
+    return GroupedCounts(packed_reference, packed_current, packed_reference < limit)
+
+
 def numeric_psi(reference: NumericProfile, current: NumericProfile, groups: int = PSI_GROUPS) -> float:
-    """PSI over ``groups`` bins cut at the reference's quantiles (see ``quantile_groups``)."""
+    """PSI over ``groups`` bins cut at the reference's quantiles (see ``quantile_groups``), none merged."""
     cuts = quantile_groups(reference.counts, groups)
     return psi(_group(reference.counts, cuts), _group(current.counts, cuts))
 
@@ -278,6 +451,29 @@ def chi2_pvalue(reference_counts: np.ndarray, current_counts: np.ndarray) -> flo
     statistic = np.sum((table - expected) ** 2 / expected)
     degrees_of_freedom = table.shape[1] - 1
     return float(special.chdtrc(degrees_of_freedom, statistic))
+
+
+def _shares_fields(grouped: GroupedCounts) -> dict[str, object]:
+    """The FeatureDrift fields computed on the groups: PSI, its expected value under no change, JS, chi-square."""
+    return {
+        "psi": psi(grouped.reference, grouped.current),
+        "expected_psi": grouped.expected_psi(),
+        "js": js_distance(grouped.reference, grouped.current),
+        "chi2_pvalue": grouped.pvalue(),
+        "groups": grouped.groups,
+    }
+
+
+def _sparse_limit(reference_count: int, current_count: int) -> float:
+    """Reference rows below which a group is sparse: at the reference's share of it the
+    smaller sample would expect fewer than ``MIN_EXPECTED_ROWS`` rows there.
+
+    0 when a side has no values (nothing is sparse then: nothing is tested).
+    """
+    smaller = min(reference_count, current_count)
+    if smaller == 0:
+        return 0.0
+    return MIN_EXPECTED_ROWS * reference_count / smaller
 
 
 def _status(value: float, threshold: float, watch: float) -> str:
