@@ -18,6 +18,7 @@ from app.stats.drift import (
     drifted_columns,
     feature_drift,
     psi,
+    sparse_group_pvalue,
 )
 from app.stats.profile import Profile
 
@@ -371,3 +372,14 @@ def test_profiles_that_do_not_match_are_refused():
         feature_drift(reference, other)
     with pytest.raises(ValueError):
         feature_drift(reference, Profile.build(known_frame(10, seed=32), {"income": "numeric"}))
+
+
+@settings(max_examples=200, deadline=None)
+@given(total=st.integers(2, 5000), data=st.data())
+def test_sparse_group_pvalue_equals_scipy_hypergeometric_tail(total, data):
+    current_size = data.draw(st.integers(1, total - 1))
+    pooled = data.draw(st.integers(0, total))
+    current_count = data.draw(st.integers(max(0, current_size + pooled - total), min(pooled, current_size)))
+    result = sparse_group_pvalue(pooled - current_count, current_count, total - current_size, current_size)
+    expected = stats.hypergeom.sf(current_count - 1, total, pooled, current_size)
+    assert result == pytest.approx(expected, rel=1e-9, abs=1e-300)

@@ -162,10 +162,22 @@ def sparse_group_pvalue(reference_count: int, current_count: int, reference_size
     Given the pooled rows of the group, the current sample's share of them is
     hypergeometric when nothing changed (the one-sided Fisher exact test): an
     exact p-value at any count. Only an excess can be significant in a group
-    this sparse, so the test is one-sided.
+    this sparse, so the test is one-sided. Equals
+    ``scipy.stats.hypergeom.sf(current_count - 1, total, pooled, current_size)``,
+    summed here in log space: scipy's call costs a millisecond.
     """
-    pooled = reference_count + current_count
-    return float(stats.hypergeom.sf(current_count - 1, reference_size + current_size, pooled, current_size))
+    total, pooled = reference_size + current_size, reference_count + current_count
+    lowest = max(current_count, current_size + pooled - total)
+    highest = min(pooled, current_size)
+    if lowest > highest:
+        return 0.0
+    if lowest == max(0, current_size + pooled - total):
+        return 1.0
+    counts = np.arange(lowest, highest + 1, dtype=np.float64)
+    log_pmf = (_log_binomial(pooled, counts) + _log_binomial(total - pooled, current_size - counts)
+               - _log_binomial(total, current_size))
+    largest = log_pmf.max()
+    return float(min(1.0, np.exp(largest) * np.sum(np.exp(log_pmf - largest))))
 
 
 def psi(expected_counts, actual_counts, epsilon: float = PSI_EPSILON) -> float:
@@ -340,16 +352,18 @@ def pack_rare_categories(reference_counts: np.ndarray, current_counts: np.ndarra
     limit = _sparse_limit(int(reference_counts.sum()), int(current_counts.sum()))
     order = np.argsort(-reference_counts, kind="stable")
     order = order[(reference_counts + current_counts)[order] > 0]
-    labels = np.empty(len(order), dtype=np.intp)
-    group, filled = 0, 0
-    for position, index in enumerate(order):
-        if filled >= limit:
-            group, filled = group + 1, 0
-        labels[position] = group
-        filled += reference_counts[index]
-    groups = group + 1 if len(order) else 0
-    packed_reference = np.bincount(labels, weights=reference_counts[order], minlength=groups).astype(np.int64)
-    packed_current = np.bincount(labels, weights=current_counts[order], minlength=groups).astype(np.int64)
+    ordered_reference = reference_counts[order]
+    dense = int(np.count_nonzero(ordered_reference >= limit))
+    labels = np.arange(len(order))
+    ends = np.cumsum(ordered_reference)
+    start, group = dense, dense
+    while start < len(order):
+        reached = ends[start - 1] + limit if start else limit
+        stop = int(np.searchsorted(ends, reached, side="left")) + 1
+        labels[start:stop] = group
+        start, group = stop, group + 1
+    packed_reference = np.bincount(labels, weights=ordered_reference, minlength=group).astype(np.int64)
+    packed_current = np.bincount(labels, weights=current_counts[order], minlength=group).astype(np.int64)
     return GroupedCounts(packed_reference, packed_current, packed_reference < limit)
 
 
@@ -474,6 +488,11 @@ def _sparse_limit(reference_count: int, current_count: int) -> float:
     if smaller == 0:
         return 0.0
     return MIN_EXPECTED_ROWS * reference_count / smaller
+
+
+def _log_binomial(n, k):
+    """ln of the binomial coefficient C(n, k), elementwise."""
+    return special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
 
 
 def _status(value: float, threshold: float, watch: float) -> str:

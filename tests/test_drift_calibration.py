@@ -1,0 +1,165 @@
+"""Drift alarms calibrated to the sample sizes: rare when nothing changed, at any batch size.
+
+Unshifted batches of 50 to 10,000 rows against a 100,000-row reference must
+flag at most 1% of their columns (a fixed 0.2 PSI threshold flags about half of
+them at 50 rows), a known shift must still be found, and the null distribution
+the decision relies on is checked against a Monte Carlo simulation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from app.stats.drift import (
+    DRIFTED,
+    STABLE,
+    drifted_columns,
+    feature_drift,
+    holm_rejections,
+    numeric_groups,
+    pack_rare_categories,
+    psi,
+)
+from app.stats.profile import Profile, profile_numeric, reference_numeric
+
+REFERENCE_ROWS = 100_000
+NUMERIC = [f"num_{index:02d}" for index in range(16)]
+CATEGORICAL = ["channel", "tier", "sku", "flag_text"]
+SCHEMA = {**dict.fromkeys(NUMERIC, "numeric"), **dict.fromkeys(CATEGORICAL, "categorical")}
+SHIFTED = ["num_00", "num_01", "num_02", "channel", "tier"]
+SKU_SHARES = 1 / np.arange(1, 201) ** 0.8 / np.sum(1 / np.arange(1, 201) ** 0.8)  # 200 levels, Zipf-like
+
+
+def make_frame(rows: int, seed: int, shifted: bool = False) -> pd.DataFrame:
+    """16 numeric columns (normal, skewed, a rare 0/1, a date-like ordinal, counts, ...) and 4 categorical."""
+    rng = np.random.default_rng(seed)
+    columns = {
+        "num_00": rng.normal(11.5 if shifted else 10.0, 2.0, rows),          # mean shift of 0.75 std
+        "num_01": rng.lognormal(1.0, 1.0 if shifted else 0.5, rows),         # spread doubles
+        "num_02": rng.uniform(-5.0, 8.0 if shifted else 5.0, rows),          # range widens
+        "num_03": (rng.random(rows) < 0.02).astype(float),                   # rare 0/1
+        "num_04": rng.lognormal(0.0, 1.5, rows),                             # heavily skewed
+        "num_05": rng.integers(738_000, 739_500, rows).astype(float),        # date-like ordinal (day numbers)
+        "num_06": rng.poisson(0.3, rows).astype(float),                      # sparse counts, mostly zero
+        "num_07": rng.gamma(2.0, 3.0, rows),
+    }
+    for index in range(8, 16):
+        columns[f"num_{index:02d}"] = rng.normal(index, 1.0 + index % 3, rows)
+    channel_shares = [0.1, 0.2, 0.3, 0.4] if shifted else [0.4, 0.3, 0.2, 0.1]
+    columns["channel"] = rng.choice(np.array(["web", "app", "shop", "phone"]), rows, p=channel_shares)
+    tiers = np.array(["gold", "silver", "bronze", "new_a", "new_b"])
+    columns["tier"] = rng.choice(tiers, rows, p=[0.3, 0.2, 0.2, 0.15, 0.15] if shifted else [0.4, 0.3, 0.3, 0, 0])
+    columns["sku"] = rng.choice(np.array([f"sku_{index:03d}" for index in range(200)]), rows, p=SKU_SHARES)
+    columns["flag_text"] = rng.choice(np.array(["yes", "no"]), rows, p=[0.03, 0.97])
+    return pd.DataFrame(columns)
+
+
+@pytest.fixture(scope="module")
+def reference() -> Profile:
+    return Profile.build(make_frame(REFERENCE_ROWS, seed=1), SCHEMA)
+
+
+def alarms(reference: Profile, rows: int, seeds: range, shifted: bool = False) -> list[list[str]]:
+    """The drifted columns of each batch of ``rows`` rows, one batch per seed."""
+    return [drifted_columns(feature_drift(reference, reference.project(make_frame(rows, seed, shifted))))
+            for seed in seeds]
+
+
+# --- false alarms -------------------------------------------------------------------------
+
+# Seeds per batch size: 800 column-batches at 50 rows, 100 at 10,000.
+NULL_SEEDS = {50: 40, 200: 20, 1_000: 10, 10_000: 5}
+
+
+@pytest.mark.parametrize("rows", sorted(NULL_SEEDS))
+def test_unshifted_batches_flag_at_most_one_percent_of_their_columns(reference, rows):
+    flagged = alarms(reference, rows, range(100, 100 + NULL_SEEDS[rows]))
+    column_batches = len(flagged) * len(SCHEMA)
+    assert sum(map(len, flagged)) / column_batches <= 0.01
+    # The family of columns is corrected for: few batches flag anything at all.
+    assert sum(1 for names in flagged if names) / len(flagged) <= 0.05
+
+
+def test_a_200_level_categorical_is_not_drifted_at_1000_rows(reference):
+    statuses = [feature_drift(reference, reference.project(make_frame(1_000, seed)))["sku"].status
+                for seed in range(300, 320)]
+    assert statuses == [STABLE] * 20
+
+
+def test_batches_of_10_to_20_rows_rarely_raise_drift(reference):
+    flagged = [names for rows in (10, 15, 20) for names in alarms(reference, rows, range(400, 415))]
+    assert sum(1 for names in flagged if names) / len(flagged) <= 0.05
+
+
+# --- power --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("rows", "least_power"), [(200, 0.9), (1_000, 0.98), (10_000, 1.0)])
+def test_a_known_shift_is_found(reference, rows, least_power):
+    flagged = alarms(reference, rows, range(500, 510), shifted=True)
+    found = sum(len(set(names) & set(SHIFTED)) for names in flagged)
+    assert found / (len(flagged) * len(SHIFTED)) >= least_power
+    assert all(set(names) <= set(SHIFTED) for names in flagged)
+
+
+def test_a_rare_binary_column_that_turns_common_is_drifted_even_at_50_rows(reference):
+    frame = make_frame(50, seed=600)
+    frame["num_03"] = np.r_[np.ones(30), np.zeros(20)]
+    result = feature_drift(reference, reference.project(frame))["num_03"]
+    assert result.status == DRIFTED and result.chi2_pvalue < 1e-10
+
+
+# --- the null distribution against Monte Carlo ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def normal_reference():
+    return reference_numeric(np.random.default_rng(2).normal(size=REFERENCE_ROWS))
+
+
+@pytest.mark.parametrize("rows", [50, 200])
+def test_the_test_of_change_is_calibrated_on_identical_distributions(normal_reference, rows):
+    """P(p < alpha) is alpha (within Monte Carlo error); from 20 rows a group PSI follows its chi-square form."""
+    rng = np.random.default_rng(rows)
+    runs = 2_000
+    pvalues, psis, expected = np.empty(runs), np.empty(runs), np.empty(runs)
+    for run in range(runs):
+        current = profile_numeric(rng.normal(size=rows), normal_reference.edges)
+        grouped = numeric_groups(normal_reference, current)
+        pvalues[run] = grouped.pvalue()
+        psis[run] = psi(grouped.reference, grouped.current)
+        expected[run] = grouped.expected_psi()
+    assert grouped.groups == 10
+    for alpha in (0.05, 0.01):
+        assert abs(np.mean(pvalues < alpha) - alpha) <= 4 * np.sqrt(alpha * (1 - alpha) / runs)
+    if rows >= 200:  # at 5 rows a group (50 rows) PSI runs about 25% above its large-sample form
+        assert np.mean(psis) == pytest.approx(expected.mean(), rel=0.1)
+        # PSI's 99th percentile against the chi-square one scaled to PSI (PSI ~ chi-square / effective size).
+        effective = 1 / (1 / REFERENCE_ROWS + 1 / rows)
+        assert np.quantile(psis, 0.99) == pytest.approx(stats.chi2.isf(0.01, 9) / effective, rel=0.15)
+
+
+@pytest.mark.parametrize("rows", [50, 1_000])
+def test_a_200_level_categorical_test_is_calibrated(rows):
+    """Within 1.5 x alpha: many groups of about 5 expected rows make the chi-square a little liberal."""
+    rng = np.random.default_rng(rows + 1)
+    reference_counts = np.append(rng.multinomial(REFERENCE_ROWS, SKU_SHARES), 0)  # last: the unseen bucket
+    runs = 1_500
+    pvalues = np.empty(runs)
+    for run in range(runs):
+        current = np.append(rng.multinomial(rows, SKU_SHARES), 0)
+        pvalues[run] = pack_rare_categories(reference_counts, current).pvalue()
+    for alpha in (0.05, 0.01):
+        assert np.mean(pvalues < alpha) <= 1.5 * alpha + 3 * np.sqrt(alpha * (1 - alpha) / runs)
+    assert np.mean(pvalues < 0.05) >= 0.025  # calibrated, not merely conservative
+
+
+def test_holm_controls_the_family_and_rejects_in_order():
+    assert holm_rejections({"a": 0.001, "b": 0.03, "c": 0.04}, 0.05) == {"a"}  # 0.03 > 0.05 / 2
+    assert holm_rejections({"a": 0.001, "b": 0.02, "c": 0.04, "d": None}, 0.1) == {"a", "b", "c"}
+    rng = np.random.default_rng(3)
+    family = [holm_rejections(dict(enumerate(rng.random(20))), 0.05) for _ in range(4_000)]
+    assert np.mean([bool(rejected) for rejected in family]) <= 0.05 + 4 * np.sqrt(0.05 * 0.95 / 4_000)
