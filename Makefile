@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test install install-test bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ demo: install
 
 test: install-test
 	$(BIN)/python -m pytest -q
+
+# NannyML, Evidently (needs pandas < 3) and river for bench/alarm_bench.py, kept out of driftdeck's own environment.
+bench-peers:
+	$(PYTHON) -m venv bench/.peers-venv
+	bench/.peers-venv/bin/python -m pip install --quiet "evidently>=0.7,<0.8" nannyml river "pandas<3" pyarrow
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -163,3 +163,19 @@ def test_holm_controls_the_family_and_rejects_in_order():
     rng = np.random.default_rng(3)
     family = [holm_rejections(dict(enumerate(rng.random(20))), 0.05) for _ in range(4_000)]
     assert np.mean([bool(rejected) for rejected in family]) <= 0.05 + 4 * np.sqrt(0.05 * 0.95 / 4_000)
+
+
+def test_a_10_row_reference_against_10_row_batches_rarely_raises_drift():
+    """A monitor bootstrapped on one small file: a fixed PSI threshold flagged every batch."""
+    schema = {"x1": "numeric", "x2": "numeric", "x3": "numeric", "color": "categorical"}
+
+    def small(seed: int, rows: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        return pd.DataFrame({**{name: rng.normal(size=rows) for name in ("x1", "x2", "x3")},
+                             "color": rng.choice(["red", "green", "blue"], rows)})
+
+    for rows in (10, 20):
+        reference = Profile.build(small(0, rows), schema)
+        flagged = [drifted_columns(feature_drift(reference, reference.project(small(seed, rows))))
+                   for seed in range(1, 61)]
+        assert sum(1 for names in flagged if names) / len(flagged) <= 0.05

@@ -17,7 +17,8 @@ PANELS_HELP = (
                "labeled batch, behind a gate); the serving version, the state, the most important flag and "
                "the verdict: does this data need dynamic training? The highlighted model drives the other panels."),
     ("Feature distributions", "each feature's drift in the latest batch against the serving model's training "
-                              "data, worst first; PSI ≥ 0.2 is drifted, 0.1–0.2 watch. The trend shows PSI over "
+                              "data, worst first; drifted: a change beyond what sampling gives at this batch size, whose PSI "
+                              "less its sampling part reaches psi_threshold (docs/drift.md). The trend shows PSI over "
                               "recent batches. Below: the highlighted feature, reference against current, "
                               "in the reference's deciles (the bins PSI compares). Under the panel: the "
                               "domain classifier's AUC (0.5: reference and batch look alike) and what moved."),
