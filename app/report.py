@@ -214,8 +214,9 @@ def feature_rows(store: Store, model: str, history: int = 24) -> list[dict[str, 
     """The latest batch's drift of each feature of ``model``, worst first.
 
     Each row: feature, kind, psi, ks, js, missing_change, status, and
-    ``psi_history`` (PSI in each of the last ``history`` batches, oldest first,
-    None where the batch lacked the column). Empty before the first batch.
+    ``psi_history`` and ``status_history`` (PSI and drift status in each of the
+    last ``history`` batches, oldest first, None where the batch lacked the
+    column). Empty before the first batch.
     """
     results = [data for _, _, data in store.results(model, limit=history)]
     if not results:
@@ -233,6 +234,7 @@ def feature_rows(store: Store, model: str, history: int = 24) -> list[dict[str, 
             "unseen_share": drift.get("unseen_share"),
             "status": drift.get("status", "stable"),
             "psi_history": [data.get("feature_drift", {}).get(column, {}).get("psi") for data in results],
+            "status_history": [data.get("feature_drift", {}).get(column, {}).get("status") for data in results],
         })
     return sorted(rows, key=lambda row: (DRIFT_STATUS_ORDER.get(row["status"], 3), -(row["psi"] or 0.0)))
 

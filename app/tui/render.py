@@ -76,21 +76,27 @@ def date_time(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))
 
 
-def sparkline(values: Sequence[float | None], width: int, threshold: float, watch: float) -> Text:
+def sparkline(values: Sequence[float | None], width: int, threshold: float, watch: float,
+              statuses: Sequence[str | None] | None = None) -> Text:
     """The last ``width`` PSI values as block characters, coloured by the drift status each reached.
 
     The scale tops out at 1.5 x ``threshold`` (or the largest value if higher),
     so a bar's height keeps its meaning from row to row. None shows as a gap.
+    ``statuses`` (one per value) are the recorded decisions, which account for
+    the batch size; without them the colour comes from ``threshold`` and ``watch``.
     """
     shown = list(values)[-width:] if width > 0 else []
+    recorded = list(statuses)[-width:] if statuses is not None and width > 0 else [None] * len(shown)
     ceiling = max([threshold * 1.5] + [v for v in shown if v is not None])
     line = Text()
-    for value in shown:
+    for value, status in zip(shown, recorded):
         if value is None:
             line.append(" ")
             continue
         level = max(1, min(8, round(value / ceiling * 8)))
-        style = DRIFT_STYLES["drifted"] if value >= threshold else DRIFT_STYLES["watch"] if value >= watch else DRIFT_STYLES["stable"]
+        if status is None:
+            status = "drifted" if value >= threshold else "watch" if value >= watch else "stable"
+        style = DRIFT_STYLES.get(status, DRIFT_STYLES["stable"])
         line.append(BLOCKS[level], style=style)
     return line
 
@@ -192,7 +198,7 @@ def feature_cells(row: dict[str, Any], trend_width: int, threshold: float, watch
         Text(number(row.get("js"))),
         Text(f"{change:+.1%}" if change is not None else NO_VALUE, style="yellow" if change and abs(change) >= 0.05 else ""),
         Text(row["status"], style=style),
-        sparkline(row["psi_history"], trend_width, threshold, watch),
+        sparkline(row["psi_history"], trend_width, threshold, watch, row.get("status_history")),
     )
 
 

@@ -136,6 +136,12 @@ def test_sparkline_shows_the_last_values_with_gaps_for_missing_ones():
     assert render.DRIFT_STYLES["drifted"] in styles and render.DRIFT_STYLES["watch"] in styles
 
 
+def test_sparkline_colours_follow_the_recorded_status_not_a_fixed_psi():
+    """A PSI of 0.3 on a 50-row batch is sampling noise: its bar is as stable as its status."""
+    line = render.sparkline([0.3, 0.05], width=2, threshold=0.2, watch=0.1, statuses=["stable", "drifted"])
+    assert [str(span.style) for span in line.spans] == [render.DRIFT_STYLES["stable"], render.DRIFT_STYLES["drifted"]]
+
+
 def test_health_chart_puts_the_highest_value_on_top_and_marks_actions():
     rows = [
         {"file": "a.csv", "labeled": True, "served": 0.9, "shadow": 0.7, "baseline": 0.5, "action": "promoted"},
