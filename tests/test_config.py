@@ -208,3 +208,9 @@ def test_init_without_batch_files_says_so(tmp_path: Path) -> None:
     (tmp_path / ".hidden.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ConfigError, match="no readable batch files"):
         init_config(tmp_path, "label", None, None, force=False)
+
+
+@pytest.mark.parametrize("rate", ["0", "1", "1.5"])
+def test_false_alarm_rate_must_be_a_share(data_dir: Path, rate: str) -> None:
+    message = config_error(data_dir, replaced("domain_classifier_rows = 500", f"domain_classifier_rows = 500\nfalse_alarm_rate = {rate}"))
+    assert message.startswith("driftdeck.toml: drift.false_alarm_rate must be a share in (0, 1)")
