@@ -82,7 +82,8 @@ class FeatureDrift:
     [-1, 1]: current missing share minus reference missing share). ``psi``,
     ``js`` and ``chi2_pvalue`` are computed on the same ``groups`` groups;
     ``expected_psi`` is the PSI two samples of these sizes show on average when
-    nothing changed.
+    nothing changed. ``chi2_pvalue`` is the column's test of change on those
+    groups (``GroupedCounts.pvalue``), before the correction across columns.
     """
 
     column: str
