@@ -702,30 +702,22 @@ class ModelRunner:
         return decide([evidence], required=self.config.verdict_batches, min_gain=self.model.tolerance)
 
     def _no_skill(self, result: dict, serving: SnapshotRecord) -> str | None:
-        """Why the serving version predicts no better than the naive baseline, or None.
+        """Why the serving version predicts this labeled batch no better than the naive baseline, or None.
 
-        Pooled over the labeled batches this version scored among the last
-        ``verdict_batches`` (this one included): its mean gain over the baseline
-        must exceed ``NOISE_SIGMAS`` standard errors of that mean, whatever the policy.
+        Its gain over the baseline must exceed ``NOISE_SIGMAS`` standard errors
+        of that gain (paired: both are scored on the batch's rows), whatever the policy.
         """
-        name = result.get("metric")
-        if not name or result.get("skill_se") is None:
+        name, error = result.get("metric"), result.get("skill_se")
+        served = (result.get("metrics") or {}).get(name)
+        baseline = (result.get("baseline_metrics") or {}).get(name)
+        if served is None or baseline is None or error is None:
             return None
-        recent = [data for _, _, data in self.store.results(self.name, limit=self.config.verdict_batches)]
-        rows = [r for r in recent + [result] if r.get("serving_version") == serving.version and r.get("metric") == name
-                and r.get("skill_se") is not None and (r.get("metrics") or {}).get(name) is not None
-                and (r.get("baseline_metrics") or {}).get(name) is not None][-self.config.verdict_batches:]
         scoring = get_metric(name)
-        served = [r["metrics"][name] for r in rows]
-        baseline = [r["baseline_metrics"][name] for r in rows]
-        n = len(rows)
-        gain = sum(scoring.gain(b, v) for b, v in zip(baseline, served)) / n
-        noise = NOISE_SIGMAS * float(np.sqrt(sum(r["skill_se"] ** 2 for r in rows))) / n
-        if gain > noise:
+        noise = NOISE_SIGMAS * error
+        if scoring.gain(baseline, served) > noise:
             return None
-        return (f"{scoring.label} {sum(served) / n:.3f} is not beyond the naive baseline's {sum(baseline) / n:.3f} "
-                f"by more than the noise (± {noise:.3f}) over {n} labeled batch{'es' if n != 1 else ''}: "
-                f"v{serving.version} predicts no better than guessing")
+        return (f"{scoring.label} {served:.3f} is not beyond the naive baseline's {baseline:.3f} by more than the noise "
+                f"(± {noise:.3f}): v{serving.version} predicts these labels no better than guessing")
 
     def _shadow_model(self, serving: SnapshotRecord) -> Any | None:
         if not self.model.is_dynamic:
