@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, metavar="DIR")
 
     validate = command("validate", run_validate,
-                       "retrain each serving snapshot with today's code and config; exit 1 on a regression")
+                       "retrain each serving snapshot with today's code and config; exit 1 on a regression, 2 if it could not validate")
     validate.add_argument("--model")
     validate.add_argument("--json", action="store_true")
 
@@ -293,6 +293,8 @@ def run_export(args) -> int:
 
 
 def run_validate(args) -> int:
+    from app.reproduce import exit_code
+
     monitor = Monitor(args.data_dir, args.state)
     try:
         names = [monitor.config.model(args.model).name] if args.model else list(monitor.runners)
@@ -304,7 +306,7 @@ def run_validate(args) -> int:
     else:
         for result in results:
             print(result.summary)
-    return 1 if any(result.regression for result in results) else 0
+    return exit_code(results)
 
 
 def run_replay(args) -> int:

@@ -240,6 +240,7 @@ class _Checker:
         return kind(**checked)
 
     def models(self, raw: Any, task: str, schema: dict[str, str], target: str | None) -> tuple[ModelConfig, ...]:
+        from app.metrics import metrics_for
         from app.models import EstimatorConfigError, check_estimator
 
         if not isinstance(raw, list):
@@ -272,7 +273,7 @@ class _Checker:
             window = None if window_raw == "all" else self.positive_int(entry, "window", 4, prefix)
             metric = self.optional_str(entry, "metric", prefix)
             if metric is not None:
-                allowed = _metrics_for(task)
+                allowed = metrics_for(task)
                 if metric not in allowed:
                     raise self.fail(f"{prefix}metric", f"must be one of {', '.join(allowed)}, got {metric!r}")
             models.append(
@@ -296,8 +297,3 @@ class _Checker:
             )
         return tuple(models)
 
-
-def _metrics_for(task: str) -> tuple[str, ...]:
-    if task == "classification":
-        return ("roc_auc", "accuracy", "balanced_accuracy", "f1", "log_loss", "brier")
-    return ("rmse", "mae", "r2")

@@ -26,28 +26,27 @@ import pandas as pd
 from app.config import Config, ModelConfig
 from app.environment import environment_record, model_config_hash
 from app.events import Event, EventKind
-from app.labels import SIGNIFICANCE_SIGMAS
+from app.labels import label_signal
+from app.metrics import Metric, get_metric, primary_metric
 from app.models import Prediction, predict
 from app.registry import Registry
 from app.serving import parquet_bytes, predictions_frame, predictions_path, write_predictions
 from app.snapshots import SnapshotError
 from app.stats.drift import drifted_columns, feature_drift
 from app.stats.health import (
-    classification_baseline,
+    baseline_output,
     classification_metrics,
     estimated_accuracy,
-    metric_higher_is_better,
-    primary_metric,
-    regression_baseline,
     regression_metrics,
     score_psi,
 )
+from app.stats.noise import paired_standard_error, standard_error
 from app.stats.multivariate import domain_classifier, reservoir_sample
 from app.stats.profile import NumericProfile, Profile
 from app.store import SnapshotRecord, Store
 from app.training import TrainingFailed, Trainer, TrainJob
 from app.validation import Batch
-from app.verdict import ERROR_METRICS, Verdict, decide, metric_standard_error
+from app.verdict import VERDICT_LOOKBACK, Verdict, decide, evidence_from_results
 
 HOLDOUT_FRACTION = 0.2
 REFERENCE_SAMPLE_ROWS = 5000
@@ -55,8 +54,9 @@ SCORE_SKETCH_POINTS = 201
 UNIT_CHANGE_FACTOR = 20
 DOMAIN_FOLDS = 2  # per batch and model: two fits bound the cost; the AUC is still cross-validated
 SHRINK_FACTOR = 50
-VERDICT_LOOKBACK = 50
-FLAG_ORDER = ("performance_drop", "data_quality", "feature_drift", "prediction_drift", "age", "code_regression")
+NOISE_SIGMAS = 2.0  # "beyond the noise": more than two standard errors
+UNIT_CHANGE_QUANTILES = (0.1, 0.5, 0.9)
+FLAG_ORDER = ("performance_drop", "no_skill", "data_quality", "feature_drift", "prediction_drift", "age", "code_regression")
 
 Write = Callable[[Any], None]
 
@@ -129,6 +129,8 @@ class Candidate:
     metrics: dict[str, Any]
     baseline: dict[str, Any]
     score_sketch: list[float]  # quantiles of its holdout scores: the reference for prediction drift
+    prediction: Prediction  # on the holdout
+    known_labels: dict[str, Any]  # label stats of the training rows: what the naive baseline predicts from
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,11 @@ class GateDecision:
     passed: bool
     reason: str
     labels_suspect: bool = False
+    no_skill: bool = False
 
 
 def gate(
-    metric: str,
+    metric_name: str,
     candidate: float | None,
     serving: float | None,
     baseline: float | None,
@@ -147,36 +150,39 @@ def gate(
     tolerance: float,
     min_metric: float | None,
     batch_ok: bool = True,
+    skill_error: float | None = None,
 ) -> GateDecision:
     """Decide whether a candidate may serve.
 
     It must come from a batch that passed validation, clear ``min_metric`` if
     set, and be no worse than the serving model by more than ``tolerance`` (a
-    fraction of the serving value for error metrics). A first model, with
-    nothing serving, must beat the naive baseline on the holdout instead.
+    fraction of the serving value for error metrics, see :mod:`app.metrics`).
+    A first model, with nothing serving, must beat the naive baseline on the
+    holdout by more than the noise instead: ``NOISE_SIGMAS`` times
+    ``skill_error``, the standard error of its difference from the baseline.
     """
-    higher = metric_higher_is_better(metric)
+    scoring = get_metric(metric_name)
     if not batch_ok:
         return GateDecision(False, "the batch did not pass validation")
     if candidate is None or (isinstance(candidate, float) and np.isnan(candidate)):
-        return GateDecision(False, f"{metric} cannot be computed on the holdout (one class only?)", labels_suspect=True)
-    if serving is None and baseline is not None and not (candidate > baseline if higher else candidate < baseline):
-        return GateDecision(
-            False,
-            f"candidate {metric} {candidate:.4f} is no better than the naive baseline's {baseline:.4f}: labels may be corrupted",
-            labels_suspect=True,
-        )
-    if min_metric is not None and not (candidate >= min_metric if higher else candidate <= min_metric):
-        return GateDecision(False, f"candidate {metric} {candidate:.4f} misses min_metric {min_metric}")
+        return GateDecision(False, f"{metric_name} cannot be computed on the holdout (one class only?)", labels_suspect=True)
+    if serving is None and baseline is not None:
+        noise = NOISE_SIGMAS * (skill_error or 0.0)
+        if scoring.gain(baseline, candidate) <= noise:
+            return GateDecision(False, f"no skill: candidate {metric_name} {candidate:.4f} does not beat the naive "
+                                       f"baseline's {baseline:.4f} beyond the noise (± {noise:.4f})", no_skill=True)
+    if min_metric is not None and scoring.gain(min_metric, candidate) < 0:
+        return GateDecision(False, f"candidate {metric_name} {candidate:.4f} misses min_metric {min_metric}")
     if serving is not None:
-        allowed = tolerance * abs(serving) if metric in ERROR_METRICS else tolerance
-        worse_by = (serving - candidate) if higher else (candidate - serving)
-        if worse_by > allowed:
+        allowed = scoring.allowed(tolerance, serving)
+        if -scoring.gain(serving, candidate) > allowed:
             return GateDecision(
-                False, f"candidate {metric} {candidate:.4f} is worse than serving {serving:.4f} by more than {allowed:.4f}"
+                False, f"candidate {metric_name} {candidate:.4f} is worse than serving {serving:.4f} by more than {allowed:.4f}"
             )
-        return GateDecision(True, f"candidate {metric} {candidate:.4f} vs serving {serving:.4f}")
-    return GateDecision(True, f"candidate {metric} {candidate:.4f} vs naive baseline {baseline:.4f}" if baseline is not None else f"candidate {metric} {candidate:.4f}")
+        return GateDecision(True, f"candidate {metric_name} {candidate:.4f} vs serving {serving:.4f}")
+    if baseline is None:
+        return GateDecision(True, f"candidate {metric_name} {candidate:.4f}")
+    return GateDecision(True, f"candidate {metric_name} {candidate:.4f} vs naive baseline {baseline:.4f}")
 
 
 def split_holdout(frame: pd.DataFrame, timestamp: str | None, fraction: float = HOLDOUT_FRACTION) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -244,7 +250,12 @@ class ModelRunner:
             rows = predictions_frame(prediction, frame, serving.version, self.config.id_column)
             path = predictions_path(self.registry.paths.predictions, self.name, batch.name)
             pending.add(lambda: write_predictions(path, rows))
-        if label_check is not None and not self._labels_carry_signal(result) and (issue := label_check()):
+        vocabulary, new_classes = self._vocabulary_issue(frame, serving) if labeled else (None, [])
+        if vocabulary:
+            result["new_classes"] = new_classes
+            result["held_for_retrain"] = not issues and new_classes != sorted(map(str, frame[self.config.target].dropna().unique()))
+            issues.append(vocabulary)
+        elif label_check is not None and not self._labels_carry_signal(result) and (issue := label_check()):
             issues.append(issue)
         result["quality_issues"] = issues
         result["trainable"] = labeled and not issues
@@ -284,30 +295,9 @@ class ModelRunner:
             result["multivariate_top"] = {}
 
     def _quality_issues(self, reference: Profile, frame: pd.DataFrame, labeled: bool, serving: SnapshotRecord | None) -> list[str]:
-        """Problems that keep a valid batch out of training (it is still monitored).
-
-        A numeric column counts as broken by a change of unit when its values
-        jumped by a large factor: half of them beyond 20 times the largest
-        magnitude the reference saw, or (for a non-negative column) 95% of them
-        below a fiftieth of the reference mean. Drift within those bounds, a
-        countdown reaching zero say, is ordinary drift, not breakage.
-        """
-        issues = []
-        for column, profile in reference.columns.items():
-            if not isinstance(profile, NumericProfile) or profile.minimum is None:
-                continue
-            magnitudes = np.abs(frame[column].to_numpy(dtype="float64"))
-            magnitudes = magnitudes[~np.isnan(magnitudes)]
-            largest = max(abs(profile.minimum), abs(profile.maximum))
-            if not len(magnitudes) or largest == 0:
-                continue
-            typical = float(np.median(magnitudes))
-            if typical > UNIT_CHANGE_FACTOR * largest:
-                issues.append(f"{column!r} is about {typical / largest:,.0f} times the largest value of the reference"
-                              f" ({largest:.4g}): a change of unit?")
-            elif profile.minimum >= 0 and profile.mean and np.quantile(magnitudes, 0.95) < profile.mean / SHRINK_FACTOR:
-                issues.append(f"{column!r} is about 1/{profile.mean / max(typical, 1e-12):,.0f} of the reference mean"
-                              f" ({profile.mean:.4g}): a change of unit?")
+        """Problems that keep a valid batch out of training (it is still monitored)."""
+        issues = [issue for column, profile in reference.columns.items()
+                  if isinstance(profile, NumericProfile) and (issue := unit_change(column, profile, frame[column]))]
         if labeled and self.config.task == "classification":
             present = frame[self.config.target].dropna().unique()
             known = (serving.data.get("classes") if serving else None) or []
@@ -315,20 +305,41 @@ class ModelRunner:
                 issues.append(f"every label is {present[0]!r}: a broken labelling job?")
         return issues
 
+    def _vocabulary_issue(self, frame: pd.DataFrame, serving: SnapshotRecord | None) -> tuple[str | None, list[str]]:
+        """Labels outside the classes the serving model knows: the reason, and the new classes.
+
+        A batch with none of the known classes has changed its label vocabulary
+        (0/1 becoming yes/no): training on it would mix the two. A new class
+        beside known ones may be real; it is named, and joins the model only by
+        an explicit retrain.
+        """
+        known = (serving.data.get("classes") if serving else None) or []
+        if not known or self.config.task != "classification":
+            return None, []
+        present = sorted(map(str, frame[self.config.target].dropna().unique()))
+        new = [label for label in present if label not in known]
+        if not new:
+            return None, []
+        names = ", ".join(map(repr, new))
+        if len(new) == len(present):
+            return (f"labels {names} are none of the classes the serving model knows ({', '.join(map(repr, known))}): "
+                    f"a change of label vocabulary?"), new
+        return (f"new class {names} beside the known classes ({', '.join(map(repr, known))}): "
+                f"it joins the model only by an explicit retrain"), new
+
     def _labels_carry_signal(self, result: dict) -> bool:
         """Whether the serving model beat the naive baseline on this batch by three of its standard errors.
 
         Labels a model already predicts that well carry signal: the check that
         fits a model on the batch alone (:mod:`app.labels`) could only agree.
         """
-        metric = result.get("metric")
-        served = (result.get("metrics") or {}).get(metric)
-        baseline = (result.get("baseline_metrics") or {}).get(metric)
-        error = result.get("metric_se")
-        if served is None or baseline is None or not error:
+        scoring = get_metric(result["metric"]) if result.get("metric") else None
+        served = (result.get("metrics") or {}).get(result.get("metric"))
+        baseline = (result.get("baseline_metrics") or {}).get(result.get("metric"))
+        error = result.get("skill_se")
+        if scoring is None or served is None or baseline is None or not error:
             return False
-        gain = (served - baseline) if metric_higher_is_better(metric) else (baseline - served)
-        return gain > SIGNIFICANCE_SIGMAS * error
+        return scoring.gain(baseline, served) > 3 * error
 
     def _load_serving(self, serving: SnapshotRecord, result: dict) -> Any | None:
         try:
@@ -350,15 +361,21 @@ class ModelRunner:
             return prediction
         rows = frame[self.config.target].notna().to_numpy()
         truth = frame[self.config.target][rows]
-        result["metrics"] = self._metrics(truth, _subset(prediction, rows))
-        metric = result["metric"]
-        result["metric_se"] = metric_standard_error(metric, result["metrics"].get(metric), truth.to_numpy(dtype=object))
-        result["baseline_metrics"] = self._baseline(truth, previous_labels or serving.data.get("label_stats", {}))
+        served = _subset(prediction, rows)
+        result["metrics"] = self._metrics(truth, served)
+        scoring = get_metric(result["metric"])
+        served_influence = self._influence(scoring, truth, served)
+        known = previous_labels or serving.data.get("label_stats", {})
+        result["baseline_metrics"] = self._baseline(truth, known)
+        result["metric_se"] = standard_error(served_influence)
+        result["skill_se"] = paired_standard_error(served_influence, self._influence(scoring, truth, self._naive(truth, known)))
         shadow = self._shadow_model(serving)
         if shadow is not None:
-            result["shadow_metrics"] = self.evaluate(shadow, frame)
-            result["shadow_metric_se"] = metric_standard_error(
-                metric, result["shadow_metrics"].get(metric), truth.to_numpy(dtype=object))
+            shadow_prediction = predict(shadow, frame[rows], self.config.task)
+            result["shadow_metrics"] = self._metrics(truth, shadow_prediction)
+            shadow_influence = self._influence(scoring, truth, shadow_prediction)
+            result["shadow_metric_se"] = standard_error(shadow_influence)
+            result["paired_se"] = paired_standard_error(served_influence, shadow_influence)
         return prediction
 
     def _flags(self, result: dict, serving: SnapshotRecord | None, labeled: bool) -> list[dict[str, str]]:
@@ -375,16 +392,19 @@ class ModelRunner:
         if psi is not None and psi >= self.config.drift.prediction_psi_threshold:
             flags.append({"kind": "prediction_drift", "detail": f"prediction scores moved (PSI {psi:.2f})"})
         if serving is not None and labeled and result.get("metrics"):
-            metric = result["metric"]
-            now, then = result["metrics"].get(metric), serving.data.get("holdout_metrics", {}).get(metric)
+            name = result["metric"]
+            scoring = get_metric(name)
+            now, then = result["metrics"].get(name), serving.data.get("holdout_metrics", {}).get(name)
             if now is not None and then is not None:
-                drop = (then - now) if metric_higher_is_better(metric) else (now - then)
-                allowed = self.model.performance_tolerance * (abs(then) if metric in ERROR_METRICS else 1)
+                drop = -scoring.gain(then, now)
+                allowed = scoring.allowed(self.model.performance_tolerance, then)
                 if drop > allowed:
                     flags.append({
                         "kind": "performance_drop",
-                        "detail": f"{metric} {now:.3f} vs {then:.3f} at training (worse by {abs(drop):.3f}, tolerance {allowed:.3f})",
+                        "detail": f"{name} {now:.3f} vs {then:.3f} at training (worse by {abs(drop):.3f}, tolerance {allowed:.3f})",
                     })
+        if serving is not None and (skill := self._no_skill(result, serving)):
+            flags.append({"kind": "no_skill", "detail": skill})
         if serving is not None and self.model.max_age_batches:
             age = self._batches_since(serving, cap=self.model.max_age_batches + 1)
             if age > self.model.max_age_batches:
@@ -393,7 +413,7 @@ class ModelRunner:
 
     def _state(self, result: dict, current: Profile) -> dict[str, Any]:
         kinds = {flag["kind"] for flag in result["flags"]}
-        if kinds & {"performance_drop", "age"}:
+        if kinds & {"performance_drop", "no_skill", "age"}:
             state = "stale"
         elif kinds or any(d["status"] == "watch" for d in result["feature_drift"].values()):
             state = "watch"
@@ -425,7 +445,9 @@ class ModelRunner:
         """Train a candidate on the newest trainable batches now (the ``r`` key); it still faces the gate."""
         serving = self.registry.serving(self.name)
         outcome = BatchOutcome(result={})
-        ids = self.store.trainable_ids(self.name, newest=self.model.window)
+        held = [file_id for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK) if data.get("held_for_retrain")]
+        ids = sorted(set(self.store.trainable_ids(self.name, newest=self.model.window)) | set(held))
+        ids = ids[-self.model.window:] if self.model.window else ids
         if not ids:
             outcome.events.append(Event(EventKind.REJECTED, f"{self.name}: no labeled batches to retrain on", model=self.name))
             outcome.result["action"] = "rejected"
@@ -446,17 +468,17 @@ class ModelRunner:
             previous_model = self.registry.load(self.name, previous.version)
         except SnapshotError:
             return False
-        metric = outcome.result["metric"]
+        metric_name = outcome.result["metric"]
         previous_metrics = self.evaluate(previous_model, frame)
         outcome.result["previous_metrics"] = previous_metrics
-        now, before = metrics.get(metric), previous_metrics.get(metric)
+        now, before = metrics.get(metric_name), previous_metrics.get(metric_name)
         if now is None or before is None:
             return False
-        worse = (before - now) if metric_higher_is_better(metric) else (now - before)
-        allowed = self.model.rollback_tolerance * (abs(before) if metric in ERROR_METRICS else 1)
+        worse = -get_metric(metric_name).gain(before, now)
+        allowed = get_metric(metric_name).allowed(self.model.rollback_tolerance, before)
         if worse <= allowed:
             return False
-        detail = f"v{serving.version} {metric} {now:.3f} is worse than v{previous.version} {before:.3f} by {worse:.3f}"
+        detail = f"v{serving.version} {metric_name} {now:.3f} is worse than v{previous.version} {before:.3f} by {worse:.3f}"
         outcome.pointer_writes.append(
             lambda db: self.registry.switch_serving(self.name, previous.version, "auto_rollback", detail, old_status="rolled_back", db=db)
         )
@@ -490,7 +512,10 @@ class ModelRunner:
             tolerance=self.model.tolerance,
             min_metric=self.model.min_metric,
             batch_ok=True,
+            skill_error=self._skill_error(metric, candidate),
         )
+        if decision.no_skill:
+            decision = self._explain_no_skill(decision, window)
         record = self._snapshot_record(candidate, serving, decision, metric, serving_metrics)
         outcome.writes.append(lambda db: self.store.add_snapshot(record, db=db))
         if decision.passed:
@@ -539,10 +564,32 @@ class ModelRunner:
         model = fitted.model
         prediction = predict(model, holdout, self.config.task)  # every holdout row is labeled (training_window)
         metrics = self._metrics(holdout[self.config.target], prediction)
-        baseline = self._baseline(holdout[self.config.target], label_stats(train[self.config.target], self.config.task))
+        known = label_stats(train[self.config.target], self.config.task)
+        baseline = self._baseline(holdout[self.config.target], known)
         sketch = np.quantile(_scores(prediction), np.linspace(0, 1, SCORE_SKETCH_POINTS)).tolist()
         return Candidate(version, model, fitted.data, train, holdout, window.files, window.shas, seconds, fitted.fit_seconds,
-                         metrics, baseline, sketch)
+                         metrics, baseline, sketch, prediction, known)
+
+    def _skill_error(self, metric_name: str, candidate: Candidate) -> float | None:
+        """Standard error of the candidate's gain over the naive baseline on its holdout (paired rows)."""
+        scoring, truth = get_metric(metric_name), candidate.holdout[self.config.target]
+        return paired_standard_error(self._influence(scoring, truth, candidate.prediction),
+                                     self._influence(scoring, truth, self._naive(truth, candidate.known_labels)))
+
+    def _explain_no_skill(self, decision: GateDecision, window: TrainingWindow) -> GateDecision:
+        """A first candidate without skill: say whether the labels or the estimator are to blame.
+
+        A flexible model (see :mod:`app.labels`) fitted on the same rows tells
+        the two apart: if it learns the labels, this estimator cannot.
+        """
+        signal = label_signal(window.frame, self.config.schema, self.config.target, self.config.task,
+                              self.config.timestamp, seed=self.model.seed)
+        if signal.status == "signal":
+            return GateDecision(False, f"{decision.reason}: {self.model.estimator} cannot learn this data "
+                                       f"(a gradient-boosting model reaches {signal.score_text} on the same rows)", no_skill=True)
+        if signal.status == "noise":
+            return GateDecision(False, f"{decision.reason}; {signal.message}", labels_suspect=True, no_skill=True)
+        return decision
 
     def _serving_holdout_metrics(self, serving: SnapshotRecord | None, candidate: Candidate) -> dict | None:
         if serving is None:
@@ -637,7 +684,7 @@ class ModelRunner:
         classes = (serving.data.get("classes") if serving else None) or []
         if candidate is not None:
             classes = candidate.train[self.config.target].dropna().unique()
-        return primary_metric(self.config.task, max(2, len(classes)))[0]
+        return primary_metric(self.config.task, max(2, len(classes))).name
 
     def config_fields(self) -> dict[str, Any]:
         return {
@@ -647,19 +694,31 @@ class ModelRunner:
         }
 
     def verdict(self, pending: dict | None = None) -> Verdict:
-        """Static or dynamic, from the last ``verdict_batches`` labeled batches (``pending``: one not yet stored)."""
-        recent = [data for _, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK)] + ([pending] if pending else [])
-        rows = [r for r in recent if r.get("metrics") and r.get("shadow_metrics")][-self.config.verdict_batches:]
-        metric = rows[-1]["metric"] if rows else self.metric_name(self.registry.serving(self.name))
-        served = [r["metrics"].get(metric) for r in rows]
-        shadow = [r["shadow_metrics"].get(metric) for r in rows]
-        errors = [_combined(r.get("metric_se"), r.get("shadow_metric_se")) for r in rows]
-        static, dynamic = (shadow, served) if self.model.is_dynamic else (served, shadow)
-        key = "train_seconds" if self.model.is_dynamic else "shadow_train_seconds"
-        costs = [r[key] for r in rows if r.get(key)]  # the cost over the same batches as the gain
-        retrains, seconds = len(costs), float(sum(costs))
-        return decide(static, dynamic, metric, standard_errors=errors, retrains=retrains, train_seconds=seconds,
-                      min_gain=self.model.tolerance)
+        """This model's own comparison of static and dynamic training (``pending``: a batch not yet stored)."""
+        results = [(file_id, data) for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK)]
+        if pending:
+            results.append((results[-1][0] + 1 if results else 0, pending))
+        evidence = evidence_from_results(self.name, self.model.mode, results,
+                                         self.metric_name(self.registry.serving(self.name)))
+        return decide([evidence], required=self.config.verdict_batches, min_gain=self.model.tolerance)
+
+    def _no_skill(self, result: dict, serving: SnapshotRecord) -> str | None:
+        """Why the serving version predicts this labeled batch no better than the naive baseline, or None.
+
+        Its gain over the baseline must exceed ``NOISE_SIGMAS`` standard errors
+        of that gain (paired: both are scored on the batch's rows), whatever the policy.
+        """
+        name, error = result.get("metric"), result.get("skill_se")
+        served = (result.get("metrics") or {}).get(name)
+        baseline = (result.get("baseline_metrics") or {}).get(name)
+        if served is None or baseline is None or error is None:
+            return None
+        scoring = get_metric(name)
+        noise = NOISE_SIGMAS * error
+        if scoring.gain(baseline, served) > noise:
+            return None
+        return (f"{scoring.label} {served:.3f} is not beyond the naive baseline's {baseline:.3f} by more than the noise "
+                f"(± {noise:.3f}): v{serving.version} predicts these labels no better than guessing")
 
     def _shadow_model(self, serving: SnapshotRecord) -> Any | None:
         if not self.model.is_dynamic:
@@ -686,10 +745,21 @@ class ModelRunner:
 
     def _baseline(self, truth: pd.Series, known: dict) -> dict[str, Any]:
         """The naive baseline's metrics on ``truth``, from ``known`` label stats (see :func:`label_stats`)."""
+        return self._metrics(truth, self._naive(truth, known))
+
+    def _naive(self, truth: pd.Series, known: dict) -> Prediction:
+        """What the naive baseline predicts for ``truth``'s rows: the known mean, or the known class shares."""
         if self.config.task == "regression":
-            return regression_baseline(truth.to_numpy(dtype="float64"), known.get("mean", float(truth.mean())))
+            return Prediction(np.full(len(truth), known.get("mean", float(truth.mean())), dtype="float64"))
         priors = known.get("priors") or label_stats(truth, "classification")["priors"]
-        return classification_baseline(truth.to_numpy(dtype=object), priors)
+        proba, classes = baseline_output(len(truth), priors)
+        return Prediction(np.asarray(classes, dtype=object)[proba.argmax(axis=1)], proba, classes)
+
+    def _influence(self, scoring: Metric, truth: pd.Series, prediction: Prediction) -> np.ndarray | None:
+        """Per row, its influence on ``scoring`` (see :mod:`app.stats.noise`)."""
+        if self.config.task == "regression":
+            return scoring.influence(truth.to_numpy(dtype="float64"), prediction.labels)
+        return scoring.influence(truth.to_numpy(dtype=object), prediction.proba, [str(c) for c in prediction.classes])
 
     def _classes(self, train: pd.DataFrame, serving: SnapshotRecord | None) -> list[str] | None:
         if self.config.task != "classification":
@@ -731,13 +801,6 @@ class ModelRunner:
         return served + 1
 
 
-def _combined(first: float | None, second: float | None) -> float | None:
-    """Standard error of a difference of two scores, taken as independent (conservative)."""
-    if first is None or second is None:
-        return None
-    return float(np.hypot(first, second))
-
-
 def _scores(prediction: Prediction) -> np.ndarray:
     """One number per row for prediction drift: P(positive) (binary), max probability (multiclass), or the value."""
     if prediction.proba is None:
@@ -759,3 +822,45 @@ def label_stats(labels: pd.Series, task: str) -> dict[str, Any]:
         return {"mean": float(labels.astype("float64").mean())}
     shares = labels.value_counts(normalize=True)  # classification labels are already text (validation)
     return {"priors": {str(k): float(v) for k, v in shares.items()}}
+
+
+def unit_change(column: str, profile: NumericProfile, values: pd.Series) -> str | None:
+    """Why ``values`` look like ``column`` in another unit, or None.
+
+    Grown: the batch's median magnitude is beyond ``UNIT_CHANGE_FACTOR`` times
+    the largest magnitude the reference ever saw. Shrunk (a non-negative
+    column): like is compared with like, the batch's 10th, 50th and 90th
+    percentiles with the reference's same percentiles; only percentiles that
+    are non-zero on both sides count (a zero percentile of a rare 0/1 flag or
+    a sparse count says nothing about a unit), at least two must, and every one
+    must have shrunk more than ``SHRINK_FACTOR`` times. Drift within those
+    bounds (a countdown reaching zero, say) is ordinary drift, not breakage.
+    """
+    present = values.to_numpy(dtype="float64")
+    present = present[np.isfinite(present)]
+    if not len(present) or profile.minimum is None:
+        return None
+    largest = max(abs(profile.minimum), abs(profile.maximum))
+    typical = float(np.median(np.abs(present)))
+    if largest and typical > UNIT_CHANGE_FACTOR * largest:
+        return (f"{column!r} is about {typical / largest:,.0f} times the largest value of the reference"
+                f" ({largest:.4g}): a change of unit?")
+    if profile.minimum < 0 or len(profile.edges) < 2:
+        return None
+    ratios = [now / then for now, then in zip(np.quantile(present, UNIT_CHANGE_QUANTILES), _reference_quantiles(profile))
+              if now > 0 and then > 0]
+    if len(ratios) >= 2 and max(ratios) < 1 / SHRINK_FACTOR:
+        return f"{column!r} is about 1/{1 / max(ratios):,.0f} of its reference percentiles: a change of unit?"
+    return None
+
+
+def _reference_quantiles(profile: NumericProfile) -> np.ndarray:
+    """The reference's ``UNIT_CHANGE_QUANTILES`` from its bins: each the lower edge of the bin it falls in.
+
+    A lower edge is exact for a discrete column (each value has its own bin)
+    and within one percentile for a continuous one.
+    """
+    inside = profile.counts[1:-1].astype("float64")
+    shares = np.cumsum(inside) / inside.sum()
+    bins = np.minimum(np.searchsorted(shares, UNIT_CHANGE_QUANTILES), len(profile.edges) - 2)
+    return profile.edges[bins]

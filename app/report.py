@@ -17,7 +17,9 @@ from rich.text import Text
 from app.config import Config
 from app.environment import environment_diff, environment_record
 from app.events import printable
+from app.metrics import get_metric
 from app.store import Store
+from app.verdict import stream_verdict
 
 FEATURE_DRIFT_KEYS = ("psi", "ks", "ks_pvalue", "js", "wasserstein", "chi2_pvalue", "missing_change",
                       "out_of_range_share", "unseen_share", "status")
@@ -29,13 +31,15 @@ STATUS_STYLES = {"serving": "bold green", "rejected": "red", "failed": "bold red
 STATE_STYLES = {"healthy": "green", "watch": "yellow", "stale": "bold red", "training": "cyan", "untrained": "dim"}
 
 
-def model_summaries(store: Store, config: Config, training: dict | None = None) -> list[dict[str, Any]]:
-    """One dict per configured model: name, mode, serving version, state, flags and verdict."""
+def model_summaries(store: Store, config: Config, training: dict | None = None,
+                    verdict: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One dict per configured model: name, mode, serving version, state, flags, its own comparison
+    of the two policies (``comparison``) and the stream's one verdict (``verdict``, ``verdict_detail``)."""
     summaries = []
+    verdict = verdict or stream_verdict(store, config).to_dict()
     for model in config.models:
         state = store.model_state(model.name)
         serving = store.serving_version(model.name)
-        verdict = state.get("verdict") or {}
         current_state = state.get("state", "untrained" if serving is None else "healthy")
         if training and training.get("model") == model.name:
             current_state = "training"
@@ -46,7 +50,8 @@ def model_summaries(store: Store, config: Config, training: dict | None = None) 
             "serving_version": serving,
             "state": current_state if serving is not None or current_state == "training" else "untrained",
             "flags": state.get("flags", []),
-            "verdict": verdict.get("text", "no labeled batches compared yet"),
+            "comparison": state.get("verdict") or {},
+            "verdict": verdict["text"],
             "verdict_detail": verdict,
             "snapshots": len(store.snapshots(model.name)),
         })
@@ -54,7 +59,7 @@ def model_summaries(store: Store, config: Config, training: dict | None = None) 
 
 
 def status_report(store: Store, config: Config, training: dict | None = None, batch_limit: int | None = None) -> dict[str, Any]:
-    """The object ``status --json`` prints: ``models`` and ``batches`` (stable keys)."""
+    """The object ``status --json`` prints: the stream's ``verdict``, ``models`` and ``batches`` (stable keys)."""
     results: dict[int, dict[str, Any]] = {}
     for file_id, model, data in store.results():
         results.setdefault(file_id, {})[model] = _result_view(data)
@@ -72,10 +77,12 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
         for record in store.files(limit=batch_limit)
     ]
     counts = store.counts()
+    verdict = stream_verdict(store, config).to_dict()
     return {
         "data_dir": str(config.data_dir),
         "counts": {status: counts.get(status, 0) for status in ("ingested", "quarantined", "duplicate")},
-        "models": model_summaries(store, config, training),
+        "verdict": verdict,
+        "models": model_summaries(store, config, training, verdict),
         "batches": batches,
     }
 
@@ -150,9 +157,20 @@ def models_table(summaries: list[dict[str, Any]]) -> Table:
             literal(f"v{model['serving_version']}" if model["serving_version"] else "—"),
             literal(model["state"], style=STATE_STYLES.get(model["state"], "")),
             literal(f"{flag['kind']}: {flag['detail']}" if flag else "—"),
-            literal(model["verdict"]),
+            literal(comparison_words(model["comparison"])),
         )
+    if summaries:
+        table.caption = printable(f"verdict: {summaries[0]['verdict']}")
     return table
+
+
+def comparison_words(comparison: dict[str, Any]) -> str:
+    """A model's own comparison in a few words: dynamic's gain over static ± the noise, or why there is none."""
+    gain, noise = comparison.get("gain"), comparison.get("noise")
+    if gain is None or noise is None:
+        return "not enough labels yet"
+    unit = "%" if get_metric(comparison["metric"]).relative else " pts"
+    return f"dynamic {gain * 100:+.1f} ± {noise * 100:.1f}{unit}"
 
 
 def batches_table(batches: list[dict[str, Any]], limit: int = 20) -> Table:

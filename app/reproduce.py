@@ -5,7 +5,10 @@ retrain with the current code and config on exactly the batches it was
 trained on (same seed), and score both on its own holdout. A drop beyond the
 model's ``tolerance`` against the metrics recorded at training time is a
 ``code_regression``, reported with the numbers and with what changed in the
-environment and the config since.
+environment and the config since. A check that cannot be completed (nothing
+serving, training batches not archived, retraining raised, an incremental
+model that cannot be retrained from files alone) is never reported as
+validated: its outcome says it could not validate, and why.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 from app.environment import environment_diff, environment_record
 from app.policy import split_holdout, training_window
 from app.snapshots import SnapshotError, read_model
-from app.stats.health import metric_higher_is_better
+from app.metrics import get_metric
 from app.training import TrainingFailed, TrainJob
-from app.verdict import ERROR_METRICS
+
+VALIDATED, CODE_REGRESSION, NOT_VALIDATED = "validated", "code_regression", "not_validated"
+EXIT_CODES = {VALIDATED: 0, CODE_REGRESSION: 1, NOT_VALIDATED: 2}
 
 if TYPE_CHECKING:
     from app.monitor import Monitor
@@ -46,9 +51,18 @@ class Reproduction:
     regression: bool = False
 
     @property
+    def outcome(self) -> str:
+        """``validated``, ``code_regression``, or ``not_validated`` (the check could not be completed)."""
+        if self.regression:
+            return CODE_REGRESSION
+        if self.version is None or self.problems or self.reloaded is None or self.retrained is None:
+            return NOT_VALIDATED
+        return VALIDATED
+
+    @property
     def summary(self) -> str:
         if self.version is None:
-            return f"{self.model}: nothing serving yet, nothing to validate"
+            return f"{self.model}: could not validate: nothing serving yet"
         metric = self.metric
         numbers = f"{metric} recorded {_fmt(self.recorded.get(metric))}"
         if self.reloaded is not None:
@@ -56,12 +70,12 @@ class Reproduction:
         if self.retrained is not None:
             numbers += f", retrained {_fmt(self.retrained.get(metric))}"
         changes = "; ".join(self.environment_changes + self.config_changes) or "no change in environment or config"
-        head = "code regression" if self.regression else "validated"
+        head = {CODE_REGRESSION: "code regression", NOT_VALIDATED: "could not validate", VALIDATED: "validated"}[self.outcome]
         problems = f" — {'; '.join(self.problems)}" if self.problems else ""
         return f"{self.model} v{self.version}: {head}: {numbers} ({changes}){problems}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "summary": self.summary}
+        return {**asdict(self), "outcome": self.outcome, "summary": self.summary}
 
 
 def reproduce(monitor: Monitor, model: str) -> Reproduction:
@@ -96,11 +110,20 @@ def reproduce(monitor: Monitor, model: str) -> Reproduction:
         else:
             job = runner.training_job(window, train, seed=data.get("seed", runner.model.seed))
             result.retrained = _retrain(monitor, runner, job, holdout, result)
-    result.regression = bool(result.problems and loaded is None) or any(
-        _worse_by(metric, result.recorded.get(metric), found.get(metric)) > _allowed(metric, runner.model.tolerance, result.recorded.get(metric))
+    result.regression = loaded is None or any(
+        _worse_beyond_tolerance(metric, result.recorded.get(metric), found.get(metric), runner.model.tolerance)
         for found in (result.reloaded, result.retrained) if found
     )
     return result
+
+
+def exit_code(results: list[Reproduction]) -> int:
+    """0 when every model validated, 1 on any code regression, else 2 (some check could not be completed)."""
+    outcomes = {result.outcome for result in results}
+    for outcome in (CODE_REGRESSION, NOT_VALIDATED):
+        if outcome in outcomes:
+            return EXIT_CODES[outcome]
+    return EXIT_CODES[VALIDATED]
 
 
 def _retrain(monitor: Monitor, runner, job: TrainJob, holdout, result: Reproduction) -> dict[str, Any] | None:
@@ -113,14 +136,11 @@ def _retrain(monitor: Monitor, runner, job: TrainJob, holdout, result: Reproduct
     return runner.evaluate(model, holdout)
 
 
-def _worse_by(metric: str, before: float | None, now: float | None) -> float:
+def _worse_beyond_tolerance(metric: str, before: float | None, now: float | None, tolerance: float) -> bool:
     if before is None or now is None:
-        return 0.0
-    return (before - now) if metric_higher_is_better(metric) else (now - before)
-
-
-def _allowed(metric: str, tolerance: float, reference: float | None) -> float:
-    return tolerance * abs(reference) if metric in ERROR_METRICS and reference else tolerance
+        return False
+    scoring = get_metric(metric)
+    return -scoring.gain(before, now) > scoring.allowed(tolerance, before)
 
 
 def _config_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 
 from app.config import CONFIG_NAME, ConfigError, parse_config
@@ -13,6 +15,13 @@ from app.readers import UnreadableFile, is_batch_name, read_table
 
 MAX_CLASSES = 20
 INFER_MAX_BYTES = 512 << 20
+TEXT_UNIQUE_SHARE = 0.9  # a text column with at least this share of distinct values is not a category
+TEXT_MIN_ROWS = 20
+DATE_SAMPLE = 200
+DATE_PATTERN = re.compile(
+    r"\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"
+    r"|\d{1,2}/\d{1,2}/\d{2,4}( \d{1,2}:\d{2}(:\d{2})?)?"
+)
 
 
 def infer_config_text(data_dir: Path, target: str, timestamp: str | None = None, id_column: str | None = None) -> str:
@@ -24,7 +33,10 @@ def infer_config_text(data_dir: Path, target: str, timestamp: str | None = None,
     Without ``id_column``, one column named like an id (``id``, ``*_id``,
     ``*Id``) whose whole-number or text values never repeat is taken as the id
     column: it travels with the predictions, and as a feature it would only
-    ever look like drift.
+    ever look like drift. For the same reason a column of dates or datetimes
+    is never a feature: without ``timestamp``, the only such column becomes the
+    timestamp; any other is left out, as is text whose values almost never
+    repeat. Each column left out is named in a comment of the written config.
     """
     tables = []
     problems = []
@@ -43,10 +55,17 @@ def infer_config_text(data_dir: Path, target: str, timestamp: str | None = None,
             raise ConfigError(f"{name} {wanted!r} is not a column of {len(columns)} found: {', '.join(columns[:20])}")
     if id_column is None:
         id_column = _likely_id_column(tables, exclude={target, timestamp})
+    times = [c for c in columns if c not in {target, id_column} and _is_time_column(tables, c)]
+    if timestamp is None and len(times) == 1:
+        timestamp = times[0]
     special = {target, timestamp, id_column}
+    left_out = {column: "its values are dates or times (a time column only ever looks like drift)"
+                for column in times if column not in special}
+    left_out.update({column: why for column in columns
+                     if column not in special and column not in left_out and (why := _free_text(tables, column))})
     schema = {
         column: "numeric" if _is_number(table.schema.field(column).type) else "categorical"
-        for column in columns if column not in special
+        for column in columns if column not in special and column not in left_out
     }
     if not schema:
         raise ConfigError("no feature columns left once the target, timestamp and id columns are set aside")
@@ -60,6 +79,7 @@ def infer_config_text(data_dir: Path, target: str, timestamp: str | None = None,
     if id_column:
         lines.append(f"id_column = {json.dumps(id_column)}")
     lines += [f"task = {json.dumps(task)}", "", "[schema]"]
+    lines += [f"# {json.dumps(column)} is left out of the features: {why}" for column, why in left_out.items()]
     lines += [f"{json.dumps(column)} = {json.dumps(kind)}" for column, kind in schema.items()]
     static, dynamic = ("logistic_regression", "hist_gradient_boosting") if task == "classification" else ("ridge", "hist_gradient_boosting")
     lines += [
@@ -109,3 +129,33 @@ def _infer_task(values: pa.ChunkedArray) -> str:
     if pa.types.is_integer(kind):
         return "classification" if len(values.unique()) <= MAX_CLASSES else "regression"
     return "classification"
+
+
+def _values(tables: list[pa.Table], column: str) -> pa.ChunkedArray:
+    kind = tables[0].schema.field(column).type
+    return pa.chunked_array([t[column] for t in tables if column in t.column_names and t[column].type == kind], kind)
+
+
+def _is_time_column(tables: list[pa.Table], column: str) -> bool:
+    """Arrow dates or timestamps, or text whose values all read as dates or datetimes."""
+    kind = tables[0].schema.field(column).type
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        return True
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return False
+    sample = [value for value in _values(tables, column).drop_null()[:DATE_SAMPLE].to_pylist() if value.strip()]
+    if not sample or not all(DATE_PATTERN.fullmatch(value.strip()) for value in sample):
+        return False
+    return not pd.to_datetime(pd.Series(sample), errors="coerce", format="mixed").isna().any()
+
+
+def _free_text(tables: list[pa.Table], column: str) -> str | None:
+    """Why a text column is no category (its values almost never repeat), else None."""
+    kind = tables[0].schema.field(column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return None
+    values = _values(tables, column).drop_null()
+    distinct = len(values.unique())
+    if len(values) < TEXT_MIN_ROWS or distinct < TEXT_UNIQUE_SHARE * len(values):
+        return None
+    return f"text whose values almost never repeat ({distinct:,} distinct in {len(values):,} rows)"

@@ -1,43 +1,69 @@
-"""Which policy does this data need? The answer from served-vs-shadow metrics.
+"""Which policy does this data need? One answer per data stream, from every model's evidence.
 
 Every model is scored beside a shadow of the other policy on the same labeled
-batches, so for each batch there is a "static" number and a "dynamic" number.
-The verdict is the mean gain of dynamic over static across the last N
-batches, compared with the noise of that mean (two standard errors of the
-per-batch differences).
+batches, so each model gives, per batch, a "static" number and a "dynamic"
+number and the standard error of their difference (paired: both are scored
+on the same rows, see :mod:`app.stats.noise`). Each model keeps its own
+comparison; the stream's verdict pools them all. It is three-way:
+
+- ``dynamic``: dynamic training gains more than the noise (two standard
+  errors of the mean gain) and at least ``min_gain``;
+- ``static``: even the gain's upper bound (gain plus noise) stays below
+  ``min_gain``, so retraining is shown not to be worth its cost;
+- ``undecided``: anything in between, or fewer labeled batches than
+  ``verdict_batches``.
+
+A model whose state says otherwise (a stale static model beside a verdict
+that does not call for dynamic training) is named in the verdict's text, with
+why the two do not contradict each other.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from app.stats.health import metric_higher_is_better
+from app.metrics import Metric, get_metric, primary_metric
 
-METRIC_LABELS = {
-    "roc_auc": "ROC AUC",
-    "accuracy": "accuracy",
-    "balanced_accuracy": "balanced accuracy",
-    "f1": "F1",
-    "log_loss": "log loss",
-    "brier": "Brier score",
-    "rmse": "RMSE",
-    "mae": "MAE",
-    "r2": "R²",
-}
-ERROR_METRICS = frozenset({"rmse", "mae", "log_loss"})
+if TYPE_CHECKING:
+    from app.config import Config
+    from app.store import Store
+
+VERDICT_LOOKBACK = 50
+
+
+@dataclass(frozen=True)
+class BatchEvidence:
+    """One labeled batch: both policies' scores and the standard error of their difference."""
+
+    batch: int
+    static: float
+    dynamic: float
+    error: float | None
+    train_seconds: float | None = None  # what dynamic training cost on this batch
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One model's comparison of the two policies, oldest batch first."""
+
+    model: str
+    mode: str
+    metric: str
+    batches: list[BatchEvidence]
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """``needs`` is "static", "dynamic" or "unknown"; ``gain`` is dynamic minus static.
+    """``needs`` is "static", "dynamic" or "undecided"; ``gain`` is dynamic over static.
 
-    For error metrics (RMSE, MAE, log loss) ``gain`` and ``noise`` are
-    fractions of the static error (0.12 = dynamic cuts the error by 12%);
-    otherwise they are in metric units (0.05 = five points of ROC AUC).
+    ``gain`` and ``noise`` are in the units of the metric's scale (see
+    :class:`app.metrics.Metric`): fractions of the static error for error
+    metrics (0.12 = dynamic cuts the error by 12%), metric units otherwise
+    (0.05 = five points of ROC AUC). ``comparisons`` names the evidence used.
     """
 
     needs: str
@@ -48,88 +74,135 @@ class Verdict:
     batches: int
     retrains: int
     train_seconds: float
+    comparisons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def decide(
-    static_scores: list[float | None],
-    dynamic_scores: list[float | None],
-    metric: str,
-    *,
-    standard_errors: list[float | None] | None = None,
-    retrains: int = 0,
-    train_seconds: float = 0.0,
-    min_gain: float = 0.01,
-) -> Verdict:
-    """Compare the two policies on the same batches (lists in the same order).
+def evidence_from_results(model: str, mode: str, results: list[tuple[int, dict]], metric_name: str) -> Evidence:
+    """A model's evidence from its stored batch results ``(file_id, data)``, oldest first."""
+    rows = []
+    for batch, data in results[-VERDICT_LOOKBACK:]:
+        name = data.get("metric") or metric_name
+        served = (data.get("metrics") or {}).get(name)
+        shadow = (data.get("shadow_metrics") or {}).get(name)
+        if served is None or shadow is None:
+            continue
+        metric_name = name
+        static, dynamic = (shadow, served) if mode == "dynamic" else (served, shadow)
+        cost = data.get("train_seconds" if mode == "dynamic" else "shadow_train_seconds")
+        rows.append(BatchEvidence(batch, static, dynamic, _difference_error(data), cost))
+    return Evidence(model, mode, metric_name, rows)
 
-    ``standard_errors`` holds, per batch, the sampling standard error of the
-    difference between the two scores (see :func:`difference_standard_error`),
-    in metric units; the noise of the mean gain is two of its standard errors.
-    Without them the spread of the per-batch gains stands in. ``min_gain`` is
-    the smallest gain worth the cost of retraining, in the units of ``gain``.
+
+def decide(evidence: list[Evidence], *, required: int, min_gain: float = 0.01,
+           states: dict[str, dict] | None = None) -> Verdict:
+    """The verdict from ``evidence`` over the last ``required`` labeled batches.
+
+    Comparisons on the same batch are averaged (their errors too, as if fully
+    correlated: they share the rows); batches are independent of each other.
+    ``states`` (model name -> its state and flags) lets the text say why a
+    stale model does not contradict the verdict.
     """
-    label = METRIC_LABELS.get(metric, metric)
-    cost = f"cost: {retrains} retrain{'s' if retrains != 1 else ''}, {train_seconds:.1f} s of training"
-    errors = standard_errors or [None] * len(static_scores)
-    rows = [(s, d, e) for s, d, e in zip(static_scores, dynamic_scores, errors) if s is not None and d is not None]
-    if len(rows) < 2:
-        text = f"not enough labeled batches yet to compare static and dynamic training ({len(rows)} of 2)"
-        return Verdict("unknown", text, metric, None, None, len(rows), retrains, train_seconds)
-    sign = 1.0 if metric_higher_is_better(metric) else -1.0
-    relative = metric in ERROR_METRICS
-    diffs = [sign * (d - s) / (s if relative and s else 1.0) for s, d, _ in rows]
-    n = len(diffs)
-    gain = sum(diffs) / n
-    if all(e is not None for _, _, e in rows):
-        scaled = [e / (s if relative and s else 1.0) for s, _, e in rows]
-        noise = 2 * math.sqrt(sum(e * e for e in scaled)) / n
+    used = [e for e in evidence if e.batches]
+    name = used[0].metric if used else (evidence[0].metric if evidence else "roc_auc")
+    used = [e for e in used if e.metric == name]
+    scoring = get_metric(name)
+    per_batch = _pooled(used, scoring)[-required:]
+    first = per_batch[0][0] if per_batch else None
+    costs = [row.train_seconds for e in ([e for e in used if e.mode == "dynamic"] or used) for row in e.batches
+             if row.train_seconds and first is not None and row.batch >= first]
+    retrains, seconds = len(costs), float(sum(costs))
+    labels = [f"{e.model} ({'served' if e.mode == 'dynamic' else 'shadow'} dynamic vs "
+              f"{'shadow' if e.mode == 'dynamic' else 'served'} static)" for e in used]
+    n = len(per_batch)
+    if n < required or n < 2:
+        text = (f"undecided: not enough labeled batches yet to compare static and dynamic training "
+                f"({n} of {max(required, 2)})")
+        return Verdict("undecided", _with_states(text, "undecided", states), name, None, None, n, retrains, seconds, labels)
+    gain, noise = _gain_and_noise(per_batch)
+    cost = f"cost: {retrains} retrain{'s' if retrains != 1 else ''}, {seconds:.1f} s of training"
+    change = f"{_change(scoring, gain)} ± {scoring.amount(noise)} over the last {n} batches"
+    if gain > noise and gain >= min_gain:
+        needs, head = "dynamic", f"dynamic training {_change(scoring, gain)} over the last {n} batches ({cost})"
+    elif gain + noise < min_gain:
+        needs, head = "static", f"static is enough for this data: dynamic training {change}, below the {scoring.amount(min_gain)} worth retraining for ({cost})"
     else:
-        spread = math.sqrt(sum((x - gain) ** 2 for x in diffs) / (n - 1))
-        noise = 2 * spread / math.sqrt(n)
-    amount = _amount(gain, metric)
-    if gain > max(noise, min_gain):
-        if relative:
-            text = f"dynamic training cuts {label} by {amount} over the last {n} batches ({cost})"
-        else:
-            text = f"dynamic training gains {amount} of {label} over the last {n} batches ({cost})"
-        return Verdict("dynamic", text, metric, gain, noise, n, retrains, train_seconds)
-    text = (
-        f"static is enough for this data: dynamic training changes {label} by {_amount(gain, metric, signed=True)}"
-        f" ± {_amount(noise, metric)} over the last {n} batches, within the noise ({cost})"
-    )
-    return Verdict("static", text, metric, gain, noise, n, retrains, train_seconds)
+        needs, head = "undecided", f"undecided: dynamic training {change}, within the noise ({cost})"
+    return Verdict(needs, _with_states(head, needs, states), name, gain, noise, n, retrains, seconds, labels)
 
 
-def metric_standard_error(metric: str, value: float | None, labels: np.ndarray) -> float | None:
-    """Approximate sampling standard error of ``metric`` = ``value`` on a batch with these true ``labels``.
+def _pooled(evidence: list[Evidence], scoring: Metric) -> list[tuple[int, float, float | None]]:
+    """Per batch (oldest first): its id, the mean scaled gain over the models, and its error."""
+    by_batch: dict[int, list[tuple[float, float | None]]] = defaultdict(list)
+    for model in evidence:
+        for row in model.batches:
+            scale = scoring.scale(row.static)
+            error = None if row.error is None else row.error / scale
+            by_batch[row.batch].append((scoring.gain(row.static, row.dynamic) / scale, error))
+    pooled = []
+    for batch in sorted(by_batch):
+        rows = by_batch[batch]
+        errors = [e for _, e in rows]
+        error = None if None in errors else sum(errors) / len(errors)
+        pooled.append((batch, sum(g for g, _ in rows) / len(rows), error))
+    return pooled
 
-    ROC AUC (binary): Hanley & McNeil (1982). Accuracy, balanced accuracy, F1:
-    binomial, sqrt(v (1 - v) / n). RMSE, MAE, log loss, Brier: v / sqrt(2 n),
-    as for a standard deviation. R²: 2 (1 - R²) / sqrt(n) (bounded below by
-    1/sqrt(n)). Multiclass ROC AUC: binomial on the smallest class.
-    """
-    n = len(labels)
-    if value is None or n < 2 or (isinstance(value, float) and math.isnan(value)):
+
+def _gain_and_noise(per_batch: list[tuple[int, float, float | None]]) -> tuple[float, float]:
+    """Mean gain and two standard errors of it (from the batches' own errors, else their spread)."""
+    n = len(per_batch)
+    gains = [g for _, g, _ in per_batch]
+    gain = sum(gains) / n
+    if all(e is not None for _, _, e in per_batch):
+        return gain, 2 * math.sqrt(sum(e * e for _, _, e in per_batch)) / n
+    spread = math.sqrt(sum((g - gain) ** 2 for g in gains) / (n - 1))
+    return gain, 2 * spread / math.sqrt(n)
+
+
+def _change(scoring: Metric, gain: float) -> str:
+    """"gains 2.0 points of ROC AUC", "loses ...", "cuts RMSE by 3.0%", "raises RMSE by ..."."""
+    amount = scoring.amount(abs(gain))
+    if scoring.relative or not scoring.higher_is_better:
+        return f"{'cuts' if gain >= 0 else 'raises'} {scoring.label} by {amount}"
+    return f"{'gains' if gain >= 0 else 'loses'} {amount} of {scoring.label}"
+
+
+def _with_states(text: str, needs: str, states: dict[str, dict] | None) -> str:
+    """``text`` plus, for each stale model, why its state and the verdict can both hold."""
+    notes = []
+    for model, state in (states or {}).items():
+        if state.get("state") != "stale":
+            continue
+        kinds = [flag["kind"] for flag in state.get("flags", [])]
+        why = kinds[0].replace("_", " ") if kinds else "stale"
+        if needs != "dynamic" and state.get("mode") != "dynamic":
+            notes.append(f"{model} is stale now ({why}), but retraining has not beaten it beyond the noise")
+        elif needs != "dynamic":
+            notes.append(f"{model} is stale now ({why}), and its own retrains have not recovered it")
+        elif state.get("mode") == "dynamic":
+            notes.append(f"{model} is stale now ({why}) although dynamic training gains overall")
+    return text if not notes else f"{text}; {'; '.join(notes)}"
+
+
+def _difference_error(data: dict) -> float | None:
+    """The stored paired standard error of served minus shadow; else both errors taken as independent."""
+    if data.get("paired_se") is not None:
+        return data["paired_se"]
+    first, second = data.get("metric_se"), data.get("shadow_metric_se")
+    if first is None or second is None:
         return None
-    if metric == "roc_auc":
-        codes = pd.factorize(np.asarray(labels, dtype=object))[0]
-        counts = np.sort(np.bincount(codes[codes >= 0]))
-        if len(counts) != 2:
-            return math.sqrt(max(value * (1 - value), 1e-6) / max(1, counts.min()))
-        n1, n0 = int(counts[1]), int(counts[0])  # Hanley-McNeil is symmetric in the two classes
-        q1, q2 = value / (2 - value), 2 * value * value / (1 + value)
-        variance = (value * (1 - value) + (n1 - 1) * (q1 - value ** 2) + (n0 - 1) * (q2 - value ** 2)) / (n1 * n0)
-        return math.sqrt(max(variance, 1e-12))
-    if metric in ("accuracy", "balanced_accuracy", "f1"):
-        return math.sqrt(max(value * (1 - value), 1e-6) / n)
-    if metric == "r2":
-        return max(2 * abs(1 - value), 1.0) / math.sqrt(n)
-    return abs(value) / math.sqrt(2 * n)
+    return math.hypot(first, second)
 
 
-def _amount(value: float, metric: str, signed: bool = False) -> str:
-    number = f"{value * 100:{'+.1f' if signed else '.1f'}}"
-    return f"{number}%" if metric in ERROR_METRICS else f"{number} points"
+def stream_verdict(store: Store, config: Config) -> Verdict:
+    """The one verdict for the data stream: every model's evidence, read from ``store``."""
+    evidence, states = [], {}
+    default = primary_metric(config.task, 2).name
+    for model in config.models:
+        results = [(file_id, data) for file_id, _, data in store.results(model.name, limit=VERDICT_LOOKBACK)]
+        evidence.append(evidence_from_results(model.name, model.mode, results, model.metric or default))
+        states[model.name] = {**store.model_state(model.name), "mode": model.mode}
+    min_gain = min((model.tolerance for model in config.models), default=0.01)
+    return decide(evidence, required=config.verdict_batches, min_gain=min_gain, states=states)

@@ -214,5 +214,5 @@ def test_init_writes_a_config_and_refuses_to_overwrite_it(tmp_path: Path, capsys
     assert_one_line_error(refused, "already exists; pass --force")
     assert load_config(tmp_path).timestamp == "ts"  # untouched
 
-    assert run_main(capsys, "init", tmp_path, "--target", "label", "--force")[0] == 0
-    assert load_config(tmp_path).timestamp is None
+    assert run_main(capsys, "init", tmp_path, "--target", "label", "--id-column", "x1", "--force")[0] == 0
+    assert load_config(tmp_path).id_column == "x1"

@@ -165,11 +165,11 @@ def test_init_task_follows_the_target_values(tmp_path: Path, labels: np.ndarray,
     assert tomllib.loads(infer_config_text(tmp_path, "label", "ts"))["task"] == task
 
 
-def test_init_without_timestamp_keeps_the_time_column_as_a_feature(tmp_path: Path) -> None:
+def test_init_without_timestamp_proposes_the_time_column_as_the_timestamp(tmp_path: Path) -> None:
     write_batch(tmp_path, "batch.csv", make_batch(0, rows=40))
     raw = tomllib.loads(infer_config_text(tmp_path, "label"))
-    assert "timestamp" not in raw
-    assert raw["schema"]["ts"] == "categorical"
+    assert raw["timestamp"] == "ts"
+    assert "ts" not in raw["schema"]
 
 
 def test_init_takes_a_unique_column_named_like_an_id_as_the_id_column(tmp_path: Path) -> None:

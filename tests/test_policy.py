@@ -18,7 +18,7 @@ from app.monitor import CommandFailed, Monitor
 from app.policy import gate, split_holdout
 from app.snapshots import SnapshotError
 from app.training import Trainer
-from app.verdict import decide
+from app.verdict import BatchEvidence, Evidence, decide
 from tests.conftest import make_batch, write_batch, write_config
 from tests import faults
 
@@ -265,7 +265,10 @@ def test_gate_rules():
     assert not gate("roc_auc", 0.90, 0.80, 0.5, tolerance=0.01, min_metric=0.95).passed
     assert not gate("roc_auc", 0.90, 0.80, 0.5, tolerance=0.01, min_metric=None, batch_ok=False).passed
     first = gate("roc_auc", 0.49, None, 0.5, tolerance=0.01, min_metric=None)
-    assert not first.passed and first.labels_suspect
+    assert not first.passed and first.no_skill and "no skill" in first.reason
+    # a first candidate must beat the naive baseline beyond the noise, not by any margin
+    assert not gate("roc_auc", 0.53, None, 0.5, tolerance=0.01, min_metric=None, skill_error=0.03).passed
+    assert gate("roc_auc", 0.60, None, 0.5, tolerance=0.01, min_metric=None, skill_error=0.03).passed
     # error metrics: lower is better, tolerance is a fraction of the serving value
     assert gate("rmse", 10.05, 10.0, 20.0, tolerance=0.01, min_metric=None).passed
     assert not gate("rmse", 10.2, 10.0, 20.0, tolerance=0.01, min_metric=None).passed
@@ -277,14 +280,39 @@ def test_holdout_is_the_newest_rows(data_dir: Path):
     assert len(holdout) == 20 and holdout["ts"].min() >= train["ts"].max()
 
 
+def evidence(static, dynamic, errors=None, *, model="m-static", mode="static", metric="roc_auc", seconds=None):
+    errors = errors or [None] * len(static)
+    seconds = seconds or [None] * len(static)
+    return Evidence(model, mode, metric, [BatchEvidence(i, s, d, e, t) for i, (s, d, e, t)
+                                          in enumerate(zip(static, dynamic, errors, seconds))])
+
+
 def test_verdict_weighs_gain_against_noise():
-    clear = decide([0.70, 0.71, 0.69, 0.70, 0.72], [0.80, 0.82, 0.79, 0.81, 0.80], "roc_auc", retrains=5, train_seconds=2.5)
+    clear = decide([evidence([0.70, 0.71, 0.69, 0.70, 0.72], [0.80, 0.82, 0.79, 0.81, 0.80], seconds=[0.5] * 5)], required=5)
     assert clear.needs == "dynamic" and "gains 10.0 points of ROC AUC" in clear.text and "5 retrains" in clear.text
-    noisy = decide([0.70, 0.80, 0.65, 0.75], [0.72, 0.77, 0.68, 0.74], "roc_auc")
-    assert noisy.needs == "static" and noisy.text.startswith("static is enough")
-    errors = decide([10.0, 10.0, 10.0], [8.0, 8.1, 7.9], "rmse")
+    noisy = decide([evidence([0.70, 0.80, 0.65, 0.75], [0.72, 0.77, 0.68, 0.74])], required=4)
+    assert noisy.needs == "undecided" and "within the noise" in noisy.text
+    flat = decide([evidence([0.80] * 5, [0.80, 0.801, 0.799, 0.80, 0.80], [0.005] * 5)], required=5)
+    assert flat.needs == "static" and flat.text.startswith("static is enough")
+    errors = decide([evidence([10.0, 10.0, 10.0], [8.0, 8.1, 7.9], metric="rmse")], required=3)
     assert errors.needs == "dynamic" and "cuts RMSE by 20.0%" in errors.text
-    assert decide([0.7], [0.8], "roc_auc").needs == "unknown"
+
+
+def test_verdict_needs_verdict_batches_before_it_decides():
+    early = decide([evidence([0.70, 0.71], [0.95, 0.96], [0.001, 0.001])], required=5)
+    assert early.needs == "undecided" and "(2 of 5)" in early.text and early.gain is None
+    # "static is enough ... -0.3 points ± 4.3 points over the last 2 batches" was a firm verdict from no evidence
+    wide = decide([evidence([0.70, 0.71], [0.697, 0.707], [0.03, 0.03])], required=2)
+    assert wide.needs == "undecided"
+
+
+def test_an_error_metric_verdict_reads_the_right_way_round():
+    # the dynamic shadow's RMSE is lower on every batch, by less than the noise
+    small = decide([evidence([10.0] * 5, [9.95] * 5, [0.5] * 5, metric="rmse")], required=5)
+    assert small.needs == "undecided" and small.gain > 0
+    assert "dynamic training cuts RMSE by 0.5%" in small.text and "+" not in small.text
+    worse = decide([evidence([10.0] * 5, [10.05] * 5, [0.5] * 5, metric="rmse")], required=5)
+    assert "dynamic training raises RMSE by 0.5%" in worse.text
 
 
 def test_verdict_with_sampling_errors_sees_a_regime_change_as_a_gain():
@@ -292,29 +320,19 @@ def test_verdict_with_sampling_errors_sees_a_regime_change_as_a_gain():
     # large, but each batch's own sampling error is small, so the gain is real
     static = [0.86, 0.86, 0.86, 0.45, 0.46]
     dynamic = [0.86, 0.85, 0.86, 0.65, 0.86]
-    errors = [0.02] * 5
-    assert decide(static, dynamic, "roc_auc").needs == "static"
-    assert decide(static, dynamic, "roc_auc", standard_errors=errors).needs == "dynamic"
+    assert decide([evidence(static, dynamic)], required=5).needs == "undecided"
+    assert decide([evidence(static, dynamic, [0.02] * 5)], required=5).needs == "dynamic"
 
 
-def test_auc_standard_error_matches_a_bootstrap():
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-
-    from app.verdict import metric_standard_error
-
-    rng = np.random.default_rng(3)
-    labels = rng.integers(0, 2, 800)
-    scores = labels * 1.0 + rng.normal(0, 1.2, 800)
-    auc = roc_auc_score(labels, scores)
-    boot = []
-    for _ in range(400):
-        pick = rng.integers(0, 800, 800)
-        boot.append(roc_auc_score(labels[pick], scores[pick]))
-    analytic = metric_standard_error("roc_auc", auc, labels.astype(str))
-    assert analytic == pytest.approx(np.std(boot), rel=0.2)
-    accuracy = metric_standard_error("accuracy", 0.9, labels)
-    assert accuracy == pytest.approx(np.sqrt(0.9 * 0.1 / 800))
+def test_one_verdict_pools_every_model_and_explains_a_stale_model():
+    served_static = evidence([0.80] * 5, [0.801] * 5, [0.004] * 5, model="a-static")
+    served_dynamic = evidence([0.80] * 5, [0.80] * 5, [0.004] * 5, model="a-dynamic", mode="dynamic")
+    states = {"a-static": {"state": "stale", "mode": "static", "flags": [{"kind": "performance_drop", "detail": "..."}]},
+              "a-dynamic": {"state": "healthy", "mode": "dynamic", "flags": []}}
+    verdict = decide([served_static, served_dynamic], required=5, states=states)
+    assert verdict.needs == "static" and verdict.batches == 5
+    assert [c.split(" ")[0] for c in verdict.comparisons] == ["a-static", "a-dynamic"]
+    assert "a-static is stale now (performance drop), but retraining has not beaten it beyond the noise" in verdict.text
 
 
 def test_a_change_of_unit_is_monitored_but_never_trained_on(data_dir: Path):

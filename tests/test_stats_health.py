@@ -6,13 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics
 
+from app.metrics import METRICS, get_metric, metrics_for, primary_metric
 from app.stats.health import (
     CLASSIFICATION_METRICS,
     classification_baseline,
     classification_metrics,
+    REGRESSION_METRICS,
     estimated_accuracy,
-    metric_higher_is_better,
-    primary_metric,
     regression_baseline,
     regression_metrics,
     score_psi,
@@ -184,13 +184,23 @@ def test_score_psi_against_direct_deciles():
         score_psi(np.ones((3, 2)), np.ones((3, 2)))
 
 
-def test_primary_metric_and_direction():
-    assert primary_metric("classification", 2) == ("roc_auc", True)
-    assert primary_metric("classification", 5) == ("accuracy", True)
-    assert primary_metric("regression", 0) == ("rmse", False)
+def test_one_metric_table_covers_every_metric_computed_and_allowed():
+    assert set(METRICS) == {*CLASSIFICATION_METRICS, *REGRESSION_METRICS}
+    assert set(metrics_for("classification")) == set(CLASSIFICATION_METRICS)
+    assert set(metrics_for("regression")) == set(REGRESSION_METRICS)
+    assert primary_metric("classification", 2).name == "roc_auc"
+    assert primary_metric("classification", 5).name == "accuracy"
+    assert primary_metric("regression", 0).name == "rmse"
     with pytest.raises(ValueError):
         primary_metric("ranking", 0)
-    higher = {name for name in [*CLASSIFICATION_METRICS, "mae", "rmse", "r2"] if metric_higher_is_better(name)}
-    assert higher == {"accuracy", "balanced_accuracy", "roc_auc", "f1", "r2"}
+    assert {name for name, m in METRICS.items() if m.higher_is_better} == {"accuracy", "balanced_accuracy", "roc_auc", "f1", "r2"}
     with pytest.raises(ValueError):
-        metric_higher_is_better("speed")
+        get_metric("speed")
+
+
+def test_metric_direction_and_tolerance_are_one_rule():
+    rmse, auc = get_metric("rmse"), get_metric("roc_auc")
+    assert rmse.gain(10.0, 8.0) == pytest.approx(2.0) and auc.gain(0.8, 0.7) == pytest.approx(-0.1)
+    assert rmse.allowed(0.01, 10.0) == pytest.approx(0.1) and auc.allowed(0.01, 0.8) == pytest.approx(0.01)
+    # a zero reference of an error metric (a perfect model) scales by 1, never by 0
+    assert rmse.allowed(0.01, 0.0) == pytest.approx(0.01)

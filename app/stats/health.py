@@ -21,17 +21,6 @@ from app.stats.profile import profile_numeric, quantile_edges
 
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "log_loss", "f1", "brier")
 REGRESSION_METRICS = ("mae", "rmse", "r2")
-_HIGHER_IS_BETTER = {
-    "accuracy": True,
-    "balanced_accuracy": True,
-    "roc_auc": True,
-    "f1": True,
-    "r2": True,
-    "log_loss": False,
-    "brier": False,
-    "mae": False,
-    "rmse": False,
-}
 # Probabilities are clipped to [eps, 1 - eps] in the log loss, as scikit-learn does.
 _PROBABILITY_EPS = np.finfo(np.float64).eps
 
@@ -84,11 +73,15 @@ def classification_baseline(y_true, class_priors: dict) -> dict[str, float | Non
     Classes are taken in sorted order (as a scikit-learn model's ``classes_``),
     so for two classes the positive one is the larger label.
     """
+    proba, classes = baseline_output(len(y_true), class_priors)
+    return classification_metrics(y_true, proba, classes)
+
+
+def baseline_output(rows: int, class_priors: dict) -> tuple[np.ndarray, list]:
+    """The naive model's probabilities for ``rows`` rows (``class_priors`` on each) and its sorted classes."""
     classes = _sorted_labels(class_priors)
     priors = np.array([class_priors[label] for label in classes], dtype=np.float64)
-    priors = priors / priors.sum()
-    rows = len(y_true)
-    return classification_metrics(y_true, np.tile(priors, (rows, 1)), classes)
+    return np.tile(priors / priors.sum(), (rows, 1)), classes
 
 
 def regression_baseline(y_true, constant: float) -> dict[str, float | None]:
@@ -118,25 +111,6 @@ def score_psi(reference_scores, current_scores, bins: int = 10) -> float:
         raise ValueError("score_psi takes 1-D score arrays")
     edges = quantile_edges(reference, bins=max(100, bins))
     return numeric_psi(profile_numeric(reference, edges), profile_numeric(current, edges), groups=bins)
-
-
-def primary_metric(task: str, n_classes: int = 0) -> tuple[str, bool]:
-    """The metric that gates promotion and whether higher is better.
-
-    ``task`` is "classification" or "regression".
-    """
-    if task == "regression":
-        return "rmse", False
-    if task == "classification":
-        return ("roc_auc", True) if n_classes == 2 else ("accuracy", True)
-    raise ValueError(f"unknown task {task!r}: expected 'classification' or 'regression'")
-
-
-def metric_higher_is_better(name: str) -> bool:
-    try:
-        return _HIGHER_IS_BETTER[name]
-    except KeyError:
-        raise ValueError(f"unknown metric {name!r}") from None
 
 
 @dataclass(frozen=True)

@@ -129,8 +129,7 @@ class ModelsPanel(Panel):
         summary = dashboard.summary(selected)
         verdict = Text()
         if summary:
-            verdict.append(Text(summary["name"], style="bold"))
-            verdict.append(": ")
+            verdict.append(Text("verdict: ", style="bold"))
             verdict.append(Text(summary["verdict"]))
         show_text(self.query_one("#verdict", Static), verdict)
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from app.events import ERROR_KINDS, WARNING_KINDS, printable
-from app.report import STATE_STYLES, STATUS_STYLES
+from app.report import STATE_STYLES, STATUS_STYLES, comparison_words
 from app.store import StoredEvent
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -161,14 +161,10 @@ def _without_model(text: str, model: str | None) -> str:
 # --- table rows ------------------------------------------------------------------------------
 
 
-def verdict_short(verdict: dict[str, Any]) -> Text:
-    """The verdict in a few words for the models table (the full sentence goes below it)."""
-    needs, gain = verdict.get("needs"), verdict.get("gain")
-    if needs == "dynamic":
-        return Text(f"needs dynamic ({gain * 100:+.1f})" if gain is not None else "needs dynamic", style="bold magenta")
-    if needs == "static":
-        return Text("static is enough", style="blue")
-    return Text("not enough labels yet", style="dim")
+def verdict_short(comparison: dict[str, Any]) -> Text:
+    """A model's own comparison of the two policies in a few words (the stream's verdict goes below the table)."""
+    style = {"dynamic": "bold magenta", "static": "blue"}.get(comparison.get("needs"), "dim")
+    return Text(comparison_words(comparison), style=style)
 
 
 def model_cells(summary: dict[str, Any]) -> tuple[Text, ...]:
@@ -182,7 +178,7 @@ def model_cells(summary: dict[str, Any]) -> tuple[Text, ...]:
         Text(summary["state"], style=STATE_STYLES.get(summary["state"], "")),
         Text(f"{flag['kind'].replace('_', ' ')}: {flag['detail']}" if flag else NO_VALUE,
              style="yellow" if flag else "dim"),
-        verdict_short(summary.get("verdict_detail") or {}),
+        verdict_short(summary.get("comparison") or {}),
     )
 
 
