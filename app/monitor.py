@@ -75,7 +75,7 @@ class Monitor:
         self.paths.create()
         self.store = Store(self.paths.database)
         self.registry = Registry(self.store, self.paths)
-        self.trainer = trainer or Trainer(timeout=self.config.watch.train_timeout)
+        self.trainer = trainer or Trainer(timeout=self.config.watch.train_timeout, log=self.paths.training_log)
         self.poll = poll
         self.paused = False
         self.training: dict[str, Any] | None = None

@@ -59,6 +59,10 @@ class StatePaths:
     def lock(self) -> Path:
         return self.root / "monitor.lock"
 
+    @property
+    def training_log(self) -> Path:
+        return self.root / "training.log"
+
     def create(self) -> None:
         """Make the folders, owner-only (0700): the state may hold private data."""
         if self.root.exists() and not self.root.is_dir():
