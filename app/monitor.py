@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Callable
 
 import pandas as pd
@@ -26,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from app.config import Config, load_config
 from app.events import Event, EventKind
+from app.fsutil import NotRegularFile, file_kind
 from app.labels import label_signal_issue
 from app.ingest import FileChanged, FileSnapshot, quarantine, read_batch
 from app.policy import BatchOutcome, ModelRunner, Pending, label_stats
@@ -72,7 +74,7 @@ class Monitor:
         self.config: Config = load_config(self.data_dir)
         threadpool_limits(limits=MONITOR_THREADS)
         self.paths = StatePaths(Path(state_dir).resolve() if state_dir else self.data_dir / ".driftdeck")
-        self.paths.create()
+        self.paths.create(self.data_dir)
         self.store = Store(self.paths.database)
         self.registry = Registry(self.store, self.paths)
         self.trainer = trainer or Trainer(timeout=self.config.watch.train_timeout, log=self.paths.training_log)
@@ -410,10 +412,16 @@ class Monitor:
             return
         if self.store.knows_file(name, stat.st_size, stat.st_mtime_ns):
             return
+        if not S_ISREG(stat.st_mode):
+            self._skip(name, stat, f"not a regular file ({file_kind(stat.st_mode)}); only regular files are read")
+            return
         # Parsed before the ledger lookup: the SHA-256 is taken as the bytes stream into the parser
         # (see read_batch), so the rare duplicate costs one parse thrown away.
         try:
             snapshot, batch = read_batch(path, self.config)
+        except NotRegularFile as error:
+            self._skip(name, stat, str(error))
+            return
         except FileChanged:
             if self._watcher is not None:
                 self._watcher.touch(path)
@@ -435,6 +443,11 @@ class Monitor:
             self._reject(snapshot, batch.reasons)
         else:
             self._ingest(snapshot, batch)
+
+    def _skip(self, name: str, stat: os.stat_result, reason: str) -> None:
+        """Record once that ``name`` is not a batch to read (a FIFO, a folder, a device), with why."""
+        self.store.record_file(name, None, "skipped", reason=reason, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: skipped: {reason}", file=name, data={"reason": reason}))
 
     def _reject(self, snapshot: FileSnapshot, reasons: list[str]) -> None:
         """Quarantine a rejected file: its bytes when ``snapshot`` holds them, and the reasons."""

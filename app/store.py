@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT,
     size INTEGER,
     mtime_ns INTEGER,
-    status TEXT NOT NULL,           -- ingested | quarantined | duplicate
+    status TEXT NOT NULL,           -- ingested | quarantined | duplicate | skipped
     reason TEXT NOT NULL DEFAULT '',
     rows INTEGER NOT NULL DEFAULT 0,
     labeled INTEGER NOT NULL DEFAULT 0,
