@@ -19,10 +19,14 @@ from rich.console import Console
 
 from app import __version__
 from app.config import ConfigError
-from app.events import ERROR_KINDS, Event, printable
+from app.events import ERROR_KINDS, Event, EventKind, printable
 from app.monitor import CommandFailed, Monitor, MonitorBusy
 
 REMOTE_WAIT_SECONDS = 3600
+INTERRUPTED = 130  # the shell's status for a run ended by Ctrl-C
+# Events that mean a file could not be handled: ``watch --once`` then exits 1. A quarantine is the normal
+# handling of a bad file, and a failed candidate a model's outcome, so neither counts.
+FAILURE_KINDS = frozenset({EventKind.FILE_ERROR, EventKind.ERROR})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
               "move the state folder aside to start afresh", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,12 +136,14 @@ def run_init(args) -> int:
 def run_watch(args) -> int:
     monitor = Monitor(args.data_dir, args.state, poll=args.poll)
     if args.once:
+        failures: list[Event] = []
         monitor.subscribe(event_printer(args.json))
+        monitor.subscribe(lambda event: failures.append(event) if event.kind in FAILURE_KINDS else None)
         try:
             monitor.run_once()
         finally:
             monitor.close()
-        return 0
+        return 1 if failures else 0
     if args.headless:
         return watch_headless(monitor, args.json)
     from app.tui.app import run_tui
@@ -146,7 +152,7 @@ def run_watch(args) -> int:
 
 
 def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | None = None) -> int:
-    """Print events until Ctrl-C (or SIGTERM, or ``until`` is set); stop cleanly."""
+    """Print events until Ctrl-C (exit status 130), SIGTERM or ``until`` is set (0); stop cleanly."""
     stop = until or threading.Event()
     monitor.subscribe(event_printer(as_json))
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -155,7 +161,7 @@ def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | Non
         while not stop.wait(0.2):
             pass
     except KeyboardInterrupt:
-        pass
+        return INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
         monitor.close()

@@ -70,6 +70,7 @@ class WatchConfig:
     max_missing_share: float = 0.5
     max_file_mb: float = 512.0
     train_timeout: float = 600.0
+    max_memory_mb: float | None = None  # a file's read may take this much; default: half the memory available
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         raise ConfigError(f"{check.file}: drift.false_alarm_rate must be a share in (0, 1), got {drift.false_alarm_rate}")
     if not 0 < watch.max_missing_share <= 1:
         raise ConfigError(f"{check.file}: watch.max_missing_share must be a share in (0, 1], got {watch.max_missing_share}")
-    for key in ("max_file_mb", "train_timeout"):
-        if getattr(watch, key) <= 0:
+    for key in ("max_file_mb", "train_timeout", "max_memory_mb"):
+        if getattr(watch, key) is not None and getattr(watch, key) <= 0:
             raise ConfigError(f"{check.file}: watch.{key} must be > 0, got {getattr(watch, key)}")
     verdict_batches = check.positive_int(raw, "verdict_batches", 5, "")
     return Config(

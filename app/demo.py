@@ -54,22 +54,24 @@ def run_demo(scenario: str, speed: float, headless: bool = False, as_json: bool 
             return run_tui(monitor, on_ready=feeder.start)
         finally:
             stop.set()
-    from app.cli import event_printer
+    from app.cli import INTERRUPTED, event_printer
 
     expected = {path.name for path in batch_files(source)}
     monitor.subscribe(event_printer(as_json))
     monitor.start()
     feeder.start()
+    status = 0
     try:
         feeder.join()
         wait_for_files(monitor, expected, SETTLE_WAIT_SECONDS)
         monitor.wait_idle(SETTLE_WAIT_SECONDS)
     except KeyboardInterrupt:
         stop.set()
+        status = INTERRUPTED
     finally:
         monitor.close()
     print(f"demo done: inspect it with `driftdeck status {folder}`", file=sys.stderr, flush=True)
-    return 0
+    return status
 
 
 def wait_for_files(monitor: Monitor, names: set[str], timeout: float, stop: threading.Event | None = None) -> bool:

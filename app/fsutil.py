@@ -4,17 +4,50 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 CHUNK_BYTES = 1 << 20
 FILE_MODE = 0o644
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+class NotRegularFile(OSError):
+    """The path names a folder, FIFO, socket or device: there are no batch bytes to read."""
+
+
+def file_kind(mode: int) -> str:
+    """What a ``st_mode`` names, in words: "a regular file", "a FIFO", "a folder", ..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def regular_file_opener(path: str, flags: int) -> int:
+    """An ``opener`` for :func:`open` that opens regular files only (NotRegularFile for the rest).
+
+    The file is opened non-blocking (opening a FIFO without a writer would
+    wait forever) and checked on the open descriptor, so a path swapped for a
+    FIFO or a device after it was looked at is still refused.
+    """
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(f"not a regular file ({file_kind(mode)}); only regular files are read")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    """Hex SHA-256 of a regular file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open(path, "rb", opener=regular_file_opener) as handle:
         while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()

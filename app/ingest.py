@@ -21,9 +21,10 @@ import pyarrow as pa
 
 from app.config import Config
 from app.events import printable
-from app.fsutil import CHUNK_BYTES, atomic_write_bytes, atomic_write_text, sha256_bytes
+from app.fsutil import CHUNK_BYTES, atomic_write_bytes, atomic_write_text, regular_file_opener, sha256_bytes
 from app.models import CATEGORICAL, columns_of_kind
-from app.readers import UnreadableFile, read_table
+from app.memory import MB, budget_bytes
+from app.readers import UnreadableFile, read_memory_estimate, read_table
 from app.validation import Batch, CleanTable, InvalidBatch, validate_table
 
 
@@ -54,16 +55,19 @@ def read_batch(path: Path, config: Config) -> tuple[FileSnapshot, Batch | Invali
     :class:`InvalidBatch` with every reason found (its snapshot then holds
     the bytes, for :func:`quarantine`). Raises :class:`FileChanged` if the
     file changed while it was read, :class:`UnreadableFile` for a file larger
-    than ``watch.max_file_mb`` (refused before reading), and OSError (e.g.
-    PermissionError, FileNotFoundError) as is.
+    than ``watch.max_file_mb`` or one whose read would take more memory than
+    its budget (refused before reading), NotRegularFile for a
+    folder, FIFO, socket or device (never opened blocking, never read), and
+    OSError (e.g. PermissionError, FileNotFoundError) as is.
     """
     max_bytes = int(config.watch.max_file_mb * (1 << 20))
-    before = os.stat(path)
-    if before.st_size > max_bytes:
-        raise UnreadableFile(
-            f"file is {before.st_size / (1 << 20):.4g} MB, above watch.max_file_mb ({max_bytes / (1 << 20):.4g} MB)"
-        )
-    with open(path, "rb", buffering=0) as handle:
+    with open(path, "rb", buffering=0, opener=regular_file_opener) as handle:
+        before = os.fstat(handle.fileno())
+        if before.st_size > max_bytes:
+            raise UnreadableFile(
+                f"file is {before.st_size / (1 << 20):.4g} MB, above watch.max_file_mb ({max_bytes / (1 << 20):.4g} MB)"
+            )
+        _check_memory(path.name, handle.fileno(), before.st_size, max_bytes, config)
         reader = _HashingReader(handle, limit=before.st_size + 1)  # one byte more shows a file that grew since the stat
         try:
             outcome = _parse(path.name, reader, config, max_bytes)
@@ -77,6 +81,15 @@ def read_batch(path: Path, config: Config) -> tuple[FileSnapshot, Batch | Invali
         return _with_bytes(path, snapshot), outcome
     return snapshot, Batch(name=path.name, sha256=sha256, frame=outcome.frame, labeled=outcome.labeled,
                            warnings=outcome.warnings)
+
+
+def _check_memory(name: str, fd: int, size: int, max_bytes: int, config: Config) -> None:
+    """UnreadableFile if reading the file would take more memory than its budget (an abort inside Arrow otherwise)."""
+    need = read_memory_estimate(name, fd, size, max_bytes)
+    budget, source = budget_bytes(config.watch.max_memory_mb)
+    if budget is not None and need > budget:
+        raise UnreadableFile(f"reading it needs about {need / MB:,.0f} MB of memory, more than the"
+                             f" {budget / MB:,.0f} MB it may take ({source}); refused")
 
 
 def quarantine(snapshot: FileSnapshot, reasons: list[str], quarantine_dir: Path) -> Path:
@@ -115,7 +128,7 @@ def _with_bytes(path: Path, snapshot: FileSnapshot) -> FileSnapshot:
     Their SHA-256 proves them the bytes that were parsed; FileChanged if they
     are not (the file changed since).
     """
-    with open(path, "rb") as handle:
+    with open(path, "rb", opener=regular_file_opener) as handle:
         data = handle.read(snapshot.size + 1)
     if sha256_bytes(data) != snapshot.sha256:
         raise FileChanged(f"{path.name} changed while it was read")

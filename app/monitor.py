@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, Callable
 
 import pandas as pd
@@ -26,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from app.config import Config, load_config
 from app.events import Event, EventKind
+from app.fsutil import NotRegularFile, file_kind
 from app.labels import label_signal_issue
 from app.ingest import FileChanged, FileSnapshot, quarantine, read_batch
 from app.policy import BatchOutcome, ModelRunner, Pending, label_stats
@@ -46,6 +48,9 @@ COMMAND_POLL_SECONDS = 0.5
 STOP_PRIORITY, COMMAND_PRIORITY, FILE_PRIORITY = 0, 1, 2
 MONITOR_THREADS = 1  # BLAS/OpenMP threads for in-process scoring: a core stays free for the UI
 BATCH_CACHE_SIZE = 16
+READ_ATTEMPTS = 2  # reads of a file during which the process died before it is quarantined unread
+PROCESS_DIED = "the process died while reading it"
+ONCE_SETTLE_INTERVALS = 10  # --once waits this many settle intervals at most for a file still being written
 
 
 class MonitorBusy(Exception):
@@ -72,10 +77,10 @@ class Monitor:
         self.config: Config = load_config(self.data_dir)
         threadpool_limits(limits=MONITOR_THREADS)
         self.paths = StatePaths(Path(state_dir).resolve() if state_dir else self.data_dir / ".driftdeck")
-        self.paths.create()
+        self.paths.create(self.data_dir)
         self.store = Store(self.paths.database)
         self.registry = Registry(self.store, self.paths)
-        self.trainer = trainer or Trainer(timeout=self.config.watch.train_timeout)
+        self.trainer = trainer or Trainer(timeout=self.config.watch.train_timeout, log=self.paths.training_log)
         self.poll = poll
         self.paused = False
         self.training: dict[str, Any] | None = None
@@ -142,20 +147,34 @@ class Monitor:
                                       settle_seconds=self.config.watch.settle_seconds, poll=self.poll)
         self._watcher.start()
 
-    def run_once(self) -> None:
-        """Process every complete file in the folder now, on this thread, then return."""
+    def run_once(self) -> list[str]:
+        """Process every complete file in the folder now, on this thread, then return.
+
+        A file still changing is waited for, but never longer than
+        ``ONCE_SETTLE_INTERVALS`` settle intervals with nothing else to do: it
+        is then left for the next run, with a ``file_skipped`` event. Returns
+        the names left.
+        """
         if self._lock_handle is None:
             self.acquire()
         self._start_training_server()
-        watcher = FolderWatcher(self.data_dir, self.paths.root, lambda path: None,
-                                settle_seconds=self.config.watch.settle_seconds)
+        settle = self.config.watch.settle_seconds
+        watcher = FolderWatcher(self.data_dir, self.paths.root, lambda path: None, settle_seconds=settle)
         watcher.scan()
-        while watcher.pending_count():
+        patience = ONCE_SETTLE_INTERVALS * settle
+        idle_since = time.monotonic()
+        while watcher.pending_count() and time.monotonic() - idle_since < patience:
             for path in watcher.complete_now():
                 self._guarded(self._handle_file, path)
+                idle_since = time.monotonic()
             if watcher.pending_count():
                 time.sleep(0.1)
+        left = sorted(path.name for path in watcher.pending_paths())
+        for name in left:
+            self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: still changing after {patience:.3g} s; left for the next run",
+                            file=name, data={"left": True}))
         self._run_remote_commands()
+        return left
 
     def close(self) -> None:
         self._stopping.set()
@@ -410,21 +429,13 @@ class Monitor:
             return
         if self.store.knows_file(name, stat.st_size, stat.st_mtime_ns):
             return
-        # Parsed before the ledger lookup: the SHA-256 is taken as the bytes stream into the parser
-        # (see read_batch), so the rare duplicate costs one parse thrown away.
-        try:
-            snapshot, batch = read_batch(path, self.config)
-        except FileChanged:
-            if self._watcher is not None:
-                self._watcher.touch(path)
+        if not S_ISREG(stat.st_mode):
+            self._skip(name, stat, f"not a regular file ({file_kind(stat.st_mode)}); only regular files are read")
             return
-        except UnreadableFile as error:
-            self._reject(FileSnapshot(name, stat.st_size, stat.st_mtime_ns), [str(error)])
+        read = self._read_marked(path, stat)
+        if read is None:
             return
-        except OSError as error:
-            reason = error.strerror or str(error)
-            self.emit(Event(EventKind.FILE_ERROR, f"{name}: cannot be read: {reason}", file=name, data={"reason": reason}))
-            return
+        snapshot, batch = read
         known = self.store.file_by_sha(snapshot.sha256)
         if known is not None:
             self.store.record_file(name, snapshot.sha256, "duplicate", reason=f"same content as {known.name}",
@@ -435,6 +446,51 @@ class Monitor:
             self._reject(snapshot, batch.reasons)
         else:
             self._ingest(snapshot, batch)
+
+    def _read_marked(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | InvalidBatch] | None:
+        """:meth:`_read`, with the file marked in the store as being read meanwhile.
+
+        A mark left by a process that died reading the file (an abort inside a
+        parser cannot be caught) gets it read once more; a second death
+        quarantines it unread instead of stopping the monitor at every start.
+        """
+        name = path.name
+        died = self.store.begin_reading(name, stat.st_size, stat.st_mtime_ns)
+        try:
+            if died >= READ_ATTEMPTS:
+                self._reject(FileSnapshot(name, stat.st_size, stat.st_mtime_ns),
+                             [f"{PROCESS_DIED} ({died} times); not read again"])
+                return None
+            if died:
+                self.emit(Event(EventKind.FILE_SEEN, f"{name}: {PROCESS_DIED} last time; reading it once more",
+                                file=name, data={"retry": died}))
+            return self._read(path, stat)
+        finally:
+            self.store.end_reading(name)
+
+    def _read(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | InvalidBatch] | None:
+        """Read and validate the file; None when that ended in an event instead (skipped, refused, unreadable)."""
+        name = path.name
+        # Parsed before the ledger lookup: the SHA-256 is taken as the bytes stream into the parser
+        # (see read_batch), so the rare duplicate costs one parse thrown away.
+        try:
+            return read_batch(path, self.config)
+        except NotRegularFile as error:
+            self._skip(name, stat, str(error))
+        except FileChanged:
+            if self._watcher is not None:
+                self._watcher.touch(path)
+        except UnreadableFile as error:
+            self._reject(FileSnapshot(name, stat.st_size, stat.st_mtime_ns), [str(error)])
+        except OSError as error:
+            reason = error.strerror or str(error)
+            self.emit(Event(EventKind.FILE_ERROR, f"{name}: cannot be read: {reason}", file=name, data={"reason": reason}))
+        return None
+
+    def _skip(self, name: str, stat: os.stat_result, reason: str) -> None:
+        """Record once that ``name`` is not a batch to read (a FIFO, a folder, a device), with why."""
+        self.store.record_file(name, None, "skipped", reason=reason, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: skipped: {reason}", file=name, data={"reason": reason}))
 
     def _reject(self, snapshot: FileSnapshot, reasons: list[str]) -> None:
         """Quarantine a rejected file: its bytes when ``snapshot`` holds them, and the reasons."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import os
 import threading
 import zlib
 from collections import deque
@@ -31,6 +32,9 @@ MAX_JSON_DEPTH = 32
 CELL_BYTES = 8  # a cell takes at least this much once read into memory
 CSV_BLOCK_BYTES = 1 << 20  # Arrow parses CSV blocks of this size in parallel, inferring types from the first
 BytesLike = bytes | pa.Buffer  # what a stream's read() may give: ingest reads into Arrow's memory pool
+# Peak memory of a read (Arrow, then the validated pandas frame) per decoded byte, rounded up from
+# bench/read_memory_bench.py: CSV 3.2, gzipped CSV 4.4, JSONL 12.1, Parquet 8.6 (of its declared size).
+READ_MEMORY_FACTORS = {".csv": 4, ".csv.gz": 5, ".jsonl": 13, ".parquet": 9}
 _OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
 _CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)
 
@@ -230,14 +234,44 @@ def _read_parquet(data: BytesLike, max_bytes: int, categorical: Collection[str])
                              "a batch is a flat table")
     if metadata.num_columns > MAX_COLUMNS:
         raise UnreadableFile(f"more than {MAX_COLUMNS} columns")
-    declared = sum(metadata.row_group(index).total_byte_size for index in range(metadata.num_row_groups))
-    expanded = max(declared, metadata.num_rows * metadata.num_columns * CELL_BYTES)  # dictionaries hide repeats
+    expanded = _parquet_expanded_bytes(metadata)
     if expanded > max_bytes:
         raise UnreadableFile(
             f"decompresses to {expanded / (1 << 20):,.1f} MB, more than {max_bytes / (1 << 20):g} MB (watch.max_file_mb); refused"
         )
     # Arrow applies read_dictionary to text (and binary) columns only and ignores other names
     return pq.read_table(pa.BufferReader(data), read_dictionary=list(categorical))
+
+
+def _parquet_expanded_bytes(metadata: pq.FileMetaData) -> int:
+    """The bytes a Parquet file's columns take once decompressed, as its footer declares them."""
+    declared = sum(metadata.row_group(index).total_byte_size for index in range(metadata.num_row_groups))
+    return max(declared, metadata.num_rows * metadata.num_columns * CELL_BYTES)  # dictionaries hide repeats
+
+
+def read_memory_estimate(name: str, fd: int, size: int, max_bytes: int) -> int:
+    """The peak memory, in bytes, that reading the open file ``fd`` into a validated batch is expected to take.
+
+    Its decoded size (a gzip's stated length, a Parquet footer's declared
+    size; at most ``max_bytes``, past which the read is refused anyway) times
+    what each decoded byte of the format took at its peak in
+    ``bench/read_memory_bench.py``. Read with ``pread``: the file's position is untouched.
+    """
+    suffix = batch_suffix(name) or ".csv"
+    return READ_MEMORY_FACTORS[suffix] * min(_decoded_bytes(suffix, fd, size), max_bytes)
+
+
+def _decoded_bytes(suffix: str, fd: int, size: int) -> int:
+    try:
+        if suffix == ".csv.gz" and size >= 4:
+            return max(size, int.from_bytes(os.pread(fd, 4, size - 4), "little"))  # ISIZE: the length mod 2**32
+        if suffix == ".parquet" and size >= 12:
+            footer = int.from_bytes(os.pread(fd, 4, size - 8), "little") + 8
+            tail = os.pread(fd, footer, size - footer) if footer <= size else b""
+            return max(size, _parquet_expanded_bytes(pq.read_metadata(pa.BufferReader(tail))))
+    except (OSError, pa.ArrowException, ValueError):
+        pass  # a file this broken is refused by its read, with a reason
+    return size
 
 
 def _read_jsonl(data: BytesLike) -> pa.Table:

@@ -11,6 +11,7 @@ driftdeck load what driftdeck chose.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -59,13 +60,54 @@ class StatePaths:
     def lock(self) -> Path:
         return self.root / "monitor.lock"
 
-    def create(self) -> None:
-        """Make the folders, owner-only (0700): the state may hold private data."""
-        if self.root.exists() and not self.root.is_dir():
-            raise NotADirectoryError(f"{self.root}: the state folder is a file")
-        for folder in (self.root, self.quarantine, self.snapshots, self.serving, self.batches, self.predictions):
-            folder.mkdir(parents=True, exist_ok=True)
+    @property
+    def training_log(self) -> Path:
+        return self.root / "training.log"
+
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        """The sub-folders driftdeck keeps in the state folder."""
+        return (self.quarantine, self.snapshots, self.serving, self.batches, self.predictions)
+
+    def create(self, data_dir: Path) -> None:
+        """Make the state folder (owner-only, 0700: the state may hold private data) and its sub-folders.
+
+        A state folder that already exists keeps its mode: driftdeck never
+        changes a folder it did not make (``--state /tmp`` must not lock
+        others out of /tmp). It refuses a state folder that is the data
+        folder or holds it, and a non-empty folder that is not a driftdeck
+        state. ``state.db`` is made owner-only before SQLite opens it (its
+        journal files take its mode).
+        """
+        self._check_place(Path(data_dir))
+        if not self.root.exists():
+            self.root.mkdir(parents=True)
+            self.root.chmod(0o700)
+        for folder in self.folders:
+            folder.mkdir(exist_ok=True)
             folder.chmod(0o700)
+        os.close(os.open(self.database, os.O_WRONLY | os.O_CREAT, 0o600))
+
+    def _check_place(self, data_dir: Path) -> None:
+        root, data = self.root.resolve(), data_dir.resolve()
+        if root == data or root in data.parents:
+            raise StateFolderRefused(f"{self.root}: the state folder cannot be the data folder or a folder that holds it;"
+                                     " choose another (the default is DATA_DIR/.driftdeck)")
+        if not root.exists():
+            return
+        if not root.is_dir():
+            raise StateFolderRefused(f"{self.root}: the state folder is a file")
+        if not (self.database.is_file() or all(entry.name in self._own_names() for entry in root.iterdir())):
+            raise StateFolderRefused(f"{self.root}: not empty and not a driftdeck state folder;"
+                                     " give --state an empty or new folder")
+
+    def _own_names(self) -> set[str]:
+        db, log = self.database.name, self.training_log.name
+        return {path.name for path in self.folders} | {db, f"{db}-wal", f"{db}-shm", self.lock.name, log, f"{log}.1"}
+
+
+class StateFolderRefused(NotADirectoryError):
+    """The state folder given cannot hold driftdeck's state: the message says why."""
 
 
 class RollbackImpossible(Exception):

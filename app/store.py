@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT,
     size INTEGER,
     mtime_ns INTEGER,
-    status TEXT NOT NULL,           -- ingested | quarantined | duplicate
+    status TEXT NOT NULL,           -- ingested | quarantined | duplicate | skipped
     reason TEXT NOT NULL DEFAULT '',
     rows INTEGER NOT NULL DEFAULT 0,
     labeled INTEGER NOT NULL DEFAULT 0,
@@ -81,6 +81,13 @@ CREATE TABLE IF NOT EXISTS commands (
     args TEXT NOT NULL DEFAULT '{}',
     status TEXT NOT NULL DEFAULT 'pending',   -- pending | done | failed
     result TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS reading (          -- files being read: a row left behind means the process died reading it
+    name TEXT PRIMARY KEY,
+    size INTEGER,
+    mtime_ns INTEGER,
+    attempts INTEGER NOT NULL,
+    started REAL NOT NULL
 );
 """
 
@@ -212,6 +219,23 @@ class Store:
             "SELECT 1 FROM files WHERE name = ? AND size = ? AND mtime_ns = ? LIMIT 1", (name, size, mtime_ns)
         )
         return bool(rows)
+
+    def begin_reading(self, name: str, size: int, mtime_ns: int) -> int:
+        """Mark ``name`` as being read; return how many earlier reads of this same file never finished.
+
+        The mark is committed before the file is touched, so a process that
+        dies reading it (an abort inside a parser) leaves it behind.
+        """
+        with self.transaction() as tx:
+            row = tx.execute("SELECT size, mtime_ns, attempts FROM reading WHERE name = ?", (name,)).fetchone()
+            died = row["attempts"] if row is not None and (row["size"], row["mtime_ns"]) == (size, mtime_ns) else 0
+            tx.execute("INSERT OR REPLACE INTO reading (name, size, mtime_ns, attempts, started) VALUES (?, ?, ?, ?, ?)",
+                       (name, size, mtime_ns, died + 1, time.time()))
+        return died
+
+    def end_reading(self, name: str) -> None:
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM reading WHERE name = ?", (name,))
 
     def files(self, status: str | None = None, limit: int | None = None) -> list[FileRecord]:
         sql = "SELECT * FROM files"

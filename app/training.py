@@ -10,11 +10,17 @@ several windows share crosses the pipe once, not once per job. A worker that
 is cancelled, times out or dies is killed, and the next job starts a new one.
 
 The worker returns the fitted pipeline and its skops bytes (what a snapshot
-file holds), having checked that those bytes hold trusted types only.
+file holds), having checked that those bytes hold trusted types only. It
+never writes to the terminal: its output (warnings, tracebacks) goes to the
+training log, and its failures come back as messages the monitor turns into
+events. The helper interpreters multiprocessing starts (the forkserver, its
+resource tracker) import driftdeck's own code only, whatever the current
+folder holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing
@@ -22,9 +28,11 @@ import os
 import signal
 import threading
 import time
+import traceback
 import weakref
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,6 +45,11 @@ PR_SET_PDEATHSIG = 1
 # (multiprocessing's own "__main__" preload does nothing here: in Python 3.11 the forkserver looks for
 # the script under a key it is never given.)
 FORKSERVER_PRELOAD = ["app.cli", "app.training", "app.models", "app.snapshots"]
+# The folder this driftdeck's ``app`` package was imported from: the helper interpreters import from it.
+CODE_ROOT = Path(__file__).resolve().parent.parent
+# The resource tracker warns of semaphores a killed worker (timeout, cancel) left behind; it cleans them up.
+QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+LOG_MAX_BYTES = 1 << 20
 
 
 class TrainingFailed(Exception):
@@ -133,31 +146,49 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker_main(fit: FitFunction, connection) -> None:
-    """Serve jobs until the parent hangs up: each message is (job, keys to keep), each answer ends in done or error."""
+def _write_output_to(log: str) -> None:
+    """Send this process's stdout and stderr (Python's and C's) to ``log``, never to the terminal."""
+    with contextlib.suppress(OSError):
+        if log != os.devnull and os.path.getsize(log) > LOG_MAX_BYTES:
+            os.replace(log, log + ".1")
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _worker_main(fit: FitFunction, connection, log: str = os.devnull) -> None:
+    """Serve jobs until the parent hangs up: each message is (job, keys to keep), each answer ends in done or error.
+
+    A parent that hangs up mid-job (cancel, timeout, exit) ends the worker quietly.
+    """
     from threadpoolctl import threadpool_limits
 
+    _write_output_to(log)
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the worker
+    with threadpool_limits(limits=FIT_THREADS), contextlib.suppress(EOFError, OSError):
+        connection.send(("ready",))
+        _serve(fit, connection)
+
+
+def _serve(fit: FitFunction, connection) -> None:
     held: dict[str, pd.DataFrame] = {}
 
     def progress(fraction: float, text: str) -> None:
         connection.send(("progress", fraction, text))
 
-    with threadpool_limits(limits=FIT_THREADS):
-        connection.send(("ready",))
-        while True:
-            try:
-                job, keep = connection.recv()
-            except EOFError:
-                return
-            held.update((key, rows) for key, rows in job.parts if rows is not None)
-            job = replace(job, parts=[(key, held[key]) for key, _ in job.parts])
-            held = {key: held[key] for key in keep}
-            try:
-                connection.send(("done", fit(job, progress)))
-            except BaseException as error:  # the parent needs every failure as a message
-                connection.send(("error", f"{type(error).__name__}: {error}"))
+    while True:
+        job, keep = connection.recv()
+        held.update((key, rows) for key, rows in job.parts if rows is not None)
+        job = replace(job, parts=[(key, held[key]) for key, _ in job.parts])
+        held = {key: held[key] for key in keep}
+        try:
+            answer = ("done", fit(job, progress))
+        except BaseException as error:  # the parent needs every failure as a message; the log gets the traceback
+            traceback.print_exc()
+            answer = ("error", f"{type(error).__name__}: {error}")
+        connection.send(answer)
 
 
 @dataclass
@@ -197,16 +228,47 @@ def _process_context():
         return _context
 
 
+@contextlib.contextmanager
+def _own_code_only() -> Iterator[None]:
+    """While held, the interpreters multiprocessing starts import driftdeck's own code only.
+
+    They run ``python -c``, whose import path begins with the current folder:
+    an ``app.py``, ``app/`` or ``multiprocessing/`` there would be imported
+    instead of driftdeck's (and run). PYTHONSAFEPATH drops that entry and
+    PYTHONPATH names the folder this process imported ``app`` from. Held
+    around every process start: a forkserver that died is started again then.
+    """
+    settings = {
+        "PYTHONSAFEPATH": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(CODE_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONWARNINGS": ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), QUIET_TRACKER])),
+    }
+    with _context_lock:
+        saved = {key: os.environ.get(key) for key in settings}
+        os.environ.update(settings)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
 @dataclass
 class Trainer:
     """Runs :func:`fit_job` (or ``fit``) in a worker process, one job at a time.
 
-    ``timeout`` is in seconds. ``cancel`` may be set from any thread to stop a
-    job; the worker is then killed and :class:`TrainingFailed` raised.
+    ``timeout`` is in seconds. ``log`` receives what the worker writes
+    (warnings, the traceback of a failed fit); without it that is discarded.
+    ``cancel`` may be set from any thread to stop a job; the worker is then
+    killed and :class:`TrainingFailed` raised.
     """
 
     fit: FitFunction = fit_job
     timeout: float = 600.0
+    log: Path | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     _worker: _Worker | None = field(default=None, init=False, repr=False)
     _stop_on_collect: weakref.finalize | None = field(default=None, init=False, repr=False)
@@ -286,9 +348,11 @@ class Trainer:
         self._stop_worker()
         context = _process_context()
         ours, theirs = context.Pipe()
-        process = context.Process(target=_worker_main, args=(self.fit, theirs), daemon=True,
+        log = str(self.log) if self.log is not None else os.devnull
+        process = context.Process(target=_worker_main, args=(self.fit, theirs, log), daemon=True,
                                   name="driftdeck-training")
-        process.start()
+        with _own_code_only():
+            process.start()
         theirs.close()
         worker = _Worker(process, ours)
         try:

@@ -123,6 +123,11 @@ class FolderWatcher:
         with self._lock:
             return len(self._pending)
 
+    def pending_paths(self) -> list[Path]:
+        """The paths seen but not complete yet (still changing, or not settled)."""
+        with self._lock:
+            return list(self._pending)
+
     def complete_now(self) -> list[Path]:
         """Pop and return the pending paths that are complete, in name order."""
         now = time.monotonic()
