@@ -19,8 +19,10 @@ from rich.console import Console
 
 from app import __version__
 from app.config import ConfigError
+from app.errorlog import log_error
 from app.events import ERROR_KINDS, Event, printable
 from app.monitor import CommandFailed, Monitor, MonitorBusy
+from app.store import StateLost, StoreIncompatible
 
 REMOTE_WAIT_SECONDS = 3600
 
@@ -33,15 +35,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (ConfigError, CommandFailed, MonitorBusy, OSError, ValueError) as error:
-        print(f"driftdeck: {error}", file=sys.stderr)
+    except (ConfigError, CommandFailed, MonitorBusy, StoreIncompatible, StateLost, OSError, ValueError) as error:
+        print(f"driftdeck: {printable(str(error))}", file=sys.stderr)
         return 2
     except sqlite3.DatabaseError as error:
         print(f"driftdeck: the state database is damaged or not a database ({error}); "
-              "move the state folder aside to start afresh", file=sys.stderr)
+              "stop any running watcher, then move the state folder aside to start afresh", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # noqa: BLE001 - no traceback ever reaches a person: one line, the details in the log
+        logged = log_error(state_folder(args), error, f"driftdeck {' '.join(sys.argv[1:] if argv is None else argv)}")
+        where = f"; details in {logged}" if logged else ""
+        print(f"driftdeck: unexpected error: {type(error).__name__}: {printable(str(error))}{where}", file=sys.stderr)
+        return 1
+
+
+def state_folder(args: argparse.Namespace) -> Path | None:
+    """The state folder a command works on (``--state``, or ``DATA_DIR/.driftdeck``), if it names one."""
+    if getattr(args, "state", None):
+        return args.state
+    folder = getattr(args, "data_dir", None) or getattr(args, "dest", None)
+    return Path(folder) / ".driftdeck" if folder else None
 
 
 def build_parser() -> argparse.ArgumentParser:

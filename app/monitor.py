@@ -9,6 +9,7 @@ only hand them on (the TUI posts a message; the headless printer prints).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import itertools
@@ -36,7 +37,7 @@ from app.serving import export_files, model_card, parquet_bytes, score
 from app.registry import Registry, RollbackImpossible, StatePaths
 from app.snapshots import SnapshotError
 from app.stats.profile import Profile
-from app.store import Store
+from app.store import FileStat, Store
 from app.training import Trainer
 from app.validation import Batch, InvalidBatch
 from app.watcher import FolderWatcher, watched_file
@@ -408,7 +409,7 @@ class Monitor:
         except FileNotFoundError:
             self.emit(Event(EventKind.FILE_ERROR, f"{name}: deleted before it could be read", file=name))
             return
-        if self.store.knows_file(name, stat.st_size, stat.st_mtime_ns):
+        if self.store.knows_file(name, FileStat.of(stat)):
             return
         # Parsed before the ledger lookup: the SHA-256 is taken as the bytes stream into the parser
         # (see read_batch), so the rare duplicate costs one parse thrown away.
@@ -419,16 +420,20 @@ class Monitor:
                 self._watcher.touch(path)
             return
         except UnreadableFile as error:
-            self._reject(FileSnapshot(name, stat.st_size, stat.st_mtime_ns), [str(error)])
+            self._reject(FileSnapshot(name, stat.st_size, stat.st_mtime_ns, ctime_ns=stat.st_ctime_ns, inode=stat.st_ino),
+                         [str(error)])
             return
         except OSError as error:
             reason = error.strerror or str(error)
             self.emit(Event(EventKind.FILE_ERROR, f"{name}: cannot be read: {reason}", file=name, data={"reason": reason}))
             return
+        if (same := self.store.same_file(name, snapshot.sha256)) is not None:
+            self.store.refresh_file(same.id, snapshot.seen)  # touched, or copied over with the same bytes
+            return
         known = self.store.file_by_sha(snapshot.sha256)
         if known is not None:
             self.store.record_file(name, snapshot.sha256, "duplicate", reason=f"same content as {known.name}",
-                                   size=snapshot.size, mtime_ns=snapshot.mtime_ns)
+                                   seen=snapshot.seen)
             self.emit(Event(EventKind.DUPLICATE, f"{name}: same content as {known.name}; not processed again",
                             file=name, data={"same_as": known.name}))
         elif isinstance(batch, InvalidBatch):
@@ -442,8 +447,7 @@ class Monitor:
         copied = snapshot.data is not None
         where = f" (see {placed.name}{'' if copied else '.reason.txt'} in the quarantine folder)"
         sha = snapshot.sha256 if copied else None
-        self.store.record_file(snapshot.name, sha, "quarantined", reason="; ".join(reasons),
-                               size=snapshot.size, mtime_ns=snapshot.mtime_ns)
+        self.store.record_file(snapshot.name, sha, "quarantined", reason="; ".join(reasons), seen=snapshot.seen)
         self.emit(Event(EventKind.BATCH_QUARANTINED, f"{snapshot.name}: quarantined: {'; '.join(reasons)}{where}",
                         file=snapshot.name, data={"reasons": reasons}))
 
@@ -479,14 +483,13 @@ class Monitor:
         process dies before the commit, the batch is processed again and its
         files are simply replaced.
         """
-        with self._pointer_lock:
+        with self._pointer_lock, self._discarding_uncommitted_snapshots(outcomes):
             stale = {name for name in outcomes if self.store.serving_version(name) != serving_before[name]}
             with self.store.transaction() as db:
                 file_id = None
                 if batch is not None:
                     file_id = self.store.record_file(batch.name, snapshot.sha256, "ingested", rows=batch.rows,
-                                                     labeled=batch.labeled, size=snapshot.size,
-                                                     mtime_ns=snapshot.mtime_ns, db=db)
+                                                     labeled=batch.labeled, seen=snapshot.seen, db=db)
                 for name, outcome in outcomes.items():
                     for write in outcome.writes:
                         write(db)
@@ -516,6 +519,22 @@ class Monitor:
                 self.emit(replace(event, time=time.time()))  # told now, after the commit made it true
             if batch is not None:
                 self.emit(self._result_event(name, batch.name, outcome))
+
+    @contextlib.contextmanager
+    def _discarding_uncommitted_snapshots(self, outcomes: dict[str, BatchOutcome]):
+        """If the commit fails, delete the snapshot files its candidates wrote: no file without a record."""
+        try:
+            yield
+        except BaseException:
+            if self.store.lost is not None:
+                raise  # those paths may now be another state's files
+            for name, outcome in outcomes.items():
+                version = outcome.result.get("candidate_version")
+                if version is not None and self.store.snapshot(name, version) is None:
+                    model_file = self.registry.snapshot_file(name, version)
+                    for path in (model_file, model_file.with_suffix(".reference.parquet")):
+                        path.unlink(missing_ok=True)
+            raise
 
     def _keep_manual_choice(self, name: str, outcome: BatchOutcome, db) -> None:
         """Someone moved the serving pointer by hand while this batch trained: their choice stands."""

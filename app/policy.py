@@ -242,7 +242,7 @@ class ModelRunner:
         if model is not None:
             prediction = self._score(result, model, serving, frame, labeled, folder.get("previous_labels"))
             rows = predictions_frame(prediction, frame, serving.version, self.config.id_column)
-            path = predictions_path(self.registry.paths.predictions, self.name, batch.name)
+            path = predictions_path(self.registry.paths.predictions, self.name, batch.name, batch.sha256)
             pending.add(lambda: write_predictions(path, rows))
         if label_check is not None and not self._labels_carry_signal(result) and (issue := label_check()):
             issues.append(issue)
