@@ -319,7 +319,9 @@ def run_validate(args) -> int:
     else:
         for result in results:
             print(result.summary)
-    return 1 if any(result.regression for result in results) else 0
+    if any(result.regression for result in results):
+        return 1
+    return 2 if any(result.other_config for result in results) else 0
 
 
 def run_replay(args) -> int:

@@ -29,6 +29,7 @@ class EventKind(StrEnum):
     SERVING_CHANGED = "serving_changed"
     VALIDATED = "validated"
     CODE_REGRESSION = "code_regression"
+    CONFIG_CHANGED = "config_changed"
     PAUSED = "paused"
     RESUMED = "resumed"
     ERROR = "error"
@@ -37,7 +38,7 @@ class EventKind(StrEnum):
 ERROR_KINDS = frozenset(
     {EventKind.BATCH_QUARANTINED, EventKind.FILE_ERROR, EventKind.TRAINING_FAILED, EventKind.ERROR, EventKind.CODE_REGRESSION}
 )
-WARNING_KINDS = frozenset({EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE})
+WARNING_KINDS = frozenset({EventKind.CONFIG_CHANGED, EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE})
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ from app.reproduce import Reproduction, reproduce
 from app.serving import export_files, model_card, parquet_bytes, score
 from app.registry import Registry, RollbackImpossible, StatePaths
 from app.snapshots import SnapshotError
-from app.stats.profile import Profile
+from app.models import NUMERIC, prepare_features
+from app.stats.profile import NumericProfile, Profile
 from app.store import FileStat, Store
 from app.training import Trainer
 from app.validation import Batch, InvalidBatch
@@ -135,6 +136,7 @@ class Monitor:
             self.acquire()
         self._start_training_server()
         self._thread = threading.Thread(target=self._work, name="driftdeck-monitor", daemon=True)
+        self._announce_config_changes()
         for name in self.runners:
             if self.environment_changed(name):
                 self._enqueue(COMMAND_PRIORITY, "validate", name)
@@ -148,6 +150,7 @@ class Monitor:
         if self._lock_handle is None:
             self.acquire()
         self._start_training_server()
+        self._announce_config_changes()
         watcher = FolderWatcher(self.data_dir, self.paths.root, lambda path: None,
                                 settle_seconds=self.config.watch.settle_seconds)
         watcher.scan()
@@ -157,6 +160,21 @@ class Monitor:
             if watcher.pending_count():
                 time.sleep(0.1)
         self._run_remote_commands()
+
+    def config_changes(self, model: str) -> list[str]:
+        """Why ``model``'s serving snapshot cannot be scored under the current config (empty when it can)."""
+        serving = self.registry.serving(model)
+        return self.runners[model].config_changes(serving) if serving is not None else []
+
+    def _announce_config_changes(self) -> None:
+        """Say at start which serving models were trained for another config: they are not scored until retrained."""
+        for name in self.runners:
+            if changes := self.config_changes(name):
+                version = self.store.serving_version(name)
+                self.emit(Event(EventKind.CONFIG_CHANGED,
+                                f"{name}: v{version} was trained on another config ({'; '.join(changes)}); it is not"
+                                f" scored until retrained: press r, or run driftdeck retrain {self.data_dir} --model {name}",
+                                model=name, data={"version": version, "changes": changes}))
 
     def close(self) -> None:
         self._stopping.set()
@@ -210,6 +228,9 @@ class Monitor:
         finally:
             self._set_training(None)
         if result.version is None:
+            return result
+        if result.other_config:
+            self.emit(Event(EventKind.CONFIG_CHANGED, result.summary, model=model, data=result.to_dict()))
             return result
         kind = EventKind.CODE_REGRESSION if result.regression else EventKind.VALIDATED
         state = self.store.model_state(model)
@@ -302,6 +323,9 @@ class Monitor:
     def predict_file(self, model: str, path: Path, version: int | None = None) -> pd.DataFrame:
         """Score a batch file with the serving (or given) version, after the watcher's validation."""
         chosen = self._version_or_serving(model, version)
+        if changes := self.runners[self.config.model(model).name].config_changes(self.store.snapshot(model, chosen)):
+            raise CommandFailed(f"{model} v{chosen} was trained on another config ({'; '.join(changes)}): it cannot score"
+                                f" under this one; retrain it: driftdeck retrain {self.data_dir} --model {model}")
         try:
             _, batch = read_batch(Path(path), self.config)
         except (UnreadableFile, FileChanged) as error:
@@ -458,7 +482,7 @@ class Monitor:
         if batch.labeled:
             pending.add(lambda: self._archive(batch))
         folder = self.store.model_state(FOLDER_KEY)
-        if "reference" not in folder:
+        if "reference" not in folder or not _profiles_schema(folder["reference"], self.config.schema):
             folder["reference"] = Profile.build(batch.frame, self.config.schema).to_dict()
         serving_before = {name: self.store.serving_version(name) for name in self.runners}
         label_check = None
@@ -587,7 +611,12 @@ class Monitor:
             self._batch_cache.popitem(last=False)
 
     def read_archived(self, sha256: str) -> pd.DataFrame:
-        return pd.read_parquet(self.paths.batches / f"{sha256[:16]}.parquet")
+        """An archived batch's rows, each feature column of the kind the config gives it now (it may have changed)."""
+        frame = pd.read_parquet(self.paths.batches / f"{sha256[:16]}.parquet")
+        for column, kind in self.config.schema.items():
+            if column in frame and (kind == NUMERIC) != pd.api.types.is_numeric_dtype(frame[column]):
+                frame[column] = prepare_features(frame[[column]], {column: kind})[column]
+        return frame
 
     def _repair_serving_file(self, name: str) -> None:
         try:
@@ -617,3 +646,10 @@ class Monitor:
             outcome = self.retrain_now(model)
             return f"{model}: retrain {outcome.result.get('action', 'none')}: {outcome.result.get('action_detail', '')}".rstrip(": ")
         raise CommandFailed(f"unknown command {kind!r}")
+
+
+def _profiles_schema(reference: dict[str, Any], schema: dict[str, str]) -> bool:
+    """Whether a stored reference profile has exactly the schema's columns, each of its kind."""
+    columns = Profile.from_dict(reference).columns
+    return list(columns) == list(schema) and all(
+        isinstance(profile, NumericProfile) == (schema[name] == NUMERIC) for name, profile in columns.items())

@@ -44,11 +44,15 @@ class Reproduction:
     environment_changes: list[str] = field(default_factory=list)
     config_changes: list[str] = field(default_factory=list)
     regression: bool = False
+    other_config: list[str] = field(default_factory=list)  # why it was trained for another config: not validated
 
     @property
     def summary(self) -> str:
         if self.version is None:
             return f"{self.model}: nothing serving yet, nothing to validate"
+        if self.other_config:
+            return (f"{self.model} v{self.version}: not validated: trained on another config"
+                    f" ({'; '.join(self.other_config)}); retrain it first")
         metric = self.metric
         numbers = f"{metric} recorded {_fmt(self.recorded.get(metric))}"
         if self.reloaded is not None:
@@ -70,6 +74,8 @@ def reproduce(monitor: Monitor, model: str) -> Reproduction:
     serving = monitor.registry.serving(model)
     if serving is None:
         return Reproduction(model, None)
+    if other_config := runner.config_changes(serving):
+        return Reproduction(model, serving.version, other_config=other_config)
     data = serving.data
     metric = data.get("metric") or runner.metric_name(serving)
     result = Reproduction(model, serving.version, metric, recorded=data.get("holdout_metrics", {}))

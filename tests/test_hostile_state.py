@@ -292,3 +292,62 @@ def test_a_245_byte_name_gets_its_predictions_and_is_not_retrained(trained: Path
     again: list = []
     run_once(trained, again)
     assert not [event for event in again if event.kind in (EventKind.TRAINING_STARTED, EventKind.BATCH_INGESTED)]
+
+
+# --- a config that no longer matches the serving snapshots ---------------------------------------------------
+
+CONFIG_EDITS = {
+    "feature-dropped": ({'x3 = "numeric"\n': ""}, "'x3' is no longer a feature"),
+    "numeric-to-categorical": ({'x3 = "numeric"': 'x3 = "categorical"'}, "'x3' was numeric, now categorical"),
+    "task-flipped": ({'task = "classification"': 'task = "regression"', '"logistic_regression"': '"ridge"'},
+                     "trained for classification, the config now says regression"),
+}
+
+
+@pytest.mark.parametrize("edit", CONFIG_EDITS, ids=list(CONFIG_EDITS))
+def test_a_config_that_no_longer_matches_is_said_plainly_and_the_model_is_not_scored(trained: Path, edit: str) -> None:
+    replacements, change = CONFIG_EDITS[edit]
+    write_config(trained, STATIC_ONLY_CONFIG, **replacements)
+    write_batch(trained, "b01.csv", make_batch(1, rows=200))
+    watch = run_cli("watch", trained, "--once")
+    assert watch.returncode == 0 and "Traceback" not in watch.stderr, watch.stderr
+    announced = [line for line in watch.stdout.splitlines() if "config_changed" in line]
+    assert len(announced) == 1 and change in announced[0] and "retrain" in announced[0]
+    kinds = [line.split()[1] for line in (watch.stdout + watch.stderr).splitlines()]
+    assert "error" not in kinds and "file_error" not in kinds
+    assert not any(word in watch.stdout for word in ("rmse", "roc_auc")), "a model of another config was scored"
+    assert [(row.name, row.status) for row in ledger(trained)] == [("b00.csv", "ingested"), ("b01.csv", "ingested")]
+
+    status = run_cli("status", trained, "--json")
+    [model] = json.loads(status.stdout)["models"]
+    assert model["state"] == "other config" and change in model["flags"][0]["detail"]
+    [result] = [batch["results"]["static-lr"] for batch in json.loads(status.stdout)["batches"] if batch["file"] == "b01.csv"]
+    assert "metrics" not in result and result["flags"][0]["kind"] == "config_changed"
+
+    for command in (("predict", trained, "--model", "static-lr", trained / "b01.csv"), ("validate", trained)):
+        run = run_cli(*command)
+        assert run.returncode == 2 and "Traceback" not in run.stderr + run.stdout
+        assert change in run.stderr + run.stdout
+
+    retrain = run_cli("retrain", trained, "--model", "static-lr")  # the retrain offered: on the current config
+    assert retrain.returncode == 0 and "promoted" in retrain.stdout, retrain.stdout + retrain.stderr
+    after = json.loads(run_cli("status", trained, "--json").stdout)["models"][0]
+    assert after["serving_version"] == 2 and after["state"] != "other config"
+    assert run_cli("predict", trained, "--model", "static-lr", trained / "b01.csv").returncode == 0
+
+
+def test_an_unexpected_error_in_any_command_is_one_line_and_a_logged_traceback(ingest_dir: Path, monkeypatch) -> None:
+    run_once(ingest_dir)
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("injected")
+
+    monkeypatch.setattr("app.report.status_report", broken)  # a fault deep inside the command, not the handler
+    run = run_cli("status", ingest_dir)
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and "ZeroDivisionError: injected" in run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    log = ingest_dir / ".driftdeck" / "logs" / "errors.log"
+    assert str(log) in run.stderr
+    text = log.read_text()
+    assert "Traceback" in text and "ZeroDivisionError: injected" in text and "driftdeck status" in text
