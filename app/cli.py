@@ -152,7 +152,7 @@ def run_watch(args) -> int:
             monitor.run_once()
         finally:
             monitor.close()
-        return 0
+        return 2 if monitor.fatal else 0
     if args.headless:
         return watch_headless(monitor, args.json)
     from app.tui.app import run_tui
@@ -167,14 +167,14 @@ def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | Non
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     monitor.start()
     try:
-        while not stop.wait(0.2):
+        while not stop.wait(0.2) and monitor.fatal is None:
             pass
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
         monitor.close()
-    return 0
+    return 2 if monitor.fatal else 0
 
 
 def event_printer(as_json: bool) -> Callable[[Event], None]:

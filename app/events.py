@@ -30,13 +30,16 @@ class EventKind(StrEnum):
     VALIDATED = "validated"
     CODE_REGRESSION = "code_regression"
     CONFIG_CHANGED = "config_changed"
+    FOLDER_MISSING = "folder_missing"
+    FOLDER_BACK = "folder_back"
     PAUSED = "paused"
     RESUMED = "resumed"
     ERROR = "error"
 
 
 ERROR_KINDS = frozenset(
-    {EventKind.BATCH_QUARANTINED, EventKind.FILE_ERROR, EventKind.TRAINING_FAILED, EventKind.ERROR, EventKind.CODE_REGRESSION}
+    {EventKind.BATCH_QUARANTINED, EventKind.FILE_ERROR, EventKind.TRAINING_FAILED, EventKind.ERROR, EventKind.CODE_REGRESSION,
+     EventKind.FOLDER_MISSING}
 )
 WARNING_KINDS = frozenset({EventKind.CONFIG_CHANGED, EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE})
 

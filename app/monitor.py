@@ -26,6 +26,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from app.config import Config, load_config
+from app.errorlog import log_error
 from app.events import Event, EventKind
 from app.labels import label_signal_issue
 from app.ingest import FileChanged, FileSnapshot, quarantine, read_batch
@@ -38,7 +39,7 @@ from app.registry import Registry, RollbackImpossible, StatePaths
 from app.snapshots import SnapshotError
 from app.models import NUMERIC, prepare_features
 from app.stats.profile import NumericProfile, Profile
-from app.store import FileStat, Store
+from app.store import FileStat, StateLost, Store
 from app.training import Trainer
 from app.validation import Batch, InvalidBatch
 from app.watcher import FolderWatcher, watched_file
@@ -71,6 +72,8 @@ class Monitor:
         self.data_dir = Path(data_dir).resolve()
         if not self.data_dir.is_dir():
             raise FileNotFoundError(f"{data_dir}: no such folder")
+        self._watched_folder = _identity(self.data_dir)
+        self.folder_missing = False
         self.config: Config = load_config(self.data_dir)
         threadpool_limits(limits=MONITOR_THREADS)
         self.paths = StatePaths(Path(state_dir).resolve() if state_dir else self.data_dir / ".driftdeck")
@@ -89,8 +92,9 @@ class Monitor:
         self._batch_cache: OrderedDict[int, pd.DataFrame] = OrderedDict()
         self._thread: threading.Thread | None = None
         self._watcher: FolderWatcher | None = None
-        self._lock_handle = None
+        self._lock_handle: int | None = None  # a descriptor of the data folder, flocked
         self._stopping = threading.Event()
+        self.fatal: str | None = None  # why the monitor stopped for good (its state is gone), or None
         self.runners = {
             model.name: ModelRunner(model, self.config, self.registry, self.trainer, self._load_batches, self.emit)
             for model in self.config.models
@@ -115,20 +119,24 @@ class Monitor:
         self._subscribers.append(callback)
 
     def acquire(self) -> None:
-        """Take the folder's lock: one watching process per state folder."""
-        handle = open(self.paths.lock, "a+")
+        """Take the data folder's lock: one watching process per folder.
+
+        The lock is held on the data folder itself, so it survives the state
+        folder being moved aside or deleted; ``monitor.lock`` in the state
+        folder only names the process that holds it.
+        """
+        folder = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            handle.close()
+            os.close(folder)
+            try:
+                owner = self.paths.lock.read_text().strip() or "?"
+            except OSError:
+                owner = "?"
             raise MonitorBusy(f"another driftdeck (pid {owner}) is already watching {self.data_dir}") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock_handle = handle
+        self._lock_handle = folder
+        self.paths.lock.write_text(str(os.getpid()))
 
     def start(self) -> None:
         """Start the worker thread and the folder watcher (files already there are picked up)."""
@@ -154,12 +162,13 @@ class Monitor:
         watcher = FolderWatcher(self.data_dir, self.paths.root, lambda path: None,
                                 settle_seconds=self.config.watch.settle_seconds)
         watcher.scan()
-        while watcher.pending_count():
+        while watcher.pending_count() and self.fatal is None:
             for path in watcher.complete_now():
                 self._guarded(self._handle_file, path)
             if watcher.pending_count():
                 time.sleep(0.1)
-        self._run_remote_commands()
+        if self.fatal is None:
+            self._guarded(self._run_remote_commands)
 
     def config_changes(self, model: str) -> list[str]:
         """Why ``model``'s serving snapshot cannot be scored under the current config (empty when it can)."""
@@ -187,7 +196,7 @@ class Monitor:
         self.trainer.close()
         self.store.close()
         if self._lock_handle is not None:
-            self._lock_handle.close()
+            os.close(self._lock_handle)
             self._lock_handle = None
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
@@ -388,6 +397,7 @@ class Monitor:
             try:
                 item = self._queue.get(timeout=COMMAND_POLL_SECONDS)
             except queue.Empty:
+                self._guarded(self._check_data_folder)
                 self._guarded(self._run_remote_commands)
                 continue
             try:
@@ -407,8 +417,14 @@ class Monitor:
         """Run one unit of work; any failure becomes an error event naming what it was handling."""
         try:
             action(*args)
+        except StateLost as error:
+            if self.store.lost is None and _identity(self.data_dir) != self._watched_folder:
+                self.emit(Event(EventKind.ERROR, f"{error}, with the data folder around it"))  # it may come back
+            else:
+                self._stop_for_good(str(error))
         except Exception as error:  # noqa: BLE001 - the monitor must outlive every bad input
             self._set_training(None)
+            log_error(self.paths.root, error, f"monitor: {getattr(action, '__name__', '')} {args!r}")
             subject = args[0] if args else None
             file = subject.name if isinstance(subject, Path) else None
             model = subject if isinstance(subject, str) else None
@@ -416,10 +432,37 @@ class Monitor:
             self.emit(Event(EventKind.ERROR, f"{prefix}{type(error).__name__}: {error}", model=model, file=file,
                             data={"where": getattr(action, "__name__", "")}))
 
+    def _check_data_folder(self) -> None:
+        """Notice the data folder renamed or deleted (an event, and the header says so), and watch it again
+        once a folder is back at its path."""
+        now = _identity(self.data_dir)
+        if not self.folder_missing:
+            if now != self._watched_folder:
+                self.folder_missing = True
+                self.emit(Event(EventKind.FOLDER_MISSING, f"the data folder {self.data_dir} was renamed or deleted;"
+                                " no file can arrive until a folder is back at that path"))
+            return
+        if now is not None and self._watcher is not None:  # a new watch: it scans what landed meanwhile
+            self._watcher.stop()
+            self._watched_folder, self.folder_missing = now, False
+            self._watcher = FolderWatcher(self.data_dir, self.paths.root, self.submit_file,
+                                          settle_seconds=self.config.watch.settle_seconds, poll=self.poll)
+            self._watcher.start()
+            self.emit(Event(EventKind.FOLDER_BACK, f"the data folder {self.data_dir} is back; watching it again"))
+
+    def _stop_for_good(self, reason: str) -> None:
+        """The state is gone: say so, and stop taking files and commands (nothing more is written)."""
+        if self.fatal is None:
+            self.fatal = reason
+            self.emit(Event(EventKind.ERROR, f"{reason}; restart driftdeck to go on with a new state"))
+        self._stopping.set()
+        self.trainer.cancel.set()
+
     def _set_training(self, model: str | None) -> None:
         self.training = {"model": model, "progress": 0.0, "text": f"{model}: training"} if model else None
 
     def _handle_file(self, path: Path) -> None:
+        self.store.check_identity()
         if self.paused:
             self._deferred[path] = None
             return
@@ -494,6 +537,7 @@ class Monitor:
         for name, runner in self.runners.items():
             outcomes[name] = runner.process(batch, folder, pending, label_check)
         self._set_training(None)
+        self.store.check_identity()  # the batch's files go into the state folder: only the one opened
         pending.run()
         if batch.labeled and self.config.target:
             folder["previous_labels"] = label_stats(batch.frame[self.config.target], self.config.task)
@@ -525,7 +569,7 @@ class Monitor:
                     if file_id is not None:
                         self.store.save_result(file_id, name, outcome.result, db=db)
                     if outcome.state:
-                        self.store.save_model_state(name, outcome.state, db=db)
+                        self.store.save_model_state(name, self._with_standing_flags(name, outcome.state), db=db)
                 if folder is not None:
                     self.store.save_model_state(FOLDER_KEY, folder, db=db)
             for name, outcome in outcomes.items():
@@ -543,6 +587,17 @@ class Monitor:
                 self.emit(replace(event, time=time.time()))  # told now, after the commit made it true
             if batch is not None:
                 self.emit(self._result_event(name, batch.name, outcome))
+
+    def _with_standing_flags(self, name: str, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` keeping what ``validate`` found: its ``code_regression`` flag stands until a validation
+        passes or the snapshot it concerns stops serving (the serving version read in the caller's transaction)."""
+        before = self.store.model_state(name)
+        validation = before.get("validation")
+        if not validation or validation.get("version") != self.store.serving_version(name):
+            return state
+        standing = [flag for flag in before.get("flags", []) if flag["kind"] == "code_regression"]
+        others = [flag for flag in state.get("flags", []) if flag["kind"] != "code_regression"]
+        return {**state, "flags": standing + others, "validation": validation}
 
     @contextlib.contextmanager
     def _discarding_uncommitted_snapshots(self, outcomes: dict[str, BatchOutcome]):
@@ -653,3 +708,12 @@ def _profiles_schema(reference: dict[str, Any], schema: dict[str, str]) -> bool:
     columns = Profile.from_dict(reference).columns
     return list(columns) == list(schema) and all(
         isinstance(profile, NumericProfile) == (schema[name] == NUMERIC) for name, profile in columns.items())
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder at ``folder``, or None when there is none."""
+    try:
+        stat = os.stat(folder)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino) if os.path.isdir(folder) else None

@@ -248,9 +248,11 @@ class Store:
         ``rm -rf``, a move or a replacement, a running engine must not write
         into a new state, nor SQLite pages into a file that is not its database.
         """
-        if self.lost is None and _identity(self.path) != self._identity:
-            self.lost = (f"the state folder {self.path.parent} or its database was deleted, moved or replaced"
-                         " while driftdeck ran; stopped without writing to it again")
+        if self.lost is None and (now := _identity(self.path)) != self._identity:
+            if now is None:  # gone from its path, perhaps for a moment (the data folder around it renamed)
+                raise StateLost(f"the state folder {self.path.parent} or its database is gone (deleted or moved)")
+            self.lost = (f"the state folder {self.path.parent} or its database was replaced while driftdeck ran;"
+                         " stopped without writing to it again")
             _keep_wal_at_close(self._db, self.path)
         if self.lost is not None:
             raise StateLost(self.lost)
@@ -589,17 +591,15 @@ def _expected_columns() -> dict[str, tuple[str, ...]]:
 SQLITE_HEADER = b"SQLite format 3\0"
 
 
-def _identity(database: Path) -> tuple[int, int, int, int, bool]:
-    """(device, inode) of the state folder and of the database, and whether the database still has a SQLite header.
-
-    A folder that is gone gives a value no open store has.
-    """
+def _identity(database: Path) -> tuple[int, int, int, int, bool] | None:
+    """(device, inode) of the state folder and of the database, and whether the database still has a SQLite
+    header; None when either is gone."""
     try:
         folder, file = os.stat(database.parent), os.stat(database)
         with open(database, "rb") as handle:
             header = handle.read(len(SQLITE_HEADER))
     except OSError:
-        return (-1, -1, -1, -1, False)
+        return None
     return (folder.st_dev, folder.st_ino, file.st_dev, file.st_ino, header == SQLITE_HEADER)
 
 

@@ -351,3 +351,183 @@ def test_an_unexpected_error_in_any_command_is_one_line_and_a_logged_traceback(i
     assert str(log) in run.stderr
     text = log.read_text()
     assert "Traceback" in text and "ZeroDivisionError: injected" in text and "driftdeck status" in text
+
+
+# --- what validate found stands --------------------------------------------------------------------------------
+
+HGB = {'estimator = "logistic_regression"': 'estimator = "hist_gradient_boosting"'}
+CRIPPLED = {'estimator = "logistic_regression"': 'estimator = "hist_gradient_boosting"\nparams = {max_iter = 1, max_depth = 1}'}
+
+
+def flags_of(folder: Path) -> list[str]:
+    store = Store(folder / ".driftdeck" / "state.db")
+    try:
+        return [flag["kind"] for flag in store.model_state("static-lr").get("flags", [])]
+    finally:
+        store.close()
+
+
+def test_the_code_regression_flag_stands_until_the_snapshot_stops_serving(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_config(folder, STATIC_ONLY_CONFIG, **HGB)
+    write_batch(folder, "b00.csv", make_batch(0, rows=400))
+    run_once(folder)
+    write_config(folder, STATIC_ONLY_CONFIG, **CRIPPLED)  # a change that makes today's retrain worse
+    assert run_cli("validate", folder).returncode == 1
+    assert flags_of(folder)[0] == "code_regression"
+    write_batch(folder, "b01.csv", make_batch(1, rows=100).drop(columns=["label"]))  # unlabeled
+    write_batch(folder, "b02.csv", make_batch(2, rows=400))  # labeled: scored, the static model keeps serving
+    run_once(folder)
+    assert len(ledger(folder)) == 3
+    assert flags_of(folder)[0] == "code_regression", "the next batches must not clear what validate found"
+    write_config(folder, STATIC_ONLY_CONFIG, **HGB)
+    retrain = run_cli("retrain", folder, "--model", "static-lr")
+    assert "promoted" in retrain.stdout, retrain.stdout + retrain.stderr  # v2 serves: the flag was about v1
+    write_batch(folder, "b03.csv", make_batch(3, rows=100).drop(columns=["label"]))
+    run_once(folder)
+    assert "code_regression" not in flags_of(folder)
+
+
+# --- the state deleted or replaced under a running engine ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def watching(folder: Path, state_dir: Path | None = None):
+    """A started monitor on ``folder`` and the events it emits; closed on the way out."""
+    monitor = Monitor(folder, state_dir)
+    events: list = []
+    monitor.subscribe(events.append)
+    monitor.start()
+    try:
+        yield monitor, events
+    finally:
+        monitor.close()
+
+
+def ingested(monitor: Monitor, name: str) -> bool:
+    return any(record.name == name for record in monitor.store.files())
+
+
+def test_a_deleted_state_stops_the_watcher_before_it_writes_into_a_new_one(ingest_dir: Path) -> None:
+    state = ingest_dir / ".driftdeck"
+    with watching(ingest_dir) as (monitor, events):
+        write_batch(ingest_dir, "b0.csv", make_batch(0, rows=30))
+        assert wait_until(lambda: ingested(monitor, "b0.csv"))
+        shutil.rmtree(state)
+        assert run_cli("status", ingest_dir).returncode == 0  # someone looks, and a new state is made
+        write_batch(ingest_dir, "b1.csv", make_batch(1, rows=30))
+        assert wait_until(lambda: monitor.fatal is not None, timeout=20)
+        assert "replaced" in monitor.fatal
+        assert not ingested(monitor, "b1.csv")  # stopped at b1, the first write after the state went
+        assert any(event.kind == EventKind.ERROR and "replaced" in event.message for event in events)
+    assert ledger(ingest_dir) == []  # the new state holds nothing the old engine wrote
+    assert not any(list((state / sub).iterdir()) for sub in ("batches", "predictions", "quarantine"))
+    run_once(ingest_dir)
+    assert sorted(record.name for record in ledger(ingest_dir)) == ["b0.csv", "b1.csv"]  # nothing lost
+
+
+def test_a_database_overwritten_in_place_is_never_written_again(ingest_dir: Path) -> None:
+    database = ingest_dir / ".driftdeck" / "state.db"
+    garbage = os.urandom(1 << 16)
+    with watching(ingest_dir) as (monitor, events):
+        write_batch(ingest_dir, "b0.csv", make_batch(0, rows=30))
+        assert wait_until(lambda: ingested(monitor, "b0.csv"))
+        inode = os.stat(database).st_ino
+        with open(database, "r+b") as handle:  # the same file, its bytes replaced
+            handle.write(garbage)
+            handle.truncate()
+        assert os.stat(database).st_ino == inode
+        write_batch(ingest_dir, "b1.csv", make_batch(1, rows=30))
+        assert wait_until(lambda: monitor.fatal is not None, timeout=20)
+        assert not [event for event in events if event.kind == EventKind.BATCH_INGESTED and event.file == "b1.csv"]
+    assert database.read_bytes() == garbage  # not one SQLite page written into it, at close either
+
+
+def test_watch_headless_exits_with_one_line_when_its_state_is_replaced(ingest_dir: Path) -> None:
+    import subprocess
+    import sys
+    import threading
+
+    write_batch(ingest_dir, "b0.csv", make_batch(0, rows=30))
+    process = subprocess.Popen([sys.executable, "-m", "app", "watch", str(ingest_dir), "--headless"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = threading.Timer(90, process.kill)  # bounded, whatever happens
+    deadline.start()
+    try:
+        assert "b0.csv: 30 rows" in process.stdout.readline()
+        database = ingest_dir / ".driftdeck" / "state.db"
+        moved = ingest_dir / "garbage.db"
+        moved.write_bytes(os.urandom(4096))
+        os.replace(moved, database)  # a new file under the old name
+        write_batch(ingest_dir, "b1.csv", make_batch(1, rows=30))
+        stdout, stderr = process.communicate()
+    finally:
+        deadline.cancel()
+        process.kill()
+    assert process.returncode == 2, stderr
+    assert "replaced while driftdeck ran" in stderr and "Traceback" not in stderr
+    assert "b1.csv" not in stdout
+
+
+def test_the_lock_survives_the_state_folder_being_moved_aside(ingest_dir: Path) -> None:
+    from app.monitor import MonitorBusy
+
+    first = Monitor(ingest_dir)
+    try:
+        first.acquire()
+        os.rename(ingest_dir / ".driftdeck", ingest_dir / ".driftdeck-aside")
+        second = Monitor(ingest_dir)
+        try:
+            with pytest.raises(MonitorBusy, match="already watching"):
+                second.acquire()
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+def test_the_advice_to_move_a_damaged_state_aside_says_to_stop_the_watcher_first(ingest_dir: Path) -> None:
+    run_once(ingest_dir)
+    (ingest_dir / ".driftdeck" / "state.db").write_bytes(os.urandom(8192))
+    for suffix in ("-wal", "-shm"):
+        (ingest_dir / ".driftdeck" / f"state.db{suffix}").unlink(missing_ok=True)
+    run = run_cli("status", ingest_dir)
+    assert run.returncode == 2
+    assert "stop any running watcher, then move the state folder aside" in run.stderr
+
+
+# --- the data folder renamed or deleted under a running watcher -------------------------------------------------
+
+
+def test_a_data_folder_renamed_away_and_back_is_reported_and_watched_again(ingest_dir: Path) -> None:
+    from app.tui.render import HeaderState, header_text
+
+    away = ingest_dir.with_name("away")
+    with watching(ingest_dir) as (monitor, events):
+        write_batch(ingest_dir, "b0.csv", make_batch(0, rows=30))
+        assert wait_until(lambda: ingested(monitor, "b0.csv"))
+        os.rename(ingest_dir, away)
+        assert wait_until(lambda: any(event.kind == EventKind.FOLDER_MISSING for event in events), timeout=10)
+        assert "folder missing" in header_text(HeaderState("data", False, folder_missing=monitor.folder_missing)).plain
+        write_batch(away, "b1.csv", make_batch(1, rows=30))  # lands while the folder is elsewhere
+        os.rename(away, ingest_dir)
+        assert wait_until(lambda: any(event.kind == EventKind.FOLDER_BACK for event in events), timeout=10)
+        assert not monitor.folder_missing
+        write_batch(ingest_dir, "b2.csv", make_batch(2, rows=30))
+        assert wait_until(lambda: ingested(monitor, "b1.csv") and ingested(monitor, "b2.csv"), timeout=20)
+        assert monitor.fatal is None
+
+
+def test_a_data_folder_deleted_and_made_again_is_watched_again(ingest_dir: Path, tmp_path: Path) -> None:
+    config = (ingest_dir / "driftdeck.toml").read_text()
+    with watching(ingest_dir, tmp_path / "state") as (monitor, events):
+        shutil.rmtree(ingest_dir)
+        assert wait_until(lambda: monitor.folder_missing, timeout=10)
+        ingest_dir.mkdir()
+        (ingest_dir / "driftdeck.toml").write_text(config)
+        assert wait_until(lambda: not monitor.folder_missing, timeout=10)
+        write_batch(ingest_dir, "b0.csv", make_batch(0, rows=30))
+        assert wait_until(lambda: ingested(monitor, "b0.csv"), timeout=20)
+    kinds = [event.kind for event in events]
+    assert kinds.index(EventKind.FOLDER_MISSING) < kinds.index(EventKind.FOLDER_BACK)
