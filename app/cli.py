@@ -19,8 +19,10 @@ from rich.console import Console
 
 from app import __version__
 from app.config import ConfigError
+from app.errorlog import log_error
 from app.events import ERROR_KINDS, Event, EventKind, printable
 from app.monitor import CommandFailed, Monitor, MonitorBusy
+from app.store import StateLost, StoreIncompatible
 
 REMOTE_WAIT_SECONDS = 3600
 INTERRUPTED = 130  # the shell's status for a run ended by Ctrl-C
@@ -37,15 +39,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (ConfigError, CommandFailed, MonitorBusy, OSError, ValueError) as error:
-        print(f"driftdeck: {error}", file=sys.stderr)
+    except (ConfigError, CommandFailed, MonitorBusy, StoreIncompatible, StateLost, OSError, ValueError) as error:
+        print(f"driftdeck: {printable(str(error))}", file=sys.stderr)
         return 2
     except sqlite3.DatabaseError as error:
         print(f"driftdeck: the state database is damaged or not a database ({error}); "
-              "move the state folder aside to start afresh", file=sys.stderr)
+              "stop any running watcher, then move the state folder aside to start afresh", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - no traceback ever reaches a person: one line, the details in the log
+        logged = log_error(state_folder(args), error, f"driftdeck {' '.join(sys.argv[1:] if argv is None else argv)}")
+        where = f"; details in {logged}" if logged else ""
+        print(f"driftdeck: unexpected error: {type(error).__name__}: {printable(str(error))}{where}", file=sys.stderr)
+        return 1
+
+
+def state_folder(args: argparse.Namespace) -> Path | None:
+    """The state folder a command works on (``--state``, or ``DATA_DIR/.driftdeck``), if it names one."""
+    if getattr(args, "state", None):
+        return args.state
+    folder = getattr(args, "data_dir", None) or getattr(args, "dest", None)
+    return Path(folder) / ".driftdeck" if folder else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +158,8 @@ def run_watch(args) -> int:
             monitor.run_once()
         finally:
             monitor.close()
+        if monitor.fatal:
+            return 2
         return 1 if failures else 0
     if args.headless:
         return watch_headless(monitor, args.json)
@@ -158,14 +175,14 @@ def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | Non
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     monitor.start()
     try:
-        while not stop.wait(0.2):
+        while not stop.wait(0.2) and monitor.fatal is None:
             pass
     except KeyboardInterrupt:
         return INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
         monitor.close()
-    return 0
+    return 2 if monitor.fatal else 0
 
 
 def event_printer(as_json: bool) -> Callable[[Event], None]:

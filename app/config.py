@@ -17,6 +17,7 @@ CONFIG_NAME = "driftdeck.toml"
 COLUMN_KINDS = ("numeric", "categorical")
 TASKS = ("classification", "regression")
 MODES = ("static", "dynamic")
+OTHER_CONFIG = "other config"  # the state of a model whose serving snapshot was trained for another config
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used in file names: no paths, no dot-files
 
 
@@ -298,3 +299,29 @@ class _Checker:
             )
         return tuple(models)
 
+
+
+def training_config_changes(recorded: dict[str, Any] | None, config: Config) -> list[str]:
+    """Why a model trained under ``recorded`` (a snapshot's ``config``) cannot be scored under ``config``.
+
+    A model learned one task, one target and one set of feature columns of
+    given kinds; any change there makes its predictions meaningless (or
+    impossible) here, so it is shown as trained for another config and not
+    scored until retrained. Empty when it still fits, or when the snapshot
+    predates the record.
+    """
+    if not recorded:
+        return []
+    changes = []
+    if recorded.get("task", config.task) != config.task:
+        changes.append(f"trained for {recorded['task']}, the config now says {config.task}")
+    if recorded.get("target", config.target) != config.target:
+        changes.append(f"trained to predict {recorded['target']!r}, the target is now {config.target!r}")
+    schema = recorded.get("schema", config.schema)
+    for column, kind in schema.items():
+        if column not in config.schema:
+            changes.append(f"{column!r} is no longer a feature")
+        elif config.schema[column] != kind:
+            changes.append(f"{column!r} was {kind}, now {config.schema[column]}")
+    changes += [f"{column!r} is a new feature" for column in config.schema if column not in schema]
+    return changes

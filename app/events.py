@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -27,15 +29,19 @@ class EventKind(StrEnum):
     SERVING_CHANGED = "serving_changed"
     VALIDATED = "validated"
     CODE_REGRESSION = "code_regression"
+    CONFIG_CHANGED = "config_changed"
+    FOLDER_MISSING = "folder_missing"
+    FOLDER_BACK = "folder_back"
     PAUSED = "paused"
     RESUMED = "resumed"
     ERROR = "error"
 
 
 ERROR_KINDS = frozenset(
-    {EventKind.BATCH_QUARANTINED, EventKind.FILE_ERROR, EventKind.TRAINING_FAILED, EventKind.ERROR, EventKind.CODE_REGRESSION}
+    {EventKind.BATCH_QUARANTINED, EventKind.FILE_ERROR, EventKind.TRAINING_FAILED, EventKind.ERROR, EventKind.CODE_REGRESSION,
+     EventKind.FOLDER_MISSING}
 )
-WARNING_KINDS = frozenset({EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE})
+WARNING_KINDS = frozenset({EventKind.CONFIG_CHANGED, EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE})
 
 
 @dataclass(frozen=True)
@@ -74,4 +80,17 @@ def printable(text: str) -> str:
     or a newline in them must be shown, never obeyed. JSON output needs no
     such care; its encoder escapes them already.
     """
-    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), displayable(text))
+
+
+def displayable(text: str) -> str:
+    """``text`` as valid Unicode: the bytes of a file name that are not UTF-8 shown as ``\\xNN``.
+
+    Python keeps such bytes as lone surrogates, which no UTF-8 stream (a
+    terminal, SQLite text, a reason file) accepts.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return text

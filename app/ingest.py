@@ -25,6 +25,9 @@ from app.fsutil import CHUNK_BYTES, atomic_write_bytes, atomic_write_text, regul
 from app.models import CATEGORICAL, columns_of_kind
 from app.memory import MB, budget_bytes
 from app.readers import UnreadableFile, read_memory_estimate, read_table
+from app.names import derived_name
+from app.readers import UnreadableFile, read_table
+from app.store import FileStat
 from app.validation import Batch, CleanTable, InvalidBatch, validate_table
 
 
@@ -46,6 +49,17 @@ class FileSnapshot:
     mtime_ns: int
     sha256: str | None = None
     data: bytes | None = None
+    ctime_ns: int | None = None
+    inode: int | None = None
+
+    @classmethod
+    def unread(cls, name: str, stat: os.stat_result) -> FileSnapshot:
+        """A file refused before its bytes were read: only its stat is known."""
+        return cls(name, stat.st_size, stat.st_mtime_ns, ctime_ns=stat.st_ctime_ns, inode=stat.st_ino)
+
+    @property
+    def seen(self) -> FileStat:
+        return FileStat(self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
 def read_batch(path: Path, config: Config) -> tuple[FileSnapshot, Batch | InvalidBatch]:
@@ -76,7 +90,8 @@ def read_batch(path: Path, config: Config) -> tuple[FileSnapshot, Batch | Invali
     after = os.stat(path)
     if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or reader.bytes_read != after.st_size:
         raise FileChanged(f"{path.name} changed while it was read")
-    snapshot = FileSnapshot(path.name, after.st_size, after.st_mtime_ns, sha256)
+    snapshot = FileSnapshot(path.name, after.st_size, after.st_mtime_ns, sha256,
+                            ctime_ns=after.st_ctime_ns, inode=after.st_ino)
     if isinstance(outcome, InvalidBatch):
         return _with_bytes(path, snapshot), outcome
     return snapshot, Batch(name=path.name, sha256=sha256, frame=outcome.frame, labeled=outcome.labeled,
@@ -97,12 +112,13 @@ def quarantine(snapshot: FileSnapshot, reasons: list[str], quarantine_dir: Path)
 
     The name keeps the original's and adds the first 12 hex digits of its
     SHA-256 (or "unread" when the file was too large to read), so two
-    different files of the same name never overwrite each other. A snapshot
+    different files of the same name never overwrite each other; a very long
+    name is shortened (see :func:`app.names.derived_name`). A snapshot
     without ``data`` gets only the reason file. Returns the quarantined path.
     """
     safe_name = Path(snapshot.name).name
     copy = snapshot.data is not None
-    target = quarantine_dir / f"{snapshot.sha256[:12] if copy else 'unread'}-{safe_name}"
+    target = quarantine_dir / derived_name(snapshot.sha256[:12] if copy else "unread", safe_name)
     if copy:
         atomic_write_bytes(target, snapshot.data)
     sha = snapshot.sha256 if copy else "not read"

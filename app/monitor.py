@@ -9,6 +9,7 @@ only hand them on (the TUI posts a message; the headless printer prints).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import itertools
@@ -26,6 +27,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from app.config import Config, load_config
+from app.errorlog import log_error
 from app.events import Event, EventKind
 from app.fsutil import NotRegularFile, file_kind
 from app.labels import label_signal_issue
@@ -37,8 +39,9 @@ from app.reproduce import Reproduction, reproduce
 from app.serving import export_files, model_card, parquet_bytes, score
 from app.registry import Registry, RollbackImpossible, StatePaths
 from app.snapshots import SnapshotError
-from app.stats.profile import Profile
-from app.store import Store
+from app.models import NUMERIC, prepare_features
+from app.stats.profile import NumericProfile, Profile
+from app.store import FileStat, StateLost, Store
 from app.training import Trainer
 from app.validation import Batch, InvalidBatch
 from app.watcher import FolderWatcher, watched_file
@@ -74,6 +77,8 @@ class Monitor:
         self.data_dir = Path(data_dir).resolve()
         if not self.data_dir.is_dir():
             raise FileNotFoundError(f"{data_dir}: no such folder")
+        self._watched_folder = _identity(self.data_dir)
+        self.folder_missing = False
         self.config: Config = load_config(self.data_dir)
         threadpool_limits(limits=MONITOR_THREADS)
         self.paths = StatePaths(Path(state_dir).resolve() if state_dir else self.data_dir / ".driftdeck")
@@ -92,8 +97,9 @@ class Monitor:
         self._batch_cache: OrderedDict[int, pd.DataFrame] = OrderedDict()
         self._thread: threading.Thread | None = None
         self._watcher: FolderWatcher | None = None
-        self._lock_handle = None
+        self._lock_handle: int | None = None  # a descriptor of the data folder, flocked
         self._stopping = threading.Event()
+        self.fatal: str | None = None  # why the monitor stopped for good (its state is gone), or None
         self.runners = {
             model.name: ModelRunner(model, self.config, self.registry, self.trainer, self._load_batches, self.emit)
             for model in self.config.models
@@ -118,20 +124,24 @@ class Monitor:
         self._subscribers.append(callback)
 
     def acquire(self) -> None:
-        """Take the folder's lock: one watching process per state folder."""
-        handle = open(self.paths.lock, "a+")
+        """Take the data folder's lock: one watching process per folder.
+
+        The lock is held on the data folder itself, so it survives the state
+        folder being moved aside or deleted; ``monitor.lock`` in the state
+        folder only names the process that holds it.
+        """
+        folder = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            handle.close()
+            os.close(folder)
+            try:
+                owner = self.paths.lock.read_text().strip() or "?"
+            except OSError:
+                owner = "?"
             raise MonitorBusy(f"another driftdeck (pid {owner}) is already watching {self.data_dir}") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock_handle = handle
+        self._lock_handle = folder
+        self.paths.lock.write_text(str(os.getpid()))
 
     def start(self) -> None:
         """Start the worker thread and the folder watcher (files already there are picked up)."""
@@ -139,6 +149,7 @@ class Monitor:
             self.acquire()
         self._start_training_server()
         self._thread = threading.Thread(target=self._work, name="driftdeck-monitor", daemon=True)
+        self._announce_config_changes()
         for name in self.runners:
             if self.environment_changed(name):
                 self._enqueue(COMMAND_PRIORITY, "validate", name)
@@ -158,12 +169,13 @@ class Monitor:
         if self._lock_handle is None:
             self.acquire()
         self._start_training_server()
+        self._announce_config_changes()
         settle = self.config.watch.settle_seconds
         watcher = FolderWatcher(self.data_dir, self.paths.root, lambda path: None, settle_seconds=settle)
         watcher.scan()
         patience = ONCE_SETTLE_INTERVALS * settle
         idle_since = time.monotonic()
-        while watcher.pending_count() and time.monotonic() - idle_since < patience:
+        while watcher.pending_count() and time.monotonic() - idle_since < patience and self.fatal is None:
             for path in watcher.complete_now():
                 self._guarded(self._handle_file, path)
                 idle_since = time.monotonic()
@@ -173,8 +185,24 @@ class Monitor:
         for name in left:
             self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: still changing after {patience:.3g} s; left for the next run",
                             file=name, data={"left": True}))
-        self._run_remote_commands()
+        if self.fatal is None:
+            self._guarded(self._run_remote_commands)
         return left
+
+    def config_changes(self, model: str) -> list[str]:
+        """Why ``model``'s serving snapshot cannot be scored under the current config (empty when it can)."""
+        serving = self.registry.serving(model)
+        return self.runners[model].config_changes(serving) if serving is not None else []
+
+    def _announce_config_changes(self) -> None:
+        """Say at start which serving models were trained for another config: they are not scored until retrained."""
+        for name in self.runners:
+            if changes := self.config_changes(name):
+                version = self.store.serving_version(name)
+                self.emit(Event(EventKind.CONFIG_CHANGED,
+                                f"{name}: v{version} was trained on another config ({'; '.join(changes)}); it is not"
+                                f" scored until retrained: press r, or run driftdeck retrain {self.data_dir} --model {name}",
+                                model=name, data={"version": version, "changes": changes}))
 
     def close(self) -> None:
         self._stopping.set()
@@ -187,7 +215,7 @@ class Monitor:
         self.trainer.close()
         self.store.close()
         if self._lock_handle is not None:
-            self._lock_handle.close()
+            os.close(self._lock_handle)
             self._lock_handle = None
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
@@ -228,6 +256,9 @@ class Monitor:
         finally:
             self._set_training(None)
         if result.version is None:
+            return result
+        if result.other_config:
+            self.emit(Event(EventKind.CONFIG_CHANGED, result.summary, model=model, data=result.to_dict()))
             return result
         kind = EventKind.CODE_REGRESSION if result.regression else EventKind.VALIDATED
         state = self.store.model_state(model)
@@ -320,6 +351,9 @@ class Monitor:
     def predict_file(self, model: str, path: Path, version: int | None = None) -> pd.DataFrame:
         """Score a batch file with the serving (or given) version, after the watcher's validation."""
         chosen = self._version_or_serving(model, version)
+        if changes := self.runners[self.config.model(model).name].config_changes(self.store.snapshot(model, chosen)):
+            raise CommandFailed(f"{model} v{chosen} was trained on another config ({'; '.join(changes)}): it cannot score"
+                                f" under this one; retrain it: driftdeck retrain {self.data_dir} --model {model}")
         try:
             _, batch = read_batch(Path(path), self.config)
         except (UnreadableFile, FileChanged) as error:
@@ -382,6 +416,7 @@ class Monitor:
             try:
                 item = self._queue.get(timeout=COMMAND_POLL_SECONDS)
             except queue.Empty:
+                self._guarded(self._check_data_folder)
                 self._guarded(self._run_remote_commands)
                 continue
             try:
@@ -401,8 +436,14 @@ class Monitor:
         """Run one unit of work; any failure becomes an error event naming what it was handling."""
         try:
             action(*args)
+        except StateLost as error:
+            if self.store.lost is None and _identity(self.data_dir) != self._watched_folder:
+                self.emit(Event(EventKind.ERROR, f"{error}, with the data folder around it"))  # it may come back
+            else:
+                self._stop_for_good(str(error))
         except Exception as error:  # noqa: BLE001 - the monitor must outlive every bad input
             self._set_training(None)
+            log_error(self.paths.root, error, f"monitor: {getattr(action, '__name__', '')} {args!r}")
             subject = args[0] if args else None
             file = subject.name if isinstance(subject, Path) else None
             model = subject if isinstance(subject, str) else None
@@ -410,10 +451,37 @@ class Monitor:
             self.emit(Event(EventKind.ERROR, f"{prefix}{type(error).__name__}: {error}", model=model, file=file,
                             data={"where": getattr(action, "__name__", "")}))
 
+    def _check_data_folder(self) -> None:
+        """Notice the data folder renamed or deleted (an event, and the header says so), and watch it again
+        once a folder is back at its path."""
+        now = _identity(self.data_dir)
+        if not self.folder_missing:
+            if now != self._watched_folder:
+                self.folder_missing = True
+                self.emit(Event(EventKind.FOLDER_MISSING, f"the data folder {self.data_dir} was renamed or deleted;"
+                                " no file can arrive until a folder is back at that path"))
+            return
+        if now is not None and self._watcher is not None:  # a new watch: it scans what landed meanwhile
+            self._watcher.stop()
+            self._watched_folder, self.folder_missing = now, False
+            self._watcher = FolderWatcher(self.data_dir, self.paths.root, self.submit_file,
+                                          settle_seconds=self.config.watch.settle_seconds, poll=self.poll)
+            self._watcher.start()
+            self.emit(Event(EventKind.FOLDER_BACK, f"the data folder {self.data_dir} is back; watching it again"))
+
+    def _stop_for_good(self, reason: str) -> None:
+        """The state is gone: say so, and stop taking files and commands (nothing more is written)."""
+        if self.fatal is None:
+            self.fatal = reason
+            self.emit(Event(EventKind.ERROR, f"{reason}; restart driftdeck to go on with a new state"))
+        self._stopping.set()
+        self.trainer.cancel.set()
+
     def _set_training(self, model: str | None) -> None:
         self.training = {"model": model, "progress": 0.0, "text": f"{model}: training"} if model else None
 
     def _handle_file(self, path: Path) -> None:
+        self.store.check_identity()
         if self.paused:
             self._deferred[path] = None
             return
@@ -427,7 +495,7 @@ class Monitor:
         except FileNotFoundError:
             self.emit(Event(EventKind.FILE_ERROR, f"{name}: deleted before it could be read", file=name))
             return
-        if self.store.knows_file(name, stat.st_size, stat.st_mtime_ns):
+        if self.store.knows_file(name, FileStat.of(stat)):
             return
         if not S_ISREG(stat.st_mode):
             self._skip(name, stat, f"not a regular file ({file_kind(stat.st_mode)}); only regular files are read")
@@ -436,10 +504,13 @@ class Monitor:
         if read is None:
             return
         snapshot, batch = read
+        if (same := self.store.same_file(name, snapshot.sha256)) is not None:
+            self.store.refresh_file(same.id, snapshot.seen)  # touched, or copied over with the same bytes
+            return
         known = self.store.file_by_sha(snapshot.sha256)
         if known is not None:
             self.store.record_file(name, snapshot.sha256, "duplicate", reason=f"same content as {known.name}",
-                                   size=snapshot.size, mtime_ns=snapshot.mtime_ns)
+                                   seen=snapshot.seen)
             self.emit(Event(EventKind.DUPLICATE, f"{name}: same content as {known.name}; not processed again",
                             file=name, data={"same_as": known.name}))
         elif isinstance(batch, InvalidBatch):
@@ -458,7 +529,7 @@ class Monitor:
         died = self.store.begin_reading(name, stat.st_size, stat.st_mtime_ns)
         try:
             if died >= READ_ATTEMPTS:
-                self._reject(FileSnapshot(name, stat.st_size, stat.st_mtime_ns),
+                self._reject(FileSnapshot.unread(name, stat),
                              [f"{PROCESS_DIED} ({died} times); not read again"])
                 return None
             if died:
@@ -481,7 +552,7 @@ class Monitor:
             if self._watcher is not None:
                 self._watcher.touch(path)
         except UnreadableFile as error:
-            self._reject(FileSnapshot(name, stat.st_size, stat.st_mtime_ns), [str(error)])
+            self._reject(FileSnapshot.unread(name, stat), [str(error)])
         except OSError as error:
             reason = error.strerror or str(error)
             self.emit(Event(EventKind.FILE_ERROR, f"{name}: cannot be read: {reason}", file=name, data={"reason": reason}))
@@ -489,7 +560,7 @@ class Monitor:
 
     def _skip(self, name: str, stat: os.stat_result, reason: str) -> None:
         """Record once that ``name`` is not a batch to read (a FIFO, a folder, a device), with why."""
-        self.store.record_file(name, None, "skipped", reason=reason, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        self.store.record_file(name, None, "skipped", reason=reason, seen=FileStat.of(stat))
         self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: skipped: {reason}", file=name, data={"reason": reason}))
 
     def _reject(self, snapshot: FileSnapshot, reasons: list[str]) -> None:
@@ -498,8 +569,7 @@ class Monitor:
         copied = snapshot.data is not None
         where = f" (see {placed.name}{'' if copied else '.reason.txt'} in the quarantine folder)"
         sha = snapshot.sha256 if copied else None
-        self.store.record_file(snapshot.name, sha, "quarantined", reason="; ".join(reasons),
-                               size=snapshot.size, mtime_ns=snapshot.mtime_ns)
+        self.store.record_file(snapshot.name, sha, "quarantined", reason="; ".join(reasons), seen=snapshot.seen)
         self.emit(Event(EventKind.BATCH_QUARANTINED, f"{snapshot.name}: quarantined: {'; '.join(reasons)}{where}",
                         file=snapshot.name, data={"reasons": reasons}))
 
@@ -510,7 +580,7 @@ class Monitor:
         if batch.labeled:
             pending.add(lambda: self._archive(batch))
         folder = self.store.model_state(FOLDER_KEY)
-        if "reference" not in folder:
+        if "reference" not in folder or not _profiles_schema(folder["reference"], self.config.schema):
             folder["reference"] = Profile.build(batch.frame, self.config.schema).to_dict()
         serving_before = {name: self.store.serving_version(name) for name in self.runners}
         label_check = None
@@ -522,6 +592,7 @@ class Monitor:
         for name, runner in self.runners.items():
             outcomes[name] = runner.process(batch, folder, pending, label_check)
         self._set_training(None)
+        self.store.check_identity()  # the batch's files go into the state folder: only the one opened
         pending.run()
         if batch.labeled and self.config.target:
             folder["previous_labels"] = label_stats(batch.frame[self.config.target], self.config.task)
@@ -535,14 +606,13 @@ class Monitor:
         process dies before the commit, the batch is processed again and its
         files are simply replaced.
         """
-        with self._pointer_lock:
+        with self._pointer_lock, self._discarding_uncommitted_snapshots(outcomes):
             stale = {name for name in outcomes if self.store.serving_version(name) != serving_before[name]}
             with self.store.transaction() as db:
                 file_id = None
                 if batch is not None:
                     file_id = self.store.record_file(batch.name, snapshot.sha256, "ingested", rows=batch.rows,
-                                                     labeled=batch.labeled, size=snapshot.size,
-                                                     mtime_ns=snapshot.mtime_ns, db=db)
+                                                     labeled=batch.labeled, seen=snapshot.seen, db=db)
                 for name, outcome in outcomes.items():
                     for write in outcome.writes:
                         write(db)
@@ -554,7 +624,7 @@ class Monitor:
                     if file_id is not None:
                         self.store.save_result(file_id, name, outcome.result, db=db)
                     if outcome.state:
-                        self.store.save_model_state(name, outcome.state, db=db)
+                        self.store.save_model_state(name, self._with_standing_flags(name, outcome.state), db=db)
                 if folder is not None:
                     self.store.save_model_state(FOLDER_KEY, folder, db=db)
             for name, outcome in outcomes.items():
@@ -572,6 +642,33 @@ class Monitor:
                 self.emit(replace(event, time=time.time()))  # told now, after the commit made it true
             if batch is not None:
                 self.emit(self._result_event(name, batch.name, outcome))
+
+    def _with_standing_flags(self, name: str, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` keeping what ``validate`` found: its ``code_regression`` flag stands until a validation
+        passes or the snapshot it concerns stops serving (the serving version read in the caller's transaction)."""
+        before = self.store.model_state(name)
+        validation = before.get("validation")
+        if not validation or validation.get("version") != self.store.serving_version(name):
+            return state
+        standing = [flag for flag in before.get("flags", []) if flag["kind"] == "code_regression"]
+        others = [flag for flag in state.get("flags", []) if flag["kind"] != "code_regression"]
+        return {**state, "flags": standing + others, "validation": validation}
+
+    @contextlib.contextmanager
+    def _discarding_uncommitted_snapshots(self, outcomes: dict[str, BatchOutcome]):
+        """If the commit fails, delete the snapshot files its candidates wrote: no file without a record."""
+        try:
+            yield
+        except BaseException:
+            if self.store.lost is not None:
+                raise  # those paths may now be another state's files
+            for name, outcome in outcomes.items():
+                version = outcome.result.get("candidate_version")
+                if version is not None and self.store.snapshot(name, version) is None:
+                    model_file = self.registry.snapshot_file(name, version)
+                    for path in (model_file, model_file.with_suffix(".reference.parquet")):
+                        path.unlink(missing_ok=True)
+            raise
 
     def _keep_manual_choice(self, name: str, outcome: BatchOutcome, db) -> None:
         """Someone moved the serving pointer by hand while this batch trained: their choice stands."""
@@ -624,7 +721,12 @@ class Monitor:
             self._batch_cache.popitem(last=False)
 
     def read_archived(self, sha256: str) -> pd.DataFrame:
-        return pd.read_parquet(self.paths.batches / f"{sha256[:16]}.parquet")
+        """An archived batch's rows, each feature column of the kind the config gives it now (it may have changed)."""
+        frame = pd.read_parquet(self.paths.batches / f"{sha256[:16]}.parquet")
+        for column, kind in self.config.schema.items():
+            if column in frame and (kind == NUMERIC) != pd.api.types.is_numeric_dtype(frame[column]):
+                frame[column] = prepare_features(frame[[column]], {column: kind})[column]
+        return frame
 
     def _repair_serving_file(self, name: str) -> None:
         try:
@@ -654,3 +756,19 @@ class Monitor:
             outcome = self.retrain_now(model)
             return f"{model}: retrain {outcome.result.get('action', 'none')}: {outcome.result.get('action_detail', '')}".rstrip(": ")
         raise CommandFailed(f"unknown command {kind!r}")
+
+
+def _profiles_schema(reference: dict[str, Any], schema: dict[str, str]) -> bool:
+    """Whether a stored reference profile has exactly the schema's columns, each of its kind."""
+    columns = Profile.from_dict(reference).columns
+    return list(columns) == list(schema) and all(
+        isinstance(profile, NumericProfile) == (schema[name] == NUMERIC) for name, profile in columns.items())
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder at ``folder``, or None when there is none."""
+    try:
+        stat = os.stat(folder)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino) if os.path.isdir(folder) else None

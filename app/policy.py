@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from app.config import Config, ModelConfig
+from app.config import Config, ModelConfig, training_config_changes
 from app.environment import environment_record, model_config_hash
 from app.events import Event, EventKind
 from app.labels import label_signal
@@ -239,6 +239,8 @@ class ModelRunner:
         frame, labeled = batch.frame, batch.labeled
         serving = self.registry.serving(self.name)
         outcome = BatchOutcome(result={"labeled": labeled, "serving_version": serving.version if serving else None})
+        if serving is not None and (changes := self.config_changes(serving)):
+            return self._not_scored(outcome, serving, changes)
         result = outcome.result
         reference = Profile.from_dict(serving.data["profile"]) if serving else Profile.from_dict(folder["reference"])
         current = self._measure_drift(result, reference, frame)
@@ -248,7 +250,7 @@ class ModelRunner:
         if model is not None:
             prediction = self._score(result, model, serving, frame, labeled, folder.get("previous_labels"))
             rows = predictions_frame(prediction, frame, serving.version, self.config.id_column)
-            path = predictions_path(self.registry.paths.predictions, self.name, batch.name)
+            path = predictions_path(self.registry.paths.predictions, self.name, batch.name, batch.sha256)
             pending.add(lambda: write_predictions(path, rows))
         vocabulary, new_classes = self._vocabulary_issue(frame, serving) if labeled else (None, [])
         if vocabulary:
@@ -272,6 +274,18 @@ class ModelRunner:
                 self._refresh_static_shadow(outcome, batch, pending)
         outcome.state = self._state(result, current)
         return outcome
+
+    def config_changes(self, snapshot: SnapshotRecord) -> list[str]:
+        """Why ``snapshot`` cannot be scored under the current config (empty when it can)."""
+        return training_config_changes(snapshot.data.get("config"), self.config)
+
+    def _not_scored(self, outcome: BatchOutcome, serving: SnapshotRecord, changes: list[str]) -> BatchOutcome:
+        """A serving model trained for another config: nothing is measured against it, it trains nothing by itself."""
+        detail = f"v{serving.version} was trained on another config ({'; '.join(changes)}): not scored until retrained"
+        flags = [{"kind": "config_changed", "detail": detail}]
+        outcome.result.update(config_changes=changes, flags=flags, action="none", feature_drift={},
+                              drifted_features=[], quality_issues=[], trainable=outcome.result["labeled"])
+        return outcome  # its state is left as it was: the report shows it trained for another config (app.report)
 
     def _measure_drift(self, result: dict, reference: Profile, frame: pd.DataFrame) -> Profile:
         """Fill ``result`` with each feature's drift; return the batch's profile on the reference's edges."""
@@ -547,7 +561,7 @@ class ModelRunner:
         if train[self.config.target].nunique() < 2 and self.config.task == "classification":
             raise TrainingFailed("the training rows hold a single class")
         incremental = None
-        if self.model.incremental and serving is not None and serving.path:
+        if self.model.incremental and serving is not None and serving.path and not self.config_changes(serving):
             incremental = (self.registry.paths.root / serving.path).read_bytes()
         job = self.training_job(window, train, incremental_from=incremental, classes=self._classes(train, serving))
         self.emit(Event(EventKind.TRAINING_STARTED, f"{self.name}: training v{version} on {len(train):,} rows from "
@@ -592,8 +606,8 @@ class ModelRunner:
         return decision
 
     def _serving_holdout_metrics(self, serving: SnapshotRecord | None, candidate: Candidate) -> dict | None:
-        if serving is None:
-            return None
+        if serving is None or self.config_changes(serving):
+            return None  # a model trained for another config is no yardstick: the candidate faces the naive baseline
         try:
             model = self.registry.load(self.name, serving.version)
         except SnapshotError:

@@ -16,7 +16,6 @@ import threading
 import zlib
 from collections import deque
 from collections.abc import Collection
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -57,11 +56,6 @@ def is_batch_name(name: str) -> bool:
     if name.startswith((".", "_")) or name.lower().endswith(IGNORED_SUFFIXES):
         return False
     return batch_suffix(name) is not None
-
-
-def file_stem(name: str) -> str:
-    suffix = batch_suffix(name)
-    return name[: -len(suffix)] if suffix else Path(name).stem
 
 
 def read_table(name: str, source: BytesLike | BinaryIO, max_bytes: int, categorical: Collection[str] = ()) -> pa.Table:

@@ -127,6 +127,7 @@ class Registry:
 
     def write_snapshot_file(self, model: str, version: int, data: bytes) -> tuple[Path, str]:
         path = self.snapshot_file(model, version)
+        self.store.check_identity()  # never into a state folder that replaced the one opened
         atomic_write_bytes(path, data)
         return path, sha256_file(path)
 
@@ -225,6 +226,7 @@ class Registry:
                                 " it is not published to serving/")
         history = self.store.serving_history(model)
         latest = history[-1]
+        self.store.check_identity()
         atomic_write_bytes(model_path, data)
         atomic_write_text(
             info_path,

@@ -14,7 +14,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from app.config import Config
+from app.config import OTHER_CONFIG, Config, training_config_changes
 from app.environment import environment_diff, environment_record
 from app.events import printable
 from app.metrics import get_metric
@@ -28,7 +28,8 @@ RESULT_KEYS = ("serving_version", "labeled", "metric", "metrics", "baseline_metr
                "flags", "action", "action_detail", "candidate_version", "train_seconds", "quality_issues", "trainable")
 STATUS_STYLES = {"serving": "bold green", "rejected": "red", "failed": "bold red", "rolled_back": "yellow",
                  "retired": "dim", "candidate": "cyan"}
-STATE_STYLES = {"healthy": "green", "watch": "yellow", "stale": "bold red", "training": "cyan", "untrained": "dim"}
+STATE_STYLES = {"healthy": "green", "watch": "yellow", "stale": "bold red", "training": "cyan", "untrained": "dim",
+                OTHER_CONFIG: "bold red"}
 
 
 def model_summaries(store: Store, config: Config, training: dict | None = None,
@@ -41,6 +42,9 @@ def model_summaries(store: Store, config: Config, training: dict | None = None,
         state = store.model_state(model.name)
         serving = store.serving_version(model.name)
         current_state = state.get("state", "untrained" if serving is None else "healthy")
+        if (note := _config_note(store, config, model.name, serving)) is not None:
+            current_state = OTHER_CONFIG
+            state = {**state, "flags": [note] + [f for f in state.get("flags", []) if f["kind"] != "config_changed"]}
         if training and training.get("model") == model.name:
             current_state = "training"
         summaries.append({
@@ -56,6 +60,16 @@ def model_summaries(store: Store, config: Config, training: dict | None = None,
             "snapshots": len(store.snapshots(model.name)),
         })
     return summaries
+
+
+def _config_note(store: Store, config: Config, model: str, serving: int | None) -> dict[str, str] | None:
+    """A ``config_changed`` flag when the serving snapshot was trained for another config, else None."""
+    record = store.snapshot(model, serving) if serving is not None else None
+    changes = training_config_changes(record.data.get("config"), config) if record is not None else []
+    if not changes:
+        return None
+    return {"kind": "config_changed", "detail": f"v{serving} was trained on another config ({'; '.join(changes)}):"
+                                                f" not scored; retrain it (r, or driftdeck retrain --model {model})"}
 
 
 def status_report(store: Store, config: Config, training: dict | None = None, batch_limit: int | None = None) -> dict[str, Any]:

@@ -49,13 +49,14 @@ class Reproduction:
     environment_changes: list[str] = field(default_factory=list)
     config_changes: list[str] = field(default_factory=list)
     regression: bool = False
+    other_config: list[str] = field(default_factory=list)  # why it was trained for another config: not validated
 
     @property
     def outcome(self) -> str:
         """``validated``, ``code_regression``, or ``not_validated`` (the check could not be completed)."""
         if self.regression:
             return CODE_REGRESSION
-        if self.version is None or self.problems or self.reloaded is None or self.retrained is None:
+        if self.version is None or self.problems or self.other_config or self.reloaded is None or self.retrained is None:
             return NOT_VALIDATED
         return VALIDATED
 
@@ -63,6 +64,9 @@ class Reproduction:
     def summary(self) -> str:
         if self.version is None:
             return f"{self.model}: could not validate: nothing serving yet"
+        if self.other_config:
+            return (f"{self.model} v{self.version}: could not validate: trained on another config"
+                    f" ({'; '.join(self.other_config)}); retrain it first")
         metric = self.metric
         numbers = f"{metric} recorded {_fmt(self.recorded.get(metric))}"
         if self.reloaded is not None:
@@ -84,6 +88,8 @@ def reproduce(monitor: Monitor, model: str) -> Reproduction:
     serving = monitor.registry.serving(model)
     if serving is None:
         return Reproduction(model, None)
+    if other_config := runner.config_changes(serving):
+        return Reproduction(model, serving.version, other_config=other_config)
     data = serving.data
     metric = data.get("metric") or runner.metric_name(serving)
     result = Reproduction(model, serving.version, metric, recorded=data.get("holdout_metrics", {}))

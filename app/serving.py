@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from app.config import Config
 from app.fsutil import atomic_write_bytes, atomic_write_text
 from app.models import Prediction, predict
-from app.readers import file_stem
+from app.names import derived_name
 from app.snapshots import TRUSTED_TYPES
 
 OUTPUT_FORMATS = (".csv", ".parquet")
@@ -44,8 +44,10 @@ def predictions_frame(prediction: Prediction, frame: pd.DataFrame, version: int,
     return pd.DataFrame(columns)
 
 
-def predictions_path(root: Path, model: str, batch_name: str) -> Path:
-    return root / model / f"{file_stem(batch_name)}.parquet"
+def predictions_path(root: Path, model: str, batch_name: str, sha256: str) -> Path:
+    """``<root>/<model>/<first 12 hex of the batch's SHA-256>-<batch file name>.parquet``: two batches never share
+    one (``x.csv`` and ``x.parquet``; a name that held other content before), and any name fits (see :mod:`app.names`)."""
+    return root / model / derived_name(sha256[:12], batch_name, ".parquet")
 
 
 def write_predictions(path: Path, predictions: pd.DataFrame) -> None:

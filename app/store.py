@@ -9,7 +9,9 @@ parameterised.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -17,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
+from app.events import displayable
+
+SCHEMA_VERSION = 3  # PRAGMA user_version; 2: results.trainable; 3: files.ctime_ns and files.inode
+TABLES = """
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
+    name TEXT NOT NULL,             -- a name that is not UTF-8 is kept as its bytes (a BLOB)
     sha256 TEXT,
     size INTEGER,
     mtime_ns INTEGER,
@@ -30,15 +35,12 @@ CREATE TABLE IF NOT EXISTS files (
     labeled INTEGER NOT NULL DEFAULT 0,
     seen_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS files_sha ON files(sha256);
-CREATE INDEX IF NOT EXISTS files_name ON files(name, size, mtime_ns);
 CREATE TABLE IF NOT EXISTS results (
     file_id INTEGER NOT NULL REFERENCES files(id),
     model TEXT NOT NULL,
     data TEXT NOT NULL,
     PRIMARY KEY (file_id, model)
 );
-CREATE INDEX IF NOT EXISTS results_model ON results(model, file_id);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
     time REAL NOT NULL,
@@ -68,7 +70,6 @@ CREATE TABLE IF NOT EXISTS serving (
     reason TEXT NOT NULL,           -- promoted | rollback | manual | auto_rollback | bootstrap
     detail TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS serving_model ON serving(model, id);
 CREATE TABLE IF NOT EXISTS model_state (
     model TEXT PRIMARY KEY,
     data TEXT NOT NULL
@@ -90,6 +91,34 @@ CREATE TABLE IF NOT EXISTS reading (          -- files being read: a row left be
     started REAL NOT NULL
 );
 """
+# Columns added since the first release, oldest first: (table, column, definition). A store of an
+# earlier version gains the ones it lacks; the tables above never change again.
+ADDED_COLUMNS = (
+    ("results", "trainable", "INTEGER GENERATED ALWAYS AS (json_extract(data, '$.trainable')) VIRTUAL"),
+    ("files", "ctime_ns", "INTEGER"),
+    ("files", "inode", "INTEGER"),
+)
+INDEXES = """
+CREATE INDEX IF NOT EXISTS files_sha ON files(sha256);
+CREATE INDEX IF NOT EXISTS files_name ON files(name, size, mtime_ns);
+CREATE INDEX IF NOT EXISTS results_model ON results(model, file_id);
+CREATE INDEX IF NOT EXISTS serving_model ON serving(model, id);
+CREATE INDEX IF NOT EXISTS results_trainable ON results(model, trainable, file_id);
+"""
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What identifies a file's version on disk, short of reading it."""
+
+    size: int | None
+    mtime_ns: int | None
+    ctime_ns: int | None
+    inode: int | None
+
+    @classmethod
+    def of(cls, stat: os.stat_result) -> "FileStat":
+        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
 
 @dataclass(frozen=True)
@@ -137,16 +166,28 @@ class StoredEvent:
     data: dict[str, Any]
 
 
+class StoreIncompatible(Exception):
+    """``state.db`` was written by a newer driftdeck, or is not a driftdeck store; the message says which."""
+
+
+class StateLost(Exception):
+    """The state folder or its database is no longer the one this process opened (deleted, moved or replaced)."""
+
+
 class Store:
     """Thread-safe access to ``state.db``; one connection guarded by a lock.
 
     Other processes (the CLI while ``watch`` runs) open the same file; SQLite's
-    WAL mode and a busy timeout let them take turns.
+    WAL mode and a busy timeout let them take turns. Before every write the
+    store checks that its folder and database are still the ones it opened
+    (device and inode, and a SQLite header): once they are not, it writes
+    nothing more, not even at close (see :class:`StateLost`).
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        self.lost: str | None = None
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         try:
@@ -154,21 +195,74 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             with self._lock:
-                self._db.executescript(SCHEMA)
-                self._migrate()
+                self._open_schema()
         except sqlite3.DatabaseError as error:
             self._db.close()
             raise sqlite3.DatabaseError(f"{self.path}: {error}") from None
+        except StoreIncompatible:
+            self._db.close()
+            raise
+        self._identity = _identity(self.path)
+
+    def _open_schema(self) -> None:
+        """Create a new store, or check and migrate an existing one, then stamp its schema version."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreIncompatible(
+                f"{self.path} was written by a newer driftdeck (store schema version {version}; this driftdeck reads"
+                f" up to {SCHEMA_VERSION}): upgrade driftdeck, or stop any running watcher and move the state folder aside")
+        if version == SCHEMA_VERSION:
+            self._check_columns()
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in TABLES.split(";"):
+                self._db.execute(statement)
+            self._migrate()
+            self._check_columns()
+            for statement in INDEXES.split(";"):
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _migrate(self) -> None:
-        """Bring a store written by an earlier driftdeck up to this schema (idempotent)."""
-        columns = {row["name"] for row in self._db.execute("PRAGMA table_xinfo(results)")}
-        if "trainable" not in columns:
-            self._db.execute(
-                "ALTER TABLE results ADD COLUMN trainable INTEGER"
-                " GENERATED ALWAYS AS (json_extract(data, '$.trainable')) VIRTUAL"
-            )
-        self._db.execute("CREATE INDEX IF NOT EXISTS results_trainable ON results(model, trainable, file_id)")
+        """Bring a store written by an earlier driftdeck up to this schema: add the columns it lacks."""
+        for table, column, definition in ADDED_COLUMNS:
+            if column not in _columns(self._db, table):
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+    def _check_columns(self) -> None:
+        """Refuse a store whose tables lack a column driftdeck uses, or demand a value driftdeck never gives."""
+        for table, expected in _expected_columns().items():
+            present = {row["name"]: row for row in self._db.execute(f"PRAGMA table_xinfo({table})")}
+            missing = [column for column in expected if column not in present]
+            demanding = [name for name, row in present.items()
+                         if name not in expected and row["notnull"] and row["dflt_value"] is None]
+            if missing or demanding:
+                what = (f"lacks column(s) {', '.join(missing)}" if missing else
+                        f"has column(s) {', '.join(demanding)} that driftdeck cannot fill")
+                raise StoreIncompatible(
+                    f"{self.path} is not a driftdeck store this version can use: table {table} {what};"
+                    " stop any running watcher and move the state folder aside to start afresh")
+
+    def check_identity(self) -> None:
+        """Raise StateLost unless the state folder and database are still the ones opened.
+
+        Called before every write (commits, snapshot and serving files): after
+        ``rm -rf``, a move or a replacement, a running engine must not write
+        into a new state, nor SQLite pages into a file that is not its database.
+        """
+        if self.lost is None and (now := _identity(self.path)) != self._identity:
+            if now is None:  # gone from its path, perhaps for a moment (the data folder around it renamed)
+                raise StateLost(f"the state folder {self.path.parent} or its database is gone (deleted or moved)")
+            self.lost = (f"the state folder {self.path.parent} or its database was replaced while driftdeck ran;"
+                         " stopped without writing to it again")
+            _keep_wal_at_close(self._db, self.path)
+        if self.lost is not None:
+            raise StateLost(self.lost)
 
     def close(self) -> None:
         with self._lock:
@@ -193,15 +287,17 @@ class Store:
         reason: str = "",
         rows: int = 0,
         labeled: bool = False,
-        size: int | None = None,
-        mtime_ns: int | None = None,
+        seen: FileStat | None = None,
         db: sqlite3.Connection | None = None,
     ) -> int:
+        """Add a ledger row; ``seen`` is the file's stat when it was read (what :meth:`knows_file` compares)."""
+        seen = seen or FileStat(None, None, None, None)
         sql = (
-            "INSERT INTO files (name, sha256, size, mtime_ns, status, reason, rows, labeled, seen_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO files (name, sha256, size, mtime_ns, ctime_ns, inode, status, reason, rows, labeled, seen_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        params = (name, sha256, size, mtime_ns, status, reason, rows, int(labeled), time.time())
+        params = (_name_value(name), sha256, seen.size, seen.mtime_ns, seen.ctime_ns, seen.inode, status,
+                  displayable(reason), rows, int(labeled), time.time())
         if db is not None:
             return db.execute(sql, params).lastrowid
         with self.transaction() as tx:
@@ -213,10 +309,13 @@ class Store:
         )
         return _file(rows[0]) if rows else None
 
-    def knows_file(self, name: str, size: int, mtime_ns: int) -> bool:
-        """True if this exact name, size and mtime were already handled (skips hashing on restart)."""
+    def knows_file(self, name: str, seen: FileStat) -> bool:
+        """True if this name was already handled as it is now: same size and mtime, and the same ctime and
+        inode where the ledger has them (a copy that keeps the mtime, ``cp -p``, still changes the ctime)."""
         rows = self._query(
-            "SELECT 1 FROM files WHERE name = ? AND size = ? AND mtime_ns = ? LIMIT 1", (name, size, mtime_ns)
+            "SELECT 1 FROM files WHERE name = ? AND size = ? AND mtime_ns = ?"
+            " AND (ctime_ns IS NULL OR ctime_ns = ?) AND (inode IS NULL OR inode = ?) LIMIT 1",
+            (_name_value(name), seen.size, seen.mtime_ns, seen.ctime_ns, seen.inode),
         )
         return bool(rows)
 
@@ -227,15 +326,27 @@ class Store:
         dies reading it (an abort inside a parser) leaves it behind.
         """
         with self.transaction() as tx:
-            row = tx.execute("SELECT size, mtime_ns, attempts FROM reading WHERE name = ?", (name,)).fetchone()
+            row = tx.execute("SELECT size, mtime_ns, attempts FROM reading WHERE name = ?", (_name_value(name),)).fetchone()
             died = row["attempts"] if row is not None and (row["size"], row["mtime_ns"]) == (size, mtime_ns) else 0
             tx.execute("INSERT OR REPLACE INTO reading (name, size, mtime_ns, attempts, started) VALUES (?, ?, ?, ?, ?)",
-                       (name, size, mtime_ns, died + 1, time.time()))
+                       (_name_value(name), size, mtime_ns, died + 1, time.time()))
         return died
 
     def end_reading(self, name: str) -> None:
         with self.transaction() as tx:
-            tx.execute("DELETE FROM reading WHERE name = ?", (name,))
+            tx.execute("DELETE FROM reading WHERE name = ?", (_name_value(name),))
+
+    def same_file(self, name: str, sha256: str) -> FileRecord | None:
+        """The newest ledger row of this name with this content: the same file, seen again (touched, copied over)."""
+        rows = self._query("SELECT * FROM files WHERE name = ? AND sha256 = ? ORDER BY id DESC LIMIT 1",
+                           (_name_value(name), sha256))
+        return _file(rows[0]) if rows else None
+
+    def refresh_file(self, file_id: int, seen: FileStat) -> None:
+        """Record the stat a known file has now, so it is not read again at the next start."""
+        with self.transaction() as db:
+            db.execute("UPDATE files SET size = ?, mtime_ns = ?, ctime_ns = ?, inode = ? WHERE id = ?",
+                       (seen.size, seen.mtime_ns, seen.ctime_ns, seen.inode, file_id))
 
     def files(self, status: str | None = None, limit: int | None = None) -> list[FileRecord]:
         sql = "SELECT * FROM files"
@@ -303,7 +414,7 @@ class Store:
         with self.transaction() as db:
             return db.execute(
                 "INSERT INTO events (time, kind, model, file, message, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (when, kind, model, file, message, _dumps(data)),
+                (when, kind, model, None if file is None else displayable(file), displayable(message), _dumps(data)),
             ).lastrowid
 
     def events(self, limit: int = 500, after_id: int = 0) -> list[StoredEvent]:
@@ -430,7 +541,12 @@ class _Transaction:
 
     def __enter__(self) -> sqlite3.Connection:
         self.store._lock.acquire()
-        self.store._db.execute("BEGIN IMMEDIATE")
+        try:
+            self.store.check_identity()
+            self.store._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.store._lock.release()
+            raise
         return self.store._db
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -454,9 +570,19 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _name_value(name: str) -> str | bytes:
+    """A file name as the ledger keeps it: text, or its bytes when it is not valid UTF-8 (lossless)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+    return name
+
+
 def _file(row: sqlite3.Row) -> FileRecord:
+    name = row["name"]
     return FileRecord(
-        row["id"], row["name"], row["sha256"], row["status"], row["reason"], row["rows"], bool(row["labeled"]), row["seen_at"]
+        row["id"], os.fsdecode(name) if isinstance(name, bytes) else name, row["sha256"], row["status"], row["reason"], row["rows"], bool(row["labeled"]), row["seen_at"]
     )
 
 
@@ -466,3 +592,65 @@ def _snapshot(row: sqlite3.Row) -> SnapshotRecord:
         row["path"], row["sha256"], json.loads(row["data"]),
     )
 
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_xinfo({table})")}
+
+
+@functools.cache
+def _expected_columns() -> dict[str, tuple[str, ...]]:
+    """Every table's columns at this schema version, read from a store built in memory."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(TABLES)
+        for table, column, definition in ADDED_COLUMNS:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {table: tuple(row[1] for row in db.execute(f"PRAGMA table_xinfo({table})")) for table in tables}
+    finally:
+        db.close()
+
+
+SQLITE_HEADER = b"SQLite format 3\0"
+
+
+def _identity(database: Path) -> tuple[int, int, int, int, bool] | None:
+    """(device, inode) of the state folder and of the database, and whether the database still has a SQLite
+    header; None when either is gone."""
+    try:
+        folder, file = os.stat(database.parent), os.stat(database)
+        with open(database, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError:
+        return None
+    return (folder.st_dev, folder.st_ino, file.st_dev, file.st_ino, header == SQLITE_HEADER)
+
+
+SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE = 1006
+
+
+def _keep_wal_at_close(db: sqlite3.Connection, path: Path) -> None:
+    """Stop SQLite from writing the WAL back into the database file when ``db`` closes.
+
+    The file under that name is no longer the store (replaced in place, say):
+    a checkpoint would write pages into it. Python 3.12 offers ``setconfig``;
+    on 3.11 the connection's handle is reached through ctypes, and used only
+    when SQLite confirms it is the handle of ``path``.
+    """
+    if hasattr(db, "setconfig"):
+        db.setconfig(SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, True)
+        return
+    try:
+        import _sqlite3
+        import ctypes
+
+        library = ctypes.CDLL(_sqlite3.__file__)
+        library.sqlite3_db_filename.restype = ctypes.c_char_p
+        library.sqlite3_db_filename.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        library.sqlite3_db_config.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+        handle = ctypes.c_void_p.from_address(id(db) + object.__basicsize__)  # CPython: the first field after the header
+        if library.sqlite3_db_filename(handle, b"main") == os.fsencode(path.resolve()):
+            library.sqlite3_db_config(handle, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, None)
+    except (OSError, AttributeError, ValueError):
+        pass

@@ -13,6 +13,7 @@ import skops.io
 
 from app.fsutil import sha256_file
 from app.monitor import Monitor
+from app.serving import predictions_path
 from app.snapshots import TRUSTED_TYPES
 from tests.conftest import make_batch, write_batch, write_config
 
@@ -32,6 +33,11 @@ def served(tmp_path_factory) -> Monitor:
     monitor.run_once()
     yield monitor
     monitor.close()
+
+
+def prediction_file(monitor: Monitor, model: str, batch_name: str) -> Path:
+    record = next(record for record in monitor.store.files("ingested") if record.name == batch_name)
+    return predictions_path(monitor.paths.predictions, model, batch_name, record.sha256)
 
 
 def serving_file_matches_store(monitor: Monitor, model: str) -> dict:
@@ -65,8 +71,8 @@ def test_a_consumer_loads_the_serving_file_with_the_documented_trusted_types(ser
 def test_every_batch_has_predictions_from_the_version_that_served_then(served: Monitor):
     for model in ("static-lr", "dynamic-lr"):
         for file_id, _, data in served.store.results(model):
-            name = served.store.file(file_id).name
-            path = served.paths.predictions / model / f"{Path(name).name.split('.')[0]}.parquet"
+            record = served.store.file(file_id)
+            path = predictions_path(served.paths.predictions, model, record.name, record.sha256)
             if data["serving_version"] is None:
                 assert not path.exists()  # nothing served before the first model was trained
                 continue
@@ -76,13 +82,13 @@ def test_every_batch_has_predictions_from_the_version_that_served_then(served: M
             assert {"row", "prediction", "proba_0", "proba_1", "predicted_at"} <= set(predictions.columns)
     # across the rollback: b04 was scored by the version the rollback chose
     rollback = next(c for c in served.store.serving_history("dynamic-lr") if c.reason == "rollback")
-    b04 = pd.read_parquet(served.paths.predictions / "dynamic-lr" / "b04.parquet")
+    b04 = pd.read_parquet(prediction_file(served, "dynamic-lr", "b04.parquet"))
     assert set(b04["model_version"]) == {rollback.version}
 
 
 def test_predict_matches_what_the_monitor_wrote(served: Monitor, tmp_path: Path):
     version = served.store.serving_version("static-lr")
-    written = pd.read_parquet(served.paths.predictions / "static-lr" / "b05.parquet")
+    written = pd.read_parquet(prediction_file(served, "static-lr", "b05.parquet"))
     out = tmp_path / "scores.csv"
     done = subprocess.run(
         [sys.executable, "-m", "app", "predict", str(served.data_dir), "--model", "static-lr",

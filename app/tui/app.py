@@ -245,6 +245,7 @@ class DriftDeckApp(App[int]):
             now=self.clock(),
             training=self.training,
             retrain_queued=self.retrain_queued,
+            folder_missing=self.monitor.folder_missing,
         )
         show_text(self.header_bar, render.header_text(state))
 

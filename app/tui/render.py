@@ -125,6 +125,7 @@ class HeaderState:
     now: float = 0.0
     training: dict[str, Any] | None = None
     retrain_queued: str | None = None
+    folder_missing: bool = False
 
 
 def header_text(state: HeaderState) -> Text:
@@ -133,7 +134,9 @@ def header_text(state: HeaderState) -> Text:
     line.append("driftdeck ", style="bold")
     line.append(state.folder)
     line.append("  ")
-    if state.paused:
+    if state.folder_missing:
+        line.append("⚠ folder missing (renamed or deleted)", style="bold red")
+    elif state.paused:
         line.append("⏸ paused", style="bold yellow")
     else:
         line.append("● watching", style="bold green")
