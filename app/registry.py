@@ -11,6 +11,7 @@ driftdeck load what driftdeck chose.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -59,10 +60,13 @@ class StatePaths:
     def lock(self) -> Path:
         return self.root / "monitor.lock"
 
-    def create(self) -> None:
-        """Make the folders, owner-only (0700): the state may hold private data."""
+    def check(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise NotADirectoryError(f"{self.root}: the state folder is a file")
+
+    def create(self) -> None:
+        """Make the folders, owner-only (0700): the state may hold private data."""
+        self.check()
         for folder in (self.root, self.quarantine, self.snapshots, self.serving, self.batches, self.predictions):
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o700)
@@ -79,6 +83,7 @@ class Registry:
         self.store = store
         self.paths = paths
         self._loaded: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._loaded_lock = threading.Lock()  # the monitor's thread scores while commands load snapshots
 
     def snapshot_file(self, model: str, version: int) -> Path:
         return self.paths.snapshots / model / f"v{version}.skops"
@@ -92,26 +97,33 @@ class Registry:
         """The fitted pipeline of a snapshot, its file's hash verified; cached.
 
         Raises SnapshotError if the record or the file is missing, tampered
-        with, or holds types driftdeck does not trust.
+        with, or holds types driftdeck does not trust. The file is read outside
+        the cache's lock: a slow read never holds up another thread's scoring.
         """
         key = (model, version)
-        if key not in self._loaded:
-            record = self.store.snapshot(model, version)
-            if record is None or not record.path or not record.sha256:
-                raise SnapshotError(f"{model} has no stored model for version {version}")
-            self.remember(model, version, read_model(self.paths.root / record.path, record.sha256))
-        self._loaded.move_to_end(key)
-        return self._loaded[key]
+        with self._loaded_lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+        record = self.store.snapshot(model, version)
+        if record is None or not record.path or not record.sha256:
+            raise SnapshotError(f"{model} has no stored model for version {version}")
+        pipeline = read_model(self.paths.root / record.path, record.sha256)
+        self.remember(model, version, pipeline)
+        return pipeline
 
     def remember(self, model: str, version: int, pipeline: Any) -> None:
         """Keep a fitted pipeline that was verified on its way in (loaded, or just trained and committed)."""
-        self._loaded[(model, version)] = pipeline
-        kept = [cached for cached in self._loaded if cached[0] == model]
-        for oldest in kept[:-LOADED_MODELS]:
-            del self._loaded[oldest]
+        with self._loaded_lock:
+            self._loaded[(model, version)] = pipeline
+            self._loaded.move_to_end((model, version))
+            kept = [cached for cached in self._loaded if cached[0] == model]
+            for oldest in kept[:-LOADED_MODELS]:
+                del self._loaded[oldest]
 
     def forget(self, model: str, version: int) -> None:
-        self._loaded.pop((model, version), None)
+        with self._loaded_lock:
+            self._loaded.pop((model, version), None)
 
     def serving(self, model: str) -> SnapshotRecord | None:
         version = self.store.serving_version(model)

@@ -79,9 +79,11 @@ CREATE TABLE IF NOT EXISTS commands (
     kind TEXT NOT NULL,
     model TEXT,
     args TEXT NOT NULL DEFAULT '{}',
-    status TEXT NOT NULL DEFAULT 'pending',   -- pending | done | failed
-    result TEXT NOT NULL DEFAULT ''
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending | taken | done | failed | expired
+    result TEXT NOT NULL DEFAULT '',
+    expires REAL                              -- not taken by then: expired, never carried out
 );
+CREATE INDEX IF NOT EXISTS commands_status ON commands(status);
 """
 
 
@@ -134,34 +136,31 @@ class Store:
     """Thread-safe access to ``state.db``; one connection guarded by a lock.
 
     Other processes (the CLI while ``watch`` runs) open the same file; SQLite's
-    WAL mode and a busy timeout let them take turns.
+    WAL mode and a busy timeout let them take turns. ``read_only`` opens it for
+    commands that only read: nothing on disk changes, not even a migration.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            with self._lock:
-                self._db.executescript(SCHEMA)
-                self._migrate()
+            self._db = _open_read_only(self.path) if read_only else self._open_for_writing()
         except sqlite3.DatabaseError as error:
-            self._db.close()
             raise sqlite3.DatabaseError(f"{self.path}: {error}") from None
+        self._db.row_factory = sqlite3.Row
 
-    def _migrate(self) -> None:
-        """Bring a store written by an earlier driftdeck up to this schema (idempotent)."""
-        columns = {row["name"] for row in self._db.execute("PRAGMA table_xinfo(results)")}
-        if "trainable" not in columns:
-            self._db.execute(
-                "ALTER TABLE results ADD COLUMN trainable INTEGER"
-                " GENERATED ALWAYS AS (json_extract(data, '$.trainable')) VIRTUAL"
-            )
-        self._db.execute("CREATE INDEX IF NOT EXISTS results_trainable ON results(model, trainable, file_id)")
+    def _open_for_writing(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(SCHEMA)
+            _migrate(db)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         with self._lock:
@@ -377,16 +376,32 @@ class Store:
 
     # --- commands from other processes ---------------------------------------
 
-    def add_command(self, kind: str, model: str | None, args: dict[str, Any]) -> int:
+    def add_command(self, kind: str, model: str | None, args: dict[str, Any], expires: float) -> int:
+        """Leave a command for the process that watches the folder; not taken by ``expires``, it never runs."""
         with self.transaction() as db:
             return db.execute(
-                "INSERT INTO commands (time, kind, model, args) VALUES (?, ?, ?, ?)",
-                (time.time(), kind, model, _dumps(args)),
+                "INSERT INTO commands (time, kind, model, args, expires) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), kind, model, _dumps(args), expires),
             ).lastrowid
 
-    def pending_commands(self) -> list[tuple[int, str, str | None, dict[str, Any]]]:
-        rows = self._query("SELECT * FROM commands WHERE status = 'pending' ORDER BY id")
+    def take_commands(self, now: float) -> list[tuple[int, str, str | None, dict[str, Any]]]:
+        """Claim the commands still awaited (oldest first); expire those whose asker stopped waiting."""
+        if not self._query("SELECT 1 FROM commands WHERE status = 'pending' LIMIT 1"):
+            return []  # the usual case, checked between files: no write transaction
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE commands SET status = 'expired', result = 'not taken in time; never carried out'"
+                " WHERE status = 'pending' AND (expires IS NULL OR expires <= ?)", (now,))
+            rows = db.execute("SELECT * FROM commands WHERE status = 'pending' ORDER BY id").fetchall()
+            db.execute("UPDATE commands SET status = 'taken' WHERE status = 'pending'")
         return [(r["id"], r["kind"], r["model"], json.loads(r["args"])) for r in rows]
+
+    def expire_command(self, command_id: int) -> bool:
+        """Withdraw a command nobody has taken yet; False if the watching process took it first."""
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE commands SET status = 'expired', result = 'withdrawn by its asker; never carried out'"
+                " WHERE id = ? AND status = 'pending'", (command_id,)).rowcount == 1
 
     def finish_command(self, command_id: int, ok: bool, result: str) -> None:
         with self.transaction() as db:
@@ -398,6 +413,43 @@ class Store:
     def command_outcome(self, command_id: int) -> tuple[str, str]:
         row = self._query("SELECT status, result FROM commands WHERE id = ?", (command_id,))[0]
         return row["status"], row["result"]
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a store written by an earlier driftdeck up to this schema (idempotent)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_xinfo(results)")}
+    if "trainable" not in columns:
+        db.execute(
+            "ALTER TABLE results ADD COLUMN trainable INTEGER"
+            " GENERATED ALWAYS AS (json_extract(data, '$.trainable')) VIRTUAL"
+        )
+    db.execute("CREATE INDEX IF NOT EXISTS results_trainable ON results(model, trainable, file_id)")
+    if "expires" not in {row[1] for row in db.execute("PRAGMA table_xinfo(commands)")}:
+        db.execute("ALTER TABLE commands ADD COLUMN expires REAL")  # earlier rows have none: never carried out
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot change ``path``, nor create anything beside it.
+
+    SQLite opens a WAL database read-only by creating its ``-wal`` and
+    ``-shm`` files when they are missing; they are missing only when no
+    writer has the database open and every change is in the main file, which
+    is then read as immutable. A store that does not exist yet reads as empty.
+    """
+    if not path.exists():
+        db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        db.executescript(SCHEMA)
+    else:
+        in_use = Path(f"{path}-wal").exists()
+        uri = f"{path.resolve().as_uri()}?mode=ro{'' if in_use else '&immutable=1'}"
+        db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA query_only=ON")
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # not a database: fail here, not mid-report
+    except sqlite3.DatabaseError:
+        db.close()
+        raise
+    return db
 
 
 class _Transaction:
