@@ -236,7 +236,7 @@ def _print_result(result: CommandResult) -> int:
 
 
 def _run_commands(args, kind: str, models: list[str] | None, version: int | None = None) -> list[CommandResult]:
-    """Carry out ``kind`` for each of ``models`` (None: all) here, or through the ``watch`` process that holds the folder.
+    """Carry out ``kind`` for each of ``models`` (None: all) here, or through the ``watch`` holding the folder.
 
     If another command holds the folder, say so and do nothing: nothing is left to run later.
     """

@@ -180,11 +180,24 @@ class Monitor:
         if self._thread is not None:
             self._enqueue(STOP_PRIORITY, "stop", None)
             self._thread.join(timeout=30)
+        self._withdraw_queued()
         self.trainer.close()
         self.store.close()
         if self._lock_handle is not None:
             self._lock_handle.close()
             self._lock_handle = None
+
+    def _withdraw_queued(self) -> None:
+        """Answer every command still waiting: nobody is left to carry it out."""
+        while True:
+            try:
+                _, _, kind, argument = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._queue.task_done()
+            if kind == "command" and argument.start():
+                stopped = f"the monitor stopped before the {argument.command.title}; nothing was done"
+                self._guarded(argument.finish, CommandResult(False, stopped))
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until the watcher has nothing pending and the queue is drained (for tests and --once)."""
@@ -631,7 +644,8 @@ class Monitor:
         model = command.model
         if command.kind == "rollback":
             before, after = self.rollback(model, command.version, asked_serving=command.serving)
-            return CommandResult(True, f"{model}: rolled back from v{before} to v{after}", {"from": before, "to": after})
+            return CommandResult(True, f"{model}: rolled back from v{before} to v{after}",
+                                 {"from": before, "to": after})
         if command.kind == "promote":
             before, after = self.promote(model, command.version, asked_serving=command.serving)
             return CommandResult(True, f"{model}: v{after} now serves (was {f'v{before}' if before else 'nothing'})",

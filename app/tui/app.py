@@ -322,8 +322,8 @@ class DriftDeckApp(App[int]):
         config = self.monitor.config
         result = self.monitor.submit(command).outcome(answer_within(len(config.models), config.watch.train_timeout))
         if announce:
-            before = result.data.get("from")
-            self.post_message(CommandDone(f"{command.model}: {f'v{before}' if before else 'nothing'} → v{result.data['to']}"))
+            before, after = result.data.get("from"), result.data["to"]
+            self.post_message(CommandDone(f"{command.model}: {f'v{before}' if before else 'nothing'} → v{after}"))
 
     def on_command_done(self, message: CommandDone) -> None:
         self.notify(message.text, title="serving", markup=False)
