@@ -20,7 +20,7 @@ from rich.console import Console
 from app import __version__
 from app.config import ConfigError
 from app.events import ERROR_KINDS, Event, printable
-from app.commands import POINTER_KINDS, Command, CommandFailed, CommandResult, answer_within, hand_over
+from app.commands import Command, CommandFailed, CommandResult, answer_within, hand_over
 from app.monitor import Monitor, MonitorBusy
 from app.workspace import Workspace
 
@@ -243,7 +243,7 @@ def _run_commands(args, kind: str, models: list[str] | None, version: int | None
     monitor = Monitor(args.data_dir, args.state)
     try:
         names = [monitor.config.model(name).name for name in models] if models else list(monitor.runners)
-        commands = [Command(kind, name, version, monitor.store.serving_version(name) if kind in POINTER_KINDS else None)
+        commands = [Command(kind, name, version, monitor.store.serving_version(name) if kind == "rollback" else None)
                     for name in names]
         try:
             monitor.acquire(role=kind)

@@ -22,9 +22,8 @@ if TYPE_CHECKING:
     from app.store import Store
 
 HANDOVER_POLL_SECONDS = 0.1
-POINTER_KINDS = ("rollback", "promote")
 GATE_KINDS = ("pause", "resume")  # they only open or close the intake: answered at once, even mid-file
-COMMAND_KINDS = (*GATE_KINDS, "retrain", "validate", *POINTER_KINDS)
+COMMAND_KINDS = (*GATE_KINDS, "retrain", "validate", "rollback", "promote")
 
 
 class CommandFailed(Exception):
@@ -40,9 +39,10 @@ class Command:
     """What someone asked for.
 
     ``version``: for ``rollback`` the version to serve (None: the previous good
-    snapshot), for ``promote`` the version to serve. ``serving``: the version
-    that served ``model`` when the command was asked; a pointer command refuses
-    to act if another version serves by the time it runs (None: not checked).
+    snapshot), for ``promote`` the version to serve. ``serving``: for
+    ``rollback``, the version that served ``model`` when it was asked; the
+    rollback goes back from that version even if another serves by the time it
+    runs (None: from whatever serves then).
     """
 
     kind: str

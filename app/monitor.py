@@ -294,41 +294,39 @@ class Monitor:
     def cancel_training(self) -> None:
         self.trainer.cancel.set()
 
-    # --- pointer commands (instant, from any thread) -----------------------------
+    # --- pointer commands (the route carries them out on the monitor's thread) ----------
 
     def rollback(self, model: str, to_version: int | None = None, asked_serving: int | None = None) -> tuple[int, int]:
         """Serve the previous good snapshot (or ``to_version``); return (from, to).
 
-        ``asked_serving``: the version that served when the rollback was asked;
-        if another serves now, nothing changes and CommandFailed says what did.
+        ``asked_serving``: the version that served when the rollback was asked.
+        The rollback goes back from it, whatever serves by now: to the good
+        snapshot that served before it, or refuses if that one serves already.
         """
         self.config.model(model)
         with self._pointer_lock:
             current = self.store.serving_version(model)
             if current is None:
                 raise CommandFailed(f"{model} has no serving model yet")
-            self._check_unchanged(model, "rolled back", asked_serving, current)
             try:
-                target = self.registry.rollback_target(model, to_version)
+                target = self.registry.rollback_target(model, to_version, back_from=asked_serving)
                 self.registry.load(model, target.version)
             except (RollbackImpossible, SnapshotError) as error:
                 raise CommandFailed(str(error)) from None
             detail = f"rolled back from v{current} to v{target.version}"
+            if asked_serving not in (None, current):
+                detail += f" (asked while v{asked_serving} served)"
             self.registry.switch_serving(model, target.version, "rollback", detail, old_status="rolled_back")
             self.registry.write_serving_files(model)
         self.emit(Event(EventKind.ROLLED_BACK, f"{model}: {detail}", model=model,
                         data={"from": current, "to": target.version, "automatic": False}))
         return current, target.version
 
-    def promote(self, model: str, version: int, asked_serving: int | None = None) -> tuple[int | None, int]:
-        """Serve ``version`` of ``model`` (a rejected or retired snapshot too); return (from, to).
-
-        ``asked_serving`` as for :meth:`rollback`.
-        """
+    def promote(self, model: str, version: int) -> tuple[int | None, int]:
+        """Serve ``version`` of ``model`` (a rejected or retired snapshot too); return (from, to)."""
         self.config.model(model)
         with self._pointer_lock:
             current = self.store.serving_version(model)
-            self._check_unchanged(model, "promoted", asked_serving, current)
             record = self.store.snapshot(model, version)
             if record is None or not record.path:
                 raise CommandFailed(f"{model} has no usable version {version}")
@@ -344,14 +342,6 @@ class Monitor:
         self.emit(Event(EventKind.PROMOTED, f"{model}: {detail}", model=model,
                         data={"version": version, "from": current, "reason": "manual"}))
         return current, version
-
-    def _check_unchanged(self, model: str, what: str, asked_serving: int | None, current: int | None) -> None:
-        if asked_serving is None or asked_serving == current:
-            return
-        latest = self.store.serving_history(model)[-1]
-        change = f"{latest.reason}: {latest.detail}" if latest.detail else latest.reason
-        raise CommandFailed(f"{model}: not {what}: v{current} serves now, not v{asked_serving} as when this was"
-                            f" asked ({change})")
 
     def retrain_now(self, model: str) -> BatchOutcome:
         """Train and gate a candidate for ``model`` on this thread (the CLI's ``retrain``)."""
@@ -644,10 +634,11 @@ class Monitor:
         model = command.model
         if command.kind == "rollback":
             before, after = self.rollback(model, command.version, asked_serving=command.serving)
-            return CommandResult(True, f"{model}: rolled back from v{before} to v{after}",
+            asked = f" (asked while v{command.serving} served)" if command.serving not in (None, before) else ""
+            return CommandResult(True, f"{model}: rolled back from v{before} to v{after}{asked}",
                                  {"from": before, "to": after})
         if command.kind == "promote":
-            before, after = self.promote(model, command.version, asked_serving=command.serving)
+            before, after = self.promote(model, command.version)
             return CommandResult(True, f"{model}: v{after} now serves (was {f'v{before}' if before else 'nothing'})",
                                  {"from": before, "to": after})
         if command.kind == "retrain":

@@ -129,10 +129,12 @@ class Registry:
         version = self.store.serving_version(model)
         return self.store.snapshot(model, version) if version is not None else None
 
-    def previous_good(self, model: str) -> SnapshotRecord | None:
-        """The snapshot that served before the current one (the rollback target)."""
-        current = self.store.serving_version(model)
-        for change in reversed(self.store.serving_history(model)):
+    def previous_good(self, model: str, before: int | None = None) -> SnapshotRecord | None:
+        """The snapshot that served before ``before`` last began to (default: the current one): the rollback target."""
+        current = self.store.serving_version(model) if before is None else before
+        history = self.store.serving_history(model)
+        last = max((index for index, change in enumerate(history) if change.version == current), default=0)
+        for change in reversed(history[:last]):
             if change.version == current:
                 continue
             record = self.store.snapshot(model, change.version)
@@ -156,12 +158,17 @@ class Registry:
             with self.store.transaction() as tx:
                 apply(tx)
 
-    def rollback_target(self, model: str, to_version: int | None) -> SnapshotRecord:
+    def rollback_target(self, model: str, to_version: int | None, back_from: int | None = None) -> SnapshotRecord:
+        """``to_version``, or the good snapshot that served before ``back_from`` (default: the current one)."""
         current = self.store.serving_version(model)
         if to_version is None:
-            target = self.previous_good(model)
+            target = self.previous_good(model, back_from)
             if target is None:
                 raise RollbackImpossible(f"{model} has no earlier good snapshot to roll back to")
+            if target.version == current:
+                change = self.store.serving_history(model)[-1]
+                raise RollbackImpossible(f"{model}: not rolled back: v{current} already serves "
+                                         f"({change.reason}{': ' + change.detail if change.detail else ''})")
             return target
         target = self.store.snapshot(model, to_version)
         if target is None:

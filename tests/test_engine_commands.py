@@ -36,28 +36,29 @@ CLI_TIMEOUT = 60  # a command that waited as before (up to an hour) fails the te
 
 
 @pytest.fixture(scope="module")
-def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder whose static model served v1 and now serves v2: a rollback has somewhere to go."""
+def three_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder whose static model served v1, then v2, and now serves v3: a rollback goes to v2."""
     assert DYNAMIC_MODEL in BASE_CONFIG
-    folder = tmp_path_factory.mktemp("two-versions") / "data"
+    folder = tmp_path_factory.mktemp("three-versions") / "data"
     folder.mkdir()
     write_config(folder, STATIC_ONLY_CONFIG)
     backdate(write_batch(folder, "week-1.csv", make_batch(0, rows=200)))
     monitor = Monitor(folder)
     try:
         monitor.run_once()
-        monitor.retrain_now(MODEL)
-        if monitor.store.serving_version(MODEL) != 2:
-            monitor.promote(MODEL, 2)
+        for version in (2, 3):
+            monitor.retrain_now(MODEL)
+            if monitor.store.serving_version(MODEL) != version:  # the gate kept the other: serve it by hand
+                monitor.promote(MODEL, version)
     finally:
         monitor.close()
     return folder
 
 
 @pytest.fixture
-def folder(two_versions: Path, tmp_path: Path) -> Path:
+def folder(three_versions: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "data"
-    shutil.copytree(two_versions, copy)
+    shutil.copytree(three_versions, copy)
     return copy
 
 
@@ -216,39 +217,52 @@ def test_a_rollback_from_another_process_is_served_after_the_file_in_progress(fo
     finally:
         cli.kill()
     assert cli.returncode == 0, err
-    assert out.strip() == f"{MODEL}: rolled back from v2 to v1"
+    assert out.strip() == f"{MODEL}: rolled back from v3 to v2"
     assert hold.batches_before(EventKind.ROLLED_BACK) == 1  # the file in progress, none of the 29 waiting
     assert command_rows(folder) == [("rollback", "done")]
     assert monitor.wait_idle(60)
     assert hold.kinds.count(EventKind.BATCH_INGESTED) == QUEUED_FILES
 
 
-def test_a_rollback_refuses_when_another_version_serves_by_the_time_it_runs(folder: Path, busy_monitor) -> None:
+def rollback_after_a_promotion(folder: Path, busy_monitor, version: int) -> tuple[subprocess.Popen, str, str]:
+    """A rollback asked from the shell while v3 serves; ``version`` is promoted here before it runs."""
     monitor, hold = busy_monitor
-    cli = driftdeck("rollback", folder, "--model", MODEL)  # asked while v2 serves
+    cli = driftdeck("rollback", folder, "--model", MODEL)
     try:
         assert wait_until(lambda: command_rows(folder) == [("rollback", "pending")])
-        promotion = monitor.submit(Command("promote", MODEL, 1, serving=2))  # queued here first: it runs first
+        promotion = monitor.submit(Command("promote", MODEL, version))  # queued here first: it runs first
         hold.release.set()
         out, err = cli.communicate(timeout=CLI_TIMEOUT)
     finally:
         cli.kill()
-    assert promotion.outcome(30).message == f"{MODEL}: v1 now serves (was v2)"
+    assert promotion.outcome(30).message == f"{MODEL}: v{version} now serves (was v3)"
+    return cli, out, err
+
+
+def test_a_rollback_goes_back_from_the_version_that_served_when_it_was_asked(folder: Path, busy_monitor) -> None:
+    cli, out, err = rollback_after_a_promotion(folder, busy_monitor, version=1)
+    assert cli.returncode == 0, err
+    assert out.strip() == f"{MODEL}: rolled back from v1 to v2 (asked while v3 served)"
+    assert serving(folder) == 2
+
+
+def test_a_rollback_refuses_when_what_it_asked_for_already_serves(folder: Path, busy_monitor) -> None:
+    cli, out, err = rollback_after_a_promotion(folder, busy_monitor, version=2)
     assert cli.returncode != 0 and out == ""
-    assert err.strip().splitlines()[-1] == (f"driftdeck: {MODEL}: not rolled back: v1 serves now, not v2 as when "
-                                            "this was asked (manual: promoted by hand from v2 to v1)")
-    assert serving(folder) == 1
-    assert EventKind.ROLLED_BACK not in hold.kinds
+    assert err.strip().splitlines()[-1] == (f"driftdeck: {MODEL}: not rolled back: v2 already serves "
+                                            "(manual: promoted by hand from v3 to v2)")
+    assert serving(folder) == 2
+    assert EventKind.ROLLED_BACK not in busy_monitor[1].kinds
 
 
 def test_a_command_not_started_in_time_is_withdrawn_and_never_runs(folder: Path, busy_monitor) -> None:
     monitor, hold = busy_monitor
-    ticket = monitor.submit(Command("rollback", MODEL, serving=2))
+    ticket = monitor.submit(Command("rollback", MODEL, serving=3))
     with pytest.raises(CommandTimeout, match="did not start within 0.2 s .*withdrawn and nothing was done"):
         ticket.wait(0.2)
     hold.release.set()
     assert monitor.wait_idle(60)
-    assert serving(folder) == 2
+    assert serving(folder) == 3
     assert EventKind.ROLLED_BACK not in hold.kinds
 
 
@@ -258,7 +272,7 @@ def test_a_command_still_queued_when_the_monitor_closes_is_answered(folder: Path
     monitor.close()
     with pytest.raises(CommandFailed, match="the monitor stopped before the rollback of static-lr; nothing was done"):
         ticket.outcome(0)
-    assert serving(folder) == 2
+    assert serving(folder) == 3
 
 
 # --- a command blocked by another command ------------------------------------------------------------------
@@ -284,7 +298,7 @@ def test_a_command_blocked_by_another_command_says_so_at_once_and_leaves_nothing
         later.run_once()
     finally:
         later.close()
-    assert serving(folder) == 2
+    assert serving(folder) == 3
 
 
 def test_commands_nobody_waits_for_are_never_carried_out(folder: Path) -> None:

@@ -309,10 +309,10 @@ class DriftDeckApp(App[int]):
         self.send(Command("rollback", model, serving=self._serving_shown(model)), announce=True)
 
     def promote(self, model: str, version: int) -> None:
-        self.send(Command("promote", model, version, serving=self._serving_shown(model)), announce=True)
+        self.send(Command("promote", model, version), announce=True)
 
     def _serving_shown(self, model: str) -> int | None:
-        """The version the dashboard shows serving: a pointer command acts only if it still serves."""
+        """The version the dashboard shows serving: the rollback goes back from it."""
         summary = self.dashboard.summary(model) if self.dashboard else None
         return summary.get("serving_version") if summary else None
 
