@@ -19,12 +19,13 @@ from rich.console import Console
 
 from app import __version__
 from app.config import ConfigError
+from app.commands import Command, CommandFailed, CommandResult, answer_within, hand_over
 from app.errorlog import log_error
 from app.events import ERROR_KINDS, Event, EventKind, printable
-from app.monitor import CommandFailed, Monitor, MonitorBusy
+from app.monitor import Monitor, MonitorBusy
 from app.store import StateLost, StoreIncompatible
+from app.workspace import Workspace
 
-REMOTE_WAIT_SECONDS = 3600
 INTERRUPTED = 130  # the shell's status for a run ended by Ctrl-C
 # Events that mean a file could not be handled: ``watch --once`` then exits 1. A quarantine is the normal
 # handling of a bad file, and a failed candidate a model's outcome, so neither counts.
@@ -204,11 +205,8 @@ def event_printer(as_json: bool) -> Callable[[Event], None]:
 def run_status(args) -> int:
     from app.report import batches_table, models_table, status_report
 
-    monitor = Monitor(args.data_dir, args.state)
-    try:
-        report = status_report(monitor.store, monitor.config, batch_limit=args.limit)
-    finally:
-        monitor.close()
+    with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
+        report = status_report(workspace.store, workspace.config, batch_limit=args.limit)
     if args.json:
         print(json.dumps(report, default=str, indent=2))
         return 0
@@ -224,13 +222,11 @@ def run_status(args) -> int:
 def run_snapshots(args) -> int:
     from app.report import serving_history_rows, snapshot_rows, snapshots_table
 
-    monitor = Monitor(args.data_dir, args.state)
-    try:
-        names = [monitor.config.model(args.model).name] if args.model else [m.name for m in monitor.config.models]
-        rows = [row for name in names for row in snapshot_rows(monitor.store, name)]
-        history = {name: serving_history_rows(monitor.store, name) for name in names}
-    finally:
-        monitor.close()
+    with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
+        config, store = workspace.config, workspace.store
+        names = [config.model(args.model).name] if args.model else [m.name for m in config.models]
+        rows = [row for name in names for row in snapshot_rows(store, name)]
+        history = {name: serving_history_rows(store, name) for name in names}
     if args.json:
         print(json.dumps({"snapshots": rows, "serving_history": history}, default=str, indent=2))
         return 0
@@ -245,40 +241,46 @@ def run_snapshots(args) -> int:
 
 
 def run_retrain(args) -> int:
-    return _command(args, "retrain", args.model, {})
+    return _print_result(_run_commands(args, "retrain", [args.model])[0])
 
 
 def run_rollback(args) -> int:
-    return _command(args, "rollback", args.model, {"to": args.to})
+    return _print_result(_run_commands(args, "rollback", [args.model], args.to)[0])
 
 
 def run_promote(args) -> int:
-    return _command(args, "promote", args.model, {"version": args.version})
+    return _print_result(_run_commands(args, "promote", [args.model], args.version)[0])
 
 
-def _command(args, kind: str, model: str, payload: dict) -> int:
-    """Run a command here, or hand it to the ``watch`` process that holds the folder."""
+def _print_result(result: CommandResult) -> int:
+    if not result.ok:
+        raise CommandFailed(result.message)
+    print(result.message)
+    return 0
+
+
+def _run_commands(args, kind: str, models: list[str] | None, version: int | None = None) -> list[CommandResult]:
+    """Carry out ``kind`` for each of ``models`` (None: all) here, or through the ``watch`` holding the folder.
+
+    If another command holds the folder, say so and do nothing: nothing is left to run later.
+    """
     monitor = Monitor(args.data_dir, args.state)
     try:
-        monitor.config.model(model)
+        names = [monitor.config.model(name).name for name in models] if models else list(monitor.runners)
+        commands = [Command(kind, name, version, monitor.store.serving_version(name) if kind == "rollback" else None)
+                    for name in names]
         try:
-            monitor.acquire()
-        except MonitorBusy:
-            command_id = monitor.store.add_command(kind, model, payload)
+            monitor.acquire(role=kind)
+        except MonitorBusy as busy:
+            if busy.role != "watch":
+                raise CommandFailed(f"{busy}; nothing was done: ask again once it has finished") from None
             print(f"a running driftdeck watches {args.data_dir}; handed the {kind} to it…", file=sys.stderr)
-            deadline = time.monotonic() + REMOTE_WAIT_SECONDS
-            while time.monotonic() < deadline:
-                status, result = monitor.store.command_outcome(command_id)
-                if status != "pending":
-                    if status == "failed":
-                        raise CommandFailed(result)
-                    print(result)
-                    return 0
-                time.sleep(0.2)
-            raise CommandFailed(f"the running driftdeck did not answer the {kind} within {REMOTE_WAIT_SECONDS} s")
+            wait = answer_within(len(monitor.config.models), monitor.config.watch.train_timeout)
+            return [hand_over(monitor.store, command, wait, busy.pid) for command in commands]
         monitor.subscribe(_progress_printer)
-        print(monitor.execute(kind, model, payload))
-        return 0
+        tickets = [monitor.submit(command) for command in commands]
+        monitor.serve_queued()
+        return [ticket.wait(0) for ticket in tickets]
     finally:
         monitor.close()
 
@@ -291,11 +293,8 @@ def _progress_printer(event: Event) -> None:
 def run_predict(args) -> int:
     from app.serving import write_table
 
-    monitor = Monitor(args.data_dir, args.state)
-    try:
-        predictions = monitor.predict_file(args.model, args.input, args.version)
-    finally:
-        monitor.close()
+    with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
+        predictions = workspace.predict_file(args.model, args.input, args.version)
     text = write_table(predictions, args.out)
     if text is not None:
         sys.stdout.write(text)
@@ -305,11 +304,8 @@ def run_predict(args) -> int:
 
 
 def run_export(args) -> int:
-    monitor = Monitor(args.data_dir, args.state)
-    try:
-        written = monitor.export(args.model, args.out, args.version)
-    finally:
-        monitor.close()
+    with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
+        written = workspace.export(args.model, args.out, args.version)
     for path in written:
         print(path)
     return 0
@@ -318,18 +314,16 @@ def run_export(args) -> int:
 def run_validate(args) -> int:
     from app.reproduce import exit_code
 
-    monitor = Monitor(args.data_dir, args.state)
-    try:
-        names = [monitor.config.model(args.model).name] if args.model else list(monitor.runners)
-        results = [monitor.validate(name) for name in names]
-    finally:
-        monitor.close()
+    results = _run_commands(args, "validate", [args.model] if args.model else None)
+    failed = [result.message for result in results if not result.ok]
+    if failed:
+        raise CommandFailed("; ".join(failed))
     if args.json:
-        print(json.dumps([result.to_dict() for result in results], indent=2, default=str))
+        print(json.dumps([result.data for result in results], indent=2, default=str))
     else:
         for result in results:
-            print(result.summary)
-    return exit_code(results)
+            print(result.message)
+    return exit_code([result.data["outcome"] for result in results])
 
 
 def run_replay(args) -> int:

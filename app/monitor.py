@@ -1,10 +1,12 @@
 """The monitor: one worker thread that turns complete files into batches and results.
 
 Everything that changes state goes through here, whoever asks: the watcher
-(files), the TUI and the CLI (commands), and other processes (commands left in
-the store's ``commands`` table, picked up while ``watch`` runs). Subscribers
-receive :class:`~app.events.Event` objects on the monitor's thread and must
-only hand them on (the TUI posts a message; the headless printer prints).
+(files), and the TUI, the CLI and other processes (commands, see
+:mod:`app.commands`; another process leaves them in the store's ``commands``
+table, checked between files). Commands are carried out between files, before
+any file still waiting. Subscribers receive :class:`~app.events.Event`
+objects on the monitor's thread and must only hand them on (the TUI posts a
+message; the headless printer prints).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any, Callable
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from app.config import Config, load_config
+from app.commands import GATE_KINDS, Command, CommandFailed, CommandResult, CommandTicket
+from app.config import Config, ConfigError
 from app.errorlog import log_error
 from app.events import Event, EventKind
 from app.fsutil import NotRegularFile, file_kind
@@ -36,15 +39,16 @@ from app.policy import BatchOutcome, ModelRunner, Pending, label_stats
 from app.environment import environment_diff, environment_record
 from app.readers import UnreadableFile
 from app.reproduce import Reproduction, reproduce
-from app.serving import export_files, model_card, parquet_bytes, score
-from app.registry import Registry, RollbackImpossible, StatePaths
+from app.serving import parquet_bytes
+from app.registry import RollbackImpossible
 from app.snapshots import SnapshotError
 from app.models import NUMERIC, prepare_features
 from app.stats.profile import NumericProfile, Profile
-from app.store import FileStat, StateLost, Store
+from app.store import FileStat, StateLost
 from app.training import Trainer
 from app.validation import Batch, InvalidBatch
 from app.watcher import FolderWatcher, watched_file
+from app.workspace import Workspace
 
 FOLDER_KEY = "__folder__"
 COMMAND_POLL_SECONDS = 0.5
@@ -57,11 +61,12 @@ ONCE_SETTLE_INTERVALS = 10  # --once waits this many settle intervals at most fo
 
 
 class MonitorBusy(Exception):
-    """Another driftdeck process already watches this data folder."""
+    """Another driftdeck process holds this data folder: ``role`` is "watch" or the command it carries out."""
 
-
-class CommandFailed(Exception):
-    """A command (rollback, promote, retrain) could not be carried out; the message says why."""
+    def __init__(self, message: str, pid: int | None, role: str | None) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.role = role
 
 
 class Monitor:
@@ -74,17 +79,15 @@ class Monitor:
 
     def __init__(self, data_dir: Path, state_dir: Path | None = None, *, poll: bool = False,
                  trainer: Trainer | None = None) -> None:
-        self.data_dir = Path(data_dir).resolve()
-        if not self.data_dir.is_dir():
-            raise FileNotFoundError(f"{data_dir}: no such folder")
+        self.workspace = Workspace.open(data_dir, state_dir)
+        self.data_dir = self.workspace.data_dir
         self._watched_folder = _identity(self.data_dir)
         self.folder_missing = False
-        self.config: Config = load_config(self.data_dir)
+        self.config: Config = self.workspace.config
+        self.paths = self.workspace.paths
+        self.store = self.workspace.store
+        self.registry = self.workspace.registry
         threadpool_limits(limits=MONITOR_THREADS)
-        self.paths = StatePaths(Path(state_dir).resolve() if state_dir else self.data_dir / ".driftdeck")
-        self.paths.create(self.data_dir)
-        self.store = Store(self.paths.database)
-        self.registry = Registry(self.store, self.paths)
         self.trainer = trainer or Trainer(timeout=self.config.watch.train_timeout, log=self.paths.training_log)
         self.poll = poll
         self.paused = False
@@ -92,6 +95,7 @@ class Monitor:
         self._subscribers: list[Callable[[Event], None]] = []
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
         self._sequence = itertools.count()
+        self._intake_lock = threading.Lock()  # pause/resume (any thread) against the worker's deferring
         self._deferred: dict[Path, None] = {}
         self._pointer_lock = threading.RLock()
         self._batch_cache: OrderedDict[int, pd.DataFrame] = OrderedDict()
@@ -123,12 +127,12 @@ class Monitor:
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         self._subscribers.append(callback)
 
-    def acquire(self) -> None:
-        """Take the data folder's lock: one watching process per folder.
+    def acquire(self, role: str = "watch") -> None:
+        """Take the data folder's lock: one process per folder, watching (``role`` "watch") or one command.
 
         The lock is held on the data folder itself, so it survives the state
         folder being moved aside or deleted; ``monitor.lock`` in the state
-        folder only names the process that holds it.
+        folder names the process that holds it and what for ("PID ROLE").
         """
         folder = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -136,12 +140,22 @@ class Monitor:
         except BlockingIOError:
             os.close(folder)
             try:
-                owner = self.paths.lock.read_text().strip() or "?"
+                holder = self.paths.lock.read_text().split()
             except OSError:
-                owner = "?"
-            raise MonitorBusy(f"another driftdeck (pid {owner}) is already watching {self.data_dir}") from None
+                holder = []
+            raise self._busy(holder) from None
         self._lock_handle = folder
-        self.paths.lock.write_text(str(os.getpid()))
+        self.paths.lock.write_text(f"{os.getpid()} {role}")
+
+    def _busy(self, holder: list[str]) -> MonitorBusy:
+        """Who holds the lock, from what it wrote there ("PID ROLE"; a lock just taken may be empty)."""
+        pid = int(holder[0]) if holder and holder[0].isdigit() else None
+        role = holder[1] if len(holder) > 1 else None
+        if role == "watch":
+            return MonitorBusy(f"another driftdeck (pid {pid}) is already watching {self.data_dir}", pid, role)
+        doing = f"a {role}" if role else "a command"
+        return MonitorBusy(f"another driftdeck (pid {pid or '?'}) is carrying out {doing} in {self.data_dir}",
+                           pid, role)
 
     def start(self) -> None:
         """Start the worker thread and the folder watcher (files already there are picked up)."""
@@ -152,7 +166,7 @@ class Monitor:
         self._announce_config_changes()
         for name in self.runners:
             if self.environment_changed(name):
-                self._enqueue(COMMAND_PRIORITY, "validate", name)
+                self.submit(Command("validate", name))
         self._thread.start()
         self._watcher = FolderWatcher(self.data_dir, self.paths.root, self.submit_file,
                                       settle_seconds=self.config.watch.settle_seconds, poll=self.poll)
@@ -175,10 +189,12 @@ class Monitor:
         watcher.scan()
         patience = ONCE_SETTLE_INTERVALS * settle
         idle_since = time.monotonic()
+        self._serve_commands()
         while watcher.pending_count() and time.monotonic() - idle_since < patience and self.fatal is None:
             for path in watcher.complete_now():
                 self._guarded(self._handle_file, path)
                 idle_since = time.monotonic()
+                self._serve_commands()
             if watcher.pending_count():
                 time.sleep(0.1)
         left = sorted(path.name for path in watcher.pending_paths())
@@ -186,9 +202,8 @@ class Monitor:
             self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: still changing after {patience:.3g} s; left for the next run",
                             file=name, data={"left": True}))
         if self.fatal is None:
-            self._guarded(self._run_remote_commands)
+            self._serve_commands()
         return left
-
     def config_changes(self, model: str) -> list[str]:
         """Why ``model``'s serving snapshot cannot be scored under the current config (empty when it can)."""
         serving = self.registry.serving(model)
@@ -212,11 +227,24 @@ class Monitor:
         if self._thread is not None:
             self._enqueue(STOP_PRIORITY, "stop", None)
             self._thread.join(timeout=30)
+        self._withdraw_queued()
         self.trainer.close()
         self.store.close()
         if self._lock_handle is not None:
             os.close(self._lock_handle)
             self._lock_handle = None
+
+    def _withdraw_queued(self) -> None:
+        """Answer every command still waiting: nobody is left to carry it out."""
+        while True:
+            try:
+                _, _, kind, argument = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._queue.task_done()
+            if kind == "command" and argument.start():
+                stopped = f"the monitor stopped before the {argument.command.title}; nothing was done"
+                self._guarded(argument.finish, CommandResult(False, stopped))
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until the watcher has nothing pending and the queue is drained (for tests and --once)."""
@@ -237,16 +265,32 @@ class Monitor:
         """Commands a person asked for go before files waiting in the queue; each kind stays in order."""
         self._queue.put((priority, next(self._sequence), kind, argument))
 
-    def request_retrain(self, model: str) -> None:
-        """Queue a retrain of ``model`` (static models too); the candidate faces the gate."""
-        self.config.model(model)
-        self._enqueue(COMMAND_PRIORITY, "retrain", model)
+    def submit(self, command: Command, on_finish: Callable[[CommandResult], None] | None = None) -> CommandTicket:
+        """Hand ``command`` to the monitor (from any thread); wait on the ticket for its result.
 
-    def request_validate(self, model: str | None = None) -> None:
-        """Queue the code/dependency regression check (``driftdeck validate``) for one model or all."""
-        names = [self.config.model(model).name] if model else list(self.runners)
-        for name in names:
-            self._enqueue(COMMAND_PRIORITY, "validate", name)
+        Pause and resume only open or close the intake and are answered at
+        once; the others are carried out on the monitor's thread after the file
+        in progress, before any file still waiting.
+        """
+        ticket = CommandTicket(command, on_finish)
+        if command.kind in GATE_KINDS:
+            ticket.start()
+            ticket.finish(self._set_intake(open_=command.kind == "resume"))
+        else:
+            self._enqueue(COMMAND_PRIORITY, "command", ticket)
+        return ticket
+
+    def serve_queued(self) -> None:
+        """Carry out, on this thread, the commands waiting (``--once`` and the CLI run no worker thread)."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._serve(item)
+            finally:
+                self._queue.task_done()
 
     def validate(self, model: str) -> Reproduction:
         """Re-check ``model``'s serving snapshot now; record a ``validated`` or ``code_regression`` event."""
@@ -277,35 +321,51 @@ class Monitor:
             return []
         return environment_diff(serving.data["environment"], environment_record())
 
-    def pause(self) -> None:
-        self.paused = True
-        self.emit(Event(EventKind.PAUSED, "watching paused: new files wait until resumed"))
+    def _set_intake(self, open_: bool) -> CommandResult:
+        """Pause (files wait in ``_deferred``) or resume (they are queued again, in order)."""
+        with self._intake_lock:
+            self.paused = not open_
+            deferred, self._deferred = (list(self._deferred), {}) if open_ else ([], self._deferred)
+            for path in deferred:
+                self.submit_file(path)
+        if open_:
+            event = Event(EventKind.RESUMED, f"watching resumed ({len(deferred)} file(s) waiting)")
+        else:
+            event = Event(EventKind.PAUSED, "watching paused: new files wait until resumed")
+        self.emit(event)
+        return CommandResult(True, event.message, {"waiting": len(deferred)})
 
-    def resume(self) -> None:
-        self.paused = False
-        deferred, self._deferred = list(self._deferred), {}
-        for path in deferred:
-            self.submit_file(path)
-        self.emit(Event(EventKind.RESUMED, f"watching resumed ({len(deferred)} file(s) waiting)"))
+    def _defer_if_paused(self, path: Path) -> bool:
+        with self._intake_lock:
+            if self.paused:
+                self._deferred[path] = None
+            return self.paused
 
     def cancel_training(self) -> None:
         self.trainer.cancel.set()
 
-    # --- pointer commands (instant, from any thread) -----------------------------
+    # --- pointer commands (the route carries them out on the monitor's thread) ----------
 
-    def rollback(self, model: str, to_version: int | None = None) -> tuple[int, int]:
-        """Serve the previous good snapshot (or ``to_version``); return (from, to)."""
+    def rollback(self, model: str, to_version: int | None = None, asked_serving: int | None = None) -> tuple[int, int]:
+        """Serve the previous good snapshot (or ``to_version``); return (from, to).
+
+        ``asked_serving``: the version that served when the rollback was asked.
+        The rollback goes back from it, whatever serves by now: to the good
+        snapshot that served before it, or refuses if that one serves already.
+        """
         self.config.model(model)
         with self._pointer_lock:
             current = self.store.serving_version(model)
             if current is None:
                 raise CommandFailed(f"{model} has no serving model yet")
             try:
-                target = self.registry.rollback_target(model, to_version)
+                target = self.registry.rollback_target(model, to_version, back_from=asked_serving)
                 self.registry.load(model, target.version)
             except (RollbackImpossible, SnapshotError) as error:
                 raise CommandFailed(str(error)) from None
             detail = f"rolled back from v{current} to v{target.version}"
+            if asked_serving not in (None, current):
+                detail += f" (asked while v{asked_serving} served)"
             self.registry.switch_serving(model, target.version, "rollback", detail, old_status="rolled_back")
             self.registry.write_serving_files(model)
         self.emit(Event(EventKind.ROLLED_BACK, f"{model}: {detail}", model=model,
@@ -346,52 +406,6 @@ class Monitor:
         self._commit(None, None, {model: outcome}, serving_before={model: serving_before})
         return outcome
 
-    # --- serving outside driftdeck ---------------------------------------------------
-
-    def predict_file(self, model: str, path: Path, version: int | None = None) -> pd.DataFrame:
-        """Score a batch file with the serving (or given) version, after the watcher's validation."""
-        chosen = self._version_or_serving(model, version)
-        if changes := self.runners[self.config.model(model).name].config_changes(self.store.snapshot(model, chosen)):
-            raise CommandFailed(f"{model} v{chosen} was trained on another config ({'; '.join(changes)}): it cannot score"
-                                f" under this one; retrain it: driftdeck retrain {self.data_dir} --model {model}")
-        try:
-            _, batch = read_batch(Path(path), self.config)
-        except (UnreadableFile, FileChanged) as error:
-            raise CommandFailed(f"{Path(path).name}: {error}") from None
-        if isinstance(batch, InvalidBatch):
-            raise CommandFailed(f"{Path(path).name} fails validation: {'; '.join(batch.reasons)}")
-        try:
-            loaded = self.registry.load(model, chosen)
-        except SnapshotError as error:
-            raise CommandFailed(str(error)) from None
-        return score(loaded, batch.frame, chosen, self.config)
-
-    def export(self, model: str, out: Path, version: int | None = None) -> list[Path]:
-        """Write the model file, its model card (JSON and Markdown) and its reference profile to ``out``."""
-        chosen = self._version_or_serving(model, version)
-        record = self.store.snapshot(model, chosen)
-        try:
-            self.registry.load(model, chosen)
-        except SnapshotError as error:
-            raise CommandFailed(str(error)) from None
-        recent = [data for _, _, data in self.store.results(model, limit=20)]
-        card = model_card(self.config, model, record, self.store.serving_version(model), recent,
-                          self.store.model_state(model))
-        data = (self.paths.root / record.path).read_bytes()
-        return export_files(Path(out), model, data, card, record.data.get("profile", {}))
-
-    def _version_or_serving(self, model: str, version: int | None) -> int:
-        self.config.model(model)
-        if version is None:
-            version = self.store.serving_version(model)
-            if version is None:
-                raise CommandFailed(f"{model} has no serving model yet")
-            return version
-        record = self.store.snapshot(model, version)
-        if record is None or not record.path:
-            raise CommandFailed(f"{model} has no usable version {version}")
-        return version
-
     # --- events ------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
@@ -413,24 +427,30 @@ class Monitor:
 
     def _work(self) -> None:
         while not self._stopping.is_set():
+            self._guarded(self._take_remote_commands)  # between files: they go before the files waiting
             try:
                 item = self._queue.get(timeout=COMMAND_POLL_SECONDS)
             except queue.Empty:
                 self._guarded(self._check_data_folder)
-                self._guarded(self._run_remote_commands)
                 continue
             try:
-                _, _, kind, argument = item
-                if kind == "stop":
+                if not self._serve(item):
                     return
-                if kind == "file":
-                    self._guarded(self._handle_file, argument)
-                elif kind == "retrain":
-                    self._guarded(self.retrain_now, argument)
-                elif kind == "validate":
-                    self._guarded(self.validate, argument)
             finally:
                 self._queue.task_done()
+
+    def _serve(self, item: tuple) -> bool:
+        """Handle one queued file or command; False once told to stop."""
+        _, _, kind, argument = item
+        if kind == "file":
+            self._guarded(self._handle_file, argument)
+        elif kind == "command":
+            self._guarded(self._run_command, argument)
+        return kind != "stop"
+
+    def _serve_commands(self) -> None:
+        self._guarded(self._take_remote_commands)
+        self.serve_queued()
 
     def _guarded(self, action: Callable, *args) -> None:
         """Run one unit of work; any failure becomes an error event naming what it was handling."""
@@ -482,8 +502,7 @@ class Monitor:
 
     def _handle_file(self, path: Path) -> None:
         self.store.check_identity()
-        if self.paused:
-            self._deferred[path] = None
+        if self._defer_if_paused(path):
             return
         name = path.name
         if not watched_file(self.data_dir, path, self.paths.root):
@@ -734,28 +753,57 @@ class Monitor:
         except (OSError, SnapshotError) as error:
             self.emit(Event(EventKind.ERROR, f"{name}: cannot write the serving file: {error}", model=name))
 
-    def _run_remote_commands(self) -> None:
-        for command_id, kind, model, args in self.store.pending_commands():
-            try:
-                message = self.execute(kind, model, args)
-                self.store.finish_command(command_id, True, message)
-            except (CommandFailed, KeyError, ValueError) as error:
-                self.store.finish_command(command_id, False, str(error))
-            except Exception as error:  # noqa: BLE001 - report, keep watching
-                self.store.finish_command(command_id, False, f"{type(error).__name__}: {error}")
+    # --- commands -----------------------------------------------------------------------
 
-    def execute(self, kind: str, model: str | None, args: dict[str, Any]) -> str:
-        """Run a named command (``rollback``, ``promote``, ``retrain``); return a line for people."""
-        if kind == "rollback":
-            before, after = self.rollback(model, args.get("to"))
-            return f"{model}: rolled back from v{before} to v{after}"
-        if kind == "promote":
-            before, after = self.promote(model, int(args["version"]))
-            return f"{model}: v{after} now serves (was {f'v{before}' if before else 'nothing'})"
-        if kind == "retrain":
-            outcome = self.retrain_now(model)
-            return f"{model}: retrain {outcome.result.get('action', 'none')}: {outcome.result.get('action_detail', '')}".rstrip(": ")
-        raise CommandFailed(f"unknown command {kind!r}")
+    def _take_remote_commands(self) -> None:
+        """Queue the commands other processes left in the store and still wait for."""
+        for command_id, kind, model, args in self.store.take_commands(time.time()):
+            answer = functools.partial(self._answer_remote, command_id)
+            try:
+                command = Command.from_row(kind, model, args)
+            except CommandFailed as error:
+                answer(CommandResult(False, str(error)))
+                continue
+            self.submit(command, on_finish=answer)
+
+    def _answer_remote(self, command_id: int, result: CommandResult) -> None:
+        self.store.finish_command(command_id, result.ok, result.to_json())
+
+    def _run_command(self, ticket: CommandTicket) -> None:
+        if ticket.start():  # else its asker stopped waiting: it must not run unasked
+            ticket.finish(self._carry_out(ticket.command))
+
+    def _carry_out(self, command: Command) -> CommandResult:
+        """Run ``command`` on this thread; a refusal or a failure is a result, never an exception."""
+        try:
+            return self._dispatch(command)
+        except (CommandFailed, ConfigError, KeyError, ValueError) as error:
+            return CommandResult(False, str(error))
+        except Exception as error:  # noqa: BLE001 - the monitor must outlive every command
+            self._set_training(None)
+            message = f"{command.model + ': ' if command.model else ''}{type(error).__name__}: {error}"
+            self.emit(Event(EventKind.ERROR, message, model=command.model, data={"where": command.kind}))
+            return CommandResult(False, message)
+
+    def _dispatch(self, command: Command) -> CommandResult:
+        model = command.model
+        if command.kind == "rollback":
+            before, after = self.rollback(model, command.version, asked_serving=command.serving)
+            asked = f" (asked while v{command.serving} served)" if command.serving not in (None, before) else ""
+            return CommandResult(True, f"{model}: rolled back from v{before} to v{after}{asked}",
+                                 {"from": before, "to": after})
+        if command.kind == "promote":
+            before, after = self.promote(model, command.version)
+            return CommandResult(True, f"{model}: v{after} now serves (was {f'v{before}' if before else 'nothing'})",
+                                 {"from": before, "to": after})
+        if command.kind == "retrain":
+            result = self.retrain_now(model).result
+            message = f"{model}: retrain {result.get('action', 'none')}: {result.get('action_detail', '')}"
+            return CommandResult(True, message.rstrip(": "), {"action": result.get("action")})
+        if command.kind == "validate":
+            reproduction = self.validate(self.config.model(model).name)
+            return CommandResult(True, reproduction.summary, reproduction.to_dict())
+        return self._set_intake(open_=command.kind == "resume")
 
 
 def _profiles_schema(reference: dict[str, Any], schema: dict[str, str]) -> bool:

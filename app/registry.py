@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -69,6 +70,11 @@ class StatePaths:
         """The sub-folders driftdeck keeps in the state folder."""
         return (self.quarantine, self.snapshots, self.serving, self.batches, self.predictions)
 
+    def check(self) -> None:
+        """For a reader: the state folder, if there is one, is a folder."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StateFolderRefused(f"{self.root}: the state folder is a file")
+
     def create(self, data_dir: Path) -> None:
         """Make the state folder (owner-only, 0700: the state may hold private data) and its sub-folders.
 
@@ -121,6 +127,7 @@ class Registry:
         self.store = store
         self.paths = paths
         self._loaded: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._loaded_lock = threading.Lock()  # the monitor's thread scores while commands load snapshots
 
     def snapshot_file(self, model: str, version: int) -> Path:
         return self.paths.snapshots / model / f"v{version}.skops"
@@ -135,35 +142,44 @@ class Registry:
         """The fitted pipeline of a snapshot, its file's hash verified; cached.
 
         Raises SnapshotError if the record or the file is missing, tampered
-        with, or holds types driftdeck does not trust.
+        with, or holds types driftdeck does not trust. The file is read outside
+        the cache's lock: a slow read never holds up another thread's scoring.
         """
         key = (model, version)
-        if key not in self._loaded:
-            record = self.store.snapshot(model, version)
-            if record is None or not record.path or not record.sha256:
-                raise SnapshotError(f"{model} has no stored model for version {version}")
-            self.remember(model, version, read_model(self.paths.root / record.path, record.sha256))
-        self._loaded.move_to_end(key)
-        return self._loaded[key]
+        with self._loaded_lock:
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+        record = self.store.snapshot(model, version)
+        if record is None or not record.path or not record.sha256:
+            raise SnapshotError(f"{model} has no stored model for version {version}")
+        pipeline = read_model(self.paths.root / record.path, record.sha256)
+        self.remember(model, version, pipeline)
+        return pipeline
 
     def remember(self, model: str, version: int, pipeline: Any) -> None:
         """Keep a fitted pipeline that was verified on its way in (loaded, or just trained and committed)."""
-        self._loaded[(model, version)] = pipeline
-        kept = [cached for cached in self._loaded if cached[0] == model]
-        for oldest in kept[:-LOADED_MODELS]:
-            del self._loaded[oldest]
+        with self._loaded_lock:
+            self._loaded[(model, version)] = pipeline
+            self._loaded.move_to_end((model, version))
+            kept = [cached for cached in self._loaded if cached[0] == model]
+            for oldest in kept[:-LOADED_MODELS]:
+                del self._loaded[oldest]
 
     def forget(self, model: str, version: int) -> None:
-        self._loaded.pop((model, version), None)
+        with self._loaded_lock:
+            self._loaded.pop((model, version), None)
 
     def serving(self, model: str) -> SnapshotRecord | None:
         version = self.store.serving_version(model)
         return self.store.snapshot(model, version) if version is not None else None
 
-    def previous_good(self, model: str) -> SnapshotRecord | None:
-        """The snapshot that served before the current one (the rollback target)."""
-        current = self.store.serving_version(model)
-        for change in reversed(self.store.serving_history(model)):
+    def previous_good(self, model: str, before: int | None = None) -> SnapshotRecord | None:
+        """The snapshot that served before ``before`` last began to (default: the current one): the rollback target."""
+        current = self.store.serving_version(model) if before is None else before
+        history = self.store.serving_history(model)
+        last = max((index for index, change in enumerate(history) if change.version == current), default=0)
+        for change in reversed(history[:last]):
             if change.version == current:
                 continue
             record = self.store.snapshot(model, change.version)
@@ -187,12 +203,17 @@ class Registry:
             with self.store.transaction() as tx:
                 apply(tx)
 
-    def rollback_target(self, model: str, to_version: int | None) -> SnapshotRecord:
+    def rollback_target(self, model: str, to_version: int | None, back_from: int | None = None) -> SnapshotRecord:
+        """``to_version``, or the good snapshot that served before ``back_from`` (default: the current one)."""
         current = self.store.serving_version(model)
         if to_version is None:
-            target = self.previous_good(model)
+            target = self.previous_good(model, back_from)
             if target is None:
                 raise RollbackImpossible(f"{model} has no earlier good snapshot to roll back to")
+            if target.version == current:
+                change = self.store.serving_history(model)[-1]
+                raise RollbackImpossible(f"{model}: not rolled back: v{current} already serves "
+                                         f"({change.reason}{': ' + change.detail if change.detail else ''})")
             return target
         target = self.store.snapshot(model, to_version)
         if target is None:

@@ -123,9 +123,9 @@ def reproduce(monitor: Monitor, model: str) -> Reproduction:
     return result
 
 
-def exit_code(results: list[Reproduction]) -> int:
+def exit_code(outcomes: list[str]) -> int:
     """0 when every model validated, 1 on any code regression, else 2 (some check could not be completed)."""
-    outcomes = {result.outcome for result in results}
+    outcomes = set(outcomes)
     for outcome in (CODE_REGRESSION, NOT_VALIDATED):
         if outcome in outcomes:
             return EXIT_CODES[outcome]

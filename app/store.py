@@ -21,7 +21,7 @@ from typing import Any
 
 from app.events import displayable
 
-SCHEMA_VERSION = 3  # PRAGMA user_version; 2: results.trainable; 3: files.ctime_ns and files.inode
+SCHEMA_VERSION = 4  # PRAGMA user_version; 2: results.trainable; 3: files.ctime_ns and files.inode; 4: commands.expires, reading
 TABLES = """
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
@@ -80,8 +80,9 @@ CREATE TABLE IF NOT EXISTS commands (
     kind TEXT NOT NULL,
     model TEXT,
     args TEXT NOT NULL DEFAULT '{}',
-    status TEXT NOT NULL DEFAULT 'pending',   -- pending | done | failed
-    result TEXT NOT NULL DEFAULT ''
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending | taken | done | failed | expired
+    result TEXT NOT NULL DEFAULT '',
+    expires REAL                              -- not taken by then: expired, never carried out
 );
 CREATE TABLE IF NOT EXISTS reading (          -- files being read: a row left behind means the process died reading it
     name TEXT PRIMARY KEY,
@@ -97,6 +98,7 @@ ADDED_COLUMNS = (
     ("results", "trainable", "INTEGER GENERATED ALWAYS AS (json_extract(data, '$.trainable')) VIRTUAL"),
     ("files", "ctime_ns", "INTEGER"),
     ("files", "inode", "INTEGER"),
+    ("commands", "expires", "REAL"),  # earlier rows have none: never carried out
 )
 INDEXES = """
 CREATE INDEX IF NOT EXISTS files_sha ON files(sha256);
@@ -104,6 +106,7 @@ CREATE INDEX IF NOT EXISTS files_name ON files(name, size, mtime_ns);
 CREATE INDEX IF NOT EXISTS results_model ON results(model, file_id);
 CREATE INDEX IF NOT EXISTS serving_model ON serving(model, id);
 CREATE INDEX IF NOT EXISTS results_trainable ON results(model, trainable, file_id);
+CREATE INDEX IF NOT EXISTS commands_status ON commands(status);
 """
 
 
@@ -181,13 +184,23 @@ class Store:
     WAL mode and a busy timeout let them take turns. Before every write the
     store checks that its folder and database are still the ones it opened
     (device and inode, and a SQLite header): once they are not, it writes
-    nothing more, not even at close (see :class:`StateLost`).
+    nothing more, not even at close (see :class:`StateLost`). ``read_only``
+    opens it for commands that only read: nothing on disk changes, not even a
+    migration.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
         self.lost: str | None = None
+        try:
+            self._db = _open_read_only(self.path) if read_only else self._open_for_writing()
+        except sqlite3.DatabaseError as error:
+            raise sqlite3.DatabaseError(f"{self.path}: {error}") from None
+        self._db.row_factory = sqlite3.Row
+        self._identity = _identity(self.path)
+
+    def _open_for_writing(self) -> sqlite3.Connection:
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         try:
@@ -196,13 +209,10 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
             with self._lock:
                 self._open_schema()
-        except sqlite3.DatabaseError as error:
-            self._db.close()
-            raise sqlite3.DatabaseError(f"{self.path}: {error}") from None
-        except StoreIncompatible:
+        except (sqlite3.DatabaseError, StoreIncompatible):
             self._db.close()
             raise
-        self._identity = _identity(self.path)
+        return self._db
 
     def _open_schema(self) -> None:
         """Create a new store, or check and migrate an existing one, then stamp its schema version."""
@@ -512,16 +522,32 @@ class Store:
 
     # --- commands from other processes ---------------------------------------
 
-    def add_command(self, kind: str, model: str | None, args: dict[str, Any]) -> int:
+    def add_command(self, kind: str, model: str | None, args: dict[str, Any], expires: float) -> int:
+        """Leave a command for the process that watches the folder; not taken by ``expires``, it never runs."""
         with self.transaction() as db:
             return db.execute(
-                "INSERT INTO commands (time, kind, model, args) VALUES (?, ?, ?, ?)",
-                (time.time(), kind, model, _dumps(args)),
+                "INSERT INTO commands (time, kind, model, args, expires) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), kind, model, _dumps(args), expires),
             ).lastrowid
 
-    def pending_commands(self) -> list[tuple[int, str, str | None, dict[str, Any]]]:
-        rows = self._query("SELECT * FROM commands WHERE status = 'pending' ORDER BY id")
+    def take_commands(self, now: float) -> list[tuple[int, str, str | None, dict[str, Any]]]:
+        """Claim the commands still awaited (oldest first); expire those whose asker stopped waiting."""
+        if not self._query("SELECT 1 FROM commands WHERE status = 'pending' LIMIT 1"):
+            return []  # the usual case, checked between files: no write transaction
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE commands SET status = 'expired', result = 'not taken in time; never carried out'"
+                " WHERE status = 'pending' AND (expires IS NULL OR expires <= ?)", (now,))
+            rows = db.execute("SELECT * FROM commands WHERE status = 'pending' ORDER BY id").fetchall()
+            db.execute("UPDATE commands SET status = 'taken' WHERE status = 'pending'")
         return [(r["id"], r["kind"], r["model"], json.loads(r["args"])) for r in rows]
+
+    def expire_command(self, command_id: int) -> bool:
+        """Withdraw a command nobody has taken yet; False if the watching process took it first."""
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE commands SET status = 'expired', result = 'withdrawn by its asker; never carried out'"
+                " WHERE id = ? AND status = 'pending'", (command_id,)).rowcount == 1
 
     def finish_command(self, command_id: int, ok: bool, result: str) -> None:
         with self.transaction() as db:
@@ -533,6 +559,30 @@ class Store:
     def command_outcome(self, command_id: int) -> tuple[str, str]:
         row = self._query("SELECT status, result FROM commands WHERE id = ?", (command_id,))[0]
         return row["status"], row["result"]
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot change ``path``, nor create anything beside it.
+
+    SQLite opens a WAL database read-only by creating its ``-wal`` and
+    ``-shm`` files when they are missing; they are missing only when no
+    writer has the database open and every change is in the main file, which
+    is then read as immutable. A store that does not exist yet reads as empty.
+    """
+    if not path.exists():
+        db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        db.executescript(TABLES)
+    else:
+        in_use = Path(f"{path}-wal").exists()
+        uri = f"{path.resolve().as_uri()}?mode=ro{'' if in_use else '&immutable=1'}"
+        db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA query_only=ON")
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # not a database: fail here, not mid-report
+    except sqlite3.DatabaseError:
+        db.close()
+        raise
+    return db
 
 
 class _Transaction:

@@ -250,7 +250,7 @@ def test_validate_says_it_could_not_validate_when_retraining_raises(served: Path
     finally:
         monitor.close()
     assert result.outcome == "not_validated" and "retraining failed" in result.summary
-    assert "could not validate" in result.summary and exit_code([result]) == 2
+    assert "could not validate" in result.summary and exit_code([result.outcome]) == 2
 
 
 def test_validate_says_it_could_not_validate_without_archived_batches(served: Path):
@@ -263,4 +263,4 @@ def test_validate_says_it_could_not_validate_without_archived_batches(served: Pa
     finally:
         monitor.close()
     assert all(r.outcome == "not_validated" and "not all archived" in r.summary for r in reproductions)
-    assert exit_code(reproductions) == 2 and all(r.to_dict()["outcome"] == "not_validated" for r in reproductions)
+    assert exit_code([r.outcome for r in reproductions]) == 2 and all(r.to_dict()["outcome"] == "not_validated" for r in reproductions)

@@ -428,8 +428,9 @@ def test_a_snapshot_swapped_in_from_another_model_is_refused(trained: Path) -> N
         shutil.copyfile(static, dynamic)
         with pytest.raises(SnapshotError, match="modified after it was written"):
             monitor.registry.load("dynamic-lr", 1)
+        probe = write_batch(trained.parent, "probe.csv", make_batch(1, rows=20))
         with pytest.raises(CommandFailed, match="modified after it was written"):
-            monitor.predict_file("dynamic-lr", write_batch(trained.parent, "probe.csv", make_batch(1, rows=20)))
+            monitor.workspace.predict_file("dynamic-lr", probe)
         write_batch(trained, "b01.csv", make_batch(1, rows=200))
         monitor.run_once()
         latest = monitor.store.results("dynamic-lr")[-1][2]
@@ -456,7 +457,7 @@ def test_a_pickle_posing_as_a_snapshot_never_runs(trained: Path) -> None:
         with pytest.raises(CommandFailed):
             monitor.promote("static-lr", 2)
         with pytest.raises(CommandFailed, match="not a skops file"):
-            monitor.export("dynamic-lr", trained.parent / "export")
+            monitor.workspace.export("dynamic-lr", trained.parent / "export")
         write_batch(trained, "b01.csv", make_batch(1, rows=200))
         monitor.run_once()
         assert "not a skops file" in monitor.store.results("dynamic-lr")[-1][2]["load_error"]

@@ -116,7 +116,7 @@ def test_predict_refuses_an_invalid_file_with_the_reason(served: Monitor, tmp_pa
 
 
 def test_export_writes_model_card_and_profile(served: Monitor, tmp_path: Path):
-    written = served.export("dynamic-lr", tmp_path / "export")
+    written = served.workspace.export("dynamic-lr", tmp_path / "export")
     names = sorted(path.name for path in written)
     assert names == ["dynamic-lr.card.json", "dynamic-lr.card.md", "dynamic-lr.profile.json", "dynamic-lr.skops"]
     card = json.loads((tmp_path / "export" / "dynamic-lr.card.json").read_text())

@@ -8,8 +8,10 @@ How data moves:
   reads the store (:func:`app.tui.dashboard.load_dashboard`) and posts the
   result; the panels redraw when it arrives. The UI thread never reads the
   store and never waits for the monitor.
-- Commands that take time (rollback, promotion) run in workers too; one
-  handler turns any worker failure into a notification and a log line.
+- Commands go to the monitor as :class:`~app.commands.Command` objects;
+  workers wait for their results (the monitor carries them out between
+  files). One handler turns any worker failure into a notification and a
+  log line.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from app.commands import Command, answer_within
 from app.events import ERROR_KINDS, Event, EventKind
 from app.monitor import Monitor
 from app.store import StoredEvent
@@ -293,27 +296,35 @@ class DriftDeckApp(App[int]):
         return True
 
     def action_retrain(self) -> None:
-        self.monitor.request_retrain(self.selected_model)
+        self.send(Command("retrain", self.selected_model))
         self.retrain_queued = self.selected_model
         self._show_header()
 
     def action_validate(self) -> None:
-        self.monitor.request_validate(self.selected_model)
+        self.send(Command("validate", self.selected_model))
         self.notify(f"validating {self.selected_model}: retraining its serving snapshot with today's code",
                     title="validate", markup=False)
 
     def action_rollback(self) -> None:
-        self.rollback(self.selected_model)
+        model = self.selected_model
+        self.send(Command("rollback", model, serving=self._serving_shown(model)), announce=True)
 
-    @work(thread=True, exclusive=True, group="command", exit_on_error=False)
-    def rollback(self, model: str) -> None:
-        before, after = self.monitor.rollback(model)
-        self.post_message(CommandDone(f"{model}: v{before} → v{after}"))
-
-    @work(thread=True, exclusive=True, group="command", exit_on_error=False)
     def promote(self, model: str, version: int) -> None:
-        before, after = self.monitor.promote(model, version)
-        self.post_message(CommandDone(f"{model}: {f'v{before}' if before else 'nothing'} → v{after}"))
+        self.send(Command("promote", model, version), announce=True)
+
+    def _serving_shown(self, model: str) -> int | None:
+        """The version the dashboard shows serving: the rollback goes back from it."""
+        summary = self.dashboard.summary(model) if self.dashboard else None
+        return summary.get("serving_version") if summary else None
+
+    @work(thread=True, group="command", exit_on_error=False)
+    def send(self, command: Command, announce: bool = False) -> None:
+        """Hand ``command`` to the monitor and wait for its result; a failure ends in on_worker_state_changed."""
+        config = self.monitor.config
+        result = self.monitor.submit(command).outcome(answer_within(len(config.models), config.watch.train_timeout))
+        if announce:
+            before, after = result.data.get("from"), result.data["to"]
+            self.post_message(CommandDone(f"{command.model}: {f'v{before}' if before else 'nothing'} → v{after}"))
 
     def on_command_done(self, message: CommandDone) -> None:
         self.notify(message.text, title="serving", markup=False)
@@ -347,12 +358,12 @@ class DriftDeckApp(App[int]):
         self.events_panel.note(self.clock(), text)
 
     def action_pause(self) -> None:
-        self.monitor.pause()
+        self.monitor.submit(Command("pause")).outcome(0)  # answered at once: it only closes the intake
         self.paused = True
         self._show_header()
 
     def action_resume(self) -> None:
-        self.monitor.resume()
+        self.monitor.submit(Command("resume")).outcome(0)
         self.paused = False
         self._show_header()
 
