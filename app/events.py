@@ -29,6 +29,7 @@ class EventKind(StrEnum):
     CODE_REGRESSION = "code_regression"
     PAUSED = "paused"
     RESUMED = "resumed"
+    REPLAY_FINISHED = "replay_finished"
     ERROR = "error"
 
 

@@ -596,5 +596,8 @@ class Monitor:
             return f"{model}: v{after} now serves (was {f'v{before}' if before else 'nothing'})"
         if kind == "retrain":
             outcome = self.retrain_now(model)
-            return f"{model}: retrain {outcome.result.get('action', 'none')}: {outcome.result.get('action_detail', '')}".rstrip(": ")
+            message = f"{model}: retrain {outcome.result.get('action', 'none')}: {outcome.result.get('action_detail', '')}".rstrip(": ")
+            if outcome.result.get("action") == "failed":  # failed, cancelled or timed out: no candidate to gate
+                raise CommandFailed(message)
+            return message
         raise CommandFailed(f"unknown command {kind!r}")
