@@ -170,32 +170,44 @@ def fitted_table(title: str, columns: list[TableColumn], rows: list[tuple[Text, 
     """A table of ``rows`` that fits ``width`` terminal cells without cutting a word.
 
     Columns are dropped, least needed first, until each one can be as wide as
-    its longest word (its whole text for ``no_wrap`` columns); Rich then wraps
-    the rest at spaces.
+    its longest word (its whole text for ``no_wrap`` columns); the room left
+    goes to the columns that wrap, in proportion to what their text would take.
     """
     shown = list(range(len(columns)))
-    while len(shown) > 1 and _narrowest_width(columns, rows, shown) > width:
+    needs = [_column_needs(column, [row[index] for row in rows]) for index, column in enumerate(columns)]
+    while len(shown) > 1 and sum(needs[index][0] for index in shown) + _frame_width(shown) > width:
         shown.remove(min(shown, key=lambda index: (columns[index].keep, -index)))
-    table = Table(title=title, expand=True)
+    widths = _share_room(shown, needs, width - _frame_width(shown))
+    table = Table(title=title)
     for index in shown:
-        column = columns[index]
-        table.add_column(column.header, no_wrap=column.no_wrap, overflow="ellipsis",
-                         min_width=_column_min_width(column, [row[index] for row in rows]))
+        table.add_column(columns[index].header, no_wrap=columns[index].no_wrap, overflow="ellipsis", width=widths[index])
     for row in rows:
         table.add_row(*(row[index] for index in shown))
     return table
 
 
-def _narrowest_width(columns: list[TableColumn], rows: list[tuple[Text, ...]], shown: list[int]) -> int:
-    inner = sum(_column_min_width(columns[index], [row[index] for row in rows]) for index in shown)
-    return inner + CELL_FRAME_WIDTH * len(shown) + EDGE_WIDTH
+def _frame_width(shown: list[int]) -> int:
+    return CELL_FRAME_WIDTH * len(shown) + EDGE_WIDTH
 
 
-def _column_min_width(column: TableColumn, cells: list[Text]) -> int:
+def _column_needs(column: TableColumn, cells: list[Text]) -> tuple[int, int]:
+    """(narrowest, widest) a column can be: its longest word (whole text if ``no_wrap``), its longest text."""
     texts = [column.header, *(cell.plain for cell in cells)]
+    widest = max(cell_len(text) for text in texts)
     if column.no_wrap:
-        return max(cell_len(text) for text in texts)
-    return max((cell_len(word) for text in texts for word in text.split()), default=1)
+        return widest, widest
+    return max((cell_len(word) for text in texts for word in text.split()), default=1), widest
+
+
+def _share_room(shown: list[int], needs: list[tuple[int, int]], room: int) -> dict[int, int]:
+    widths = {index: needs[index][0] for index in shown}
+    spare = room - sum(widths.values())
+    wants = {index: needs[index][1] - needs[index][0] for index in shown}
+    wanted = sum(wants.values())
+    for index in shown:
+        if wanted:
+            widths[index] += min(wants[index], spare * wants[index] // wanted)
+    return widths
 
 
 MODEL_COLUMNS = [TableColumn("model", 9, no_wrap=True), TableColumn("policy", 3, no_wrap=True),
