@@ -124,10 +124,14 @@ def test_status_fits_80_columns_without_breaking_a_word(trained_dir: Path, capsy
     status, out, _ = run_main(capsys, "status", trained_dir)
     assert status == 0 and lines_fit(out, 80)
     report = json.loads(run_main(capsys, "status", trained_dir, "--json")[1])
-    whole = {model["name"] for model in report["models"]} | {batch["file"] for batch in report["batches"]}
-    whole |= {word for model in report["models"] for word in model["verdict"].split()}
-    for word in whole:
-        assert word in out, word
+    models, batches = out.split("Batches (")
+    for model in report["models"]:
+        assert re.search(rf"^│ {model['name']} +│", models, re.MULTILINE), model["name"]
+        flag = model["flags"][0]
+        for word in f"{flag['kind']}: {flag['detail']} {model['verdict']}".split():
+            assert word in models, word
+    for batch in report["batches"]:
+        assert re.search(rf"^│ {batch['file']} +│", batches, re.MULTILINE), batch["file"]
 
 
 # --- snapshots -----------------------------------------------------------------------------------
