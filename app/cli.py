@@ -153,6 +153,8 @@ def plain_spoken(run: Callable) -> Callable:
 
 def os_error_in_words(error: OSError) -> str:
     """"nope.csv: no such file or folder" rather than "[Errno 2] No such file or directory: 'nope.csv'"."""
+    if error.errno is None:  # raised by driftdeck itself, already in words
+        return str(error)
     words = OS_ERROR_WORDS.get(error.errno) or (error.strerror or str(error)).lower()
     return f"{error.filename}: {words}" if error.filename else words
 
