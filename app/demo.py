@@ -60,8 +60,8 @@ def _run_in(folder: Path, source: Path, start: int, speed: float, headless: bool
         # the season starts once the training weeks are in: they come first, as they would in life
         wait_for_files(monitor, training_weeks, SETTLE_WAIT_SECONDS, stop)
         replay(source, folder, interval=speed, start=start, stop=stop.is_set)
-        if wait_for_files(monitor, expected, SETTLE_WAIT_SECONDS, stop):
-            monitor.emit(replay_finished(source.name, len(expected)))
+        if wait_for_files(monitor, expected, SETTLE_WAIT_SECONDS, stop) and monitor.wait_idle(SETTLE_WAIT_SECONDS):
+            monitor.emit(replay_finished(source.name, len(expected)))  # after the last batch's own events
 
     feeder = threading.Thread(target=feed, name="driftdeck-replay", daemon=True)
     if not headless:
