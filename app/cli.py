@@ -143,7 +143,7 @@ def plain_spoken(run: Callable) -> Callable:
             sys.stdout.flush()  # a closed pipe shows here, not at exit
             return status
         except BrokenPipeError:
-            silence_stdout()
+            silence(sys.stdout)
             return CLOSED_PIPE_STATUS
         except OSError as error:
             raise CommandFailed(os_error_in_words(error)) from None
@@ -159,10 +159,10 @@ def os_error_in_words(error: OSError) -> str:
     return f"{error.filename}: {words}" if error.filename else words
 
 
-def silence_stdout() -> None:
-    """Point stdout at /dev/null, so nothing (not even the flush at exit) writes to the closed pipe again."""
+def silence(stream) -> None:
+    """Point ``stream`` at /dev/null, so nothing (not even the flush at exit) writes to its closed pipe again."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, stream.fileno())
     os.close(devnull)
 
 
@@ -232,7 +232,7 @@ def event_printer(as_json: bool, on_closed: Callable[[], None] | None = None) ->
                 print(line, file=stream, flush=True)
             except BrokenPipeError:
                 closed.set()
-                silence_stdout()
+                silence(stream)
                 if on_closed is not None:
                     on_closed()
 
