@@ -6,14 +6,18 @@ BIN := $(VENV)/bin
 .PHONY: demo test install install-test bench-peers clean
 
 $(BIN)/python:
+	@echo "==> Creating a Python environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "==> Installing driftdeck and its libraries (Textual, scikit-learn, pandas, pyarrow, …) into $(VENV)"
+	@echo "    The first run takes about a minute; later runs skip this step. $(NEXT_STEP)"
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	@echo "==> Installing driftdeck with its test tools into $(VENV) (first run: a minute or two)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@ $(VENV)/.installed
 
@@ -21,8 +25,11 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+demo: NEXT_STEP = The monitor opens next.
 demo: install
-	$(BIN)/driftdeck demo
+	@echo "==> Opening the monitor: a sample season of batch files is replayed into a temporary folder."
+	@echo "    Press ? for the keys and q to quit; the folder is removed on exit (keep it with: $(BIN)/driftdeck demo --keep)."
+	@$(BIN)/driftdeck demo
 
 test: install-test
 	$(BIN)/python -m pytest -q

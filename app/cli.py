@@ -6,7 +6,9 @@ Errors are one line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -30,6 +32,17 @@ INTERRUPTED = 130  # the shell's status for a run ended by Ctrl-C
 # Events that mean a file could not be handled: ``watch --once`` then exits 1. A quarantine is the normal
 # handling of a bad file, and a failed candidate a model's outcome, so neither counts.
 FAILURE_KINDS = frozenset({EventKind.FILE_ERROR, EventKind.ERROR})
+CLOSED_PIPE_STATUS = 128 + signal.SIGPIPE  # what a shell reports for a program its reader stopped reading
+OS_ERROR_WORDS = {
+    errno.ENOENT: "no such file or folder",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "not permitted",
+    errno.EISDIR: "is a folder, not a file",
+    errno.ENOTDIR: "a part of this path is a file, not a folder",
+    errno.EEXIST: "already exists",
+    errno.ENOSPC: "no space left on the disk",
+    errno.EROFS: "the disk is read-only",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         if data_dir:
             sub.add_argument("data_dir", type=Path, metavar="DATA_DIR")
             sub.add_argument("--state", type=Path, metavar="DIR", help="state folder (default DATA_DIR/.driftdeck)")
-        sub.set_defaults(run=run)
+        sub.set_defaults(run=plain_spoken(run))
         return sub
 
     init = command("init", run_init, "infer the schema of the files in DATA_DIR and write driftdeck.toml")
@@ -103,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote = command("promote", run_promote, "serve a given snapshot version of a model")
     promote.add_argument("--model", required=True)
     promote.add_argument("--version", type=int, required=True)
+    promote.add_argument("--force", action="store_true", help="serve it even if the gate rejected it")
 
     snapshots = command("snapshots", run_snapshots, "a model's snapshots and serving history")
     snapshots.add_argument("--model")
@@ -118,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True)
     export.add_argument("--version", type=int)
     export.add_argument("--out", type=Path, required=True, metavar="DIR")
+    export.add_argument("--force", action="store_true", help="write into DIR even if it holds files")
 
     validate = command("validate", run_validate,
                        "retrain each serving snapshot with today's code and config; exit 1 on a regression, 2 if it could not validate")
@@ -135,7 +150,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=2.0, metavar="SECONDS", help="seconds between batches")
     demo.add_argument("--headless", action="store_true")
     demo.add_argument("--json", action="store_true")
+    demo.add_argument("--keep", action="store_true", help="keep the demo folder when the demo ends")
     return parser
+
+
+def plain_spoken(run: Callable) -> Callable:
+    """``run`` with OS errors said in words, and a reader that closed our output ending the command quietly."""
+
+    def run_plainly(args) -> int:
+        try:
+            status = run(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return status
+        except BrokenPipeError:
+            silence(sys.stdout)
+            return CLOSED_PIPE_STATUS
+        except OSError as error:
+            raise CommandFailed(os_error_in_words(error)) from None
+
+    return run_plainly
+
+
+def os_error_in_words(error: OSError) -> str:
+    """"nope.csv: no such file or folder" rather than "[Errno 2] No such file or directory: 'nope.csv'"."""
+    if error.errno is None:  # raised by driftdeck itself, already in words
+        return str(error)
+    words = OS_ERROR_WORDS.get(error.errno) or (error.strerror or str(error)).lower()
+    return f"{error.filename}: {words}" if error.filename else words
+
+
+def silence(stream) -> None:
+    """Point ``stream`` at /dev/null, so nothing (not even the flush at exit) writes to its closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -144,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run_init(args) -> int:
     from app.scaffold import write_config
 
+    if not args.data_dir.is_dir():
+        raise CommandFailed(f"{args.data_dir}: no such folder")
     path = write_config(args.data_dir, args.target, args.timestamp, args.id_column, args.force)
     print(f"wrote {path}; check [schema] and [[models]], then run: driftdeck watch {args.data_dir}")
     return 0
@@ -172,7 +222,7 @@ def run_watch(args) -> int:
 def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | None = None) -> int:
     """Print events until Ctrl-C (exit status 130), SIGTERM or ``until`` is set (0); stop cleanly."""
     stop = until or threading.Event()
-    monitor.subscribe(event_printer(as_json))
+    monitor.subscribe(event_printer(as_json, on_closed=stop.set))
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     monitor.start()
     try:
@@ -186,8 +236,11 @@ def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | Non
     return 2 if monitor.fatal else 0
 
 
-def event_printer(as_json: bool) -> Callable[[Event], None]:
+def event_printer(as_json: bool, on_closed: Callable[[], None] | None = None) -> Callable[[Event], None]:
+    """Print each event as a line (or a JSON object); when the reader closes stdout, stop printing
+    and call ``on_closed``."""
     lock = threading.Lock()
+    closed = threading.Event()
 
     def show(event: Event) -> None:
         if as_json:
@@ -197,7 +250,15 @@ def event_printer(as_json: bool) -> Callable[[Event], None]:
             line = f"{stamp} {event.kind:<18} {printable(event.message)}"
         stream = sys.stderr if (event.kind in ERROR_KINDS and not as_json) else sys.stdout
         with lock:
-            print(line, file=stream, flush=True)
+            if closed.is_set():
+                return
+            try:
+                print(line, file=stream, flush=True)
+            except BrokenPipeError:
+                closed.set()
+                silence(stream)
+                if on_closed is not None:
+                    on_closed()
 
     return show
 
@@ -214,8 +275,8 @@ def run_status(args) -> int:
     counts = report["counts"]
     console.print(f"{printable(report['data_dir'])}: {counts['ingested']} ingested, {counts['quarantined']} quarantined, "
                   f"{counts['duplicate']} duplicate", markup=False, highlight=False)
-    console.print(models_table(report["models"]))
-    console.print(batches_table(report["batches"]))
+    console.print(models_table(report["models"], console.width))
+    console.print(batches_table(report["batches"], sum(counts.values()), console.width))
     return 0
 
 
@@ -225,13 +286,14 @@ def run_snapshots(args) -> int:
     with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
         config, store = workspace.config, workspace.store
         names = [config.model(args.model).name] if args.model else [m.name for m in config.models]
-        rows = [row for name in names for row in snapshot_rows(store, name)]
-        history = {name: serving_history_rows(store, name) for name in names}
+        # newest first, as the monitor lists them
+        rows = [row for name in names for row in reversed(snapshot_rows(store, name))]
+        history = {name: serving_history_rows(store, name)[::-1] for name in names}
     if args.json:
         print(json.dumps({"snapshots": rows, "serving_history": history}, default=str, indent=2))
         return 0
     console = Console()
-    console.print(snapshots_table(rows))
+    console.print(snapshots_table(rows, console.width))
     for name, changes in history.items():
         for change in changes:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(change["time"]))
@@ -249,6 +311,11 @@ def run_rollback(args) -> int:
 
 
 def run_promote(args) -> int:
+    with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
+        record = workspace.store.snapshot(workspace.config.model(args.model).name, args.version)
+    if record is not None and record.status == "rejected" and not args.force:
+        raise CommandFailed(f"{args.model} v{args.version} was rejected: {record.reason or 'no reason recorded'}; "
+                            "pass --force to serve it anyway")
     return _print_result(_run_commands(args, "promote", [args.model], args.version)[0])
 
 
@@ -304,6 +371,8 @@ def run_predict(args) -> int:
 
 
 def run_export(args) -> int:
+    if args.out.is_dir() and any(args.out.iterdir()) and not args.force:
+        raise CommandFailed(f"{args.out} is not empty; pass --force to write into it")
     with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
         written = workspace.export(args.model, args.out, args.version)
     for path in written:
@@ -336,7 +405,7 @@ def run_replay(args) -> int:
 def run_demo(args) -> int:
     from app.demo import run_demo as demo
 
-    return demo(args.scenario, args.speed, headless=args.headless, as_json=args.json)
+    return demo(args.scenario, args.speed, headless=args.headless, as_json=args.json, keep=args.keep)
 
 
 if __name__ == "__main__":

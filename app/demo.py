@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from app.config import CONFIG_NAME, load_config
+from app.events import Event, EventKind
 from app.monitor import Monitor
 from app.replay import batch_files, deliver, replay
 
@@ -34,17 +35,33 @@ def prepare_demo_folder(scenario: str) -> tuple[Path, Path, int]:
     return folder, source, training
 
 
-def run_demo(scenario: str, speed: float, headless: bool = False, as_json: bool = False) -> int:
+def run_demo(scenario: str, speed: float, headless: bool = False, as_json: bool = False, keep: bool = False) -> int:
+    """Run the demo in a new temp folder; remove the folder when it ends unless ``keep``."""
     folder, source, start = prepare_demo_folder(scenario)
-    print(f"demo folder: {folder}", file=sys.stderr if as_json else sys.stdout, flush=True)
+    say = sys.stderr if as_json else sys.stdout
+    print(f"demo folder: {folder}", file=say, flush=True)
+    try:
+        return _run_in(folder, source, start, speed, headless, as_json)
+    finally:
+        if keep:
+            print(f"demo folder kept: inspect it with `driftdeck status {folder}`", file=say, flush=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"demo folder removed ({folder}); pass --keep to keep it", file=say, flush=True)
+
+
+def _run_in(folder: Path, source: Path, start: int, speed: float, headless: bool, as_json: bool) -> int:
     monitor = Monitor(folder)
     stop = threading.Event()
     training_weeks = {path.name for path in batch_files(folder)}
+    expected = {path.name for path in batch_files(source)}
 
     def feed() -> None:
         # the season starts once the training weeks are in: they come first, as they would in life
         wait_for_files(monitor, training_weeks, SETTLE_WAIT_SECONDS, stop)
         replay(source, folder, interval=speed, start=start, stop=stop.is_set)
+        if wait_for_files(monitor, expected, SETTLE_WAIT_SECONDS, stop) and monitor.wait_idle(SETTLE_WAIT_SECONDS):
+            monitor.emit(replay_finished(source.name, len(expected)))  # after the last batch's own events
 
     feeder = threading.Thread(target=feed, name="driftdeck-replay", daemon=True)
     if not headless:
@@ -56,22 +73,26 @@ def run_demo(scenario: str, speed: float, headless: bool = False, as_json: bool 
             stop.set()
     from app.cli import INTERRUPTED, event_printer
 
-    expected = {path.name for path in batch_files(source)}
-    monitor.subscribe(event_printer(as_json))
+    monitor.subscribe(event_printer(as_json, on_closed=stop.set))
     monitor.start()
     feeder.start()
     status = 0
     try:
         feeder.join()
-        wait_for_files(monitor, expected, SETTLE_WAIT_SECONDS)
         monitor.wait_idle(SETTLE_WAIT_SECONDS)
     except KeyboardInterrupt:
         stop.set()
         status = INTERRUPTED
     finally:
         monitor.close()
-    print(f"demo done: inspect it with `driftdeck status {folder}`", file=sys.stderr, flush=True)
     return status
+
+
+def replay_finished(scenario: str, files: int) -> Event:
+    """The event that tells the person watching that no more files will come."""
+    return Event(EventKind.REPLAY_FINISHED,
+                 f"replay finished: all {files} batch files of the {scenario} scenario are in; no more will come",
+                 data={"scenario": scenario, "files": files})
 
 
 def wait_for_files(monitor: Monitor, names: set[str], timeout: float, stop: threading.Event | None = None) -> bool:

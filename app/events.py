@@ -34,6 +34,7 @@ class EventKind(StrEnum):
     FOLDER_BACK = "folder_back"
     PAUSED = "paused"
     RESUMED = "resumed"
+    REPLAY_FINISHED = "replay_finished"
     ERROR = "error"
 
 

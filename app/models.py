@@ -14,6 +14,13 @@ columns are strings whatever dtype the batch file produced. A program that
 uses a saved pipeline outside driftdeck must do the same (call
 ``prepare_features`` or cast categorical columns to ``str``).
 
+Class labels keep the type the batch files gave them: validation hands them
+over as text (see :func:`category_text`), and :func:`fit_pipeline` turns them
+back into whole numbers or booleans when every label reads as one (see
+:func:`typed_labels`), so a fitted classifier, and every prediction made with
+it, says ``1`` or ``True`` where the data said so, never ``"1"``. Regression
+targets are floats throughout.
+
 Fitting is deterministic for a given seed: every estimator that takes a
 ``random_state`` gets it, and every estimator that takes ``n_jobs`` runs on one
 thread (the caller limits BLAS/OpenMP threads with ``threadpoolctl``).
@@ -287,6 +294,32 @@ def category_texts(values: pd.Series | pa.ChunkedArray) -> pd.Series:
     return pd.Series(texts[codes], index=index, dtype=object, copy=False)  # a new array: no copy needed
 
 
+BOOLEAN_TEXTS = {"True": True, "False": False}
+
+
+def typed_labels(texts: np.ndarray | list) -> np.ndarray:
+    """Class labels given as text (no missing ones) back in their own type.
+
+    Whole numbers when every label is one written the way :func:`category_text`
+    writes it ("1", "-3"; not "007", which stays text), booleans when every
+    label is "True" or "False", else the text itself (an object array).
+    """
+    values = np.asarray(texts, dtype=object)
+    distinct = {str(value) for value in values}
+    if distinct and distinct <= BOOLEAN_TEXTS.keys():
+        return np.array([BOOLEAN_TEXTS[str(value)] for value in values], dtype=bool)
+    if distinct and all(_is_whole_number_text(text) for text in distinct):
+        return values.astype(np.int64)
+    return values
+
+
+def _is_whole_number_text(text: str) -> bool:
+    try:
+        return str(int(text)) == text
+    except ValueError:
+        return False
+
+
 def fit_pipeline(
     pipeline: Pipeline,
     X: pd.DataFrame,
@@ -307,7 +340,7 @@ def fit_pipeline(
     target = np.asarray(y)
     new_model = pipeline.named_steps[MODEL_STEP]
     if incremental_from is None or not hasattr(new_model, "partial_fit"):
-        return pipeline.fit(features, target)
+        return pipeline.fit(features, typed_labels(target) if is_classifier(new_model) else target)
 
     previous_model = incremental_from.named_steps[MODEL_STEP]
     if type(previous_model) is not type(new_model):
@@ -320,6 +353,9 @@ def fit_pipeline(
     if is_classifier(model):
         if classes is None:
             raise ValueError("incremental classification training needs the full list of classes")
+        if model.classes_.dtype != object:  # typed like the labels the model first learned (text before typing)
+            typed = typed_labels(np.concatenate([np.asarray(classes, dtype=object), target.astype(object)]))
+            classes, target = typed[:len(classes)], typed[len(classes):]
         model.partial_fit(transformed, target, classes=np.asarray(classes))
     else:
         model.partial_fit(transformed, target)

@@ -799,7 +799,8 @@ class Monitor:
         if command.kind == "retrain":
             result = self.retrain_now(model).result
             message = f"{model}: retrain {result.get('action', 'none')}: {result.get('action_detail', '')}"
-            return CommandResult(True, message.rstrip(": "), {"action": result.get("action")})
+            failed = result.get("action") == "failed"  # failed, cancelled or timed out: no candidate to gate
+            return CommandResult(not failed, message.rstrip(": "), {"action": result.get("action")})
         if command.kind == "validate":
             reproduction = self.validate(self.config.model(model).name)
             return CommandResult(True, reproduction.summary, reproduction.to_dict())

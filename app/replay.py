@@ -23,12 +23,15 @@ def deliver(source: Path, dest_dir: Path) -> Path:
     The temporary file is created new (never through a link planted at its
     name); its name starts with ``.`` and ends with ``.tmp``, which the
     watcher never reads; the rename makes the file appear complete at once.
+    The copy keeps the source's permission bits (a new temporary file would
+    otherwise be readable by its owner only).
     """
     target = Path(dest_dir) / source.name
     fd, temporary = tempfile.mkstemp(dir=dest_dir, prefix=f".{source.name}.", suffix=".tmp")  # new, never a link
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as data:
             shutil.copyfileobj(data, out)
+        shutil.copymode(source, temporary)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -13,12 +14,16 @@ VALENTINES = ("2026-01-26", "2026-02-02", "2026-02-09")
 
 
 def run_demo(scenario: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "app", "demo", "--scenario", scenario, "--headless", "--speed", "0"],
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "app", "demo", "--scenario", scenario, "--headless", "--speed", "0",
+                           "--keep"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"^\S+ replay_finished +replay finished: all \d+ batch files", done.stdout, re.MULTILINE)
     folder = re.search(r"demo folder: (\S+)", done.stdout).group(1)
-    status = subprocess.run([sys.executable, "-m", "app", "status", folder, "--json"],
-                            capture_output=True, text=True, timeout=120)
+    try:
+        status = subprocess.run([sys.executable, "-m", "app", "status", folder, "--json"],
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(folder)
     assert status.returncode == 0, status.stderr
     return json.loads(status.stdout)
 

@@ -19,6 +19,7 @@ from app.models import (
     predict,
     prepare_features,
     supports_partial_fit,
+    typed_labels,
 )
 
 SCHEMA = {"size": "numeric", "weight": "numeric", "color": "categorical", "code": "categorical"}
@@ -321,3 +322,40 @@ def test_estimator_without_partial_fit_is_trained_from_scratch():
     np.testing.assert_allclose(
         from_old.named_steps["model"].coef_, scratch.named_steps["model"].coef_
     )
+
+
+@pytest.mark.parametrize(
+    ("texts", "expected"),
+    [
+        (["1", "0", "1"], np.array([1, 0, 1], dtype=np.int64)),
+        (["-3", "12"], np.array([-3, 12], dtype=np.int64)),
+        (["True", "False"], np.array([True, False])),
+        (["yes", "no"], np.array(["yes", "no"], dtype=object)),
+        (["007", "1"], np.array(["007", "1"], dtype=object)),  # "007" is not how a whole number is written
+        (["1", "True"], np.array(["1", "True"], dtype=object)),
+    ],
+)
+def test_typed_labels_gives_text_labels_back_their_type(texts, expected):
+    typed = typed_labels(np.array(texts, dtype=object))
+    assert typed.dtype == expected.dtype
+    np.testing.assert_array_equal(typed, expected)
+
+
+def test_a_classifier_fitted_on_whole_number_text_predicts_whole_numbers(train_frame, unseen_frame):
+    """Validation hands labels over as text; the fitted model answers in the labels' own type."""
+    labels = np.where(make_target(train_frame, CLASSIFICATION) == "yes", "1", "0").astype(object)
+    model = train(CLASSIFICATION, "logistic_regression", train_frame, labels)
+    assert model.classes_.tolist() == [0, 1]
+    prediction = predict(model, unseen_frame, CLASSIFICATION)
+    assert prediction.labels.dtype == np.int64 and prediction.classes == [0, 1]
+
+
+def test_sgd_continues_a_whole_number_classifier_with_text_classes():
+    first_batch, second_batch = make_frame(80, seed=3), make_frame(80, seed=4)
+    as_digits = {"no": "0", "yes": "1"}
+    y_first = np.array([as_digits[y] for y in make_target(first_batch, CLASSIFICATION)], dtype=object)
+    y_second = np.array([as_digits[y] for y in make_target(second_batch, CLASSIFICATION)], dtype=object)
+    original = train(CLASSIFICATION, "sgd", first_batch, y_first)
+    continued = train(CLASSIFICATION, "sgd", second_batch, y_second, incremental_from=original, classes=["0", "1"])
+    assert continued.named_steps["model"].classes_.tolist() == [0, 1]
+    assert predict(continued, second_batch, CLASSIFICATION).labels.dtype == np.int64
