@@ -227,6 +227,11 @@ class Monitor:
             return []
         return environment_diff(serving.data["environment"], environment_record())
 
+    @property
+    def waiting_files(self) -> int:
+        """How many files arrived while paused and wait for ``resume``."""
+        return len(self._deferred)
+
     def pause(self) -> None:
         self.paused = True
         self.emit(Event(EventKind.PAUSED, "watching paused: new files wait until resumed"))

@@ -175,7 +175,8 @@ def test_header_says_how_long_ago_the_last_file_came_and_what_trains():
 def test_snapshot_note_highlights_an_environment_that_differs():
     from app.tui import render
 
-    row = {"version": 3, "status": "retired", "reason": "", "gate": "ok", "files": ["a.csv"], "seed": 0,
+    row = {"version": 3, "status": "retired", "serving": False, "reason": "", "gate": "ok", "files": ["a.csv"],
+           "rows": 10, "metric": "roc_auc", "holdout": 0.8, "seed": 0,
            "config_hash": "abc123", "environment_vs_now": ["scikit-learn 1.5.0 -> 1.9.1"],
            "environment_vs_serving": ["scikit-learn 1.5.0 -> 1.9.1"]}
     note = render.snapshot_note(row).plain
