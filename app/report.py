@@ -337,7 +337,8 @@ SI_SUFFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 
 
 def short_number(value: float) -> str:
-    """``value`` in 4 significant digits and at most 8 characters: 1234, 32.86k, 8.212M, 0.001234, 1.2e-07."""
+    """``value`` in at most 9 characters: 4 significant digits (1234, 32.86k, 8.212M, 0.001234), or 3 in
+    scientific notation for the very small and the very large (-1.23e-07)."""
     plain = f"{value:.4g}"
     if "e" not in plain:
         return plain
@@ -345,7 +346,7 @@ def short_number(value: float) -> str:
     scale, suffix = next(((scale, suffix) for scale, suffix in SI_SUFFIXES if magnitude >= scale), (0.0, ""))
     if scale and magnitude < 1e15:
         return f"{value / scale:.4g}{suffix}"
-    return f"{value:.2g}"
+    return f"{value:.3g}"
 
 
 def _categorical_distribution(reference: dict[str, Any], current: dict[str, Any],

@@ -41,7 +41,7 @@ KIND_LABELS = {"batch_ingested": "ingested", "batch_quarantined": "quarantined",
 KIND_WIDTH = 12
 _WRAP_CONSOLE = Console(width=200, color_system=None)  # only measures text for wrapping
 Y_LABEL_WIDTH = 6
-LABEL_WIDTH = 17  # a bin label: the widest range of two short numbers ("-1.2e-09–-1.1e-09")
+LABEL_WIDTH = 19  # a bin label: the widest range of two short numbers ("-1.23e-09–-1.21e-09")
 # What each metric can take: the health chart's y-axis stays inside it (Brier reaches 2 for multiclass).
 METRIC_LIMITS: dict[str, tuple[float | None, float | None]] = {
     "roc_auc": (0.0, 1.0), "accuracy": (0.0, 1.0), "balanced_accuracy": (0.0, 1.0), "f1": (0.0, 1.0),
