@@ -57,6 +57,7 @@ PALETTE_HINT_FROM_COLUMNS = 90
 PANELS = ("models", "features", "health", "snapshots", "events")  # keys 1 to 5, in this order
 SCREENSHOTS_FOLDER = "screenshots"  # under the state folder
 TEXTUAL_COMMANDS_KEPT = ("Theme", "Quit")
+PALETTE_TITLES = {"promote": "Promote", "toggle_maximize": "Maximize"}  # where the footer's label is terse
 RETRAIN_SETTLING_KINDS = frozenset({EventKind.PROMOTED, EventKind.REJECTED, EventKind.TRAINING_FAILED})
 
 
@@ -422,8 +423,8 @@ class DriftDeckApp(App[int]):
         yield from (command for command in super().get_system_commands(screen)
                     if command.title in TEXTUAL_COMMANDS_KEPT)
         for binding in self._bindings_for_help():
-            title, action = ("Promote", "promote") if binding.action == "select_cursor" else (binding.description,
-                                                                                             binding.action)
+            action = "promote" if binding.action == "select_cursor" else binding.action
+            title = PALETTE_TITLES.get(action, binding.description)
             if action not in ("quit", "show_panel('models')") and self.check_action(action, ()):
                 yield SystemCommand(title, binding.tooltip, lambda action=action: self.run_action(action))
         yield SystemCommand("Screenshot", "Save an SVG picture of the screen under the state folder's screenshots/",

@@ -137,19 +137,18 @@ HEADER_SEPARATOR = " │ "
 def header_text(state: HeaderState, width: int = 0) -> Text:
     """One line of parts set apart by a bar: folder, watching/paused, counts, last file, training.
 
-    Given a ``width`` (cells), the folder's path gives way first (shortened
-    from its start), then the word "ingested", so the counts, the time since
-    the last file and the training progress stay on screen.
+    Given a ``width`` (cells), the word "ingested" gives way first, then the
+    folder's path (shortened from its start, then left out), so the counts,
+    the time since the last file and the training progress stay on screen.
     """
-    parts = header_parts(state, folder=state.folder, wordy=True)
-    if width and _joined(parts).cell_len > width:
-        parts = header_parts(state, folder="", wordy=True)
-        room = width - _joined(parts).cell_len - len(HEADER_SEPARATOR)
-        if room >= 6:
-            parts = header_parts(state, folder=_tail(state.folder, room), wordy=True)
-        elif _joined(parts).cell_len > width:
-            parts = header_parts(state, folder="", wordy=False)
-    return _joined(parts)
+    wordy = _joined(header_parts(state, state.folder, wordy=True))
+    if not width or wordy.cell_len <= width:
+        return wordy
+    bare = _joined(header_parts(state, "", wordy=False))
+    room = width - bare.cell_len - len(HEADER_SEPARATOR)
+    if room < min(len(state.folder), 8):
+        return bare
+    return _joined(header_parts(state, _tail(state.folder, room), wordy=False))
 
 
 def header_parts(state: HeaderState, folder: str, wordy: bool) -> list[Text]:
