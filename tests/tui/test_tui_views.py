@@ -281,6 +281,17 @@ def test_the_header_sets_its_parts_apart_and_keeps_the_counts_at_any_width(width
         assert "/tmp/driftdeck-demo-flowers-09k_9138 │" in line and "30 batches ingested" in line
 
 
+@pytest.mark.parametrize("width", [160, 100, 78])
+def test_training_progress_stays_in_the_header_at_any_width(width: int):
+    training = {"model": "flowers-dynamic", "progress": 0.4, "text": "flowers-dynamic: training v9 on 6,290 rows"}
+    line = render.header_text(header_state(training=training), width).plain
+    assert len(line) <= width
+    assert "30 batches" in line and "1 quarantined" in line and "last file 58 s ago" in line
+    assert "⚙ training" in line and "40%" in line
+    queued = render.header_text(header_state(retrain_queued="flowers-static"), width).plain
+    assert len(queued) <= width and "retrain" in queued and "queued" in queued
+
+
 def test_a_paused_header_says_how_many_files_wait():
     assert "⏸ paused · 3 files waiting" in render.header_text(header_state(paused=True, waiting=3)).plain
     assert "1 file waiting" in render.header_text(header_state(paused=True, waiting=1)).plain
