@@ -321,6 +321,12 @@ class Monitor:
             return []
         return environment_diff(serving.data["environment"], environment_record())
 
+    @property
+    def waiting_files(self) -> int:
+        """How many files arrived while paused and wait for ``resume``."""
+        with self._intake_lock:
+            return len(self._deferred)
+
     def _set_intake(self, open_: bool) -> CommandResult:
         """Pause (files wait in ``_deferred``) or resume (they are queued again, in order)."""
         with self._intake_lock:

@@ -137,7 +137,8 @@ def snapshot_rows(store: Store, model: str) -> list[dict[str, Any]]:
             "parent": record.parent,
             "created": record.created,
             "status": record.status,
-            "reason": record.reason,
+            # A re-promoted snapshot keeps the reason it once lost its place for; it is no reason now.
+            "reason": None if record.version == serving else record.reason,
             "serving": record.version == serving,
             "files": record.data.get("files", []),
             "trained_on": trained_on_text(record.data.get("files", [])),
@@ -427,7 +428,7 @@ def _numeric_distribution(reference: dict[str, Any], current: dict[str, Any], gr
         low, high = bounds[index], bounds[index + 1]
         label = _range_label(low, high)
         if index == len(starts) - 1 and start == last_slot:  # only the values above the reference's range
-            label = f"> {float(edges[-1]):.4g}"
+            label = f"> {short_number(float(edges[-1]))}"
         rows.append({
             "label": label,
             "low": low,
@@ -442,12 +443,28 @@ def _range_label(low: float | None, high: float | None) -> str:
     if low is None and high is None:
         return "all"
     if low is None:
-        return f"< {high:.4g}"
+        return f"< {short_number(high)}"
     if high is None:
-        return f"≥ {low:.4g}"
-    if f"{low:.4g}" == f"{high:.4g}":
-        return f"{low:.4g}"
-    return f"{low:.4g}–{high:.4g}"
+        return f"≥ {short_number(low)}"
+    if short_number(low) == short_number(high):
+        return short_number(low)
+    return f"{short_number(low)}–{short_number(high)}"
+
+
+SI_SUFFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def short_number(value: float) -> str:
+    """``value`` in at most 9 characters: 4 significant digits (1234, 32.86k, 8.212M, 0.001234), or 3 in
+    scientific notation for the very small and the very large (-1.23e-07)."""
+    plain = f"{value:.4g}"
+    if "e" not in plain:
+        return plain
+    magnitude = abs(value)
+    scale, suffix = next(((scale, suffix) for scale, suffix in SI_SUFFIXES if magnitude >= scale), (0.0, ""))
+    if scale and magnitude < 1e15:
+        return f"{value / scale:.4g}{suffix}"
+    return f"{value:.3g}"
 
 
 def _categorical_distribution(reference: dict[str, Any], current: dict[str, Any],

@@ -41,6 +41,7 @@ from app.tui.dashboard import Dashboard, load_dashboard
 from app.tui.messages import CommandDone, DashboardLoaded, MonitorChanged, TrainingChanged
 from app.tui.panels import (
     EventLogPanel,
+    Panel,
     FeaturesPanel,
     HealthPanel,
     ModelsPanel,
@@ -55,6 +56,11 @@ TICK_SECONDS = 0.25
 LOAD_INTERVAL_SECONDS = 0.5
 UI_SWITCH_INTERVAL_SECONDS = 0.001
 WIDE_FROM_COLUMNS = 120
+PALETTE_HINT_FROM_COLUMNS = 90
+PANELS = ("models", "features", "health", "snapshots", "events")  # keys 1 to 5, in this order
+SCREENSHOTS_FOLDER = "screenshots"  # under the state folder
+TEXTUAL_COMMANDS_KEPT = ("Theme", "Quit")
+PALETTE_TITLES = {"promote": "Promote", "toggle_maximize": "Maximize"}  # where the footer's label is terse
 RETRAIN_SETTLING_KINDS = frozenset({EventKind.PROMOTED, EventKind.REJECTED, EventKind.TRAINING_FAILED})
 
 
@@ -74,20 +80,25 @@ class DriftDeckApp(App[int]):
     TITLE = "driftdeck"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM_COLUMNS, "-wide")]
     ALLOW_IN_MAXIMIZED_VIEW = "#header, Footer"
+    MODEL_KEYS = Binding.Group("Model", compact=True)
     BINDINGS = [
         Binding("r", "retrain", "Retrain", id="retrain",
                 tooltip="Train a candidate for the selected model now (static ones too); it still faces the gate"),
-        Binding("b", "rollback", "Roll back", id="rollback",
+        Binding("b", "rollback", "Rollback", id="rollback",
                 tooltip="Serve the selected model's previous good snapshot"),
         Binding("v", "validate", "Validate", id="validate",
                 tooltip="Retrain the selected model's serving snapshot with today's code and config, and compare"),
         Binding("p", "pause", "Pause", id="pause", tooltip="Stop taking new files; they wait until you resume"),
         Binding("p", "resume", "Resume", id="resume", tooltip="Take the files that arrived while paused"),
         Binding("left_square_bracket", "previous_model", "Prev model", id="previous-model",
-                tooltip="Select the model above"),
+                tooltip="Select the model above", group=MODEL_KEYS),
         Binding("right_square_bracket", "next_model", "Next model", id="next-model",
-                tooltip="Select the model below"),
-        Binding("z", "toggle_maximize", "Maximize", id="maximize",
+                tooltip="Select the model below", group=MODEL_KEYS),
+        Binding("1", "show_panel('models')", "Panel", id="panel", key_display="1-5",
+                tooltip="Go to a panel: 1 models, 2 features, 3 health, 4 snapshots, 5 events"),
+        *(Binding(str(number), f"show_panel('{name}')", f"{name.capitalize()} panel", show=False)
+          for number, name in enumerate(PANELS, start=1) if number > 1),
+        Binding("z", "toggle_maximize", "Max", id="maximize",
                 tooltip="Fill the screen with the focused panel; z again restores"),
         Binding("question_mark", "help", "Help", id="help", tooltip="Keys and what each panel shows"),
         Binding("q", "quit", "Quit", id="quit", tooltip="Stop watching and leave"),
@@ -138,7 +149,7 @@ class DriftDeckApp(App[int]):
             with Horizontal(classes="row", id="bottom"):
                 yield self.snapshots_panel
                 yield self.events_panel
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         models = [model.name for model in self.monitor.config.models]
@@ -148,10 +159,15 @@ class DriftDeckApp(App[int]):
         self.monitor.start()
         self.set_interval(self.tick_seconds, self._tick)
         self._start_load()
+        self.show_panel("features")
         self.models_panel.table.focus()
         self._show_header()
         if self.on_ready is not None:
             self.on_ready()
+
+    def on_resize(self) -> None:
+        """The footer names the command palette's key where every other key still fits beside it."""
+        self.query_one(Footer).show_command_palette = self.size.width >= PALETTE_HINT_FROM_COLUMNS
 
     # --- news from the monitor (its thread) and the tick (this thread) ---------------
 
@@ -249,8 +265,9 @@ class DriftDeckApp(App[int]):
             training=self.training,
             retrain_queued=self.retrain_queued,
             folder_missing=self.monitor.folder_missing,
+            waiting=self.monitor.waiting_files if self.paused else 0,
         )
-        show_text(self.header_bar, render.header_text(state))
+        show_text(self.header_bar, render.header_text(state, self.header_bar.content_size.width))
 
     # --- selection -------------------------------------------------------------------
 
@@ -277,6 +294,29 @@ class DriftDeckApp(App[int]):
     def action_previous_model(self) -> None:
         self._move_model(-1)
 
+    # --- panels ----------------------------------------------------------------------
+
+    def panel(self, name: str) -> Panel:
+        return {"models": self.models_panel, "features": self.features_panel, "health": self.health_panel,
+                "snapshots": self.snapshots_panel, "events": self.events_panel}[name]
+
+    def show_panel(self, name: str) -> None:
+        """Make ``name`` the panel a narrow screen shows under the models (a wide one shows them all)."""
+        if name == "models":
+            return
+        for other in PANELS[1:]:
+            panel = self.panel(other)
+            panel.set_class(other == name, "-current")
+        for row in self.query(".row"):
+            row.set_class(any(panel.has_class("-current") for panel in row.query(".panel")), "-current")
+
+    def action_show_panel(self, name: str) -> None:
+        """Bring panel ``name`` on screen and focus it (keys 1 to 5)."""
+        if self.screen.maximized is not None:
+            self.screen.minimize()
+        self.show_panel(name)
+        self.panel(name).focus_inside()
+
     # --- commands --------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -293,6 +333,9 @@ class DriftDeckApp(App[int]):
             return self.paused
         if action in ("next_model", "previous_model"):
             return True if len(self.monitor.config.models) > 1 else None
+        if action == "promote":
+            row = self.snapshots_panel.highlighted()
+            return True if row is not None and not row["serving"] else None
         return True
 
     def action_retrain(self) -> None:
@@ -331,21 +374,22 @@ class DriftDeckApp(App[int]):
         self._start_load()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.id != "snapshots-table" or self.selected_model is None:
+        if event.data_table.id == "snapshots-table":
+            self.action_promote()
+
+    def action_promote(self) -> None:
+        """Serve the highlighted snapshot once the person confirms; the question names the version."""
+        row = self.snapshots_panel.highlighted()
+        model = self.snapshots_panel.model
+        if row is None or model is None:
             return
-        row = self.snapshots_panel.rows.get(event.row_key.value)
-        if row is None:
-            return
-        model, version = self.selected_model, row["version"]
+        version = row["version"]
         if row["serving"]:
             self.notify(f"{model} v{version} already serves", severity="warning", markup=False)
-        elif row["status"] == "rejected":
-            question = Text(f"{model} v{version} was rejected:\n")
-            question.append(Text(row["reason"] or "no reason recorded", style="red"))
-            question.append("\n\nServe it anyway?")
-            self.push_screen(ConfirmScreen(question), lambda yes: self.promote(model, version) if yes else None)
-        else:
-            self.promote(model, version)
+            return
+        serving = next((other["version"] for other in self.snapshots_panel.rows.values() if other["serving"]), None)
+        self.push_screen(ConfirmScreen(render.promote_question(model, row, serving)),
+                         lambda yes: self.promote(model, version) if yes else None)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Every failed worker ends here: a notification and a line in the log, never a crash."""
@@ -383,12 +427,27 @@ class DriftDeckApp(App[int]):
         return [binding for binding in self.BINDINGS if isinstance(binding, Binding)] + list(SnapshotTable.BINDINGS)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """The command palette lists every key's action (those that can act now)."""
-        yield from super().get_system_commands(screen)
-        for binding in self.BINDINGS:
-            if isinstance(binding, Binding) and binding.action != "quit" and self.check_action(binding.action, ()):
-                yield SystemCommand(binding.description, binding.tooltip,
-                                    lambda action=binding.action: self.run_action(action))
+        """The command palette: every key's action that can act now, once each, and a screenshot.
+
+        Textual's own entries that a key here already covers (keys, maximize)
+        and its screenshot (which saves to a downloads folder) are left out.
+        """
+        yield from (command for command in super().get_system_commands(screen)
+                    if command.title in TEXTUAL_COMMANDS_KEPT)
+        for binding in self._bindings_for_help():
+            action = "promote" if binding.action == "select_cursor" else binding.action
+            title = PALETTE_TITLES.get(action, binding.description)
+            if action not in ("quit", "show_panel('models')") and self.check_action(action, ()):
+                yield SystemCommand(title, binding.tooltip, lambda action=action: self.run_action(action))
+        yield SystemCommand("Screenshot", "Save an SVG picture of the screen under the state folder's screenshots/",
+                            self.action_screenshot)
+
+    def action_screenshot(self) -> None:
+        folder = self.monitor.paths.root / SCREENSHOTS_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        name = time.strftime("driftdeck-%Y%m%d-%H%M%S.svg", time.localtime(self.clock()))
+        path = self.save_screenshot(name, str(folder))
+        self.notify(f"screenshot saved to {display_path(Path(path))}", title="screenshot", markup=False)
 
 
 def prefer_ui_thread() -> None:

@@ -23,7 +23,8 @@ from app.store import StoredEvent
 from app.tui import render
 from app.tui.dashboard import Dashboard
 
-TREND_WIDTH = 12
+MAX_TREND_WIDTH = 24
+VERDICT_LINES = 2
 EVENT_LOG_LINES = 2000
 
 Cells = Sequence[RenderableType]
@@ -60,6 +61,12 @@ class Panel(Vertical):
         super().__init__(*children, id=id, classes="panel")
         self.border_title = Text(title)
 
+    def focus_inside(self) -> None:
+        """Focus the panel's first part that takes the focus."""
+        target = next((widget for widget in self.query("*") if widget.focusable), None)
+        if target is not None:
+            target.focus()
+
     def titled(self, title: str, subtitle: Text | None = None) -> None:
         """Set the border's title (and subtitle), literally; a repaint only if they change."""
         if self.border_title != Text(title).markup:
@@ -68,8 +75,8 @@ class Panel(Vertical):
             self.border_subtitle = subtitle
 
 
-def fill_table(table: DataTable, rows: Iterable[tuple[str, Cells]]) -> None:
-    """Show ``rows`` ((key, cells) pairs) in ``table``.
+def fill_table(table: DataTable, rows: Iterable[tuple[str, Cells]], height: int = 1) -> None:
+    """Show ``rows`` ((key, cells) pairs, each ``height`` lines) in ``table``.
 
     Same keys in the same order: the cells are updated in place. Otherwise the
     table is refilled and the cursor stays on the row it was on, if that row is
@@ -86,7 +93,7 @@ def fill_table(table: DataTable, rows: Iterable[tuple[str, Cells]]) -> None:
     selected = selected_key(table)
     table.clear()
     for key, cells in rows:
-        table.add_row(*cells, key=key)
+        table.add_row(*cells, key=key, height=height)
     if selected in keys:
         table.move_cursor(row=keys.index(selected), animate=False)
 
@@ -108,122 +115,219 @@ def selected_key(table: DataTable) -> str | None:
     return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
 
-def row_table(id: str, columns: Sequence[str], table_class: type[DataTable] = DataTable) -> DataTable:
+class RowTable(DataTable):
+    """A table of rows: home and end go to the first and last row (never sideways)."""
+
+    BINDINGS = [
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
+    ]
+
+
+def row_table(id: str, columns: Sequence[str], table_class: type[DataTable] = RowTable) -> DataTable:
     table = table_class(id=id, cursor_type="row", zebra_stripes=True)
-    for column in columns:
-        table.add_column(column, key=column)
+    set_columns(table, columns)
     return table
 
 
+def set_columns(table: DataTable, columns: Sequence[str]) -> None:
+    """Give ``table`` exactly ``columns`` (emptying it if they change)."""
+    if [key.value for key in table.columns] == list(columns):
+        return
+    table.clear(columns=True)
+    for column in columns:
+        table.add_column(column, key=column)
+
+
+def spare_width(table: DataTable, widths: Iterable[int]) -> int:
+    """Cells left in ``table`` for one more column, after columns of content ``widths`` and every
+    column's padding (the vertical scrollbar's cell is kept free)."""
+    widths = list(widths)
+    padding = 2 * table.cell_padding * (len(widths) + 1)
+    return table.size.width - 1 - sum(widths) - padding
+
+
 class ModelsPanel(Panel):
-    """One row per model; the highlighted row is the selected model."""
+    """One row per model; the highlighted row is the selected model.
+
+    Wide, a model is one line (name, policy, serving, state, top flag, verdict).
+    Narrow, it is two lines (name over policy; top flag over verdict), so
+    nothing is cut. The top flag gives way word by word to the space there is;
+    the selected model's full flag and verdict are written under the table.
+    """
 
     COLUMNS = ("model", "policy", "serving", "state", "top flag", "verdict")
+    STACKED_COLUMNS = ("model", "serving", "state", "top flag / verdict")
+    STACK_BELOW = 110  # table width in cells under which a model takes two lines
+    VERDICT_WIDTH = 21  # the longest short verdict, "needs dynamic (+12.3)"
 
     def __init__(self) -> None:
         self.table = row_table("models-table", self.COLUMNS)
-        super().__init__("Models", self.table, Static(id="verdict"), id="models")
+        super().__init__("1 Models", self.table, Static(id="verdict"), id="models")
+        self._shown: tuple[Dashboard, str | None] | None = None
 
     def show(self, dashboard: Dashboard, selected: str | None) -> None:
-        fill_table(self.table, ((m["name"], render.model_cells(m)) for m in dashboard.models))
+        self._shown = (dashboard, selected)
+        names = max((len(m["name"]) for m in dashboard.models), default=5)
+        states = max((len(m["state"]) for m in dashboard.models), default=5)
+        if self.table.size.width and self.table.size.width < self.STACK_BELOW:
+            set_columns(self.table, self.STACKED_COLUMNS)
+            width = spare_width(self.table, (names, 7, states))
+            rows = ((m["name"], render.model_cells_stacked(m, width)) for m in dashboard.models)
+            fill_table(self.table, rows, height=2)
+        else:
+            set_columns(self.table, self.COLUMNS)
+            width = spare_width(self.table, (names, 9, 7, states, self.VERDICT_WIDTH))
+            fill_table(self.table, ((m["name"], render.model_cells(m, max(12, width))) for m in dashboard.models))
         summary = dashboard.summary(selected)
-        verdict = Text()
-        if summary:
-            verdict.append(Text("verdict: ", style="bold"))
-            verdict.append(Text(summary["verdict"]))
-        show_text(self.query_one("#verdict", Static), verdict)
+        verdict = self.query_one("#verdict", Static)
+        detail = render.clip_lines(render.model_detail(summary), verdict.size.width, VERDICT_LINES) if summary else Text()
+        show_text(verdict, detail)
+
+    def on_resize(self) -> None:
+        if self._shown is not None:
+            self.show(*self._shown)
 
 
 class FeaturesPanel(Panel):
-    """Drift of each feature of the selected model, and the highlighted feature's distribution."""
+    """Drift of each feature of the selected model, worst first, and one feature's distribution.
+
+    The distribution follows the news: it shows the most drifted feature (the
+    top row) until the person moves the cursor; from then on the feature under
+    the cursor, until another model is selected.
+    """
 
     COLUMNS = ("feature", "type", "PSI", "KS", "JS", "missing Δ", "status", "PSI trend")
+    FIXED_WIDTHS = (4, 5, 5, 5, 9, 7)  # type, PSI, KS, JS, missing Δ, status
 
     def __init__(self, drift: DriftConfig) -> None:
-        super().__init__("Feature distributions", row_table("features-table", self.COLUMNS),
+        super().__init__("2 Feature distributions", row_table("features-table", self.COLUMNS),
                          Drawing(id="distribution"), id="features")
         self.drift = drift
+        self.following = True
         self._dashboard: Dashboard | None = None
 
+    @property
+    def table(self) -> DataTable:
+        return self.query_one("#features-table", DataTable)
+
     def show(self, dashboard: Dashboard) -> None:
+        if self._dashboard is None or self._dashboard.model != dashboard.model:
+            self.following = True
         self._dashboard = dashboard
-        self.titled(f"Feature distributions — {dashboard.model}", render.multivariate_text(dashboard.latest))
-        cells = partial(render.feature_cells, trend_width=TREND_WIDTH, threshold=self.drift.psi_threshold,
+        self.titled(f"2 Feature distributions — {dashboard.model}", render.multivariate_text(dashboard.latest))
+        table = self.table
+        names = max((len(row["feature"]) for row in dashboard.features), default=7)
+        trend = max(4, min(MAX_TREND_WIDTH, spare_width(table, (names, *self.FIXED_WIDTHS))))
+        cells = partial(render.feature_cells, trend_width=trend, threshold=self.drift.psi_threshold,
                         watch=self.drift.psi_watch)
-        table = self.query_one(DataTable)
         fill_table(table, ((row["feature"], cells(row)) for row in dashboard.features))
+        if self.following and table.row_count:
+            table.move_cursor(row=0, animate=False)
         self.show_feature(selected_key(table))
 
     def show_feature(self, feature: str | None) -> None:
         """Draw the reference-vs-current distribution of ``feature``."""
         if self._dashboard is None:
             return
+        drawing = self.query_one("#distribution", Drawing)
         row = next((r for r in self._dashboard.features if r["feature"] == feature), None)
+        rows = self._dashboard.distributions.get(feature, []) if row is not None else []
+        drawing.styles.height = 1 + max(1, len(rows))  # the title line, then a line per bin
         if row is None:
-            self.query_one("#distribution", Drawing).show(render.distribution_chart, None, [], None)
-            return
-        rows = self._dashboard.distributions.get(feature, [])
-        self.query_one("#distribution", Drawing).show(render.distribution_chart, feature, rows, row["kind"])
+            drawing.show(render.distribution_chart, None, [], None)
+        else:
+            drawing.show(render.distribution_chart, feature, rows, row["kind"])
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.show_feature(selected_key(event.data_table))
+        key = selected_key(event.data_table)
+        if self.following and event.data_table.cursor_row != 0:
+            self.following = False  # the person moved the cursor: stay on their feature
+        self.show_feature(key)
+
+    def on_resize(self) -> None:
+        if self._dashboard is not None:
+            self.show(self._dashboard)
 
 
 class HealthPanel(Panel):
     """The primary metric per batch (served, shadow, baseline) and the latest batch's numbers."""
 
     def __init__(self, drift: DriftConfig) -> None:
-        super().__init__("Prediction health", Drawing(id="health-chart", focusable=True),
+        super().__init__("3 Prediction health", Drawing(id="health-chart", focusable=True),
                          Static(id="latest-metrics"), id="health")
         self.drift = drift
 
     def show(self, dashboard: Dashboard) -> None:
         summary = dashboard.summary(dashboard.model) or {}
         metric = next((row["metric"] for row in reversed(dashboard.history) if row["metric"]), None)
-        self.titled(f"Prediction health — {dashboard.model}" + (f" ({metric})" if metric else ""))
+        self.titled(f"3 Prediction health — {dashboard.model}" + (f" ({metric})" if metric else ""))
         shadow = "shadow: static (first snapshot)" if summary.get("mode") == "dynamic" else "shadow: dynamic retrain"
         self.query_one("#health-chart", Drawing).show(render.health_chart, dashboard.history, shadow)
         show_text(self.query_one("#latest-metrics", Static),
                   render.latest_metrics_text(dashboard.latest, self.drift.prediction_psi_threshold))
 
 
-class SnapshotTable(DataTable):
-    """The snapshot list; enter serves the highlighted snapshot."""
+class SnapshotTable(RowTable):
+    """The snapshot list; enter serves the highlighted snapshot (after a confirmation naming it)."""
 
     BINDINGS = [
         Binding("enter", "select_cursor", "Promote", id="promote",
-                tooltip="Serve the highlighted snapshot (asks first if it was rejected)"),
+                tooltip="Serve the highlighted snapshot (asks first, naming the version)"),
     ]
 
 
 class SnapshotsPanel(Panel):
-    """The selected model's snapshots, newest first, the highlighted one's note, and where the serving pointer has been."""
+    """The selected model's snapshots, newest first, the highlighted one's note, and where the serving pointer has been.
+
+    The version column stays in place when the table is wider than the panel;
+    the note column gets the width that is left, in whole words.
+    """
 
     COLUMNS = ("version", "status", "holdout", "trained on", "created", "note")
+    FIXED_WIDTHS = (7, 11, 7, 10, 11)  # "▶ v123", "rolled back", "holdout", "trained on", "12-31 23:59"
 
     def __init__(self) -> None:
-        super().__init__("Snapshots", row_table("snapshots-table", self.COLUMNS, SnapshotTable),
-                         Static(id="snapshot-note"), Drawing(id="serving-history"), id="snapshots")
+        table = row_table("snapshots-table", self.COLUMNS, SnapshotTable)
+        table.fixed_columns = 1
+        super().__init__("4 Snapshots", table, Static(id="snapshot-note"), Drawing(id="serving-history"), id="snapshots")
         self.rows: dict[str, dict[str, Any]] = {}
         self.model: str | None = None
+        self._dashboard: Dashboard | None = None
+
+    @property
+    def table(self) -> DataTable:
+        return self.query_one("#snapshots-table", DataTable)
 
     def show(self, dashboard: Dashboard) -> None:
-        self.titled(f"Snapshots — {dashboard.model}")
+        self._dashboard = dashboard
+        self.titled(f"4 Snapshots — {dashboard.model}")
         self.rows = {str(row["version"]): row for row in dashboard.snapshots}
-        table = self.query_one(DataTable)
+        table = self.table
         if dashboard.model != self.model:  # another model's versions: start from its newest
             self.model = dashboard.model
             table.clear()
-        fill_table(table, ((key, render.snapshot_cells(row)) for key, row in self.rows.items()))
+        note_width = max(12, spare_width(table, self.FIXED_WIDTHS))
+        fill_table(table, ((key, render.snapshot_cells(row, note_width)) for key, row in self.rows.items()))
         self.show_note(selected_key(table))
         self.query_one("#serving-history", Drawing).show(render.serving_history_text, dashboard.serving_history)
 
+    def highlighted(self) -> dict[str, Any] | None:
+        """The snapshot row under the cursor (None when the table is empty)."""
+        key = selected_key(self.table)
+        return self.rows.get(key) if key is not None else None
+
     def show_note(self, key: str | None) -> None:
         row = self.rows.get(key) if key is not None else None
-        show_text(self.query_one("#snapshot-note", Static), render.snapshot_note(row) if row else Text())
+        latest_move = self._dashboard.serving_history[-1] if self._dashboard and self._dashboard.serving_history else None
+        show_text(self.query_one("#snapshot-note", Static), render.snapshot_note(row, latest_move) if row else Text())
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_note(selected_key(event.data_table))
+
+    def on_resize(self) -> None:
+        if self._dashboard is not None:
+            self.show(self._dashboard)
 
 
 class EventLogPanel(Panel):
@@ -236,7 +340,7 @@ class EventLogPanel(Panel):
     def __init__(self) -> None:
         log = RichLog(id="event-log", max_lines=EVENT_LOG_LINES, min_width=1, wrap=False, markup=False,
                       highlight=False)
-        super().__init__("Event log", log, id="events")
+        super().__init__("5 Event log", log, id="events")
         self.entries: deque[StoredEvent] = deque(maxlen=EVENT_LOG_LINES)
         self._laid_out_width = 0
 

@@ -41,6 +41,12 @@ KIND_LABELS = {"batch_ingested": "ingested", "batch_quarantined": "quarantined",
 KIND_WIDTH = 12
 _WRAP_CONSOLE = Console(width=200, color_system=None)  # only measures text for wrapping
 Y_LABEL_WIDTH = 6
+LABEL_WIDTH = 19  # a bin label: the widest range of two short numbers ("-1.23e-09–-1.21e-09")
+# What each metric can take: the health chart's y-axis stays inside it (Brier reaches 2 for multiclass).
+METRIC_LIMITS: dict[str, tuple[float | None, float | None]] = {
+    "roc_auc": (0.0, 1.0), "accuracy": (0.0, 1.0), "balanced_accuracy": (0.0, 1.0), "f1": (0.0, 1.0),
+    "brier": (0.0, 2.0), "log_loss": (0.0, None), "mae": (0.0, None), "rmse": (0.0, None), "r2": (None, 1.0),
+}
 NO_VALUE = "—"
 
 
@@ -115,7 +121,10 @@ def bar(share: float, scale: float, width: int, style: str) -> Text:
 
 @dataclass(frozen=True)
 class HeaderState:
-    """What the header line says; ``now`` and ``last_seen_at`` are seconds since the epoch."""
+    """What the header line says; ``now`` and ``last_seen_at`` are seconds since the epoch.
+
+    ``waiting`` is how many files wait while paused.
+    """
 
     folder: str
     paused: bool
@@ -126,34 +135,94 @@ class HeaderState:
     training: dict[str, Any] | None = None
     retrain_queued: str | None = None
     folder_missing: bool = False
+    waiting: int = 0
 
 
-def header_text(state: HeaderState) -> Text:
-    """One line: folder, watching/paused, batch counts, time since the last file, training progress."""
-    line = Text()
-    line.append("driftdeck ", style="bold")
-    line.append(state.folder)
-    line.append("  ")
-    if state.folder_missing:
-        line.append("⚠ folder missing (renamed or deleted)", style="bold red")
-    elif state.paused:
-        line.append("⏸ paused", style="bold yellow")
-    else:
-        line.append("● watching", style="bold green")
-    line.append(f"  {state.ingested:,} batches ingested  ")
-    line.append(f"{state.quarantined:,} quarantined", style="bold red" if state.quarantined else "")
-    since = state.now - state.last_seen_at if state.last_seen_at is not None else None
-    line.append(f"  last file {time_ago(since)}" if since is not None else "  no files yet")
-    if state.retrain_queued:
-        line.append(f"  retrain of {state.retrain_queued} queued", style="cyan")
-    if state.training:
-        progress = float(state.training.get("progress") or 0.0)
-        line.append("  ")
-        line.append(f"⚙ training {state.training.get('model')} ", style="bold cyan")
-        line.append(bar(progress, 1.0, 10, "cyan"))
-        line.append(f" {progress:.0%} ", style="cyan")
-        line.append(_without_model(state.training.get("text", ""), state.training.get("model")), style="dim")
+HEADER_SEPARATOR = " │ "
+
+
+@dataclass(frozen=True)
+class HeaderStyle:
+    """How much the header says: each narrower style drops words, never a count."""
+
+    brand: bool = True
+    folder: bool = True
+    wordy: bool = True  # "batches ingested", "training <model> <bar> <detail>"
+    training_model: bool = True
+
+
+HEADER_STYLES = (  # widest first; the first that fits is shown
+    HeaderStyle(),
+    HeaderStyle(wordy=False),
+    HeaderStyle(wordy=False, folder=False),
+    HeaderStyle(wordy=False, folder=False, brand=False),
+    HeaderStyle(wordy=False, folder=False, brand=False, training_model=False),
+)
+
+
+def header_text(state: HeaderState, width: int = 0) -> Text:
+    """One line of parts set apart by a bar: folder, watching/paused, counts, last file, training.
+
+    Given a ``width`` (cells), words give way in turn ("ingested", the
+    folder's path, shortened from its start, then left out, the name, the
+    training's details), so the counts, the time since the last file and the
+    training progress stay on screen.
+    """
+    for style in HEADER_STYLES:
+        line = _joined(header_parts(state, style))
+        if not width or line.cell_len <= width:
+            return line
+        if style.folder and not style.wordy:
+            room = width - (line.cell_len - len(state.folder))
+            if room >= min(len(state.folder), 8):
+                return _joined(header_parts(state, style, _tail(state.folder, room)))
     return line
+
+
+def header_parts(state: HeaderState, style: HeaderStyle = HeaderStyle(), folder: str | None = None) -> list[Text]:
+    """The header's parts in order, as much as ``style`` says; a new part is one more entry here."""
+    parts = [Text("driftdeck", style="bold")] if style.brand else []
+    if style.folder:
+        parts.append(Text(state.folder if folder is None else folder))
+    if state.folder_missing:
+        parts.append(Text("⚠ folder missing (renamed or deleted)", style="bold red"))
+    elif state.paused:
+        waiting = f" · {state.waiting:,} file{'s' if state.waiting != 1 else ''} waiting" if state.waiting else ""
+        parts.append(Text(f"⏸ paused{waiting}", style="bold yellow"))
+    else:
+        parts.append(Text("● watching", style="bold green"))
+    parts.append(Text(f"{state.ingested:,} batches" + (" ingested" if style.wordy else "")))
+    parts.append(Text(f"{state.quarantined:,} quarantined", style="bold red" if state.quarantined else ""))
+    since = state.now - state.last_seen_at if state.last_seen_at is not None else None
+    parts.append(Text(f"last file {time_ago(since)}" if since is not None else "no files yet"))
+    if state.retrain_queued:
+        parts.append(Text(f"retrain of {state.retrain_queued} queued" if style.training_model else "retrain queued",
+                          style="cyan"))
+    if state.training:
+        parts.append(_training_text(state.training, style))
+    return parts
+
+
+def _training_text(training: dict[str, Any], style: HeaderStyle) -> Text:
+    progress = float(training.get("progress") or 0.0)
+    text = Text("⚙ training " + (f"{training.get('model')} " if style.training_model else ""), style="bold cyan")
+    if style.training_model:
+        text.append(bar(progress, 1.0, 10 if style.wordy else 5, "cyan"))
+        text.append(" ")
+    text.append(f"{progress:.0%}", style="cyan")
+    if style.wordy:
+        text.append(" ")
+        text.append(_without_model(training.get("text", ""), training.get("model")), style="dim")
+    return text
+
+
+def _joined(parts: Sequence[Text]) -> Text:
+    return Text(HEADER_SEPARATOR, style="dim").join(parts)
+
+
+def _tail(path: str, width: int) -> str:
+    """``path`` whole if it fits in ``width`` cells, else "…" and its last characters."""
+    return path if len(path) <= width else "…" + path[-(width - 1):]
 
 
 def _without_model(text: str, model: str | None) -> str:
@@ -170,19 +239,82 @@ def verdict_short(comparison: dict[str, Any]) -> Text:
     return Text(comparison_words(comparison), style=style)
 
 
-def model_cells(summary: dict[str, Any]) -> tuple[Text, ...]:
-    """name, policy badge, serving version, state, top flag in words, short verdict."""
+def fit_words(text: str, width: int) -> str:
+    """``text`` if it fits in ``width`` cells, else as many whole words as fit, then "…"."""
+    if len(text) <= width:
+        return text
+    cut = text[:max(0, width - 1)]
+    boundary = max(cut.rfind(" "), cut.rfind(","))
+    kept = cut[:boundary].rstrip(" ,:;·") if boundary > 0 else ""
+    return kept + "…" if kept else "…"
+
+
+def flag_text(summary: dict[str, Any]) -> str:
+    """The model's most important flag in words ("" without one)."""
     flag = summary["flags"][0] if summary["flags"] else None
-    mode = summary["mode"]
+    return f"{flag['kind'].replace('_', ' ')}: {flag['detail']}" if flag else ""
+
+
+def policy_badge(mode: str) -> Text:
+    return Text(f" {mode.upper()} ", style="bold reverse magenta" if mode == "dynamic" else "bold reverse blue")
+
+
+def model_cells(summary: dict[str, Any], flag_width: int = 60) -> tuple[Text, ...]:
+    """name, policy badge, serving version, state, top flag in whole words, short verdict."""
+    flag = flag_text(summary)
     return (
         Text(summary["name"], style="bold"),
-        Text(f" {mode.upper()} ", style="bold reverse magenta" if mode == "dynamic" else "bold reverse blue"),
-        Text(f"v{summary['serving_version']}" if summary["serving_version"] else NO_VALUE),
+        policy_badge(summary["mode"]),
+        _serving_cell(summary),
         Text(summary["state"], style=STATE_STYLES.get(summary["state"], "")),
-        Text(f"{flag['kind'].replace('_', ' ')}: {flag['detail']}" if flag else NO_VALUE,
-             style="yellow" if flag else "dim"),
+        Text(fit_words(flag, flag_width), style="yellow") if flag else Text(NO_VALUE, style="dim"),
         verdict_short(summary.get("comparison") or {}),
     )
+
+
+def model_cells_stacked(summary: dict[str, Any], flag_width: int) -> tuple[Text, ...]:
+    """For narrow screens, two lines a model: name over policy badge; serving; state; top flag over verdict."""
+    flag = flag_text(summary)
+    name = Text(summary["name"], style="bold")
+    name.append("\n")
+    name.append(policy_badge(summary["mode"]))
+    outlook = Text(fit_words(flag, flag_width), style="yellow") if flag else Text("no flag", style="dim")
+    outlook.append("\n")
+    outlook.append(verdict_short(summary.get("comparison") or {}))
+    return name, _serving_cell(summary), Text(summary["state"], style=STATE_STYLES.get(summary["state"], "")), outlook
+
+
+def _serving_cell(summary: dict[str, Any]) -> Text:
+    return Text(f"v{summary['serving_version']}" if summary["serving_version"] else NO_VALUE)
+
+
+def clip_lines(text: Text, width: int, lines: int) -> Text:
+    """``text`` wrapped to ``width`` cells; past ``lines`` lines, the last one kept ends in "…"."""
+    if width <= 0:
+        return text
+    wrapped = text.wrap(_WRAP_CONSOLE, width)
+    if len(wrapped) <= lines:
+        return text
+    kept = list(wrapped)[:lines]
+    for line in kept:
+        line.rstrip()
+    last = kept[-1]
+    shortened = fit_words(last.plain + " " + "x" * width, width)  # as many of its words as fit beside "…"
+    last.truncate(len(shortened) - 1)
+    last.append("…")
+    return Text("\n").join(kept)
+
+
+def model_detail(summary: dict[str, Any]) -> Text:
+    """The selected model in full: its top flag, then the verdict's sentence."""
+    text = Text(summary["name"], style="bold")
+    flag = flag_text(summary)
+    if flag:
+        text.append(" ⚑ ", style="yellow")
+        text.append(Text(flag, style="yellow"))
+    text.append(" · " if flag else ": ", style="dim")
+    text.append(Text(summary["verdict"]))
+    return text
 
 
 def feature_cells(row: dict[str, Any], trend_width: int, threshold: float, watch: float) -> tuple[Text, ...]:
@@ -201,36 +333,61 @@ def feature_cells(row: dict[str, Any], trend_width: int, threshold: float, watch
     )
 
 
-def snapshot_cells(row: dict[str, Any]) -> tuple[Text, ...]:
-    """version (▶ when serving), status, holdout metric, trained on, created, note."""
+def snapshot_cells(row: dict[str, Any], note_width: int = 40) -> tuple[Text, ...]:
+    """version (▶ when serving), status, holdout metric, files trained on, created, note in whole words."""
     files = len(row["files"])
-    trained = f"{files} file{'s' if files != 1 else ''}" + (f", {row['rows']:,} rows" if row["rows"] else "")
-    holdout = f"{row['metric']} {row['holdout']:.3f}" if row["holdout"] is not None else NO_VALUE
+    holdout = number(row["holdout"]) if row["holdout"] is not None else NO_VALUE
     return (
         Text(("▶ " if row["serving"] else "  ") + f"v{row['version']}", style="bold green" if row["serving"] else ""),
         Text(row["status"].replace("_", " "), style=STATUS_STYLES.get(row["status"], "")),
         Text(holdout),
-        Text(trained),
-        Text(date_time(row["created"]), style="dim"),
-        Text(row["reason"] or ("env differs: " + "; ".join(row["environment_vs_serving"]) if row.get("environment_vs_serving") else "")
-             or row["gate"] or "",
+        Text(f"{files} file{'s' if files != 1 else ''}"),
+        Text(time.strftime("%m-%d %H:%M", time.localtime(row["created"])), style="dim"),
+        Text(fit_words(_snapshot_short_note(row), note_width),
              style="red" if row["status"] in ("rejected", "failed") else "yellow" if row.get("environment_vs_serving") else "dim"),
     )
 
 
-def snapshot_note(row: dict[str, Any]) -> Text:
-    """The highlighted snapshot in a sentence: why it was rejected, or what its gate said."""
+def _snapshot_short_note(row: dict[str, Any]) -> str:
+    if row["reason"]:
+        return row["reason"]
+    if row.get("environment_vs_serving"):
+        return "env differs: " + "; ".join(row["environment_vs_serving"])
+    return row["gate"] or ""
+
+
+def files_span(files: Sequence[str]) -> str:
+    """The files a snapshot was trained on: "a.csv" or "3 files: first … last"."""
+    if len(files) == 1:
+        return files[0]
+    return f"{len(files)} files: {files[0]} … {files[-1]}" if len(files) > 2 else f"2 files: {files[0]}, {files[1]}"
+
+
+def snapshot_note(row: dict[str, Any], serving_since: dict[str, Any] | None = None) -> Text:
+    """The highlighted snapshot in a sentence: why it serves, was rejected, or what its gate said.
+
+    ``serving_since`` is the serving pointer's latest move, for the serving snapshot.
+    """
     text = Text()
     text.append(f"v{row['version']} {row['status'].replace('_', ' ')}", style=STATUS_STYLES.get(row["status"], "bold"))
-    if row["reason"]:
+    if row["serving"] and serving_since is not None and serving_since["version"] == row["version"]:
+        text.append(f" since {date_time(serving_since['time'])}", style="dim")
+        if serving_since["detail"]:
+            text.append(": ")
+            text.append(Text(serving_since["detail"]))
+    elif row["reason"]:
         text.append(": ")
         text.append(Text(row["reason"], style="red" if row["status"] in ("rejected", "failed") else ""))
     elif row["gate"]:
         text.append(" · gate: ", style="dim")
         text.append(Text(row["gate"]))
+    if row["holdout"] is not None:
+        text.append(f" · holdout {row['metric']} {row['holdout']:.3f}", style="dim")
     if row["files"]:
         text.append(" · trained on ", style="dim")
-        text.append(Text(", ".join(row["files"][-3:]) + (" …" if len(row["files"]) > 3 else "")))
+        text.append(Text(files_span(row["files"])))
+        if row["rows"]:
+            text.append(f", {row['rows']:,} rows", style="dim")
     if row.get("config_hash"):
         text.append(" · ", style="dim")
         text.append(Text(f"seed {row.get('seed')}, config {row['config_hash']}"))
@@ -240,6 +397,19 @@ def snapshot_note(row: dict[str, Any]) -> Text:
     if row.get("environment_vs_serving"):
         text.append(" · differs from serving: ", style="bold yellow")
         text.append(Text("; ".join(row["environment_vs_serving"]), style="yellow"))
+    return text
+
+
+def promote_question(model: str, row: dict[str, Any], serving: int | None) -> Text:
+    """What enter on a snapshot asks: which version of which model would serve, and in place of what."""
+    text = Text(f"Serve {model} v{row['version']}", style="bold")
+    text.append(f" in place of v{serving}?" if serving is not None else "?", style="bold")
+    text.append(f"\n\nv{row['version']}: {row['status'].replace('_', ' ')}")
+    if row["holdout"] is not None:
+        text.append(f", holdout {row['metric']} {row['holdout']:.3f}")
+    if row["status"] == "rejected":
+        text.append("\nIt was rejected: ", style="bold red")
+        text.append(Text(row["reason"] or "no reason recorded", style="red"))
     return text
 
 
@@ -306,19 +476,25 @@ def distribution_chart(size: tuple[int, int], feature: str | None, rows: Sequenc
     if not rows:
         text.append("\nno batch measured yet", style="dim")
         return text
-    label_width = min(16, max(len(row["label"]) for row in rows))
+    label_width = min(LABEL_WIDTH, max(len(row["label"]) for row in rows))
     bar_width = max(4, (width - label_width - 2 * 7 - 3) // 2)
     scale = max(max(row["reference"], row["current"]) for row in rows) or 1.0
     for row in rows:
         moved = abs(row["current"] - row["reference"]) >= 0.05
         text.append("\n")
-        text.append(Text(row["label"][:label_width].rjust(label_width)))
+        text.append(Text(_fit_label(row["label"], label_width).rjust(label_width)))
         text.append(" ")
         text.append(bar(row["reference"], scale, bar_width, "blue"))
         text.append(f"{row['reference']:>6.1%} ", style="dim")
         text.append(bar(row["current"], scale, bar_width, "bold yellow" if moved else "cyan"))
         text.append(f"{row['current']:>6.1%}", style="bold yellow" if moved else "")
     return text
+
+
+def _fit_label(label: str, width: int) -> str:
+    """A bin's label in ``width`` cells: number ranges always fit (see report.short_number); a long
+    category name ends in "…"."""
+    return label if len(label) <= width else label[:width - 1] + "…"
 
 
 def multivariate_text(latest: dict[str, Any] | None) -> Text:
@@ -357,7 +533,7 @@ def health_chart(size: tuple[int, int], rows: Sequence[dict[str, Any]], shadow_l
     if not values:
         legend.append("\nno labeled batch scored yet", style="dim")
         return legend
-    low, high = _value_range(values)
+    low, high = _value_range(values, metric_limits(next((row.get("metric") for row in shown if row.get("metric")), None)))
 
     def line_of(value: float) -> int:
         return round((high - value) / (high - low) * (plot_height - 1))
@@ -409,10 +585,22 @@ def _legend(shadow_label: str, width: int) -> Text:
     return Text.assemble(series, separator, marks)
 
 
-def _value_range(values: list[float]) -> tuple[float, float]:
+def metric_limits(metric: str | None) -> tuple[float | None, float | None]:
+    """The values ``metric`` can take (None: unbounded on that side)."""
+    return METRIC_LIMITS.get(metric or "", (None, None))
+
+
+def _value_range(values: list[float], limits: tuple[float | None, float | None] = (None, None)) -> tuple[float, float]:
+    """The y-axis: the values with a little room around them, never past what the metric can take."""
     low, high = min(values), max(values)
     pad = max((high - low) * 0.05, 0.01)
-    return low - pad, high + pad
+    floor, ceiling = limits
+    low, high = low - pad, high + pad
+    if floor is not None:
+        low = max(low, floor)
+    if ceiling is not None:
+        high = min(high, ceiling)
+    return low, high
 
 
 def _y_label(line: int, lines: int, low: float, high: float) -> str:
@@ -443,7 +631,7 @@ def latest_metrics_text(latest: dict[str, Any] | None, psi_threshold: float = 0.
     metric = latest.get("metric")
     metrics = latest.get("metrics") or {}
     if latest.get("labeled") and metrics:
-        text.append(f" (labeled, served v{latest.get('serving_version')})\n", style="dim")
+        text.append(f" (labeled, scored by v{latest.get('serving_version')})\n", style="dim")
         text.append("  ".join(f"{name} {number(value)}" for name, value in metrics.items()))
         shadow = (latest.get("shadow_metrics") or {}).get(metric)
         baseline = (latest.get("baseline_metrics") or {}).get(metric)
@@ -453,8 +641,10 @@ def latest_metrics_text(latest: dict[str, Any] | None, psi_threshold: float = 0.
         text.append(f"accuracy ≈ {latest['estimated_accuracy']:.3f} ")
         text.append("estimate", style="reverse yellow")
         text.append(" from the model's own confidence", style="dim")
+    elif latest.get("labeled"):
+        text.append(" (labeled; no model serves yet to score it)", style="dim")
     else:
-        text.append(" (no labels, no serving model yet)", style="dim")
+        text.append(" (no labels; no model serves yet)", style="dim")
     psi = latest.get("prediction_psi")
     if psi is not None:
         text.append(f"\nprediction drift: PSI of scores {psi:.3f}", style="bold red" if psi >= psi_threshold else "dim")

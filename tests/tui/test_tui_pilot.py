@@ -19,6 +19,7 @@ from app.monitor import Monitor
 from app.training import Trainer
 from app.tui.app import DriftDeckApp
 from app.tui.messages import MonitorChanged
+from app.tui.panels import selected_key
 from app.tui.screens import ConfirmScreen, HelpScreen
 
 SIZE = (160, 48)
@@ -232,3 +233,187 @@ async def test_help_and_maximize(monitor):
         assert app.screen.maximized is app.query_one("#features")
         await pilot.press("z")
         assert app.screen.maximized is None
+
+
+# --- what a person sees at each size, and the keys that get them there -----------------------
+
+SMALL_SIZES = [(80, 24), (100, 30)]
+
+
+def shown_inside(app: DriftDeckApp, widget) -> bool:
+    """The widget is displayed and lies wholly on the screen."""
+    region = widget.region
+    return widget.display and region.area > 0 and region.right <= app.size.width and region.bottom <= app.size.height
+
+
+@pytest.mark.parametrize("size", SMALL_SIZES + [SIZE])
+async def test_every_model_and_every_key_fit_on_a_small_screen(monitor, size):
+    from textual.widgets._footer import FooterKey
+
+    app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+    async with app.run_test(size=size) as pilot:
+        await started(pilot)
+        await pilot.pause(0.3)
+        line = header(app)
+        assert "● watching │ 5 batches" in line and "│ 1 quarantined │ last file 18 h ago" in line
+        assert len(line) <= size[0] - 2
+        table = app.query_one("#models-table", DataTable)
+        assert shown_inside(app, table) and table.virtual_size.width <= table.size.width
+        assert table.size.height >= sum(row.height for row in table.rows.values()) + 1  # every model, no scrolling
+        for name in ("static-lr", "dynamic-lr"):
+            cells = " ".join(table.get_row(name)[i].plain for i in range(len(table.columns)))
+            assert "watch" in cells and "static is enough" in cells
+        assert "drifted: x3" in " ".join(cell.plain for cell in table.get_row("dynamic-lr"))
+
+        def every_key_in_the_footer() -> bool:
+            keys = {key.key_display: key for key in app.query(FooterKey)}
+            wanted = {"r", "b", "v", "p", "[", "]", "1-5", "z", "?", "q"}
+            return wanted <= set(keys) and all(shown_inside(app, key) for key in keys.values())
+
+        await wait_until(pilot, every_key_in_the_footer, timeout=5, what="every key in the footer, on screen")
+
+
+@pytest.mark.parametrize("size", SMALL_SIZES + [SIZE])
+async def test_each_panel_is_one_key_away(monitor, size):
+    app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+    async with app.run_test(size=size) as pilot:
+        await started(pilot)
+        for key, panel in (("3", "#health"), ("5", "#events"), ("2", "#features"), ("4", "#snapshots"),
+                           ("1", "#models")):
+            await pilot.press(key)
+            await pilot.pause(0.1)
+            widget = app.query_one(panel)
+            assert shown_inside(app, widget), panel
+            assert app.focused is not None and widget in app.focused.ancestors_with_self, panel
+
+
+async def test_the_histogram_follows_the_most_drifted_feature_until_the_cursor_moves(monitor, folder):
+    app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        table = app.query_one("#features-table", DataTable)
+        drawing = app.query_one("#distribution")
+        assert selected_key(table) == table.coordinate_to_cell_key((0, 0)).row_key.value
+        x2_jumps = make_batch(5, rows=400).drop(columns=["label"])
+        x2_jumps["x2"] += 4.0
+        write_batch(folder, "2025-02-17.csv", x2_jumps)
+        await wait_until(pilot, lambda: table.row_count and table.get_row_at(0)[0].plain == "x2",
+                         what="x2 on top of the feature table")
+        await wait_until(pilot, lambda: drawing._data[:1] == ("x2",), what="the histogram on x2")
+        assert selected_key(table) == "x2"
+
+        await pilot.press("2", "down")  # the person picks the second feature
+        await pilot.pause(0.2)
+        picked = selected_key(table)
+        assert picked != "x2" and drawing._data[0] == picked
+        x1_jumps = make_batch(6, rows=400).drop(columns=["label"])
+        x1_jumps["x1"] += 6.0
+        write_batch(folder, "2025-02-24.csv", x1_jumps)
+        await wait_until(pilot, lambda: table.get_row_at(0)[0].plain == "x1", what="x1 on top")
+        await pilot.pause(0.3)
+        assert selected_key(table) == picked and drawing._data[0] == picked
+
+
+async def test_the_feature_table_uses_the_room_it_has_without_scrollbars(monitor):
+    app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.pause(0.3)
+        table = app.query_one("#features-table", DataTable)
+        assert table.size.height >= 11  # a header and ten features fit before any scrolling
+        assert not table.show_vertical_scrollbar and not table.show_horizontal_scrollbar
+        assert table.virtual_size.width <= table.size.width
+        distribution = app.query_one("#distribution")
+        assert distribution.region.bottom <= app.query_one("#features").content_region.bottom
+
+
+async def open_snapshots_of_dynamic_lr(pilot) -> DataTable:
+    app = pilot.app
+    await started(pilot)
+    await pilot.press("right_square_bracket")
+    await wait_until(pilot, lambda: app.dashboard.model == "dynamic-lr", what="dynamic-lr's panels")
+    await pilot.press("4")
+    return app.query_one("#snapshots-table", DataTable)
+
+
+async def test_enter_on_a_snapshot_always_asks_naming_the_version(monitor):
+    app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await open_snapshots_of_dynamic_lr(pilot)
+        await pilot.press("end")  # the last row (the oldest version), never sideways
+        assert table.scroll_x == 0 and selected_key(table) == "1"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        assert "Serve dynamic-lr v1 in place of v4?" in app.screen.question.plain
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert monitor.store.serving_version("dynamic-lr") == 4
+        await pilot.press("home")
+        assert selected_key(table) == "4" and app.check_action("promote", ()) is None  # v4 already serves
+        await pilot.press("down", "enter", "y")
+        await wait_until(pilot, lambda: monitor.store.serving_version("dynamic-lr") == 3, what="v3 serving")
+        assert ("dynamic-lr: v4 → v3", "information") in app.notes
+
+
+async def test_the_snapshot_table_keeps_its_version_column_and_a_readable_note(monitor):
+    app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = await open_snapshots_of_dynamic_lr(pilot)
+        await pilot.pause(0.3)
+        assert table.fixed_columns == 1
+        assert table.virtual_size.width <= table.size.width  # every column on screen, the note too
+        notes = [table.get_row(key)[-1].plain for key in ("1", "4")]
+        assert all(len(note) >= 10 for note in notes)
+
+
+async def test_a_re_promoted_snapshot_says_why_it_serves_now(monitor):
+    app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await open_snapshots_of_dynamic_lr(pilot)
+        await pilot.press("b")
+        await wait_until(pilot, lambda: cell(app, "snapshots-table", "3", "version").startswith("▶"), what="v3")
+        monitor.promote("dynamic-lr", 4)
+        await wait_until(pilot, lambda: cell(app, "snapshots-table", "4", "version").startswith("▶"), what="v4")
+        table.move_cursor(row=table.get_row_index("4"))
+        await pilot.pause(0.2)
+        note = app.query_one("#snapshot-note", Static).content.plain
+        assert note.startswith("v4 serving since") and "promoted by hand from v3 to v4" in note
+        assert "rolled back" not in note and "rolled back" not in cell(app, "snapshots-table", "4", "note")
+
+
+async def test_a_paused_header_counts_the_files_that_wait(monitor, folder):
+    app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        await pilot.press("p")
+        assert "paused" in header(app) and "waiting" not in header(app)
+        for index, name in ((5, "2025-02-17.csv"), (6, "2025-02-24.csv")):
+            write_batch(folder, name, make_batch(index, rows=200))
+        await wait_until(pilot, lambda: "2 files waiting" in header(app), what="two files waiting")
+        assert "quarantined" in header(app)
+        await pilot.press("p")
+        await wait_until(pilot, lambda: "7 batches" in header(app), what="both files taken after resuming")
+        assert "waiting" not in header(app)
+
+
+async def test_the_command_palette_lists_each_action_once_with_promote_and_a_screenshot(monitor, folder,
+                                                                                       tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home-without-downloads"))
+    app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await open_snapshots_of_dynamic_lr(pilot)
+        table.move_cursor(row=table.get_row_index("2"))
+        await pilot.pause(0.1)
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        assert len(titles) == len(set(titles))
+        assert {"Promote", "Screenshot", "Maximize", "Help", "Retrain", "Rollback", "Validate"} <= set(titles)
+        assert "Keys" not in titles
+        screenshot = next(c for c in app.get_system_commands(app.screen) if c.title == "Screenshot")
+        screenshot.callback()
+        saved = list((folder / ".driftdeck" / "screenshots").glob("*.svg"))
+        assert len(saved) == 1 and saved[0].read_text().startswith("<svg")
+        assert any("screenshot saved to" in note and saved[0].name in note for note, _ in app.notes)
+        promote = next(c for c in app.get_system_commands(app.screen) if c.title == "Promote")
+        await promote.callback()  # as the palette runs it
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        assert "v2" in app.screen.question.plain

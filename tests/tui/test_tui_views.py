@@ -181,10 +181,153 @@ def test_header_says_how_long_ago_the_last_file_came_and_what_trains():
 def test_snapshot_note_highlights_an_environment_that_differs():
     from app.tui import render
 
-    row = {"version": 3, "status": "retired", "reason": "", "gate": "ok", "files": ["a.csv"], "seed": 0,
+    row = {"version": 3, "status": "retired", "serving": False, "reason": "", "gate": "ok", "files": ["a.csv"],
+           "rows": 10, "metric": "roc_auc", "holdout": 0.8, "seed": 0,
            "config_hash": "abc123", "environment_vs_now": ["scikit-learn 1.5.0 -> 1.9.1"],
            "environment_vs_serving": ["scikit-learn 1.5.0 -> 1.9.1"]}
     note = render.snapshot_note(row).plain
     assert "seed 0, config abc123" in note
     assert "trained under another environment: scikit-learn 1.5.0 -> 1.9.1" in note
     assert "differs from serving: scikit-learn 1.5.0 -> 1.9.1" in note
+
+
+# --- what the screen says, checked on the drawings themselves ------------------------------
+
+
+def health_rows(metric: str, values: list[float]) -> list[dict]:
+    return [{"file": f"{index}.csv", "labeled": True, "metric": metric, "served": value, "shadow": None,
+             "baseline": None, "action": "none"} for index, value in enumerate(values)]
+
+
+def y_axis(chart: str) -> list[float]:
+    return [float(line[:render.Y_LABEL_WIDTH]) for line in chart.split("\n")
+            if line[render.Y_LABEL_WIDTH:render.Y_LABEL_WIDTH + 1] == "┤"]
+
+
+@pytest.mark.parametrize("metric, values, low, high", [
+    ("roc_auc", [0.97, 0.99, 1.0], 0.0, 1.0),
+    ("accuracy", [0.0, 0.004], 0.0, 1.0),
+    ("rmse", [0.0, 0.3], 0.0, None),
+    ("r2", [0.998, 1.0], None, 1.0),
+])
+def test_the_health_chart_y_axis_stays_within_what_the_metric_can_take(metric, values, low, high):
+    top, bottom = y_axis(render.health_chart((60, 12), health_rows(metric, values), "shadow").plain)
+    assert top >= max(values) and bottom <= min(values)
+    assert (low is None or bottom >= low) and (high is None or top <= high)
+
+
+def test_an_unbounded_metric_still_gets_room_around_its_values():
+    top, bottom = y_axis(render.health_chart((60, 12), health_rows("mae", [5.0, 7.0]), "shadow").plain)
+    assert top > 7.0 and bottom < 5.0
+
+
+def parse_short(text: str) -> float:
+    scale = {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}.get(text[-1], 1.0)
+    return float(text[:-1] if scale != 1.0 else text) * scale
+
+
+@pytest.mark.parametrize("loc, spread", [(5e4, 2e4), (7e5, 1e5), (1e-5, 1e-6), (-3e7, 1e6), (0.5, 0.2)])
+def test_bin_labels_are_whole_numbers_that_fit_and_keep_four_digits(loc: float, spread: float):
+    rng = np.random.default_rng(7)
+    reference = pd.DataFrame({"x": rng.normal(loc, spread, 4000)})
+    current = pd.DataFrame({"x": rng.normal(loc + spread, spread, 2000)})
+    built, projected = profiles(reference, current, {"x": "numeric"})
+    rows = distribution_rows(built.to_dict()["columns"]["x"], projected.to_dict()["columns"]["x"])
+    chart = render.distribution_chart((90, 14), "x", rows, "numeric").plain
+    for row in rows:
+        assert len(row["label"]) <= render.LABEL_WIDTH
+        assert row["label"] in chart  # whole, never cut
+        for bound, shown in ((row["low"], row["label"].split("–")[0]), (row["high"], row["label"].split("–")[-1])):
+            if bound is not None and "–" in row["label"]:
+                assert parse_short(shown) == pytest.approx(bound, rel=1e-3 if "e" not in shown else 5e-3)
+
+
+@pytest.mark.parametrize("value", [0.0, 7.0, 1234.5, 9999.4, 12345.6, 6.8e5, -8.212e6, 3.1e11, 4e-7, -0.00123, 2e17])
+def test_short_numbers_read_back_to_four_significant_digits(value: float):
+    from app.report import short_number
+
+    text = short_number(value)
+    assert len(text) <= 9
+    if "e" not in text:
+        assert parse_short(text) == pytest.approx(value, rel=1e-3, abs=1e-12)
+    else:
+        assert float(text) == pytest.approx(value, rel=5e-3)
+
+
+def test_a_labeled_batch_before_any_model_serves_is_called_labeled():
+    latest = {"file": "first.csv", "labeled": True, "metrics": {}, "serving_version": None}
+    text = render.latest_metrics_text(latest).plain
+    assert "labeled" in text and "no labels" not in text and "no model serves yet" in text
+    unlabeled = render.latest_metrics_text({**latest, "labeled": False}).plain
+    assert "no labels" in unlabeled
+
+
+def test_the_health_panel_names_the_version_that_scored_the_batch():
+    latest = {"file": "b.csv", "labeled": True, "metric": "roc_auc", "metrics": {"roc_auc": 0.8},
+              "serving_version": 28}
+    text = render.latest_metrics_text(latest).plain
+    assert "scored by v28" in text and "served v28" not in text
+
+
+def header_state(**changes) -> render.HeaderState:
+    values = dict(folder="/tmp/driftdeck-demo-flowers-09k_9138", paused=False, ingested=30, quarantined=1,
+                  last_seen_at=1000.0, now=1058.0)
+    return render.HeaderState(**{**values, **changes})
+
+
+@pytest.mark.parametrize("width", [160, 100, 80])
+def test_the_header_sets_its_parts_apart_and_keeps_the_counts_at_any_width(width: int):
+    line = render.header_text(header_state(), width).plain
+    assert len(line) <= width
+    assert "● watching │ 30 batches" in line
+    assert "│ 1 quarantined │ last file 58 s ago" in line
+    if width >= 100:  # room for the folder's name, if not its whole path
+        assert "-09k_9138 │" in line
+    if width >= 160:
+        assert "/tmp/driftdeck-demo-flowers-09k_9138 │" in line and "30 batches ingested" in line
+
+
+@pytest.mark.parametrize("width", [160, 100, 78])
+def test_training_progress_stays_in_the_header_at_any_width(width: int):
+    training = {"model": "flowers-dynamic", "progress": 0.4, "text": "flowers-dynamic: training v9 on 6,290 rows"}
+    line = render.header_text(header_state(training=training), width).plain
+    assert len(line) <= width
+    assert "30 batches" in line and "1 quarantined" in line and "last file 58 s ago" in line
+    assert "⚙ training" in line and "40%" in line
+    queued = render.header_text(header_state(retrain_queued="flowers-static"), width).plain
+    assert len(queued) <= width and "retrain" in queued and "queued" in queued
+
+
+def test_a_paused_header_says_how_many_files_wait():
+    assert "⏸ paused · 3 files waiting" in render.header_text(header_state(paused=True, waiting=3)).plain
+    assert "1 file waiting" in render.header_text(header_state(paused=True, waiting=1)).plain
+    assert "waiting" not in render.header_text(header_state(paused=True, waiting=0)).plain
+
+
+@pytest.mark.parametrize("width", range(1, 60, 3))
+def test_fit_words_keeps_whole_words_only(width: int):
+    text = "feature drift: drifted: days_to_holiday, sessions_7d, basket_value (PSI 18.4)"
+    fitted = render.fit_words(text, width)
+    assert len(fitted) <= max(width, 1)
+    if fitted != text:
+        kept = fitted.removesuffix("…")
+        assert fitted.endswith("…") and text.startswith(kept)
+        assert kept == "" or text[len(kept)] in " ,:;·"  # the cut falls between words
+
+
+def test_the_models_verdict_is_clipped_to_its_lines_in_whole_words():
+    from rich.text import Text
+
+    text = Text("static is enough for this data: dynamic training changes ROC AUC by -0.1 points "
+                "± 1.2 points over the last 6 batches, within the noise (cost: 6 retrains)")
+    clipped = render.clip_lines(text, 40, 2).plain
+    lines = clipped.split("\n")
+    assert len(lines) == 2 and all(len(line) <= 40 for line in lines) and lines[-1].endswith("…")
+    assert text.plain.replace("\n", " ").startswith(clipped.replace("\n", " ").removesuffix("…").rstrip())
+
+
+def test_a_snapshot_note_names_its_first_and_last_training_file_and_the_count():
+    row = {"version": 2, "status": "retired", "serving": False, "reason": None, "gate": "", "rows": 900,
+           "files": [f"2025-07-{day:02d}.csv" for day in (7, 14, 21, 28)], "metric": "roc_auc", "holdout": 0.8}
+    note = render.snapshot_note(row).plain
+    assert "trained on 4 files: 2025-07-07.csv … 2025-07-28.csv, 900 rows" in note
