@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--json", action="store_true", help="with --headless/--once: one JSON object per event")
     watch.add_argument("--poll", action="store_true", help="poll the folder (for network mounts)")
 
+    serve = command("serve", run_serve, "the same monitor in a web browser (one dashboard per tab)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+
     status = command("status", run_status, "ingested batches, models, flags and verdicts")
     status.add_argument("--json", action="store_true")
     status.add_argument("--limit", type=int, default=None, help="only the newest N batches")
@@ -143,6 +147,12 @@ def run_watch(args) -> int:
     from app.tui.app import run_tui
 
     return run_tui(monitor)
+
+
+def run_serve(args) -> int:
+    from app.serve import serve
+
+    return serve(args.data_dir, args.state, args.host, args.port)
 
 
 def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | None = None) -> int:
