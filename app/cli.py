@@ -20,6 +20,7 @@ from rich.console import Console
 from app import __version__
 from app.config import ConfigError
 from app.events import ERROR_KINDS, Event, printable
+from app.engine_link import EngineUnavailable
 from app.monitor import CommandFailed, Monitor, MonitorBusy
 
 REMOTE_WAIT_SECONDS = 3600
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (ConfigError, CommandFailed, MonitorBusy, OSError, ValueError) as error:
+    except (ConfigError, CommandFailed, EngineUnavailable, MonitorBusy, OSError, ValueError) as error:
         print(f"driftdeck: {error}", file=sys.stderr)
         return 2
     except sqlite3.DatabaseError as error:
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--id-column", help="a row id carried into predictions")
     init.add_argument("--force", action="store_true", help="replace an existing driftdeck.toml")
 
-    watch = command("watch", run_watch, "watch DATA_DIR: the live monitor (or headless with --headless)")
+    watch = command("watch", run_watch, "watch DATA_DIR: the live monitor, attached to the folder's engine "
+                                        "(started if none runs), or the engine alone with --headless")
     watch.add_argument("--headless", action="store_true", help="print one line per event instead of the TUI")
     watch.add_argument("--once", action="store_true", help="process the files already there, then exit")
     watch.add_argument("--json", action="store_true", help="with --headless/--once: one JSON object per event")
@@ -72,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", run_serve, "the same monitor in a web browser (one dashboard per tab)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+
+    command("stop", run_stop, "stop the engine watching DATA_DIR (a headless watch, or one a dashboard started)")
 
     status = command("status", run_status, "ingested batches, models, flags and verdicts")
     status.add_argument("--json", action="store_true")
@@ -134,6 +138,14 @@ def run_init(args) -> int:
 
 
 def run_watch(args) -> int:
+    if not (args.once or args.headless):
+        from app.engine_link import EngineClient
+        from app.tui.app import run_tui
+
+        client = EngineClient(args.data_dir, args.state, poll=args.poll)
+        if not client.engine_running():
+            print(f"starting the engine for {client.data_dir}…", file=sys.stderr, flush=True)
+        return run_tui(client)
     monitor = Monitor(args.data_dir, args.state, poll=args.poll)
     if args.once:
         monitor.subscribe(event_printer(args.json))
@@ -142,11 +154,7 @@ def run_watch(args) -> int:
         finally:
             monitor.close()
         return 0
-    if args.headless:
-        return watch_headless(monitor, args.json)
-    from app.tui.app import run_tui
-
-    return run_tui(monitor)
+    return watch_headless(monitor, args.json)
 
 
 def run_serve(args) -> int:
@@ -156,11 +164,15 @@ def run_serve(args) -> int:
 
 
 def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | None = None) -> int:
-    """Print events until Ctrl-C (or SIGTERM, or ``until`` is set); stop cleanly."""
+    """Print events until Ctrl-C, SIGTERM, ``driftdeck stop`` or ``until``; serve attached dashboards."""
+    from app.engine_link import EngineServer
+
     stop = until or threading.Event()
     monitor.subscribe(event_printer(as_json))
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     monitor.start()
+    link = EngineServer(monitor, on_stop=stop.set)
+    link.start()
     try:
         while not stop.wait(0.2):
             pass
@@ -168,7 +180,19 @@ def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | Non
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        link.close()
         monitor.close()
+    return 0
+
+
+def run_stop(args) -> int:
+    from app.engine_link import stop_engine
+    from app.registry import StatePaths
+
+    data_dir = args.data_dir.resolve()
+    paths = StatePaths(args.state.resolve() if args.state else data_dir / ".driftdeck")
+    pid = stop_engine(paths)
+    print(f"stopped the engine watching {data_dir} (pid {pid})")
     return 0
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from app.config import CONFIG_NAME, load_config
+from app.engine_link import Engine, EngineClient
 from app.monitor import Monitor
 from app.replay import batch_files, deliver, replay
 
@@ -37,7 +38,7 @@ def prepare_demo_folder(scenario: str) -> tuple[Path, Path, int]:
 def run_demo(scenario: str, speed: float, headless: bool = False, as_json: bool = False) -> int:
     folder, source, start = prepare_demo_folder(scenario)
     print(f"demo folder: {folder}", file=sys.stderr if as_json else sys.stdout, flush=True)
-    monitor = Monitor(folder)
+    monitor = Monitor(folder) if headless else EngineClient(folder)
     stop = threading.Event()
     training_weeks = {path.name for path in batch_files(folder)}
 
@@ -72,7 +73,7 @@ def run_demo(scenario: str, speed: float, headless: bool = False, as_json: bool 
     return 0
 
 
-def wait_for_files(monitor: Monitor, names: set[str], timeout: float, stop: threading.Event | None = None) -> bool:
+def wait_for_files(monitor: Engine, names: set[str], timeout: float, stop: threading.Event | None = None) -> bool:
     """Block until every name in ``names`` is in the ledger (ingested, quarantined or duplicate)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not (stop and stop.is_set()):

@@ -2,8 +2,10 @@
 
 textual-serve runs one ``driftdeck watch DATA_DIR`` per browser tab and relays
 its screen and keys over a websocket, so the browser shows exactly the
-terminal dashboard, with the same keys. The command is built here, never
-from the browser: the page can do only what the dashboard can.
+terminal dashboard, with the same keys. Every tab attaches to the folder's
+engine: the one already running, or one that ``serve`` starts and stops with
+itself, so closing a tab never stops the engine. The command is built here,
+never from the browser: the page can do only what the dashboard can.
 
 The child is started in isolated mode (``python -I``): it imports driftdeck's
 installed code only, whatever the folder ``serve`` was started in holds.
@@ -18,6 +20,8 @@ import sys
 from pathlib import Path
 
 from app.config import load_config
+from app.engine_link import engine_running, start_engine, stop_engine
+from app.registry import StatePaths
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -71,5 +75,11 @@ def serve(data_dir: Path, state: Path | None, host: str, port: int) -> int:
         print(warning, file=sys.stderr)
     server = Server(watch_command(data_dir, state), host=host, port=port,
                     title=f"driftdeck — {data_dir.resolve().name}")
-    server.serve()
+    paths = StatePaths(state.resolve() if state else data_dir.resolve() / ".driftdeck")
+    own_engine = None if engine_running(paths) else start_engine(data_dir.resolve(), state, paths)
+    try:
+        server.serve()
+    finally:
+        if own_engine is not None:
+            stop_engine(paths)
     return 0

@@ -119,6 +119,7 @@ class HeaderState:
     now: float = 0.0
     training: dict[str, Any] | None = None
     retrain_queued: str | None = None
+    engine_stopped: bool = False
 
 
 def header_text(state: HeaderState) -> Text:
@@ -127,7 +128,9 @@ def header_text(state: HeaderState) -> Text:
     line.append("driftdeck ", style="bold")
     line.append(state.folder)
     line.append("  ")
-    if state.paused:
+    if state.engine_stopped:
+        line.append("✖ engine stopped: R restarts it", style="bold red")
+    elif state.paused:
         line.append("⏸ paused", style="bold yellow")
     else:
         line.append("● watching", style="bold green")
