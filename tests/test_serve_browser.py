@@ -23,6 +23,9 @@ import pytest
 
 from tests.tui.tui_support import base_folder, copy_folder
 
+from app.engine_link import engine_running
+from app.registry import StatePaths
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
@@ -55,15 +58,16 @@ def served_folder(tmp_path_factory, tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "app", "serve", str(folder), "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: _listening(port), 30, "driftdeck serve to listen")
+        wait_for(lambda: _listening(port), 90, "driftdeck serve to listen")
         yield folder, f"http://127.0.0.1:{port}/"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=15)
+            server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+    assert engine_running(StatePaths(folder / ".driftdeck")) is None, "serve stops the engine it started"
 
 
 def _listening(port: int) -> bool:
@@ -127,6 +131,7 @@ def test_the_dashboard_works_in_a_browser(served_folder, browser, tmp_path):
     terminal_input(browser).send_keys("]")
     wait_for(lambda: "Snapshots — dynamic-lr" in screen_text(folder, browser, seen), 30,
              "] to select the next model")
+    assert engine_running(StatePaths(folder / ".driftdeck")) is not None, "the tab is attached to serve's engine"
     picture = tmp_path / "served-dashboard.png"
     browser.save_screenshot(str(picture))
     assert picture.stat().st_size > 10_000
