@@ -22,6 +22,7 @@ from rich.console import Console
 from app import __version__
 from app.config import ConfigError
 from app.commands import Command, CommandFailed, CommandResult, answer_within, hand_over
+from app.engine_link import EngineUnavailable
 from app.errorlog import log_error
 from app.events import ERROR_KINDS, Event, EventKind, printable
 from app.monitor import Monitor, MonitorBusy
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (ConfigError, CommandFailed, MonitorBusy, StoreIncompatible, StateLost, OSError, ValueError) as error:
+    except (ConfigError, CommandFailed, EngineUnavailable, MonitorBusy, StoreIncompatible, StateLost, OSError,
+            ValueError) as error:
         print(f"driftdeck: {printable(str(error))}", file=sys.stderr)
         return 2
     except sqlite3.DatabaseError as error:
@@ -96,11 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--id-column", help="a row id carried into predictions")
     init.add_argument("--force", action="store_true", help="replace an existing driftdeck.toml")
 
-    watch = command("watch", run_watch, "watch DATA_DIR: the live monitor (or headless with --headless)")
+    watch = command("watch", run_watch, "watch DATA_DIR: the live monitor, attached to the folder's engine "
+                                        "(started if none runs), or the engine alone with --headless")
     watch.add_argument("--headless", action="store_true", help="print one line per event instead of the TUI")
     watch.add_argument("--once", action="store_true", help="process the files already there, then exit")
     watch.add_argument("--json", action="store_true", help="with --headless/--once: one JSON object per event")
     watch.add_argument("--poll", action="store_true", help="poll the folder (for network mounts)")
+
+    serve = command("serve", run_serve, "the same monitor in a web browser (one dashboard per tab)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+
+    command("stop", run_stop, "stop the engine watching DATA_DIR (a headless watch, or one a dashboard started)")
 
     status = command("status", run_status, "ingested batches, models, flags and verdicts")
     status.add_argument("--json", action="store_true")
@@ -200,6 +209,14 @@ def run_init(args) -> int:
 
 
 def run_watch(args) -> int:
+    if not (args.once or args.headless):
+        from app.engine_link import EngineClient
+        from app.tui.app import run_tui
+
+        client = EngineClient(args.data_dir, args.state, poll=args.poll)
+        if not client.engine_running():
+            print(f"starting the engine for {client.data_dir}…", file=sys.stderr, flush=True)
+        return run_tui(client)
     monitor = Monitor(args.data_dir, args.state, poll=args.poll)
     if args.once:
         failures: list[Event] = []
@@ -212,19 +229,26 @@ def run_watch(args) -> int:
         if monitor.fatal:
             return 2
         return 1 if failures else 0
-    if args.headless:
-        return watch_headless(monitor, args.json)
-    from app.tui.app import run_tui
+    return watch_headless(monitor, args.json)
 
-    return run_tui(monitor)
+
+def run_serve(args) -> int:
+    from app.serve import serve
+
+    return serve(args.data_dir, args.state, args.host, args.port)
 
 
 def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | None = None) -> int:
-    """Print events until Ctrl-C (exit status 130), SIGTERM or ``until`` is set (0); stop cleanly."""
+    """Print events until Ctrl-C (exit status 130), SIGTERM, ``driftdeck stop`` or ``until`` (0); serve
+    attached dashboards."""
+    from app.engine_link import EngineServer
+
     stop = until or threading.Event()
     monitor.subscribe(event_printer(as_json, on_closed=stop.set))
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     monitor.start()
+    link = EngineServer(monitor, on_stop=stop.set)
+    link.start()
     try:
         while not stop.wait(0.2) and monitor.fatal is None:
             pass
@@ -232,8 +256,20 @@ def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | Non
         return INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
+        link.close()
         monitor.close()
     return 2 if monitor.fatal else 0
+
+
+def run_stop(args) -> int:
+    from app.engine_link import stop_engine
+    from app.registry import StatePaths
+
+    data_dir = args.data_dir.resolve()
+    paths = StatePaths(args.state.resolve() if args.state else data_dir / ".driftdeck")
+    pid = stop_engine(paths)
+    print(f"stopped the engine watching {data_dir} (pid {pid})")
+    return 0
 
 
 def event_printer(as_json: bool, on_closed: Callable[[], None] | None = None) -> Callable[[Event], None]:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from app.config import CONFIG_NAME, load_config
+from app.engine_link import Engine, EngineClient, EngineUnavailable
 from app.events import Event, EventKind
 from app.monitor import Monitor
 from app.replay import batch_files, deliver, replay
@@ -51,7 +52,7 @@ def run_demo(scenario: str, speed: float, headless: bool = False, as_json: bool 
 
 
 def _run_in(folder: Path, source: Path, start: int, speed: float, headless: bool, as_json: bool) -> int:
-    monitor = Monitor(folder)
+    monitor = Monitor(folder) if headless else EngineClient(folder)
     stop = threading.Event()
     training_weeks = {path.name for path in batch_files(folder)}
     expected = {path.name for path in batch_files(source)}
@@ -60,8 +61,11 @@ def _run_in(folder: Path, source: Path, start: int, speed: float, headless: bool
         # the season starts once the training weeks are in: they come first, as they would in life
         wait_for_files(monitor, training_weeks, SETTLE_WAIT_SECONDS, stop)
         replay(source, folder, interval=speed, start=start, stop=stop.is_set)
-        if wait_for_files(monitor, expected, SETTLE_WAIT_SECONDS, stop) and monitor.wait_idle(SETTLE_WAIT_SECONDS):
-            monitor.emit(replay_finished(source.name, len(expected)))  # after the last batch's own events
+        try:
+            if wait_for_files(monitor, expected, SETTLE_WAIT_SECONDS, stop) and monitor.wait_idle(SETTLE_WAIT_SECONDS):
+                monitor.emit(replay_finished(source.name, len(expected)))  # after the last batch's own events
+        except EngineUnavailable:  # the person quit (or the engine stopped) before the replay ended
+            pass
 
     feeder = threading.Thread(target=feed, name="driftdeck-replay", daemon=True)
     if not headless:
@@ -95,7 +99,7 @@ def replay_finished(scenario: str, files: int) -> Event:
                  data={"scenario": scenario, "files": files})
 
 
-def wait_for_files(monitor: Monitor, names: set[str], timeout: float, stop: threading.Event | None = None) -> bool:
+def wait_for_files(monitor: Engine, names: set[str], timeout: float, stop: threading.Event | None = None) -> bool:
     """Block until every name in ``names`` is in the ledger (ingested, quarantined or duplicate)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not (stop and stop.is_set()):

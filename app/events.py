@@ -70,6 +70,12 @@ class Event:
             "data": self.data,
         }
 
+    @staticmethod
+    def from_dict(record: dict[str, Any]) -> Event:
+        """The event :meth:`to_dict` wrote (as an attached dashboard receives it)."""
+        return Event(kind=EventKind(record["kind"]), message=record["message"], model=record.get("model"),
+                     file=record.get("file"), data=record.get("data") or {}, time=record["time"])
+
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 

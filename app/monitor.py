@@ -124,6 +124,14 @@ class Monitor:
         except Exception:  # noqa: BLE001 - the first training meets the same failure and reports it as an event
             pass
 
+    @property
+    def alive(self) -> bool:
+        """In this process the monitor runs as long as its caller does."""
+        return True
+
+    def restart(self) -> None:
+        """Nothing to restart in this process: only an engine in another process can stop on its own."""
+
     def subscribe(self, callback: Callable[[Event], None]) -> None:
         self._subscribers.append(callback)
 

@@ -1,4 +1,4 @@
-"""The live terminal monitor: one dashboard over a running :class:`~app.monitor.Monitor`.
+"""The live terminal monitor: one dashboard over a running engine (in this process or attached to another).
 
 How data moves:
 
@@ -16,9 +16,7 @@ How data moves:
 
 from __future__ import annotations
 
-import sys
 import time
-from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -34,7 +32,7 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from app.commands import Command, answer_within
 from app.events import ERROR_KINDS, Event, EventKind
-from app.monitor import Monitor
+from app.engine_link import Engine
 from app.store import StoredEvent
 from app.tui import render
 from app.tui.dashboard import Dashboard, load_dashboard
@@ -54,13 +52,13 @@ from app.tui.screens import ConfirmScreen, HelpScreen
 
 TICK_SECONDS = 0.25
 LOAD_INTERVAL_SECONDS = 0.5
-UI_SWITCH_INTERVAL_SECONDS = 0.001
 WIDE_FROM_COLUMNS = 120
 PALETTE_HINT_FROM_COLUMNS = 90
 PANELS = ("models", "features", "health", "snapshots", "events")  # keys 1 to 5, in this order
 SCREENSHOTS_FOLDER = "screenshots"  # under the state folder
 TEXTUAL_COMMANDS_KEPT = ("Theme", "Quit")
 PALETTE_TITLES = {"promote": "Promote", "toggle_maximize": "Maximize"}  # where the footer's label is terse
+ENGINE_ACTIONS = frozenset({"retrain", "rollback", "validate", "pause", "resume"})
 RETRAIN_SETTLING_KINDS = frozenset({EventKind.PROMOTED, EventKind.REJECTED, EventKind.TRAINING_FAILED})
 
 
@@ -101,7 +99,9 @@ class DriftDeckApp(App[int]):
         Binding("z", "toggle_maximize", "Max", id="maximize",
                 tooltip="Fill the screen with the focused panel; z again restores"),
         Binding("question_mark", "help", "Help", id="help", tooltip="Keys and what each panel shows"),
-        Binding("q", "quit", "Quit", id="quit", tooltip="Stop watching and leave"),
+        Binding("R", "restart_engine", "Restart engine", id="restart-engine",
+                tooltip="Start the folder's engine again after it stopped; the ledger says what is left to do"),
+        Binding("q", "quit", "Quit", id="quit", tooltip="Leave (an engine this window started stops too)"),
     ]
 
     selected_model: reactive[str | None] = reactive(None)
@@ -109,8 +109,9 @@ class DriftDeckApp(App[int]):
     training_active: reactive[bool] = reactive(False, bindings=True)
     retrain_queued: reactive[str | None] = reactive(None, bindings=True)
     paused: reactive[bool] = reactive(False, bindings=True)
+    engine_stopped: reactive[bool] = reactive(False, bindings=True)
 
-    def __init__(self, monitor: Monitor, on_ready: Callable[[], None] | None = None,
+    def __init__(self, monitor: Engine, on_ready: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.time, tick_seconds: float = TICK_SECONDS,
                  load_interval: float = LOAD_INTERVAL_SECONDS) -> None:
         super().__init__()
@@ -202,6 +203,7 @@ class DriftDeckApp(App[int]):
         """Follow the monitor's training and pause state, redraw the header, reload if stale."""
         self._follow_training(self.monitor.training)
         self.paused = self.monitor.paused
+        self.engine_stopped = not self.monitor.alive
         self._show_header()
         due = time.monotonic() - self._load_started >= self.load_interval
         if self._stale and due and not (self._load_worker and self._load_worker.is_running):
@@ -266,6 +268,7 @@ class DriftDeckApp(App[int]):
             retrain_queued=self.retrain_queued,
             folder_missing=self.monitor.folder_missing,
             waiting=self.monitor.waiting_files if self.paused else 0,
+            engine_stopped=self.engine_stopped,
         )
         show_text(self.header_bar, render.header_text(state, self.header_bar.content_size.width))
 
@@ -327,6 +330,10 @@ class DriftDeckApp(App[int]):
             return None if self.training_active or self.retrain_queued or self.selected_model is None else True
         if action == "validate":
             return None if self.training_active or self.selected_model is None else True
+        if action == "restart_engine":
+            return self.engine_stopped
+        if self.engine_stopped and action in ENGINE_ACTIONS:
+            return None
         if action == "pause":
             return not self.paused
         if action == "resume":
@@ -411,6 +418,15 @@ class DriftDeckApp(App[int]):
         self.paused = False
         self._show_header()
 
+    def action_restart_engine(self) -> None:
+        self.notify("starting the engine again…", title="engine", markup=False)
+        self.restart_engine()
+
+    @work(thread=True, exclusive=True, group="command", exit_on_error=False)
+    def restart_engine(self) -> None:
+        self.monitor.restart()
+        self.post_message(CommandDone("the engine runs again"))
+
     def action_toggle_maximize(self) -> None:
         if self.screen.maximized is not None:
             self.screen.minimize()
@@ -450,35 +466,13 @@ class DriftDeckApp(App[int]):
         self.notify(f"screenshot saved to {display_path(Path(path))}", title="screenshot", markup=False)
 
 
-def prefer_ui_thread() -> None:
-    """Shorten this process's GIL switch interval (5 ms by default).
-
-    The monitor's thread runs pandas and scikit-learn in the same process as
-    the UI; switching more often lets the UI thread in soon enough to answer
-    keys promptly while the monitor works, at a small cost in throughput.
-    """
-    sys.setswitchinterval(UI_SWITCH_INTERVAL_SECONDS)
-
-
-def start_helper_processes() -> None:
-    """Start multiprocessing's resource tracker now, while ``sys.stderr`` is the real one.
-
-    While the app runs, Textual replaces ``sys.stderr`` with an object whose
-    ``fileno()`` is -1; the tracker, otherwise started by the first training
-    job, would then fail to start with "bad value(s) in fds_to_keep".
-    """
-    resource_tracker.ensure_running()
-
-
-def run_tui(monitor: Monitor, on_ready: Callable[[], None] | None = None,
+def run_tui(monitor: Engine, on_ready: Callable[[], None] | None = None,
             clock: Callable[[], float] = time.time) -> int:
-    """Show the dashboard until the person quits; the monitor starts after mount and closes on exit.
+    """Show the dashboard until the person quits; the engine starts after mount and closes on exit.
 
-    The folder's lock is taken before the screen opens, so "another driftdeck
-    is watching" is an ordinary error message, not a broken screen.
+    The engine is reached (or started) before the screen opens, so an engine
+    that cannot start is an ordinary error message, not a broken screen.
     """
-    prefer_ui_thread()
-    start_helper_processes()
     monitor.acquire()
     app = DriftDeckApp(monitor, on_ready=on_ready, clock=clock)
     try:

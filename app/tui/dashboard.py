@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.monitor import Monitor
+from app.engine_link import Engine
 from app.report import (
     dashboard_counts,
     feature_distributions,
@@ -52,7 +52,7 @@ class Dashboard:
         return next((row for row in self.models if row["name"] == model), None)
 
 
-def load_dashboard(monitor: Monitor, model: str | None, after_event_id: int = 0,
+def load_dashboard(monitor: Engine, model: str | None, after_event_id: int = 0,
                    event_limit: int = EVENT_LIMIT, history: int = HISTORY_BATCHES) -> Dashboard:
     """Read the header counts, every model's summary and the selected ``model``'s panels.
 

@@ -136,6 +136,7 @@ class HeaderState:
     retrain_queued: str | None = None
     folder_missing: bool = False
     waiting: int = 0
+    engine_stopped: bool = False
 
 
 HEADER_SEPARATOR = " │ "
@@ -184,7 +185,9 @@ def header_parts(state: HeaderState, style: HeaderStyle = HeaderStyle(), folder:
     parts = [Text("driftdeck", style="bold")] if style.brand else []
     if style.folder:
         parts.append(Text(state.folder if folder is None else folder))
-    if state.folder_missing:
+    if state.engine_stopped:
+        parts.append(Text("✖ engine stopped: R restarts it", style="bold red"))
+    elif state.folder_missing:
         parts.append(Text("⚠ folder missing (renamed or deleted)", style="bold red"))
     elif state.paused:
         waiting = f" · {state.waiting:,} file{'s' if state.waiting != 1 else ''} waiting" if state.waiting else ""
