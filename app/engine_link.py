@@ -49,8 +49,6 @@ from app.events import Event, EventKind
 from app.registry import Registry, StatePaths
 from app.store import Store
 
-ENGINE_FILE = "engine.json"
-SOCKET_NAME = "engine.sock"
 MAX_SOCKET_PATH = 100  # sockaddr_un holds 108 bytes; keep a margin
 HEARTBEAT_SECONDS = 0.25
 CALL_TIMEOUT_SECONDS = 30.0
@@ -96,7 +94,7 @@ class EngineAddress:
     @staticmethod
     def read(paths: StatePaths) -> EngineAddress | None:
         try:
-            record = json.loads((paths.root / ENGINE_FILE).read_text())
+            record = json.loads((paths.engine_file).read_text())
             return EngineAddress(int(record["pid"]), Path(record["socket"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -104,7 +102,7 @@ class EngineAddress:
 
 def socket_path(paths: StatePaths) -> Path:
     """The state folder's socket, or a short stand-in when that path is too long for a Unix socket."""
-    preferred = paths.root / SOCKET_NAME
+    preferred = paths.engine_socket
     if len(os.fsencode(preferred)) <= MAX_SOCKET_PATH:
         return preferred
     runtime = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"driftdeck-{os.getuid()}"
@@ -160,7 +158,7 @@ class EngineServer:
         listener.listen(8)
         self._listener = listener
         record = {"pid": os.getpid(), "socket": str(self.address)}
-        (self.paths.root / ENGINE_FILE).write_text(json.dumps(record) + "\n")
+        (self.paths.engine_file).write_text(json.dumps(record) + "\n")
         self.monitor.subscribe(self._broadcast_event)
         threading.Thread(target=self._accept, name="driftdeck-engine-link", daemon=True).start()
         threading.Thread(target=self._heartbeat, name="driftdeck-engine-heartbeat", daemon=True).start()
@@ -170,7 +168,7 @@ class EngineServer:
         if self._listener is not None:
             self._listener.close()
         if (address := EngineAddress.read(self.paths)) and address.pid == os.getpid():
-            (self.paths.root / ENGINE_FILE).unlink(missing_ok=True)
+            (self.paths.engine_file).unlink(missing_ok=True)
             self.address.unlink(missing_ok=True)
         with self._outbox_lock:
             for outbox in self._outboxes:
@@ -300,8 +298,8 @@ def start_engine(data_dir: Path, state_dir: Path | None, paths: StatePaths, poll
         argv += ["--state", str(state_dir)]
     if poll:
         argv.append("--poll")
-    paths.create()
-    log = open(paths.root / "engine.log", "ab")
+    paths.create(data_dir)
+    log = open(paths.engine_log, "ab")
     try:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
@@ -320,7 +318,7 @@ def start_engine(data_dir: Path, state_dir: Path | None, paths: StatePaths, poll
 
 def last_error_line(paths: StatePaths) -> str:
     try:
-        lines = (paths.root / "engine.log").read_text(errors="replace").strip().splitlines()
+        lines = paths.engine_log.read_text(errors="replace").strip().splitlines()
     except OSError:
         return "no log"
     return lines[-1].removeprefix("driftdeck: ") if lines else "it exited without a word"

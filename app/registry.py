@@ -23,6 +23,9 @@ from app.fsutil import atomic_write_bytes, atomic_write_text, sha256_bytes, sha2
 from app.snapshots import SnapshotError, read_model
 from app.store import SnapshotRecord, Store
 
+# What the engine and its dashboards keep beside the state: its address, its log, screenshots, error logs.
+ENGINE_FILE, ENGINE_SOCKET, ENGINE_LOG = "engine.json", "engine.sock", "engine.log"
+ENGINE_NAMES = frozenset({ENGINE_FILE, ENGINE_SOCKET, ENGINE_LOG, "screenshots", "logs"})
 GOOD_STATUSES = ("serving", "retired")
 LOADED_MODELS = 3  # per model: the serving model, its predecessor and the frozen shadow are what a batch needs
 
@@ -60,6 +63,18 @@ class StatePaths:
     @property
     def lock(self) -> Path:
         return self.root / "monitor.lock"
+
+    @property
+    def engine_file(self) -> Path:
+        return self.root / ENGINE_FILE
+
+    @property
+    def engine_socket(self) -> Path:
+        return self.root / ENGINE_SOCKET
+
+    @property
+    def engine_log(self) -> Path:
+        return self.root / ENGINE_LOG
 
     @property
     def training_log(self) -> Path:
@@ -109,7 +124,8 @@ class StatePaths:
 
     def _own_names(self) -> set[str]:
         db, log = self.database.name, self.training_log.name
-        return {path.name for path in self.folders} | {db, f"{db}-wal", f"{db}-shm", self.lock.name, log, f"{log}.1"}
+        return ({path.name for path in self.folders} | {db, f"{db}-wal", f"{db}-shm", self.lock.name, log, f"{log}.1"}
+                | ENGINE_NAMES)
 
 
 class StateFolderRefused(NotADirectoryError):

@@ -81,8 +81,7 @@ CREATE TABLE IF NOT EXISTS commands (
     model TEXT,
     args TEXT NOT NULL DEFAULT '{}',
     status TEXT NOT NULL DEFAULT 'pending',   -- pending | taken | done | failed | expired
-    result TEXT NOT NULL DEFAULT '',
-    expires REAL                              -- not taken by then: expired, never carried out
+    result TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS reading (          -- files being read: a row left behind means the process died reading it
     name TEXT PRIMARY KEY,
@@ -98,7 +97,7 @@ ADDED_COLUMNS = (
     ("results", "trainable", "INTEGER GENERATED ALWAYS AS (json_extract(data, '$.trainable')) VIRTUAL"),
     ("files", "ctime_ns", "INTEGER"),
     ("files", "inode", "INTEGER"),
-    ("commands", "expires", "REAL"),  # earlier rows have none: never carried out
+    ("commands", "expires", "REAL"),  # not taken by then: expired, never carried out (earlier rows: never)
 )
 INDEXES = """
 CREATE INDEX IF NOT EXISTS files_sha ON files(sha256);

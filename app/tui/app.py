@@ -409,12 +409,12 @@ class DriftDeckApp(App[int]):
         self.events_panel.note(self.clock(), text)
 
     def action_pause(self) -> None:
-        self.monitor.submit(Command("pause")).outcome(0)  # answered at once: it only closes the intake
+        self.send(Command("pause"))  # answered at once: it only closes the intake
         self.paused = True
         self._show_header()
 
     def action_resume(self) -> None:
-        self.monitor.submit(Command("resume")).outcome(0)
+        self.send(Command("resume"))
         self.paused = False
         self._show_header()
 
