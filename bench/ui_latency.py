@@ -5,24 +5,29 @@ Usage (from the repository root):
     .venv/bin/python bench/ui_latency.py
     .venv/bin/python bench/ui_latency.py --big-rows 500000 --files 300 --presses 60
 
+The dashboard attaches to the folder's engine, as ``driftdeck watch`` does:
+the engine (ingest, drift, scoring, training, the store's writes) runs in its
+own process, started here, and the dashboard only reads the store and draws.
+
 1. Key latency under load. The app runs headless (Textual's Pilot, 160x48)
    over a folder whose two models already serve. A ``--big-rows`` labeled
-   batch is dropped in, so the monitor scores it and trains on it (the
+   batch is dropped in, so the engine scores it and trains on it (the
    dynamic model and the static model's shadow both fit on it), and while
    that runs ``--files`` small batch files land, one every ``--interval``
    seconds. Meanwhile ``]`` is pressed ``--presses`` times; each press is
    timed from the key going in to the models table's cursor having moved to
    the next model and the screen having refreshed (polled every millisecond),
    and to the other panels showing that model. Prints the median and the 95th
-   percentile, overall, while the fit runs (in its own process) and while the
-   monitor thread processes files (in this process, beside the UI).
+   percentile, overall, while the fit runs and while the engine processes
+   files.
 2. First frame on a big store. A store with ``--batches`` batches (results
    for two models each) and ``--snapshots`` snapshots is written directly
-   through ``app.store.Store``; the time from creating the app to the
-   dashboard drawn with the store's data is printed (and the time to the
-   first paint, before the data arrives).
+   through ``app.store.Store`` and an engine started on it; the time from
+   creating the app to the dashboard drawn with the store's data is printed
+   (and the time to the first paint, before the data arrives), and apart from
+   it the time the engine took to start.
 
-Targets: p95 key latency < 100 ms; first frame < 2 s.
+Targets: p95 key latency < 50 ms; first frame < 1 s.
 """
 
 from __future__ import annotations
@@ -45,9 +50,10 @@ sys.path.insert(0, str(REPO))
 
 from textual import events  # noqa: E402
 
+from app.engine_link import EngineClient  # noqa: E402
 from app.monitor import Monitor  # noqa: E402
 from app.store import SnapshotRecord, Store  # noqa: E402
-from app.tui.app import DriftDeckApp, prefer_ui_thread  # noqa: E402
+from app.tui.app import DriftDeckApp  # noqa: E402
 
 SIZE = (160, 48)
 POLL_SECONDS = 0.001
@@ -161,7 +167,8 @@ async def timed_press(app: DriftDeckApp) -> tuple[float, float]:
 
 async def measure_keys(folder: Path, big_rows: int, files: int, interval: float, presses: int,
                        pause: float) -> dict:
-    monitor = Monitor(folder)
+    monitor = EngineClient(folder)
+    monitor.acquire()
     app = DriftDeckApp(monitor)
     stop = threading.Event()
     moved, panels, fitting = [], [], []
@@ -266,7 +273,10 @@ def big_store(root: Path, batches: int, snapshots: int) -> Path:
 
 async def measure_first_frame(folder: Path) -> dict:
     started = time.perf_counter()
-    monitor = Monitor(folder)
+    monitor = EngineClient(folder)
+    monitor.acquire()
+    engine = time.perf_counter() - started
+    started = time.perf_counter()
     app = DriftDeckApp(monitor)
     try:
         async with app.run_test(size=SIZE) as pilot:
@@ -277,7 +287,7 @@ async def measure_first_frame(folder: Path) -> dict:
             loaded = time.perf_counter() - started
     finally:
         monitor.close()
-    return {"painted": painted, "loaded": loaded}
+    return {"engine": engine, "painted": painted, "loaded": loaded}
 
 
 def main() -> None:
@@ -290,7 +300,6 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=1000)
     parser.add_argument("--snapshots", type=int, default=100)
     args = parser.parse_args()
-    prefer_ui_thread()  # as run_tui does
     with tempfile.TemporaryDirectory(prefix="driftdeck-ui-bench-") as temporary:
         root = Path(temporary)
         started = time.perf_counter()
@@ -310,14 +319,15 @@ def main() -> None:
                     milliseconds = [value * 1000 for value in chosen]
                     print(f"    {group:<27} median {statistics.median(milliseconds):6.1f} ms   "
                           f"p95 {percentile(milliseconds, 0.95):6.1f} ms   max {max(milliseconds):6.1f} ms")
-        print("  (target: p95 < 100 ms for the cursor)")
+        print("  (target: p95 < 50 ms for the cursor)")
         built = time.perf_counter()
         folder = big_store(root, args.batches, args.snapshots)
         frame = asyncio.run(measure_first_frame(folder))
         print(f"first frame with {args.batches:,} batches and {args.snapshots} snapshots "
-              f"(store written in {time.perf_counter() - built - frame['loaded']:.1f} s)")
+              f"(store written in {time.perf_counter() - built - frame['engine'] - frame['loaded']:.1f} s)")
+        print(f"  engine started       {frame['engine'] * 1000:7.0f} ms   (before the app is created; not in the two below)")
         print(f"  first paint          {frame['painted'] * 1000:7.0f} ms")
-        print(f"  dashboard with data  {frame['loaded'] * 1000:7.0f} ms   (target < 2000 ms)")
+        print(f"  dashboard with data  {frame['loaded'] * 1000:7.0f} ms   (target < 1000 ms)")
 
 
 if __name__ == "__main__":
