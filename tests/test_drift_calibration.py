@@ -16,6 +16,7 @@ from scipy import stats
 from app.stats.drift import (
     DRIFTED,
     STABLE,
+    chi2_pvalue,
     drifted_columns,
     feature_drift,
     holm_rejections,
@@ -122,19 +123,23 @@ def normal_reference():
 
 @pytest.mark.parametrize("rows", [50, 200])
 def test_the_test_of_change_is_calibrated_on_identical_distributions(normal_reference, rows):
-    """P(p < alpha) is alpha (within Monte Carlo error); from 20 rows a group PSI follows its chi-square form."""
+    """The chi-square's P(p < alpha) is alpha (within Monte Carlo error), the combined test's at most alpha;
+    from 20 rows a group PSI follows its chi-square form."""
     rng = np.random.default_rng(rows)
     runs = 2_000
-    pvalues, psis, expected = np.empty(runs), np.empty(runs), np.empty(runs)
+    chi2, combined, psis, expected = np.empty(runs), np.empty(runs), np.empty(runs), np.empty(runs)
     for run in range(runs):
         current = profile_numeric(rng.normal(size=rows), normal_reference.edges)
         grouped = numeric_groups(normal_reference, current)
-        pvalues[run] = grouped.pvalue()
+        chi2[run] = chi2_pvalue(grouped.reference, grouped.current)
+        combined[run] = grouped.pvalue()
         psis[run] = psi(grouped.reference, grouped.current)
         expected[run] = grouped.expected_psi()
-    assert grouped.groups == 10
+    assert grouped.groups == 10 and not grouped.sparse.any()
     for alpha in (0.05, 0.01):
-        assert abs(np.mean(pvalues < alpha) - alpha) <= 4 * np.sqrt(alpha * (1 - alpha) / runs)
+        error = 4 * np.sqrt(alpha * (1 - alpha) / runs)
+        assert abs(np.mean(chi2 < alpha) - alpha) <= error
+        assert np.mean(combined < alpha) <= alpha + error
     if rows >= 200:  # at 5 rows a group (50 rows) PSI runs about 25% above its large-sample form
         assert np.mean(psis) == pytest.approx(expected.mean(), rel=0.1)
         # PSI's 99th percentile against the chi-square one scaled to PSI (PSI ~ chi-square / effective size).
