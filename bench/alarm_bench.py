@@ -252,6 +252,20 @@ def print_real_table(flags: dict[str, list[list[str]]]) -> None:
     print("column-batches flagged: " + ", ".join(totals))
 
 
+def synthetic_table(args: argparse.Namespace, python: Path) -> None:
+    reference = make_frame(REFERENCE_ROWS, seed=1, shifted=False)
+    results: dict[str, dict[str, list]] = {tool: {} for tool in (TOOLS if python.exists() else ["driftdeck"])}
+    print_alarm_header(list(results))
+    for rows in args.sizes:
+        results["driftdeck"][str(rows)] = driftdeck_runs(reference, rows, args.seeds)
+        if python.exists():
+            seeds = ["--seeds", str(args.seeds), "--evidently-seeds", str(args.evidently_seeds or args.seeds)]
+            for tool, runs in run_peers(python, ["--worker", "synthetic", *seeds, "--sizes", str(rows)]).items():
+                results[tool].update(runs)
+        print_alarm_row(results, rows)
+    print_targets(results, args.sizes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=SIZES)
@@ -280,20 +294,6 @@ def main() -> None:
         flags = {"driftdeck": real_flags("driftdeck", pd.read_csv(data_path))}
         flags.update(run_peers(python, ["--worker", "real", "--data", str(data_path)]))
     print_real_table(flags)
-
-
-def synthetic_table(args: argparse.Namespace, python: Path) -> None:
-    reference = make_frame(REFERENCE_ROWS, seed=1, shifted=False)
-    results: dict[str, dict[str, list]] = {tool: {} for tool in (TOOLS if python.exists() else ["driftdeck"])}
-    print_alarm_header(list(results))
-    for rows in args.sizes:
-        results["driftdeck"][str(rows)] = driftdeck_runs(reference, rows, args.seeds)
-        if python.exists():
-            seeds = ["--seeds", str(args.seeds), "--evidently-seeds", str(args.evidently_seeds or args.seeds)]
-            for tool, runs in run_peers(python, ["--worker", "synthetic", *seeds, "--sizes", str(rows)]).items():
-                results[tool].update(runs)
-        print_alarm_row(results, rows)
-    print_targets(results, args.sizes)
 
 
 if __name__ == "__main__":

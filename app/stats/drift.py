@@ -19,9 +19,11 @@ only on the two samples' pooled counts, which is what keeps the test below exact
 in its assumptions (the pooled counts are the margins it conditions on).
 
 Drift decision (see docs/drift.md). A column is drifted when both hold:
-  * the change is beyond sampling: the chi-square test of homogeneity on the
-    groups rejects "same distribution" after Holm's step-down correction across
-    the batch's columns at ``false_alarm_rate`` (the chance that a batch drawn
+  * the change is beyond sampling: the test of change (``change_pvalue``: the
+    chi-square test of homogeneity on the groups, exact tests of sparse groups
+    and of values outside the reference's range, and KS for numeric columns)
+    rejects "same distribution" after Holm's step-down correction across the
+    batch's columns at ``false_alarm_rate`` (the chance that a batch drawn
     from the reference distribution flags any column at all);
   * the change matters: PSI less its expected value under no change,
     ``(groups - 1) * (1 / n_reference + 1 / n_current)``, is at least
@@ -30,7 +32,7 @@ A column with no values on one side only (it emptied or filled) is tested on
 the chance that every row of the batch is missing at the reference's missing
 rate.
 
-Other statistics, shown but not deciding:
+Other statistics (the KS p-value also takes part in the test of change):
   * KS statistic of numeric columns: the largest gap between the two CDFs at
     the fine edges. This never exceeds the exact two-sample statistic
     (``scipy.stats.ks_2samp``) and falls short of it by at most the largest
@@ -117,11 +119,15 @@ class GroupedCounts:
     ``sparse``: per group, whether the smaller sample is expected (at the
     reference's shares) to put fewer than ``MIN_EXPECTED_ROWS`` rows in it,
     too few for the chi-square approximation; such a group is tested exactly.
+    ``outside``: (reference, current) rows outside the reference's range, which
+    the outer groups hold; they are also tested exactly as a group of their
+    own (None when no group holds them together with values inside the range).
     """
 
     reference: np.ndarray
     current: np.ndarray
     sparse: np.ndarray
+    outside: tuple[int, int] | None = None
 
     @property
     def groups(self) -> int:
@@ -143,8 +149,9 @@ class GroupedCounts:
         """P-value of "both samples come from one distribution" (None when a side is empty).
 
         The chi-square test of homogeneity on the groups that are not sparse,
-        and the exact test of each sparse group (``sparse_group_pvalue``),
-        combined by Bonferroni's rule: the smallest p-value times the number of tests.
+        and the exact test (``sparse_group_pvalue``) of each sparse group and of
+        the rows outside the reference's range, combined by Bonferroni's rule:
+        the smallest p-value times the number of tests.
         """
         reference_size, current_size = int(self.reference.sum()), int(self.current.sum())
         if reference_size == 0 or current_size == 0:
@@ -153,6 +160,8 @@ class GroupedCounts:
         pvalues = [chi2_pvalue(self.reference[dense], self.current[dense])] if dense.sum() > 1 else []
         pvalues += [sparse_group_pvalue(int(self.reference[index]), int(self.current[index]), reference_size, current_size)
                     for index in np.flatnonzero(self.sparse)]
+        if self.outside is not None:
+            pvalues.append(sparse_group_pvalue(*self.outside, reference_size, current_size))
         pvalues = [value for value in pvalues if value is not None]
         return min(1.0, len(pvalues) * min(pvalues)) if pvalues else None
 
@@ -239,7 +248,7 @@ def feature_drift(
             measured[name] = numeric_drift(reference_column, current_column)
         else:
             measured[name] = categorical_drift(reference_column, current_column)
-        pvalues[name] = change_pvalue(reference_column, current_column, measured[name]["chi2_pvalue"])
+        pvalues[name] = change_pvalue(reference_column, current_column, measured[name]["chi2_pvalue"], measured[name]["ks_pvalue"])
     significant = holm_rejections(pvalues, false_alarm_rate)
     results = {}
     for name, fields in measured.items():
@@ -260,16 +269,22 @@ def change_pvalue(
     reference: NumericProfile | CategoricalProfile,
     current: NumericProfile | CategoricalProfile,
     grouped_pvalue: float | None,
+    ks_pvalue: float | None = None,
 ) -> float | None:
-    """P-value of "the column did not change": the grouped chi-square's, or for a side without values its own.
+    """P-value of "the column did not change", for a side without values its own.
 
-    A column that emptied: the chance that every row of the batch is missing at
+    With values on both sides: the grouped test's (``GroupedCounts.pvalue``),
+    and for a numeric column also the KS test's, combined by Bonferroni's rule
+    (KS is the more powerful of the two against a shift of location or spread
+    in a small batch). A column that emptied: the chance that every row of the batch is missing at
     the reference's missing rate. A column that filled (the reference had no
     value at all): 0, nothing in the reference could give a value. None when
     neither side has a value.
     """
     if reference.count and current.count:
-        return grouped_pvalue
+        if ks_pvalue is None or grouped_pvalue is None:
+            return grouped_pvalue
+        return min(1.0, 2 * min(grouped_pvalue, ks_pvalue))
     if reference.count:
         return _missing_share(reference) ** current.rows if current.rows else None
     return 0.0 if current.count else None
@@ -330,14 +345,19 @@ def numeric_groups(reference: NumericProfile, current: NumericProfile) -> Groupe
     Up to ``PSI_GROUPS`` groups (the reference deciles), fewer when the smaller
     sample has under ``MIN_EXPECTED_ROWS`` rows for each: equal-mass groups are
     where the chi-square approximation holds best. Ties can still leave small
-    groups (a 0/1 column with 2% ones); those are sparse.
+    groups (a 0/1 column with 2% ones); those are sparse. Values outside the
+    reference's range, which the outer groups hold, are also tested on their
+    own: a batch that leaves the range is then found even when it is small.
     """
     smaller = min(reference.count, current.count)
     groups = int(np.clip(smaller // MIN_EXPECTED_ROWS, 1, PSI_GROUPS)) if smaller else PSI_GROUPS
     cuts = quantile_groups(reference.counts, groups)
     reference_counts = _group(reference.counts, cuts)
     limit = _sparse_limit(reference.count, current.count)
-    return GroupedCounts(reference_counts, _group(current.counts, cuts), reference_counts < limit)
+    outside = None
+    if len(reference.counts) > 3:  # two bins or more: the outer slots share the outer groups
+        outside = (int(reference.counts[0] + reference.counts[-1]), int(current.counts[0] + current.counts[-1]))
+    return GroupedCounts(reference_counts, _group(current.counts, cuts), reference_counts < limit, outside)
 
 
 def pack_rare_categories(reference_counts: np.ndarray, current_counts: np.ndarray) -> GroupedCounts:
