@@ -55,6 +55,7 @@ UNIT_CHANGE_FACTOR = 20
 DOMAIN_FOLDS = 2  # per batch and model: two fits bound the cost; the AUC is still cross-validated
 SHRINK_FACTOR = 50
 NOISE_SIGMAS = 2.0  # "beyond the noise": more than two standard errors
+SIGNAL_SIGMAS = 3.0  # a serving model this far beyond the baseline shows the labels carry signal
 UNIT_CHANGE_QUANTILES = (0.1, 0.5, 0.9)
 FLAG_ORDER = ("performance_drop", "no_skill", "data_quality", "feature_drift", "prediction_drift", "age", "code_regression")
 
@@ -353,7 +354,7 @@ class ModelRunner:
         error = result.get("skill_se")
         if scoring is None or served is None or baseline is None or not error:
             return False
-        return scoring.gain(baseline, served) > 3 * error
+        return scoring.gain(baseline, served) > SIGNAL_SIGMAS * error
 
     def _load_serving(self, serving: SnapshotRecord, result: dict) -> Any | None:
         try:
@@ -456,7 +457,11 @@ class ModelRunner:
         self._train_and_gate(outcome, window, serving=serving, reason="promoted", pending=pending)
 
     def retrain(self, reason: str = "manual") -> BatchOutcome:
-        """Train a candidate on the newest trainable batches now (the ``r`` key); it still faces the gate."""
+        """Train a candidate on the newest trainable batches now (the ``r`` key); it still faces the gate.
+
+        Batches held back only for a new class beside the known ones (see
+        :meth:`_vocabulary_issue`) count here: an explicit retrain is how a new class joins.
+        """
         serving = self.registry.serving(self.name)
         outcome = BatchOutcome(result={})
         held = [file_id for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK) if data.get("held_for_retrain")]

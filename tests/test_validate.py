@@ -85,3 +85,14 @@ def test_a_different_recorded_environment_triggers_the_check_at_start(trained: P
         assert "scikit-learn 0.0.1 -> " in checks[0].message
     finally:
         monitor.close()
+
+
+def test_validate_exits_2_with_the_reason_when_it_could_not_validate(trained: Path):
+    for archived in (trained / ".driftdeck" / "batches").rglob("*"):
+        if archived.is_file():
+            archived.unlink()
+    done = validate(trained)
+    assert done.returncode == 2, done.stdout + done.stderr
+    for result in json.loads(done.stdout):
+        assert result["outcome"] == "not_validated" and not result["regression"]
+        assert "could not validate" in result["summary"] and "not all archived" in result["summary"]
