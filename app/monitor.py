@@ -180,13 +180,12 @@ class Monitor:
                                       settle_seconds=self.config.watch.settle_seconds, poll=self.poll)
         self._watcher.start()
 
-    def run_once(self) -> list[str]:
+    def run_once(self) -> None:
         """Process every complete file in the folder now, on this thread, then return.
 
         A file still changing is waited for, but never longer than
         ``ONCE_SETTLE_INTERVALS`` settle intervals with nothing else to do: it
-        is then left for the next run, with a ``file_skipped`` event. Returns
-        the names left.
+        is then left for the next run, with a ``file_skipped`` event.
         """
         if self._lock_handle is None:
             self.acquire()
@@ -205,13 +204,12 @@ class Monitor:
                 self._serve_commands()
             if watcher.pending_count():
                 time.sleep(0.1)
-        left = sorted(path.name for path in watcher.pending_paths())
-        for name in left:
+        for name in sorted(path.name for path in watcher.pending_paths()):
             self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: still changing after {patience:.3g} s; left for the next run",
                             file=name, data={"left": True}))
         if self.fatal is None:
             self._serve_commands()
-        return left
+
     def config_changes(self, model: str) -> list[str]:
         """Why ``model``'s serving snapshot cannot be scored under the current config (empty when it can)."""
         serving = self.registry.serving(model)

@@ -31,8 +31,8 @@ MAX_JSON_DEPTH = 32
 CELL_BYTES = 8  # a cell takes at least this much once read into memory
 CSV_BLOCK_BYTES = 1 << 20  # Arrow parses CSV blocks of this size in parallel, inferring types from the first
 BytesLike = bytes | pa.Buffer  # what a stream's read() may give: ingest reads into Arrow's memory pool
-# Peak memory of a read (Arrow, then the validated pandas frame) per decoded byte, rounded up from
-# bench/read_memory_bench.py: CSV 3.2, gzipped CSV 4.4, JSONL 12.1, Parquet 8.6 (of its declared size).
+# Peak memory of a read (Arrow, then the validated pandas frame) per decoded byte, rounded up from the
+# highest of two runs of bench/read_memory_bench.py: CSV 3.2, gzipped CSV 4.4, JSONL 12.1, Parquet 8.6.
 READ_MEMORY_FACTORS = {".csv": 4, ".csv.gz": 5, ".jsonl": 13, ".parquet": 9}
 _OPENERS = np.frombuffer(b"[{", dtype=np.uint8)
 _CLOSERS = np.frombuffer(b"]}", dtype=np.uint8)

@@ -147,11 +147,17 @@ def _die_with_parent() -> None:
 
 
 def _write_output_to(log: str) -> None:
-    """Send this process's stdout and stderr (Python's and C's) to ``log``, never to the terminal."""
+    """Send this process's stdout and stderr (Python's and C's) to ``log`` (kept under 1 MB), never to the terminal.
+
+    A log that cannot be written is no reason not to train: the output is then dropped.
+    """
     with contextlib.suppress(OSError):
         if log != os.devnull and os.path.getsize(log) > LOG_MAX_BYTES:
             os.replace(log, log + ".1")
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        fd = os.open(os.devnull, os.O_WRONLY)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)

@@ -40,8 +40,8 @@ def trainer_with():
     """``trainer_with(fit)``: a Trainer running ``fit``, its worker stopped after the test."""
     made: list[Trainer] = []
 
-    def make(fit=fit_job) -> Trainer:
-        made.append(Trainer(fit=fit))
+    def make(fit=fit_job, **options) -> Trainer:
+        made.append(Trainer(fit=fit, **options))
         return made[-1]
 
     yield make
@@ -110,3 +110,12 @@ def test_the_worker_hands_back_the_pipeline_and_its_skops_bytes(trainer_with):
     reloaded = load_trusted(fitted.data)
     frame = rows(1, 20)
     assert (reloaded.predict(frame[["x", "color"]]) == fitted.model.predict(frame[["x", "color"]])).all()
+
+
+def test_a_failed_fit_is_a_message_and_its_traceback_goes_to_the_log_not_the_terminal(trainer_with, tmp_path, capfd):
+    log = tmp_path / "training.log"
+    trainer = trainer_with(faults.raising_fit, log=log)
+    with pytest.raises(TrainingFailed, match="RuntimeError: boom"):
+        trainer.run(job({"a": rows(0)}))
+    assert "Traceback" in log.read_text() and "RuntimeError: boom" in log.read_text()
+    assert "Traceback" not in capfd.readouterr().err
