@@ -666,10 +666,15 @@ class Monitor:
             self._batch_cache.popitem(last=False)
 
     def read_archived(self, sha256: str) -> pd.DataFrame:
-        """An archived batch's rows, each feature column of the kind the config gives it now (it may have changed)."""
+        """An archived batch's rows under the config as it is now (it may have changed since the batch came):
+        each feature column of the kind the config gives it, and a column the batch did not have (a new
+        feature, a new target) missing throughout."""
         frame = pd.read_parquet(self.paths.batches / f"{sha256[:16]}.parquet")
+        for column in (self.config.target, *self.config.schema):
+            if column not in frame:
+                frame[column] = None
         for column, kind in self.config.schema.items():
-            if column in frame and (kind == NUMERIC) != pd.api.types.is_numeric_dtype(frame[column]):
+            if (kind == NUMERIC) != pd.api.types.is_numeric_dtype(frame[column]):
                 frame[column] = prepare_features(frame[[column]], {column: kind})[column]
         return frame
 
