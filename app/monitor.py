@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
+from stat import S_ISDIR
 from typing import Any, Callable
 
 import pandas as pd
@@ -159,8 +160,9 @@ class Monitor:
             self.acquire()
         self._start_training_server()
         self._announce_config_changes()
+        # Never started, only scanned: the polling kind, which takes no inotify instance (a per-user limit).
         watcher = FolderWatcher(self.data_dir, self.paths.root, lambda path: None,
-                                settle_seconds=self.config.watch.settle_seconds)
+                                settle_seconds=self.config.watch.settle_seconds, poll=True)
         watcher.scan()
         while watcher.pending_count() and self.fatal is None:
             for path in watcher.complete_now():
@@ -670,7 +672,7 @@ class Monitor:
         each feature column of the kind the config gives it, and a column the batch did not have (a new
         feature, a new target) missing throughout."""
         frame = pd.read_parquet(self.paths.batches / f"{sha256[:16]}.parquet")
-        for column in (self.config.target, *self.config.schema):
+        for column in (*self.config.schema, *([self.config.target] if self.config.target else [])):
             if column not in frame:
                 frame[column] = None
         for column, kind in self.config.schema.items():
@@ -718,7 +720,7 @@ def _profiles_schema(reference: dict[str, Any], schema: dict[str, str]) -> bool:
 def _identity(folder: Path) -> tuple[int, int] | None:
     """(device, inode) of the folder at ``folder``, or None when there is none."""
     try:
-        stat = os.stat(folder)
+        found = os.stat(folder)
     except OSError:
         return None
-    return (stat.st_dev, stat.st_ino) if os.path.isdir(folder) else None
+    return (found.st_dev, found.st_ino) if S_ISDIR(found.st_mode) else None
