@@ -13,6 +13,7 @@ from pathlib import Path
 
 LOG_FOLDER = "logs"
 LOG_NAME = "errors.log"
+LOG_BYTES = 5 << 20  # past this the log becomes errors.log.1 (the one before is dropped): a repeating error fills no disk
 
 
 def log_error(state_root: Path | None, error: BaseException, context: str) -> Path | None:
@@ -27,6 +28,8 @@ def log_error(state_root: Path | None, error: BaseException, context: str) -> Pa
     path = folder / LOG_NAME
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
+        if path.exists() and path.stat().st_size > LOG_BYTES:
+            os.replace(path, path.with_name(LOG_NAME + ".1"))
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         text = "".join(traceback.format_exception(error))
         with open(path, "a", encoding="utf-8", errors="backslashreplace") as handle:

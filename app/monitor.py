@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISREG
 from typing import Any, Callable
 
 import pandas as pd
@@ -192,7 +192,8 @@ class Monitor:
         self._start_training_server()
         self._announce_config_changes()
         settle = self.config.watch.settle_seconds
-        watcher = FolderWatcher(self.data_dir, self.paths.root, lambda path: None, settle_seconds=settle)
+        # Never started, only scanned: the polling kind, which takes no inotify instance (a per-user limit).
+        watcher = FolderWatcher(self.data_dir, self.paths.root, lambda path: None, settle_seconds=settle, poll=True)
         watcher.scan()
         patience = ONCE_SETTLE_INTERVALS * settle
         idle_since = time.monotonic()
@@ -752,10 +753,15 @@ class Monitor:
             self._batch_cache.popitem(last=False)
 
     def read_archived(self, sha256: str) -> pd.DataFrame:
-        """An archived batch's rows, each feature column of the kind the config gives it now (it may have changed)."""
+        """An archived batch's rows under the config as it is now (it may have changed since the batch came):
+        each feature column of the kind the config gives it, and a column the batch did not have (a new
+        feature, a new target) missing throughout."""
         frame = pd.read_parquet(self.paths.batches / f"{sha256[:16]}.parquet")
+        for column in (*self.config.schema, *([self.config.target] if self.config.target else [])):
+            if column not in frame:
+                frame[column] = None
         for column, kind in self.config.schema.items():
-            if column in frame and (kind == NUMERIC) != pd.api.types.is_numeric_dtype(frame[column]):
+            if (kind == NUMERIC) != pd.api.types.is_numeric_dtype(frame[column]):
                 frame[column] = prepare_features(frame[[column]], {column: kind})[column]
         return frame
 
@@ -829,7 +835,7 @@ def _profiles_schema(reference: dict[str, Any], schema: dict[str, str]) -> bool:
 def _identity(folder: Path) -> tuple[int, int] | None:
     """(device, inode) of the folder at ``folder``, or None when there is none."""
     try:
-        stat = os.stat(folder)
+        found = os.stat(folder)
     except OSError:
         return None
-    return (stat.st_dev, stat.st_ino) if os.path.isdir(folder) else None
+    return (found.st_dev, found.st_ino) if S_ISDIR(found.st_mode) else None
