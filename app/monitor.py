@@ -645,7 +645,5 @@ class Monitor:
             result = self.retrain_now(model).result
             message = f"{model}: retrain {result.get('action', 'none')}: {result.get('action_detail', '')}"
             return CommandResult(True, message.rstrip(": "), {"action": result.get("action")})
-        if command.kind == "validate":
-            reproduction = self.validate(self.config.model(model).name)
-            return CommandResult(True, reproduction.summary, reproduction.to_dict())
-        return self._set_intake(open_=command.kind == "resume")
+        reproduction = self.validate(self.config.model(model).name)  # validate: pause and resume never queue
+        return CommandResult(True, reproduction.summary, reproduction.to_dict())
