@@ -819,10 +819,8 @@ class Monitor:
             message = f"{model}: retrain {result.get('action', 'none')}: {result.get('action_detail', '')}"
             failed = result.get("action") == "failed"  # failed, cancelled or timed out: no candidate to gate
             return CommandResult(not failed, message.rstrip(": "), {"action": result.get("action")})
-        if command.kind == "validate":
-            reproduction = self.validate(self.config.model(model).name)
-            return CommandResult(True, reproduction.summary, reproduction.to_dict())
-        return self._set_intake(open_=command.kind == "resume")
+        reproduction = self.validate(self.config.model(model).name)  # validate: pause and resume never queue
+        return CommandResult(True, reproduction.summary, reproduction.to_dict())
 
 
 def _profiles_schema(reference: dict[str, Any], schema: dict[str, str]) -> bool:

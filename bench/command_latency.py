@@ -37,9 +37,9 @@ from tests.conftest import BASE_CONFIG, backdate, make_batch, write_batch, write
 MODEL = "dynamic-lr"
 
 
-def driftdeck(*args: str | Path, **options) -> subprocess.CompletedProcess:
+def driftdeck(*args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app", *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          **options)
+                          check=True)
 
 
 def batch_times(folder: Path) -> list[float]:
@@ -53,11 +53,27 @@ def handover_time(folder: Path) -> float:
         return db.execute("SELECT time FROM commands WHERE kind = 'rollback'").fetchone()[0]
 
 
+def ask_rollback(folder: Path) -> tuple[float, float, str]:
+    """Run ``rollback`` from the shell; return when it started, when the watcher answered, and its last line."""
+    started = time.time()
+    process = subprocess.Popen([sys.executable, "-m", "app", "rollback", str(folder), "--model", MODEL], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    answered = None
+    with sqlite3.connect(folder / ".driftdeck" / "state.db") as db:
+        while process.poll() is None:
+            row = db.execute("SELECT status FROM commands WHERE kind = 'rollback'").fetchone()
+            if answered is None and row and row[0] in ("done", "failed"):
+                answered = time.time()
+            time.sleep(0.02)
+    out, err = process.communicate()
+    return started, answered or time.time(), f"exit {process.returncode}: {(out or err).strip().splitlines()[-1]}"
+
+
 def prepare(folder: Path) -> None:
     write_config(folder, BASE_CONFIG)
     for index in range(2):
         backdate(write_batch(folder, f"week-{index:03d}.csv", make_batch(index, rows=400)))
-    driftdeck("watch", folder, "--once", check=True)
+    driftdeck("watch", folder, "--once")
 
 
 def main() -> int:
@@ -76,19 +92,17 @@ def main() -> int:
             backdate(write_batch(folder, f"week-{index + 2:03d}.csv", make_batch(index + 2, rows=options.rows)))
         while len(batch_times(folder)) < options.ask_after + 2:  # the two bootstrap batches too
             time.sleep(0.2)
-        asked = time.time()
-        rollback = driftdeck("rollback", folder, "--model", MODEL)
-        answered = time.time()
+        asked, answered, outcome = ask_rollback(folder)
     finally:
         watch.terminate()
         watch.wait(timeout=60)
     handed, batches = handover_time(folder), batch_times(folder)
     meanwhile = [when for when in batches if handed <= when <= answered]
     print(f"files queued: {options.files} labeled files of {options.rows} rows; asked after {options.ask_after} were in")
-    print(f"handed over {handed - asked:.2f} s after the command started; answered {answered - handed:.2f} s later"
-          f" (exit {rollback.returncode}): {(rollback.stdout or rollback.stderr).strip().splitlines()[-1]}")
+    print(f"handed over {handed - asked:.2f} s after the command started; answered {answered - handed:.2f} s later")
     print(f"batches finished between the handover and the answer: {len(meanwhile)}")
     print(f"median seconds per batch: {statistics.median(b - a for a, b in zip(batches, batches[1:])):.2f}")
+    print(f"the rollback: {outcome}")
     return 0
 
 
