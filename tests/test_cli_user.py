@@ -337,7 +337,8 @@ def test_labels_keep_their_type_end_to_end(label_type: str, ingest_dir: Path, tm
             assert set(values) <= set(expected)
 
     state = ingest_dir / ".driftdeck"
-    assert_typed(pd.read_parquet(state / "predictions" / "m" / "week-2.parquet")["prediction"])
+    (predictions,) = (state / "predictions" / "m").glob("*-week-2.csv.parquet")
+    assert_typed(pd.read_parquet(predictions)["prediction"])
 
     out = tmp_path / "predicted.parquet"
     assert run_main(capsys, "predict", ingest_dir, "--model", "m", ingest_dir / "week-2.csv", "--out", out)[0] == 0
