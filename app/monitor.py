@@ -161,8 +161,10 @@ class Monitor:
         role = holder[1] if len(holder) > 1 else None
         if role == "watch":
             return MonitorBusy(f"another driftdeck (pid {pid}) is already watching {self.data_dir}", pid, role)
-        doing = f"a {role}" if role else "a command"
-        return MonitorBusy(f"another driftdeck (pid {pid or '?'}) is carrying out {doing} in {self.data_dir}",
+        if role is None:  # the state folder (and the note in it) moved aside, or a lock taken this instant
+            return MonitorBusy(f"another driftdeck (pid {pid or '?'}) is already watching {self.data_dir} or carrying"
+                               " out a command in it", pid, role)
+        return MonitorBusy(f"another driftdeck (pid {pid or '?'}) is carrying out a {role} in {self.data_dir}",
                            pid, role)
 
     def start(self) -> None:

@@ -217,11 +217,7 @@ class Store:
 
     def _open_schema(self) -> None:
         """Create a new store, or check and migrate an existing one, then stamp its schema version."""
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreIncompatible(
-                f"{self.path} was written by a newer driftdeck (store schema version {version}; this driftdeck reads"
-                f" up to {SCHEMA_VERSION}): upgrade driftdeck, or stop any running watcher and move the state folder aside")
+        version = _schema_version(self._db, self.path)
         if version == SCHEMA_VERSION:
             self._check_columns()
             return
@@ -582,7 +578,8 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     try:
         db.execute("PRAGMA query_only=ON")
         db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # not a database: fail here, not mid-report
-    except sqlite3.DatabaseError:
+        _schema_version(db, path)
+    except (sqlite3.DatabaseError, StoreIncompatible):
         db.close()
         raise
     return db
@@ -645,6 +642,16 @@ def _snapshot(row: sqlite3.Row) -> SnapshotRecord:
         row["path"], row["sha256"], json.loads(row["data"]),
     )
 
+
+
+def _schema_version(db: sqlite3.Connection, path: Path) -> int:
+    """The store's schema version; StoreIncompatible when a newer driftdeck wrote it."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreIncompatible(
+            f"{path} was written by a newer driftdeck (store schema version {version}; this driftdeck reads"
+            f" up to {SCHEMA_VERSION}): upgrade driftdeck, or stop any running watcher and move the state folder aside")
+    return version
 
 
 def _columns(db: sqlite3.Connection, table: str) -> set[str]:

@@ -25,6 +25,7 @@ import pytest
 from app.cli import main
 from app.events import EventKind
 from app.monitor import Monitor
+from app.registry import StatePaths
 from app.serving import predictions_path
 from app.store import SCHEMA_VERSION, FileStat, Store, StoreIncompatible
 from tests.conftest import INGEST_ONLY_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
@@ -415,7 +416,8 @@ def test_a_deleted_state_stops_the_watcher_before_it_writes_into_a_new_one(inges
         write_batch(ingest_dir, "b0.csv", make_batch(0, rows=30))
         assert wait_until(lambda: ingested(monitor, "b0.csv"))
         shutil.rmtree(state)
-        assert run_cli("status", ingest_dir).returncode == 0  # someone looks, and a new state is made
+        StatePaths(state).create(ingest_dir)  # another driftdeck makes a new state where the old one was
+        Store(state / "state.db").close()
         write_batch(ingest_dir, "b1.csv", make_batch(1, rows=30))
         assert wait_until(lambda: monitor.fatal is not None, timeout=20)
         assert "replaced" in monitor.fatal
