@@ -85,10 +85,9 @@ class StatePaths:
         """The sub-folders driftdeck keeps in the state folder."""
         return (self.quarantine, self.snapshots, self.serving, self.batches, self.predictions)
 
-    def check(self) -> None:
-        """For a reader: the state folder, if there is one, is a folder."""
-        if self.root.exists() and not self.root.is_dir():
-            raise StateFolderRefused(f"{self.root}: the state folder is a file")
+    def check(self, data_dir: Path) -> None:
+        """For a reader: refuse what :meth:`create` would refuse, and make nothing."""
+        self._check_place(Path(data_dir))
 
     def create(self, data_dir: Path) -> None:
         """Make the state folder (owner-only, 0700: the state may hold private data) and its sub-folders.

@@ -41,7 +41,7 @@ class Workspace:
         config = load_config(folder)
         paths = StatePaths(Path(state_dir).resolve() if state_dir else folder / ".driftdeck")
         if read_only:
-            paths.check()
+            paths.check(folder)
         else:
             paths.create(folder)
         store = Store(paths.database, read_only=read_only)

@@ -46,9 +46,15 @@ def driftdeck(*args: str | Path, cwd: Path | None = None, limit_mb: int | None =
 
 
 def ledger(folder: Path) -> list[tuple[str, str, str]]:
-    """(name, status, reason) of every ledger row, oldest first, read straight from the database."""
+    """(name, status, reason) of every ledger row, oldest first, read straight from the database.
+
+    Empty while the store is still being made (its file exists, owner-only, a moment before its tables).
+    """
     with sqlite3.connect(folder / ".driftdeck" / "state.db") as db:
-        return db.execute("SELECT name, status, reason FROM files ORDER BY id").fetchall()
+        try:
+            return db.execute("SELECT name, status, reason FROM files ORDER BY id").fetchall()
+        except sqlite3.OperationalError:
+            return []
 
 
 def marks(folder: Path) -> list[tuple[str, int]]:
