@@ -3,8 +3,9 @@
 Usage (from the repository root):
 
     make bench-peers                          # once: NannyML, Evidently and river in bench/.peers-venv
-    .venv/bin/python bench/alarm_bench.py     # both tables (about half an hour on 2 busy cores)
+    .venv/bin/python bench/alarm_bench.py --seeds 10 --evidently-seeds 3   # both tables, over an hour
     .venv/bin/python bench/alarm_bench.py --sizes 50 200 --seeds 10 --skip-real
+    .venv/bin/python bench/alarm_bench.py --peers-venv none                # driftdeck alone, minutes
 
 The peers are not driftdeck dependencies (Evidently 0.7 needs pandas < 3,
 NannyML brings about 60 packages), so they run in their own virtualenv, in a
@@ -135,7 +136,7 @@ def evidently_flags(reference: pd.DataFrame, frame: pd.DataFrame) -> list[str]:
         config = metric["config"]
         if not config.get("type", "").endswith("ValueDrift"):
             continue
-        is_pvalue = "p_value" in config["method"].lower().replace("-", "_") or "test" in config["method"].lower()
+        is_pvalue = "p_value" in config["method"]  # "K-S p_value", "chi-square p_value", "Z-test p_value"
         value, threshold = metric["value"], config["threshold"]
         if (value < threshold) if is_pvalue else (value >= threshold):
             flagged.append(config["column"])

@@ -248,7 +248,8 @@ def feature_drift(
             measured[name] = numeric_drift(reference_column, current_column)
         else:
             measured[name] = categorical_drift(reference_column, current_column)
-        pvalues[name] = change_pvalue(reference_column, current_column, measured[name]["chi2_pvalue"], measured[name]["ks_pvalue"])
+        fields = measured[name]
+        pvalues[name] = change_pvalue(reference_column, current_column, fields["chi2_pvalue"], fields["ks_pvalue"])
     significant = holm_rejections(pvalues, false_alarm_rate)
     results = {}
     for name, fields in measured.items():
@@ -276,10 +277,10 @@ def change_pvalue(
     With values on both sides: the grouped test's (``GroupedCounts.pvalue``),
     and for a numeric column also the KS test's, combined by Bonferroni's rule
     (KS is the more powerful of the two against a shift of location or spread
-    in a small batch). A column that emptied: the chance that every row of the batch is missing at
-    the reference's missing rate. A column that filled (the reference had no
-    value at all): 0, nothing in the reference could give a value. None when
-    neither side has a value.
+    in a small batch). A column that emptied: the chance that every row of the
+    batch is missing at the reference's missing rate. A column that filled (the
+    reference had no value at all): 0, nothing in the reference could give a
+    value. None when neither side has a value.
     """
     if reference.count and current.count:
         if ks_pvalue is None or grouped_pvalue is None:
