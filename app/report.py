@@ -160,7 +160,7 @@ def models_table(summaries: list[dict[str, Any]]) -> Table:
             literal(comparison_words(model["comparison"])),
         )
     if summaries:
-        table.caption = printable(f"verdict: {summaries[0]['verdict']}")
+        table.caption = literal(f"verdict: {summaries[0]['verdict']}")
     return table
 
 
