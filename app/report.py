@@ -251,7 +251,7 @@ def models_table(summaries: list[dict[str, Any]], width: int) -> Table:
         ))
     table = fitted_table("Models", MODEL_COLUMNS, rows, width)
     if summaries:
-        table.caption = printable(f"verdict: {summaries[0]['verdict']}")
+        table.caption = literal(f"verdict: {summaries[0]['verdict']}")
     return table
 
 
