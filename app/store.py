@@ -195,7 +195,7 @@ class Store:
         except StoreIncompatible:
             self._db.close()
             raise
-        self._header = os.open(self.path, os.O_RDONLY)  # the database as opened, to read its header through
+        self._header: int | None = os.open(self.path, os.O_RDONLY)  # the database as opened, to read its header
         self._identity = _identity(self.path, self._header)
 
     def _open_schema(self) -> None:
@@ -259,9 +259,12 @@ class Store:
             raise StateLost(self.lost)
 
     def close(self) -> None:
+        """Close the store (a second call does nothing)."""
         with self._lock:
             self._db.close()
-            os.close(self._header)
+            if self._header is not None:
+                os.close(self._header)
+                self._header = None
 
     def transaction(self) -> "_Transaction":
         """``with store.transaction() as db:`` — one atomic write (BEGIN IMMEDIATE ... COMMIT)."""
