@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.config import Config
+from app.events import displayable
 from app.fsutil import atomic_write_bytes, atomic_write_text
 from app.models import Prediction, predict
 from app.names import derived_name
@@ -128,7 +129,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         + (f", classes {', '.join(map(str, card['predicts']['classes']))}" if card["predicts"]["classes"] else ""),
         f"- Estimator: {card['estimator']}; policy: {card['policy']}; status: {card['status']}"
         + (" (serving)" if card["serving"] else ""),
-        f"- Trained on {card['trained_on']['rows']} rows from: {', '.join(card['trained_on']['files'])}",
+        f"- Trained on {card['trained_on']['rows']} rows from: {displayable(', '.join(card['trained_on']['files']))}",
         f"- Created {card['created']}; SHA-256 `{card['sha256']}`",
         f"- Verdict: {card['verdict']}",
         "",

@@ -272,10 +272,12 @@ class Store:
             raise StateLost(self.lost)
 
     def close(self) -> None:
+        """Close the store (a second call does nothing)."""
         with self._lock:
             self._db.close()
             if self._header is not None:
                 os.close(self._header)
+                self._header = None
 
     def transaction(self) -> "_Transaction":
         """``with store.transaction() as db:`` — one atomic write (BEGIN IMMEDIATE ... COMMIT)."""

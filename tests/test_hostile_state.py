@@ -533,3 +533,18 @@ def test_a_data_folder_deleted_and_made_again_is_watched_again(ingest_dir: Path,
         assert wait_until(lambda: ingested(monitor, "b0.csv"), timeout=20)
     kinds = [event.kind for event in events]
     assert kinds.index(EventKind.FOLDER_MISSING) < kinds.index(EventKind.FOLDER_BACK)
+
+
+def test_a_model_trained_on_a_name_that_is_not_utf8_exports_its_card(trained: Path, tmp_path: Path) -> None:
+    name = os.fsdecode(b"caf\xe9.csv")
+    write_batch(trained, name, make_batch(1, rows=200))
+    monitor = Monitor(trained)
+    try:
+        monitor.run_once()
+        assert monitor.retrain_now("static-lr").result["action"] == "promoted"
+        written = monitor.export("static-lr", tmp_path / "export")
+    finally:
+        monitor.close()
+    card = next(path for path in written if path.name.endswith(".card.md")).read_text()
+    assert "caf\\xe9.csv" in card
+    assert name in json.loads(next(path for path in written if path.name.endswith(".card.json")).read_text())["trained_on"]["files"]
