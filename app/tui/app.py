@@ -412,7 +412,9 @@ class DriftDeckApp(App[int]):
         self.exit(0)
 
     def _bindings_for_help(self) -> list[Binding]:
-        return [binding for binding in self.BINDINGS if isinstance(binding, Binding)] + list(SnapshotTable.BINDINGS)
+        """The footer's keys, then the snapshot table's enter (keys 2 to 5 are told under "1-5")."""
+        return [binding for binding in self.BINDINGS if isinstance(binding, Binding) and binding.show] + list(
+            SnapshotTable.BINDINGS)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The command palette: every key's action that can act now, once each, and a screenshot.

@@ -60,8 +60,9 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help-body"):
             yield Static(Text("driftdeck keys", style="bold"))
             yield Static(keys_table((self.app.get_key_display(binding), binding) for binding in self.bindings))
-            yield Static(Text("tab / shift+tab move between panels; arrows and the mouse move within one. "
-                              "Greyed keys cannot act now (nothing to roll back to, a training already runs).",
+            yield Static(Text("tab / shift+tab move between panels; arrows, home, end and the mouse move within "
+                              "one. Greyed keys cannot act now (nothing to roll back to, a training already runs). "
+                              "ctrl+p opens the command palette: the same actions, a screenshot and the theme.",
                               style="dim"))
             yield Static(Text("\nPanels", style="bold"))
             yield Static(panels)
