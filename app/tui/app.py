@@ -235,6 +235,7 @@ class DriftDeckApp(App[int]):
         else:
             self._stale = True
         self._show_header()
+        self.refresh_bindings()  # what can act may have changed (a first model serves, say)
         self.loads_applied += 1
 
     def _announce(self, events: Iterable[StoredEvent]) -> None:
@@ -322,7 +323,7 @@ class DriftDeckApp(App[int]):
         if action == "retrain":
             return None if self.training_active or self.retrain_queued or self.selected_model is None else True
         if action == "validate":
-            return None if self.training_active or self.selected_model is None else True
+            return None if self.training_active or not self._selected_serves() else True
         if action == "pause":
             return not self.paused
         if action == "resume":
@@ -333,6 +334,10 @@ class DriftDeckApp(App[int]):
             row = self.snapshots_panel.highlighted()
             return True if row is not None and not row["serving"] else None
         return True
+
+    def _selected_serves(self) -> bool:
+        summary = self.dashboard.summary(self.selected_model) if self.dashboard else None
+        return summary is not None and summary["serving_version"] is not None
 
     def action_retrain(self) -> None:
         self.monitor.request_retrain(self.selected_model)
