@@ -20,7 +20,6 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -38,10 +37,10 @@ from app.tui.dashboard import Dashboard, load_dashboard
 from app.tui.messages import CommandDone, DashboardLoaded, MonitorChanged, TrainingChanged
 from app.tui.panels import (
     EventLogPanel,
-    Panel,
     FeaturesPanel,
     HealthPanel,
     ModelsPanel,
+    Panel,
     SnapshotsPanel,
     SnapshotTable,
     selected_key,
