@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -39,10 +38,10 @@ from app.tui.dashboard import Dashboard, load_dashboard
 from app.tui.messages import CommandDone, DashboardLoaded, MonitorChanged, TrainingChanged
 from app.tui.panels import (
     EventLogPanel,
-    Panel,
     FeaturesPanel,
     HealthPanel,
     ModelsPanel,
+    Panel,
     SnapshotsPanel,
     SnapshotTable,
     selected_key,
@@ -240,6 +239,7 @@ class DriftDeckApp(App[int]):
         else:
             self._stale = True
         self._show_header()
+        self.refresh_bindings()  # what can act may have changed (a first model serves, say)
         self.loads_applied += 1
 
     def _announce(self, events: Iterable[StoredEvent]) -> None:
@@ -329,7 +329,7 @@ class DriftDeckApp(App[int]):
         if action == "retrain":
             return None if self.training_active or self.retrain_queued or self.selected_model is None else True
         if action == "validate":
-            return None if self.training_active or self.selected_model is None else True
+            return None if self.training_active or not self._selected_serves() else True
         if action == "restart_engine":
             return self.engine_stopped
         if self.engine_stopped and action in ENGINE_ACTIONS:
@@ -344,6 +344,10 @@ class DriftDeckApp(App[int]):
             row = self.snapshots_panel.highlighted()
             return True if row is not None and not row["serving"] else None
         return True
+
+    def _selected_serves(self) -> bool:
+        summary = self.dashboard.summary(self.selected_model) if self.dashboard else None
+        return summary is not None and summary["serving_version"] is not None
 
     def action_retrain(self) -> None:
         self.send(Command("retrain", self.selected_model))
@@ -440,7 +444,9 @@ class DriftDeckApp(App[int]):
         self.exit(0)
 
     def _bindings_for_help(self) -> list[Binding]:
-        return [binding for binding in self.BINDINGS if isinstance(binding, Binding)] + list(SnapshotTable.BINDINGS)
+        """The footer's keys, then the snapshot table's enter (keys 2 to 5 are told under "1-5")."""
+        return [binding for binding in self.BINDINGS if isinstance(binding, Binding) and binding.show] + list(
+            SnapshotTable.BINDINGS)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The command palette: every key's action that can act now, once each, and a screenshot.

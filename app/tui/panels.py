@@ -25,6 +25,7 @@ from app.tui.dashboard import Dashboard
 
 MAX_TREND_WIDTH = 24
 VERDICT_LINES = 2
+PROMOTE_HINT = Text("⏎ serves the highlighted version")
 EVENT_LOG_LINES = 2000
 
 Cells = Sequence[RenderableType]
@@ -269,10 +270,14 @@ class HealthPanel(Panel):
 
 
 class SnapshotTable(RowTable):
-    """The snapshot list; enter serves the highlighted snapshot (after a confirmation naming it)."""
+    """The snapshot list; enter serves the highlighted snapshot (after a confirmation naming it).
+
+    Its key is written under the panel rather than in the footer, which has
+    no room left for it at 80 columns.
+    """
 
     BINDINGS = [
-        Binding("enter", "select_cursor", "Promote", id="promote",
+        Binding("enter", "select_cursor", "Promote", id="promote", show=False,
                 tooltip="Serve the highlighted snapshot (asks first, naming the version)"),
     ]
 
@@ -285,7 +290,6 @@ class SnapshotsPanel(Panel):
     """
 
     COLUMNS = ("version", "status", "holdout", "trained on", "created", "note")
-    FIXED_WIDTHS = (7, 11, 7, 10, 11)  # "▶ v123", "rolled back", "holdout", "trained on", "12-31 23:59"
 
     def __init__(self) -> None:
         table = row_table("snapshots-table", self.COLUMNS, SnapshotTable)
@@ -301,16 +305,21 @@ class SnapshotsPanel(Panel):
 
     def show(self, dashboard: Dashboard) -> None:
         self._dashboard = dashboard
-        self.titled(f"4 Snapshots — {dashboard.model}")
+        self.titled(f"4 Snapshots — {dashboard.model}", PROMOTE_HINT)
         self.rows = {str(row["version"]): row for row in dashboard.snapshots}
         table = self.table
         if dashboard.model != self.model:  # another model's versions: start from its newest
             self.model = dashboard.model
             table.clear()
-        note_width = max(12, spare_width(table, self.FIXED_WIDTHS))
-        fill_table(table, ((key, render.snapshot_cells(row, note_width)) for key, row in self.rows.items()))
+        fill_table(table, ((key, render.snapshot_cells(row, self._note_width())) for key, row in self.rows.items()))
         self.show_note(selected_key(table))
         self.query_one("#serving-history", Drawing).show(render.serving_history_text, dashboard.serving_history)
+
+    def _note_width(self) -> int:
+        """What the note column has left once the other columns show their widest cell."""
+        cells = [render.snapshot_cells(row, 0)[:-1] for row in self.rows.values()]
+        widths = [max([len(label)] + [row[index].cell_len for row in cells]) for index, label in enumerate(self.COLUMNS[:-1])]
+        return max(12, spare_width(self.table, widths))
 
     def highlighted(self) -> dict[str, Any] | None:
         """The snapshot row under the cursor (None when the table is empty)."""

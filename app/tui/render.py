@@ -384,13 +384,13 @@ def snapshot_note(row: dict[str, Any], serving_since: dict[str, Any] | None = No
     elif row["gate"]:
         text.append(" · gate: ", style="dim")
         text.append(Text(row["gate"]))
-    if row["holdout"] is not None:
-        text.append(f" · holdout {row['metric']} {row['holdout']:.3f}", style="dim")
     if row["files"]:
         text.append(" · trained on ", style="dim")
         text.append(Text(files_span(row["files"])))
         if row["rows"]:
             text.append(f", {row['rows']:,} rows", style="dim")
+    if row["holdout"] is not None:
+        text.append(f" · holdout {row['metric']} {row['holdout']:.3f}", style="dim")
     if row.get("config_hash"):
         text.append(" · ", style="dim")
         text.append(Text(f"seed {row.get('seed')}, config {row['config_hash']}"))

@@ -13,20 +13,21 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 PANELS_HELP = (
-    ("Models", "one row per model: STATIC (trained once, only flagged) or DYNAMIC (retrained on every "
+    ("1 Models", "one row per model: STATIC (trained once, only flagged) or DYNAMIC (retrained on every "
                "labeled batch, behind a gate); the serving version, the state, the most important flag and "
-               "the verdict: does this data need dynamic training? The highlighted model drives the other panels."),
-    ("Feature distributions", "each feature's drift in the latest batch against the serving model's training "
+               "the verdict: does this data need dynamic training? The highlighted model drives the other panels. "
+               "On a narrow screen a model takes two lines and one other panel shows below: 2 to 5 choose it."),
+    ("2 Feature distributions", "each feature's drift in the latest batch against the serving model's training "
                               "data, worst first; drifted: a change beyond what sampling gives at this batch size, whose PSI "
                               "less its sampling part reaches psi_threshold (docs/drift.md). The trend shows PSI over "
                               "recent batches. Below: the highlighted feature, reference against current, "
                               "in the reference's deciles (the bins PSI compares). Under the panel: the "
                               "domain classifier's AUC (0.5: reference and batch look alike) and what moved."),
-    ("Prediction health", "the primary metric per batch for the served model, the shadow of the other policy "
+    ("3 Prediction health", "the primary metric per batch for the served model, the shadow of the other policy "
                           "and the naive baseline; ▲ promoted, ▼ rolled back, × rejected, · no labels."),
-    ("Snapshots", "every trained version, newest first: ▶ serves; rejected ones say why. Enter serves "
+    ("4 Snapshots", "every trained version, newest first: ▶ serves; rejected ones say why. Enter serves "
                   "the highlighted one. Below: where the serving pointer has been."),
-    ("Event log", "everything that happened, newest last; quarantined files and failures in red."),
+    ("5 Event log", "everything that happened, newest last; quarantined files and failures in red."),
 )
 
 
@@ -61,8 +62,9 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="help-body"):
             yield Static(Text("driftdeck keys", style="bold"))
             yield Static(keys_table((self.app.get_key_display(binding), binding) for binding in self.bindings))
-            yield Static(Text("tab / shift+tab move between panels; arrows and the mouse move within one. "
-                              "Greyed keys cannot act now (nothing to roll back to, a training already runs).",
+            yield Static(Text("tab / shift+tab move between panels; arrows, home, end and the mouse move within "
+                              "one. Greyed keys cannot act now (nothing to roll back to, a training already runs). "
+                              "ctrl+p opens the command palette: the same actions, a screenshot and the theme.",
                               style="dim"))
             yield Static(Text("\nPanels", style="bold"))
             yield Static(panels)

@@ -141,6 +141,26 @@ async def test_b_rolls_back_and_the_snapshot_table_follows(monitor):
         assert ("dynamic-lr: v4 → v3", "information") in app.notes
 
 
+async def test_keys_that_cannot_act_are_greyed_before_any_model_serves(tmp_path):
+    from tests.conftest import write_config
+
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    write_config(folder)
+    monitor = Monitor(folder)
+    try:
+        app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            assert app.dashboard.summary(app.selected_model)["serving_version"] is None
+            for action in ("validate", "rollback", "promote"):
+                assert app.check_action(action, ()) is None, action
+            assert app.check_action("retrain", ()) is True
+            assert "no files yet" in header(app)
+    finally:
+        monitor.close()
+
+
 async def test_b_is_greyed_and_inert_without_an_earlier_snapshot(monitor):
     app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
     async with app.run_test(size=SIZE) as pilot:
@@ -273,7 +293,7 @@ async def test_every_model_and_every_key_fit_on_a_small_screen(monitor, size):
         await wait_until(pilot, every_key_in_the_footer, timeout=5, what="every key in the footer, on screen")
 
 
-@pytest.mark.parametrize("size", SMALL_SIZES + [SIZE])
+@pytest.mark.parametrize("size", [(80, 24), SIZE])
 async def test_each_panel_is_one_key_away(monitor, size):
     app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
     async with app.run_test(size=size) as pilot:

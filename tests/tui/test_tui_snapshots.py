@@ -18,9 +18,11 @@ from app.monitor import Monitor
 from app.tui.app import DriftDeckApp
 from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, wait_until
 
-WIDE = (160, 48)
-NARROW = (100, 30)
-PANEL_TABS = {"models": 0, "features": 1, "health": 2, "snapshots": 3, "events": 4}
+SIZES = {"160x48": (160, 48), "100x30": (100, 30), "80x24": (80, 24)}
+WIDE = SIZES["160x48"]
+PANEL_KEYS = {"models": "1", "features": "2", "health": "3", "snapshots": "4", "events": "5"}
+SNAPSHOTS = Path(__file__).parent / "__snapshots__" / "test_tui_snapshots"
+README_SCREENSHOT = Path(__file__).parents[2] / "docs" / "dashboard.svg"
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +61,8 @@ def make_app(base: Path, tmp_path: Path, monkeypatch, utc):
         monitor.close()
 
 
-def prepare(model: str | None = None, panel: str | None = None):
-    """A ``run_before`` that waits for the data, selects ``model`` and maximizes ``panel``."""
+def prepare(model: str | None = None, panel: str | None = None, maximize: bool = False):
+    """A ``run_before`` that waits for the data, selects ``model``, goes to ``panel`` and maximizes it."""
 
     async def run_before(pilot: Pilot) -> None:
         app = pilot.app
@@ -70,21 +72,32 @@ def prepare(model: str | None = None, panel: str | None = None):
                 await pilot.press("right_square_bracket")
             await wait_until(pilot, lambda: app.dashboard.model == model, what=f"{model}'s panels")
         if panel is not None:
-            await pilot.press(*["tab"] * PANEL_TABS[panel], "z")
+            await pilot.press(PANEL_KEYS[panel])
+        if maximize:
+            await pilot.press("z")
             await wait_until(pilot, lambda: app.screen.maximized is not None, what="a maximized panel")
         await pilot.pause(0.2)
 
     return run_before
 
 
-def test_dashboard_wide(snap_compare, make_app):
-    assert snap_compare(make_app(), terminal_size=WIDE, run_before=prepare())
+@pytest.mark.parametrize("size", list(SIZES))
+def test_dashboard(snap_compare, make_app, size):
+    assert snap_compare(make_app(), terminal_size=SIZES[size], run_before=prepare())
 
 
-def test_dashboard_narrow(snap_compare, make_app):
-    assert snap_compare(make_app(), terminal_size=NARROW, run_before=prepare())
+@pytest.mark.parametrize("panel", ["health", "snapshots", "events"])
+def test_each_panel_on_a_small_screen(snap_compare, make_app, panel):
+    assert snap_compare(make_app(), terminal_size=SIZES["80x24"], run_before=prepare("dynamic-lr", panel))
 
 
-@pytest.mark.parametrize("panel", list(PANEL_TABS))
+@pytest.mark.parametrize("panel", list(PANEL_KEYS))
 def test_each_panel_maximized(snap_compare, make_app, panel):
-    assert snap_compare(make_app(), terminal_size=WIDE, run_before=prepare("dynamic-lr", panel))
+    assert snap_compare(make_app(), terminal_size=WIDE, run_before=prepare("dynamic-lr", panel, maximize=True))
+
+
+def test_the_readme_screenshot_is_the_wide_dashboard():
+    """docs/dashboard.svg is the 160x48 snapshot; after accepting a new one, copy it there."""
+    snapshot = SNAPSHOTS / "test_dashboard[160x48].svg"
+    assert README_SCREENSHOT.read_text() == snapshot.read_text(), (
+        f"docs/dashboard.svg is out of date: cp '{snapshot}' docs/dashboard.svg")

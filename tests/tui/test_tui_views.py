@@ -331,3 +331,18 @@ def test_a_snapshot_note_names_its_first_and_last_training_file_and_the_count():
            "files": [f"2025-07-{day:02d}.csv" for day in (7, 14, 21, 28)], "metric": "roc_auc", "holdout": 0.8}
     note = render.snapshot_note(row).plain
     assert "trained on 4 files: 2025-07-07.csv … 2025-07-28.csv, 900 rows" in note
+
+
+def test_a_snapshot_served_again_sheds_the_reason_it_once_lost_its_place(base: Path, tmp_path: Path):
+    from app.report import snapshot_rows
+
+    monitor = Monitor(copy_folder(base, tmp_path / "data"))
+    try:
+        monitor.rollback("dynamic-lr")
+        rolled_back = {row["version"]: row for row in snapshot_rows(monitor.store, "dynamic-lr")}
+        monitor.promote("dynamic-lr", 4)
+        served_again = {row["version"]: row for row in snapshot_rows(monitor.store, "dynamic-lr")}
+    finally:
+        monitor.close()
+    assert rolled_back[4]["reason"] == "rolled back from v4 to v3"
+    assert served_again[4]["serving"] and served_again[4]["reason"] is None
