@@ -57,7 +57,7 @@ PANELS = ("models", "features", "health", "snapshots", "events")  # keys 1 to 5,
 SCREENSHOTS_FOLDER = "screenshots"  # under the state folder
 TEXTUAL_COMMANDS_KEPT = ("Theme", "Quit")
 PALETTE_TITLES = {"promote": "Promote", "toggle_maximize": "Maximize"}  # where the footer's label is terse
-ENGINE_ACTIONS = frozenset({"retrain", "rollback", "validate", "pause", "resume"})
+ENGINE_ACTIONS = frozenset({"retrain", "rollback", "validate", "pause", "resume", "promote"})
 RETRAIN_SETTLING_KINDS = frozenset({EventKind.PROMOTED, EventKind.REJECTED, EventKind.TRAINING_FAILED})
 
 
@@ -324,16 +324,16 @@ class DriftDeckApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Grey out what cannot act now: None shows the key dimmed, False hides it."""
+        if action == "restart_engine":
+            return self.engine_stopped
+        if self.engine_stopped and action in ENGINE_ACTIONS:
+            return None
         if action == "rollback":
             return True if self.can_rollback else None
         if action == "retrain":
             return None if self.training_active or self.retrain_queued or self.selected_model is None else True
         if action == "validate":
             return None if self.training_active or not self._selected_serves() else True
-        if action == "restart_engine":
-            return self.engine_stopped
-        if self.engine_stopped and action in ENGINE_ACTIONS:
-            return None
         if action == "pause":
             return not self.paused
         if action == "resume":
