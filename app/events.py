@@ -28,6 +28,7 @@ class EventKind(StrEnum):
     ROLLED_BACK = "rolled_back"
     SERVING_CHANGED = "serving_changed"
     VALIDATED = "validated"
+    NOT_VALIDATED = "not_validated"
     CODE_REGRESSION = "code_regression"
     CONFIG_CHANGED = "config_changed"
     FOLDER_MISSING = "folder_missing"
@@ -42,7 +43,7 @@ ERROR_KINDS = frozenset(
     {EventKind.BATCH_QUARANTINED, EventKind.FILE_ERROR, EventKind.TRAINING_FAILED, EventKind.ERROR, EventKind.CODE_REGRESSION,
      EventKind.FOLDER_MISSING}
 )
-WARNING_KINDS = frozenset({EventKind.CONFIG_CHANGED, EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE})
+WARNING_KINDS = frozenset({EventKind.CONFIG_CHANGED, EventKind.NOT_VALIDATED, EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE})
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from app.ingest import FileChanged, FileSnapshot, quarantine, read_batch
 from app.policy import BatchOutcome, ModelRunner, Pending, label_stats
 from app.environment import environment_diff, environment_record
 from app.readers import UnreadableFile
-from app.reproduce import Reproduction, reproduce
+from app.reproduce import NOT_VALIDATED, Reproduction, reproduce
 from app.serving import parquet_bytes
 from app.registry import RollbackImpossible
 from app.snapshots import SnapshotError
@@ -302,7 +302,10 @@ class Monitor:
                 self._queue.task_done()
 
     def validate(self, model: str) -> Reproduction:
-        """Re-check ``model``'s serving snapshot now; record a ``validated`` or ``code_regression`` event."""
+        """Re-check ``model``'s serving snapshot now; record a ``validated``, ``code_regression`` or ``not_validated`` event.
+
+        Only a completed check changes the model's ``code_regression`` flag.
+        """
         self._set_training(model)
         try:
             result = reproduce(self, model)
@@ -312,6 +315,9 @@ class Monitor:
             return result
         if result.other_config:
             self.emit(Event(EventKind.CONFIG_CHANGED, result.summary, model=model, data=result.to_dict()))
+            return result
+        if result.outcome == NOT_VALIDATED:  # the check could not be completed: neither passed nor failed
+            self.emit(Event(EventKind.NOT_VALIDATED, result.summary, model=model, data=result.to_dict()))
             return result
         kind = EventKind.CODE_REGRESSION if result.regression else EventKind.VALIDATED
         state = self.store.model_state(model)

@@ -3,6 +3,7 @@ labels that change vocabulary, dates, and a validate that cannot validate."""
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from app.scaffold import infer_config_text
 from app.stats.profile import Profile
 from app.training import Trainer
 from tests import faults
-from tests.conftest import make_batch, write_batch, write_config
+from tests.conftest import backdate, make_batch, write_batch, write_config
 
 SCHEMA = {"x1": "numeric", "x2": "numeric", "x3": "numeric", "color": "categorical"}
 
@@ -264,3 +265,29 @@ def test_validate_says_it_could_not_validate_without_archived_batches(served: Pa
         monitor.close()
     assert all(r.outcome == "not_validated" and "not all archived" in r.summary for r in reproductions)
     assert exit_code([r.outcome for r in reproductions]) == 2 and all(r.to_dict()["outcome"] == "not_validated" for r in reproductions)
+
+
+def test_a_validation_that_could_not_complete_keeps_the_code_regression_flag(data_dir):
+    """Only a completed check changes the flag: a retrain that cannot run is `not_validated`, not `validated`."""
+    from app.events import EventKind
+    from app.monitor import Monitor
+
+    for index in range(2):
+        write_batch(data_dir, f"b{index}.csv", make_batch(index, rows=300))
+        backdate(data_dir / f"b{index}.csv")
+    monitor = Monitor(data_dir)
+    try:
+        monitor.run_once()
+        name = monitor.config.models[0].name
+        assert monitor.store.serving_version(name) is not None
+        state = monitor.store.model_state(name)
+        monitor.store.save_model_state(name, {**state, "flags": [{"kind": "code_regression", "detail": "earlier"}]})
+        shutil.rmtree(monitor.paths.batches)  # the training batches are gone: the check cannot be completed
+        seen = []
+        monitor.subscribe(seen.append)
+        result = monitor.validate(name)
+        assert result.outcome == "not_validated"
+        assert [event.kind for event in seen if event.model == name][-1] == EventKind.NOT_VALIDATED
+        assert monitor.store.model_state(name)["flags"][0]["kind"] == "code_regression"
+    finally:
+        monitor.close()
