@@ -542,7 +542,7 @@ def test_a_model_trained_on_a_name_that_is_not_utf8_exports_its_card(trained: Pa
     try:
         monitor.run_once()
         assert monitor.retrain_now("static-lr").result["action"] == "promoted"
-        written = monitor.export("static-lr", tmp_path / "export")
+        written = monitor.workspace.export("static-lr", tmp_path / "export")
     finally:
         monitor.close()
     card = next(path for path in written if path.name.endswith(".card.md")).read_text()
