@@ -186,7 +186,7 @@ class ModelsPanel(Panel):
         show_text(verdict, detail)
 
     def on_resize(self) -> None:
-        if self._shown is not None:
+        if self._shown is not None and self.is_mounted and self.children:  # not while closing
             self.show(*self._shown)
 
 
@@ -247,7 +247,7 @@ class FeaturesPanel(Panel):
         self.show_feature(key)
 
     def on_resize(self) -> None:
-        if self._dashboard is not None:
+        if self._dashboard is not None and self.is_mounted and self.children:  # not while closing
             self.show(self._dashboard)
 
 
@@ -335,7 +335,7 @@ class SnapshotsPanel(Panel):
         self.show_note(selected_key(event.data_table))
 
     def on_resize(self) -> None:
-        if self._dashboard is not None:
+        if self._dashboard is not None and self.is_mounted and self.children:  # not while closing
             self.show(self._dashboard)
 
 
