@@ -47,8 +47,11 @@ def driftdeck(*args: str | Path, cwd: Path | None = None, limit_mb: int | None =
 
 def ledger(folder: Path) -> list[tuple[str, str, str]]:
     """(name, status, reason) of every ledger row, oldest first, read straight from the database."""
-    with sqlite3.connect(folder / ".driftdeck" / "state.db") as db:
-        return db.execute("SELECT name, status, reason FROM files ORDER BY id").fetchall()
+    try:
+        with sqlite3.connect(folder / ".driftdeck" / "state.db") as db:
+            return db.execute("SELECT name, status, reason FROM files ORDER BY id").fetchall()
+    except sqlite3.OperationalError:  # the state folder is made, its tables not yet
+        return []
 
 
 def marks(folder: Path) -> list[tuple[str, int]]:
