@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-BASE_CONFIG = """
+STREAM_CONFIG = """
 target = "label"
 timestamp = "ts"
 task = "classification"
@@ -21,7 +21,9 @@ x1 = "numeric"
 x2 = "numeric"
 x3 = "numeric"
 color = "categorical"
+"""  # the stream every test folder holds: its target, time column and schema
 
+BASE_CONFIG = STREAM_CONFIG + """
 [[models]]
 name = "static-lr"
 mode = "static"

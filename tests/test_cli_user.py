@@ -27,20 +27,10 @@ from app.replay import replay
 from app import report
 from app.snapshots import TRUSTED_TYPES
 from app.store import Store
-from tests.conftest import INGEST_ONLY_CONFIG, backdate, make_batch, write_batch, write_config
+from tests.conftest import INGEST_ONLY_CONFIG, STREAM_CONFIG, backdate, make_batch, write_batch, write_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-LONG_NAMES_CONFIG = """
-target = "label"
-timestamp = "ts"
-task = "classification"
-
-[schema]
-x1 = "numeric"
-x2 = "numeric"
-x3 = "numeric"
-color = "categorical"
-
+LONG_NAMES_CONFIG = STREAM_CONFIG + """
 [[models]]
 name = "flowers-static"
 mode = "static"

@@ -28,19 +28,9 @@ from app.monitor import Monitor
 from app.registry import StatePaths
 from app.serving import predictions_path
 from app.store import SCHEMA_VERSION, FileStat, Store, StoreIncompatible
-from tests.conftest import INGEST_ONLY_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
+from tests.conftest import INGEST_ONLY_CONFIG, STREAM_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
 
-STATIC_ONLY_CONFIG = """
-target = "label"
-timestamp = "ts"
-task = "classification"
-
-[schema]
-x1 = "numeric"
-x2 = "numeric"
-x3 = "numeric"
-color = "categorical"
-
+STATIC_ONLY_CONFIG = STREAM_CONFIG + """
 [[models]]
 name = "static-lr"
 mode = "static"
