@@ -106,7 +106,10 @@ class StatePaths:
         for folder in self.folders:
             folder.mkdir(exist_ok=True)
             folder.chmod(0o700)
-        os.close(os.open(self.database, os.O_WRONLY | os.O_CREAT, 0o600))
+        try:  # never open an existing store here: closing it would drop this process's SQLite locks on it
+            os.close(os.open(self.database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
 
     def _check_place(self, data_dir: Path) -> None:
         root, data = self.root.resolve(), data_dir.resolve()

@@ -192,13 +192,12 @@ class Store:
         self.path = Path(path)
         self._lock = threading.RLock()
         self.lost: str | None = None
-        self._header: int | None = None  # a writer's descriptor of the database as opened (see check_identity)
         try:
             self._db = _open_read_only(self.path) if read_only else self._open_for_writing()
         except sqlite3.DatabaseError as error:
             raise sqlite3.DatabaseError(f"{self.path}: {error}") from None
         self._db.row_factory = sqlite3.Row
-        self._identity = _identity(self.path, self._header) if self._header is not None else None
+        self._identity = None if read_only else _identity(self.path)
 
     def _open_for_writing(self) -> sqlite3.Connection:
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
@@ -212,7 +211,6 @@ class Store:
         except (sqlite3.DatabaseError, StoreIncompatible):
             self._db.close()
             raise
-        self._header = os.open(self.path, os.O_RDONLY)  # the database as opened, to read its header through
         return self._db
 
     def _open_schema(self) -> None:
@@ -262,7 +260,7 @@ class Store:
         ``rm -rf``, a move or a replacement, a running engine must not write
         into a new state, nor SQLite pages into a file that is not its database.
         """
-        if self.lost is None and (now := _identity(self.path, self._header)) != self._identity:
+        if self.lost is None and (now := _identity(self.path)) != self._identity:
             if now is None:  # gone from its path, perhaps for a moment (the data folder around it renamed)
                 raise StateLost(f"the state folder {self.path.parent} or its database is gone (deleted or moved)")
             self.lost = (f"the state folder {self.path.parent} or its database was replaced while driftdeck ran;"
@@ -275,9 +273,6 @@ class Store:
         """Close the store (a second call does nothing)."""
         with self._lock:
             self._db.close()
-            if self._header is not None:
-                os.close(self._header)
-                self._header = None
 
     def transaction(self) -> "_Transaction":
         """``with store.transaction() as db:`` — one atomic write (BEGIN IMMEDIATE ... COMMIT)."""
@@ -677,15 +672,37 @@ def _expected_columns() -> dict[str, tuple[str, ...]]:
 SQLITE_HEADER = b"SQLite format 3\0"
 
 
-def _identity(database: Path, opened: int) -> tuple[int, int, int, int, bool] | None:
+def _identity(database: Path) -> tuple[int, int, int, int, bool] | None:
     """(device, inode) of the state folder and of the database at their paths, and whether the database
-    opened (descriptor ``opened``) still starts with a SQLite header; None when either path is gone."""
+    still starts with a SQLite header; None when either path is gone."""
     try:
         folder, file = os.stat(database.parent), os.stat(database)
     except OSError:
         return None
-    header = os.pread(opened, len(SQLITE_HEADER), 0)
-    return (folder.st_dev, folder.st_ino, file.st_dev, file.st_ino, header == SQLITE_HEADER)
+    return (folder.st_dev, folder.st_ino, file.st_dev, file.st_ino, _header(database) == SQLITE_HEADER)
+
+
+def _header(database: Path) -> bytes | None:
+    """The first bytes of ``database``, read through a descriptor SQLite already holds.
+
+    Opening and closing the file here would drop every POSIX lock this process
+    holds on it (closing any descriptor of a file does), SQLite's included,
+    and let another process write under a reader's feet. So the bytes are read
+    with ``pread`` on SQLite's own descriptor, found in ``/proc/self/fd``; None
+    where there is no such listing.
+    """
+    target = os.path.realpath(database)
+    try:
+        entries = list(os.scandir("/proc/self/fd"))
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            if os.readlink(entry.path) == target:
+                return os.pread(int(entry.name), len(SQLITE_HEADER), 0)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE = 1006
