@@ -523,8 +523,6 @@ class Monitor:
 
     def _handle_file(self, path: Path) -> None:
         self.store.check_identity()
-        if self._defer_if_paused(path):
-            return
         name = path.name
         if not watched_file(self.data_dir, path, self.paths.root):
             self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: not read (a link out of the folder, or not a batch file)",
@@ -536,6 +534,8 @@ class Monitor:
             self.emit(Event(EventKind.FILE_ERROR, f"{name}: deleted before it could be read", file=name))
             return
         if self.store.knows_file(name, FileStat.of(stat)):
+            return
+        if self._defer_if_paused(path):  # a file already in the ledger never waits: nothing is left to do for it
             return
         if not S_ISREG(stat.st_mode):
             self._skip(name, stat, f"not a regular file ({file_kind(stat.st_mode)}); only regular files are read")

@@ -8,6 +8,8 @@ static-lr does not.
 
 from __future__ import annotations
 
+import asyncio
+
 from pathlib import Path
 
 import pytest
@@ -406,8 +408,11 @@ async def test_a_paused_header_counts_the_files_that_wait(monitor, folder):
     app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
     async with app.run_test(size=(80, 24)) as pilot:
         await started(pilot)
+        # the copied folder's files have new inodes: the monitor checks their content once before pausing
+        assert await asyncio.to_thread(monitor.wait_idle, 30)
         await pilot.press("p")
-        assert "paused" in header(app) and "waiting" not in header(app)
+        await wait_until(pilot, lambda: "paused" in header(app), what="paused")
+        assert "waiting" not in header(app)
         for index, name in ((5, "2025-02-17.csv"), (6, "2025-02-24.csv")):
             write_batch(folder, name, make_batch(index, rows=200))
         await wait_until(pilot, lambda: "2 files waiting" in header(app), what="two files waiting")
