@@ -7,6 +7,8 @@ so the pictures are the same on every machine.
 
 from __future__ import annotations
 
+import asyncio
+
 import os
 import time
 from pathlib import Path
@@ -67,6 +69,11 @@ def prepare(model: str | None = None, panel: str | None = None, maximize: bool =
     async def run_before(pilot: Pilot) -> None:
         app = pilot.app
         await wait_until(pilot, lambda: app.loads_applied >= 1, what="the first load")
+        # The copied folder's files have new inodes, so the monitor checks their content once: draw after that.
+        assert await asyncio.to_thread(app.monitor.wait_idle, 30)
+        loads = app.loads_applied
+        app._start_load()
+        await wait_until(pilot, lambda: app.loads_applied > loads, what="a load after the monitor settled")
         if model is not None:
             while app.selected_model != model:
                 await pilot.press("right_square_bracket")
