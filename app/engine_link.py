@@ -374,6 +374,12 @@ class EngineClient:
         if self.alive:
             return
         self._disconnect()
+        if (old := EngineAddress.read(self.paths)) is not None:  # a dying engine may still accept for a moment
+            deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+            while process_exists(old.pid) and time.monotonic() < deadline:
+                if self._child is not None:
+                    self._child.poll()  # reap the engine this dashboard started
+                time.sleep(0.05)
         self.acquire()
 
     def close(self) -> None:
