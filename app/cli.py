@@ -233,7 +233,7 @@ def run_watch(args) -> int:
 
 
 def run_serve(args) -> int:
-    from app.serve import serve
+    from app.tui.serve import serve
 
     return serve(args.data_dir, args.state, args.host, args.port)
 

@@ -145,7 +145,7 @@ def test_the_dashboard_works_in_a_browser(served_folder, browser, tmp_path):
 
 
 def test_serve_warns_when_bound_beyond_this_machine():
-    from app.serve import exposure_warning
+    from app.tui.serve import exposure_warning
 
     assert exposure_warning("127.0.0.1") is None
     assert exposure_warning("localhost") is None
