@@ -1,7 +1,7 @@
 """Commands people give the monitor, and the one route they take to it.
 
-Pause, resume, retrain, rollback, promote and validate are each a
-:class:`Command`. Whoever asks (the TUI, the CLI in the process that holds the
+Pause, resume, retrain, rollback, promote, validate, exclude and include are
+each a :class:`Command`. Whoever asks (the TUI, the CLI in the process that holds the
 folder, or another process through the store's ``commands`` table) hands it to
 :meth:`app.monitor.Monitor.submit` and waits on the :class:`CommandTicket` it
 gets back. The monitor carries commands out between files, before any file
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 HANDOVER_POLL_SECONDS = 0.1
 GATE_KINDS = ("pause", "resume")  # they only open or close the intake: answered at once, even mid-file
-COMMAND_KINDS = (*GATE_KINDS, "retrain", "validate", "rollback", "promote")
+BATCH_KINDS = ("exclude", "include")  # they name a batch file: ``file``
+COMMAND_KINDS = (*GATE_KINDS, "retrain", "validate", "rollback", "promote", *BATCH_KINDS)
 
 
 class CommandFailed(Exception):
@@ -42,30 +43,40 @@ class Command:
     snapshot), for ``promote`` the version to serve. ``serving``: for
     ``rollback``, the version that served ``model`` when it was asked; the
     rollback goes back from that version even if another serves by the time it
-    runs (None: from whatever serves then).
+    runs (None: from whatever serves then). ``file``: for ``exclude`` and
+    ``include``, the ingested batch file's name; ``reason`` and ``by``: why,
+    and who asked (an exclusion keeps both).
     """
 
     kind: str
     model: str | None = None
     version: int | None = None
     serving: int | None = None
+    file: str | None = None
+    reason: str = ""
+    by: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in COMMAND_KINDS:
             raise CommandFailed(f"unknown command {self.kind!r}")
         if self.kind == "promote" and self.version is None:
             raise CommandFailed("promote needs the version to serve")
+        if self.kind in BATCH_KINDS and not self.file:
+            raise CommandFailed(f"{self.kind} needs the batch file's name")
 
     @property
     def title(self) -> str:
-        return f"{self.kind} of {self.model}" if self.model else self.kind
+        subject = self.model or self.file
+        return f"{self.kind} of {subject}" if subject else self.kind
 
     def to_args(self) -> dict[str, Any]:
-        return {"version": self.version, "serving": self.serving}
+        return {"version": self.version, "serving": self.serving, "file": self.file, "reason": self.reason,
+                "by": self.by}
 
     @classmethod
     def from_row(cls, kind: str, model: str | None, args: dict[str, Any]) -> "Command":
-        return cls(kind, model, args.get("version"), args.get("serving"))
+        return cls(kind, model, args.get("version"), args.get("serving"), args.get("file"), args.get("reason") or "",
+                   args.get("by") or "")
 
 
 @dataclass(frozen=True)

@@ -243,7 +243,7 @@ class EngineServer:
 
         if op == "command":
             try:
-                command = Command(args["kind"], args.get("model"), args.get("version"), args.get("serving"))
+                command = Command.from_row(args["kind"], args.get("model"), args)
             except (CommandFailed, KeyError) as error:
                 return reply(error=str(error))
             tickets[call_id] = self.monitor.submit(command, on_finish=lambda result: reply(asdict(result)))
@@ -496,8 +496,7 @@ class EngineClient:
         ticket = RemoteTicket(command, lambda: self._withdraw(call_id))
         self._replies[call_id] = ticket
         try:
-            self._send("command", call_id, kind=command.kind, model=command.model, version=command.version,
-                       serving=command.serving)
+            self._send("command", call_id, kind=command.kind, model=command.model, **command.to_args())
         except EngineUnavailable:
             self._replies.pop(call_id, None)
             raise

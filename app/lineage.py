@@ -1,0 +1,68 @@
+"""Which snapshots learned from a batch that was excluded after the fact.
+
+Every snapshot records the batches it learned from: their file names
+(``files``) and SHA-256 (``batch_shas``), the content the ledger knows them
+by. An incremental snapshot continued its parent's model with ``partial_fit``,
+so it learned from everything its parent learned from as well. A snapshot that
+learned from an excluded batch, directly or through such a parent, is
+*tainted*. Taint is worked out from the records and the current exclusions
+whenever it is asked for, never stored: ``include`` lifts it by itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.registry import GOOD_STATUSES
+from app.store import ServingChange, SnapshotRecord
+
+
+@dataclass(frozen=True)
+class Taint:
+    """A tainted snapshot: its version and the excluded batch files it learned from, oldest first."""
+
+    version: int
+    batches: tuple[str, ...]
+
+
+def learned_from(record: SnapshotRecord) -> list[str]:
+    """The SHA-256 of the batches ``record`` was fitted on itself (not through a parent), oldest first."""
+    return list(record.data.get("batch_shas") or [])
+
+
+def continued_parent(record: SnapshotRecord) -> bool:
+    """Whether ``record`` was fitted by continuing its parent's model (an incremental model with a parent)."""
+    return bool((record.data.get("config") or {}).get("incremental")) and record.parent is not None
+
+
+def taints(records: list[SnapshotRecord], excluded: dict[str, str]) -> dict[int, Taint]:
+    """The tainted snapshots among ``records`` (one model's), by version.
+
+    ``excluded`` maps each excluded batch's SHA-256 to its file name.
+    """
+    found: dict[int, Taint] = {}
+    for record in sorted(records, key=lambda r: r.version):
+        names = [excluded[sha] for sha in learned_from(record) if sha in excluded]
+        if continued_parent(record) and record.parent in found:
+            names = [*found[record.parent].batches, *names]
+        if names:
+            found[record.version] = Taint(record.version, tuple(dict.fromkeys(names)))
+    return found
+
+
+def last_untainted(history: list[ServingChange], records: list[SnapshotRecord],
+                   tainted: dict[int, Taint]) -> SnapshotRecord | None:
+    """The snapshot that served most recently, is untainted, still has its model file and was not undone."""
+    by_version = {record.version: record for record in records}
+    for change in reversed(history):
+        record = by_version.get(change.version)
+        if (record is not None and change.version not in tainted and record.path
+                and record.status in GOOD_STATUSES):
+            return record
+    return None
+
+
+def repair_batches(record: SnapshotRecord, excluded: dict[str, str]) -> list[tuple[str, str]]:
+    """(file, SHA-256) of the batches ``record`` learned from, less the excluded ones: its window, repaired."""
+    files = record.data.get("files") or []
+    return [(name, sha) for name, sha in zip(files, learned_from(record)) if sha not in excluded]
