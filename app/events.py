@@ -35,6 +35,8 @@ class EventKind(StrEnum):
     FOLDER_BACK = "folder_back"
     PAUSED = "paused"
     RESUMED = "resumed"
+    EXCLUDED = "excluded"
+    INCLUDED = "included"
     REPLAY_FINISHED = "replay_finished"
     ERROR = "error"
 
@@ -43,7 +45,7 @@ ERROR_KINDS = frozenset(
     {EventKind.BATCH_QUARANTINED, EventKind.FILE_ERROR, EventKind.TRAINING_FAILED, EventKind.ERROR, EventKind.CODE_REGRESSION,
      EventKind.FOLDER_MISSING}
 )
-WARNING_KINDS = frozenset({EventKind.CONFIG_CHANGED, EventKind.NOT_VALIDATED, EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE})
+WARNING_KINDS = frozenset({EventKind.EXCLUDED, EventKind.CONFIG_CHANGED, EventKind.NOT_VALIDATED, EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE})
 
 
 @dataclass(frozen=True)

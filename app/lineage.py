@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.registry import GOOD_STATUSES
-from app.store import ServingChange, SnapshotRecord
+from app.store import SnapshotRecord, Store
 
 
 @dataclass(frozen=True)
@@ -23,6 +22,22 @@ class Taint:
 
     version: int
     batches: tuple[str, ...]
+
+
+def excluded_batches(store: Store) -> dict[str, str]:
+    """The excluded batches: SHA-256 to file name."""
+    return {record.sha256: record.name for record in store.files("excluded") if record.sha256}
+
+
+def taint_of(store: Store, record: SnapshotRecord, excluded: dict[str, str] | None = None) -> Taint | None:
+    """The taint of one snapshot (its incremental ancestors read as needed), or None when it is clean."""
+    excluded = excluded_batches(store) if excluded is None else excluded
+    if not excluded:
+        return None
+    chain = [record]
+    while continued_parent(chain[-1]) and (parent := store.snapshot(record.model, chain[-1].parent)) is not None:
+        chain.append(parent)
+    return taints(chain, excluded).get(record.version)
 
 
 def learned_from(record: SnapshotRecord) -> list[str]:
@@ -48,18 +63,6 @@ def taints(records: list[SnapshotRecord], excluded: dict[str, str]) -> dict[int,
         if names:
             found[record.version] = Taint(record.version, tuple(dict.fromkeys(names)))
     return found
-
-
-def last_untainted(history: list[ServingChange], records: list[SnapshotRecord],
-                   tainted: dict[int, Taint]) -> SnapshotRecord | None:
-    """The snapshot that served most recently, is untainted, still has its model file and was not undone."""
-    by_version = {record.version: record for record in records}
-    for change in reversed(history):
-        record = by_version.get(change.version)
-        if (record is not None and change.version not in tainted and record.path
-                and record.status in GOOD_STATUSES):
-            return record
-    return None
 
 
 def repair_batches(record: SnapshotRecord, excluded: dict[str, str]) -> list[tuple[str, str]]:

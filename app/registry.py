@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from app.fsutil import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
+from app.lineage import excluded_batches, taint_of
 from app.snapshots import SnapshotError, read_model
 from app.store import SnapshotRecord, Store
 
@@ -193,15 +194,26 @@ class Registry:
         return self.store.snapshot(model, version) if version is not None else None
 
     def previous_good(self, model: str, before: int | None = None) -> SnapshotRecord | None:
-        """The snapshot that served before ``before`` last began to (default: the current one): the rollback target."""
+        """The snapshot that served before ``before`` last began to (default: the current one): the rollback target.
+
+        A snapshot that learned from an excluded batch is never one (see :mod:`app.lineage`).
+        """
         current = self.store.serving_version(model) if before is None else before
         history = self.store.serving_history(model)
         last = max((index for index, change in enumerate(history) if change.version == current), default=0)
-        for change in reversed(history[:last]):
-            if change.version == current:
-                continue
-            record = self.store.snapshot(model, change.version)
-            if record is not None and record.status in GOOD_STATUSES:
+        return self._newest_good(model, [change.version for change in history[:last] if change.version != current])
+
+    def last_untainted(self, model: str) -> SnapshotRecord | None:
+        """The good snapshot that served most recently and learned from no excluded batch (the serving one too)."""
+        return self._newest_good(model, [change.version for change in self.store.serving_history(model)])
+
+    def _newest_good(self, model: str, versions: list[int]) -> SnapshotRecord | None:
+        """The last of ``versions`` whose snapshot is good, has its model file and is not tainted."""
+        excluded = excluded_batches(self.store)
+        for version in reversed(versions):
+            record = self.store.snapshot(model, version)
+            if (record is not None and record.status in GOOD_STATUSES and record.path
+                    and taint_of(self.store, record, excluded) is None):
                 return record
         return None
 
