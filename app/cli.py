@@ -21,7 +21,7 @@ from rich.console import Console
 
 from app import __version__
 from app.config import ConfigError
-from app.commands import Command, CommandFailed, CommandResult, answer_within, hand_over
+from app.commands import Command, CommandFailed, CommandResult, answer_within, asker, hand_over
 from app.engine_link import EngineUnavailable
 from app.errorlog import log_error
 from app.events import ERROR_KINDS, Event, EventKind, printable
@@ -142,6 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", type=int)
     export.add_argument("--out", type=Path, required=True, metavar="DIR")
     export.add_argument("--force", action="store_true", help="write into DIR even if it holds files")
+
+    exclude = command("exclude", run_exclude, "mark an ingested batch bad after the fact: no model learns from it"
+                                              " again; serving models that did are repaired or flagged")
+    exclude.add_argument("file", metavar="FILE", help="the batch file's name, as the ledger shows it")
+    exclude.add_argument("--reason", default="", metavar="TEXT", help="why it is excluded (kept with it)")
+    exclude.add_argument("--replay", action="store_true",
+                         help="also replay the batches after it without it, in a temporary state, and show the difference")
+    exclude.add_argument("--json", action="store_true")
+
+    include = command("include", run_include, "take an excluded batch back: it counts for training and the verdict again")
+    include.add_argument("file", metavar="FILE")
 
     validate = command("validate", run_validate,
                        "retrain each serving snapshot with today's code and config; exit 1 on a regression, 2 if it could not validate")
@@ -309,8 +320,9 @@ def run_status(args) -> int:
         return 0
     console = Console()
     counts = report["counts"]
-    console.print(f"{printable(report['data_dir'])}: {counts['ingested']} ingested, {counts['quarantined']} quarantined, "
-                  f"{counts['duplicate']} duplicate", markup=False, highlight=False)
+    excluded = f", {counts['excluded']} excluded" if counts["excluded"] else ""
+    console.print(f"{printable(report['data_dir'])}: {counts['ingested']} ingested{excluded}, {counts['quarantined']}"
+                  f" quarantined, {counts['duplicate']} duplicate", markup=False, highlight=False)
     console.print(models_table(report["models"], console.width))
     console.print(batches_table(report["batches"], sum(counts.values()), console.width))
     return 0
@@ -363,15 +375,24 @@ def _print_result(result: CommandResult) -> int:
 
 
 def _run_commands(args, kind: str, models: list[str] | None, version: int | None = None) -> list[CommandResult]:
-    """Carry out ``kind`` for each of ``models`` (None: all) here, or through the ``watch`` holding the folder.
+    """Carry out ``kind`` for each of ``models`` (None: all) here, or through the ``watch`` holding the folder."""
+
+    def commands(monitor: Monitor) -> list[Command]:
+        names = [monitor.config.model(name).name for name in models] if models else list(monitor.runners)
+        return [Command(kind, name, version, monitor.store.serving_version(name) if kind == "rollback" else None)
+                for name in names]
+
+    return _carry_out(args, kind, commands)
+
+
+def _carry_out(args, kind: str, make_commands: Callable[[Monitor], list[Command]]) -> list[CommandResult]:
+    """Carry out the commands ``make_commands`` gives here, or through the ``watch`` holding the folder.
 
     If another command holds the folder, say so and do nothing: nothing is left to run later.
     """
     monitor = Monitor(args.data_dir, args.state)
     try:
-        names = [monitor.config.model(name).name for name in models] if models else list(monitor.runners)
-        commands = [Command(kind, name, version, monitor.store.serving_version(name) if kind == "rollback" else None)
-                    for name in names]
+        commands = make_commands(monitor)
         try:
             monitor.acquire(role=kind)
         except MonitorBusy as busy:
@@ -414,6 +435,53 @@ def run_export(args) -> int:
     for path in written:
         print(path)
     return 0
+
+
+def run_exclude(args) -> int:
+    by = asker()
+    result = _carry_out(args, "exclude", lambda monitor: [Command("exclude", file=args.file, reason=args.reason, by=by)])[0]
+    if not result.ok:
+        raise CommandFailed(result.message)
+    cost = _replay_without(args) if args.replay else None
+    if args.json:
+        print(json.dumps({"exclusion": {"message": result.message, **result.data},
+                          "replay": cost.to_dict() if cost else None}, indent=2, default=str))
+        return 0
+    print(printable(result.message))
+    if cost is not None:
+        from app.exclusion_cost import cost_table
+
+        console = Console()
+        console.print(cost_table(cost, console.width))
+    return 0
+
+
+def _replay_without(args):
+    """What the excluded batch cost: the archived batches replayed with and without it (see app.exclusion_cost)."""
+    from app.exclusion_cost import ArchivedBatch, replay_cost
+
+    print(f"replaying the batches after {printable(args.file)} with and without it…", file=sys.stderr, flush=True)
+    with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
+        ledger = [r for r in workspace.store.files() if r.status in ("ingested", "excluded")]
+        target = next(r for r in reversed(ledger) if r.name == args.file and r.status == "excluded")
+        batches, not_archived = [], []
+        for record in ledger:
+            if record.status == "excluded" and record.id != target.id:
+                continue  # excluded before: in neither replay
+            path = workspace.paths.batches / f"{record.sha256[:16]}.parquet"
+            if path.is_file():
+                batches.append(ArchivedBatch(record.name, record.sha256, path))
+            elif record.id != target.id:
+                not_archived.append(record.name)
+        left_out = next((batch for batch in batches if batch.sha256 == target.sha256), None)
+        if left_out is None:
+            raise CommandFailed(f"{args.file} was excluded, but its rows were never archived (it was unlabeled): it"
+                                " trained nothing, so there is nothing to replay")
+        return replay_cost(workspace.data_dir, batches, left_out, not_archived)
+
+
+def run_include(args) -> int:
+    return _print_result(_carry_out(args, "include", lambda monitor: [Command("include", file=args.file)])[0])
 
 
 def run_validate(args) -> int:

@@ -11,6 +11,7 @@ withdrawn, so nothing runs later that nobody waits for.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import threading
@@ -144,6 +145,14 @@ class CommandTicket:
         if not result.ok:
             raise CommandFailed(result.message)
         return result
+
+
+def asker() -> str:
+    """Who asks, for the record an exclusion keeps: the login name, or the user id when there is none."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def answer_within(models: int, train_timeout: float) -> float:

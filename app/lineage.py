@@ -12,6 +12,7 @@ whenever it is asked for, never stored: ``include`` lifts it by itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from app.store import SnapshotRecord, Store
 
@@ -69,3 +70,17 @@ def repair_batches(record: SnapshotRecord, excluded: dict[str, str]) -> list[tup
     """(file, SHA-256) of the batches ``record`` learned from, less the excluded ones: its window, repaired."""
     files = record.data.get("files") or []
     return [(name, sha) for name, sha in zip(files, learned_from(record)) if sha not in excluded]
+
+
+def batch_rows(store: Store) -> list[dict[str, Any]]:
+    """Every batch that reached the models (ingested or excluded), newest first, with the snapshots that
+    learned from it (``learned_by``: model name to versions) and its exclusion, if any."""
+    learned: dict[str, dict[str, list[int]]] = {}
+    for record in store.snapshots():
+        for sha in record.data.get("batch_shas") or []:
+            learned.setdefault(sha, {}).setdefault(record.model, []).append(record.version)
+    exclusions = store.exclusions()
+    return [{"file": record.name, "sha256": record.sha256, "status": record.status, "rows": record.rows,
+             "labeled": record.labeled, "seen_at": record.seen_at, "learned_by": learned.get(record.sha256, {}),
+             "exclusion": exclusions.get(record.id)}
+            for record in reversed(store.files()) if record.status in ("ingested", "excluded")]

@@ -19,6 +19,7 @@ from rich.text import Text
 from app.config import OTHER_CONFIG, Config, training_config_changes
 from app.environment import environment_diff, environment_record
 from app.events import printable
+from app.lineage import excluded_batches, taints
 from app.metrics import get_metric
 from app.store import Store
 from app.verdict import stream_verdict
@@ -79,6 +80,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
     results: dict[int, dict[str, Any]] = {}
     for file_id, model, data in store.results():
         results.setdefault(file_id, {})[model] = _result_view(data)
+    exclusions = store.exclusions()
     batches = [
         {
             "file": record.name,
@@ -88,6 +90,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
             "rows": record.rows,
             "labeled": record.labeled,
             "seen_at": record.seen_at,
+            **({"exclusion": exclusions[record.id]} if record.id in exclusions else {}),
             "results": results.get(record.id, {}),
         }
         for record in store.files(limit=batch_limit)
@@ -96,7 +99,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
     verdict = stream_verdict(store, config).to_dict()
     return {
         "data_dir": str(config.data_dir),
-        "counts": {status: counts.get(status, 0) for status in ("ingested", "quarantined", "duplicate")},
+        "counts": {status: counts.get(status, 0) for status in ("ingested", "excluded", "quarantined", "duplicate")},
         "verdict": verdict,
         "models": model_summaries(store, config, training, verdict),
         "batches": batches,
@@ -123,11 +126,13 @@ def trained_on_text(files: list[str]) -> str:
 def snapshot_rows(store: Store, model: str) -> list[dict[str, Any]]:
     """Every snapshot of ``model``, oldest first, with its environment difference from the serving one.
 
-    ``trained_on`` names the training files in a few words (:func:`trained_on_text`).
+    ``trained_on`` names the training files in a few words (:func:`trained_on_text`); ``tainted`` says
+    whether it learned from an excluded batch, ``tainted_by`` which (see :mod:`app.lineage`).
     """
     serving = store.serving_version(model)
     records = store.snapshots(model)
     serving_env = next((r.data.get("environment", {}) for r in records if r.version == serving), {})
+    tainted = taints(records, excluded_batches(store))
     rows = []
     for record in records:
         environment = record.data.get("environment", {})
@@ -147,6 +152,8 @@ def snapshot_rows(store: Store, model: str) -> list[dict[str, Any]]:
             "holdout_metrics": record.data.get("holdout_metrics", {}),
             "holdout": record.data.get("holdout_metrics", {}).get(record.data.get("metric")),
             "gate": record.data.get("gate", ""),
+            "tainted": record.version in tainted,
+            "tainted_by": list(tainted[record.version].batches) if record.version in tainted else [],
             "usable": bool(record.path),
             "sha256": record.sha256,
             "environment": environment,
@@ -274,11 +281,21 @@ def batches_table(batches: list[dict[str, Any]], total: int, width: int, limit: 
     shown = batches[-limit:] if limit else []
     rows = []
     for batch in shown:
-        style = {"quarantined": "red", "duplicate": "yellow"}.get(batch["status"], "")
-        actions = ", ".join(f"{m}: {r.get('action', 'none')}" for m, r in batch["results"].items())
+        style = {"quarantined": "red", "duplicate": "yellow", "excluded": "magenta"}.get(batch["status"], "")
+        if "exclusion" in batch:
+            actions = exclusion_text(batch["exclusion"])
+        else:
+            actions = ", ".join(f"{m}: {r.get('action', 'none')}" for m, r in batch["results"].items())
         rows.append((literal(batch["file"]), literal(batch["status"], style=style), Text(f"{batch['rows']}"),
                      Text("yes" if batch["labeled"] else "no"), literal(batch["reason"] or actions)))
     return fitted_table(f"Batches (last {len(shown)} of {total})", BATCH_COLUMNS, rows, width)
+
+
+def exclusion_text(exclusion: dict[str, Any]) -> str:
+    """"excluded 2026-03-02 10:15 by ana: labels inverted by the vendor" (who and why only when recorded)."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(exclusion["time"]))
+    who = f" by {exclusion['by']}" if exclusion.get("by") else ""
+    return f"excluded {when}{who}" + (f": {exclusion['reason']}" if exclusion.get("reason") else "")
 
 
 SNAPSHOT_COLUMNS = [TableColumn("model", 7, no_wrap=True), TableColumn("version", 9, no_wrap=True),
@@ -294,6 +311,8 @@ def snapshots_table(rows: list[dict[str, Any]], width: int, title: str = "Snapsh
         value = row["holdout_metrics"].get(metric) if metric else None
         trained = row["trained_on"] + (f", {row['rows']:,} rows" if row["rows"] else "")
         note = row["reason"] or ("; ".join(row["environment_vs_serving"]) if row["environment_vs_serving"] else "")
+        if row["tainted"]:
+            note = f"tainted: learned from excluded {', '.join(row['tainted_by'])}" + (f"; {note}" if note else "")
         cells.append((
             literal(row["model"]),
             literal(f"v{row['version']}", style="bold" if row["serving"] else ""),
@@ -321,6 +340,7 @@ def dashboard_counts(store: Store) -> dict[str, Any]:
     newest = store.files(limit=1)
     return {
         "ingested": counts.get("ingested", 0),
+        "excluded": counts.get("excluded", 0),
         "quarantined": counts.get("quarantined", 0),
         "duplicate": counts.get("duplicate", 0),
         "last_seen_at": newest[0].seen_at if newest else None,

@@ -30,13 +30,15 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from app.commands import Command, answer_within
+from app.commands import BATCH_KINDS, Command, answer_within, asker
 from app.events import ERROR_KINDS, Event, EventKind
 from app.engine_link import Engine
+from app.lineage import batch_rows
 from app.store import StoredEvent
 from app.tui import render
+from app.tui.batches import BatchesScreen, ExcludeScreen
 from app.tui.dashboard import Dashboard, load_dashboard
-from app.tui.messages import CommandDone, DashboardLoaded, MonitorChanged, TrainingChanged
+from app.tui.messages import BatchesLoaded, CommandDone, DashboardLoaded, MonitorChanged, TrainingChanged
 from app.tui.panels import (
     EventLogPanel,
     FeaturesPanel,
@@ -59,7 +61,7 @@ PANELS = ("models", "features", "health", "snapshots", "events")  # keys 1 to 5,
 SCREENSHOTS_FOLDER = "screenshots"  # under the state folder
 TEXTUAL_COMMANDS_KEPT = ("Theme", "Quit")
 PALETTE_TITLES = {"promote": "Promote", "toggle_maximize": "Maximize"}  # where the footer's label is terse
-ENGINE_ACTIONS = frozenset({"retrain", "rollback", "validate", "pause", "resume", "promote"})
+ENGINE_ACTIONS = frozenset({"retrain", "rollback", "validate", "pause", "resume", "promote", "batches"})
 RETRAIN_SETTLING_KINDS = frozenset({EventKind.PROMOTED, EventKind.REJECTED, EventKind.TRAINING_FAILED})
 
 
@@ -100,6 +102,8 @@ class DriftDeckApp(App[int]):
         Binding("z", "toggle_maximize", "Max", id="maximize",
                 tooltip="Fill the screen with the focused panel; z again restores"),
         Binding("question_mark", "help", "Help", id="help", tooltip="Keys and what each panel shows"),
+        Binding("x", "batches", "Batches", id="batches", show=False,
+                tooltip="List the batches: exclude one after the fact (asks first), or include it again"),
         Binding("R", "restart_engine", "Restart engine", id="restart-engine",
                 tooltip="Start the folder's engine again after it stopped; the ledger says what is left to do"),
         Binding("q", "quit", "Quit", id="quit", tooltip="Leave (an engine this window started stops too)"),
@@ -381,10 +385,37 @@ class DriftDeckApp(App[int]):
         if announce:
             before, after = result.data.get("from"), result.data["to"]
             self.post_message(CommandDone(f"{command.model}: {f'v{before}' if before else 'nothing'} → v{after}"))
+        elif command.kind in BATCH_KINDS:
+            self.post_message(CommandDone(result.message, title=command.kind))
 
     def on_command_done(self, message: CommandDone) -> None:
-        self.notify(message.text, title="serving", markup=False)
+        self.notify(message.text, title=message.title, markup=False)
         self._start_load()
+
+    def action_batches(self) -> None:
+        self.load_batches()
+
+    @work(thread=True, exclusive=True, group="batches", exit_on_error=False)
+    def load_batches(self) -> None:
+        self.post_message(BatchesLoaded(batch_rows(self.monitor.store)))
+
+    def on_batches_loaded(self, message: BatchesLoaded) -> None:
+        if not message.rows:
+            self.notify("no batch has reached the models yet", severity="warning", markup=False)
+            return
+        self.push_screen(BatchesScreen(message.rows), self._confirm_exclusion)
+
+    def _confirm_exclusion(self, row: dict[str, Any] | None) -> None:
+        """Ask before excluding (or including) the batch picked; only a yes sends the command."""
+        if row is None:
+            return
+        kind = "include" if row["status"] == "excluded" else "exclude"
+
+        def answered(reason: str | None) -> None:
+            if reason is not None:
+                self.send(Command(kind, file=row["file"], reason=reason, by=asker()))
+
+        self.push_screen(ExcludeScreen(row), answered)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "snapshots-table":
@@ -446,9 +477,10 @@ class DriftDeckApp(App[int]):
         self.exit(0)
 
     def _bindings_for_help(self) -> list[Binding]:
-        """The footer's keys, then the snapshot table's enter (keys 2 to 5 are told under "1-5")."""
-        return [binding for binding in self.BINDINGS if isinstance(binding, Binding) and binding.show] + list(
-            SnapshotTable.BINDINGS)
+        """The footer's keys and ``x`` (no room for it in the footer), then the snapshot table's enter
+        (keys 2 to 5 are told under "1-5")."""
+        return [binding for binding in self.BINDINGS if isinstance(binding, Binding)
+                and (binding.show or binding.id == "batches")] + list(SnapshotTable.BINDINGS)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The command palette: every key's action that can act now, once each, and a screenshot.

@@ -3,8 +3,8 @@
 The monitor's callback runs on the monitor's thread; it only posts
 :class:`MonitorChanged` or :class:`TrainingChanged`, small messages that
 coalesce: a burst of one kind collapses into the newest, so a folder full of
-files cannot flood the UI. Workers end by posting :class:`DashboardLoaded` or
-:class:`CommandDone`.
+files cannot flood the UI. Workers end by posting :class:`DashboardLoaded`,
+:class:`BatchesLoaded` or :class:`CommandDone`.
 """
 
 from __future__ import annotations
@@ -47,8 +47,17 @@ class DashboardLoaded(Message):
 
 
 class CommandDone(Message):
-    """A rollback or promotion went through; ``text`` says what now serves, e.g. "model: v3 → v2"."""
+    """A command went through; ``text`` says what it did, e.g. "model: v3 → v2" under the ``title`` "serving"."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, title: str = "serving") -> None:
         super().__init__()
         self.text = text
+        self.title = title
+
+
+class BatchesLoaded(Message):
+    """A worker read the batches for the batches screen (see :mod:`app.tui.batches`)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.rows = rows
