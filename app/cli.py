@@ -423,17 +423,19 @@ def run_exclude(args) -> int:
 
 def _replay_without(args):
     """What the excluded batch cost: the archived batches replayed with and without it (see app.exclusion_cost)."""
+    from app.engine.archive import BatchArchive
     from app.exclusion_cost import ArchivedBatch, replay_cost
 
     print(f"replaying the batches after {printable(args.file)} with and without it…", file=sys.stderr, flush=True)
     with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
+        archive = BatchArchive(workspace.paths.batches, workspace.store, workspace.config)
         ledger = [r for r in workspace.store.files() if r.status in ("ingested", "excluded")]
         target = next(r for r in reversed(ledger) if r.name == args.file and r.status == "excluded")
         batches, not_archived = [], []
         for record in ledger:
             if record.status == "excluded" and record.id != target.id:
                 continue  # excluded before: in neither replay
-            path = workspace.paths.batches / f"{record.sha256[:16]}.parquet"
+            path = archive.path(record.sha256)
             if path.is_file():
                 batches.append(ArchivedBatch(record.name, record.sha256, path))
             elif record.id != target.id:

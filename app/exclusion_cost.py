@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from app.config import CONFIG_NAME
+from app.engine.monitor import Monitor
 from app.metrics import get_metric
 from app.report import TableColumn, fitted_table, literal
 
@@ -121,8 +122,6 @@ def replay_cost(data_dir: Path, batches: list[ArchivedBatch], left_out: Archived
 
 def _replay(config_text: str, batches: list[ArchivedBatch], folder: Path) -> dict[str, dict[str, dict]]:
     """Run ``batches`` through a fresh engine in ``folder``; each batch's result per model, by original name."""
-    from app.monitor import Monitor  # the engine imports this module's neighbours; loaded only when replaying
-
     data = folder / "data"
     data.mkdir(parents=True)
     (data / CONFIG_NAME).write_text(config_text, encoding="utf-8")

@@ -11,10 +11,13 @@ whenever it is asked for, never stored: ``include`` lifts it by itself.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from app.store import SnapshotRecord, Store
+
+TAINTED = "tainted"  # the flag of a model whose serving snapshot learned from an excluded batch
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,12 @@ def taint_of(store: Store, record: SnapshotRecord, excluded: dict[str, str] | No
     while continued_parent(chain[-1]) and (parent := store.snapshot(record.model, chain[-1].parent)) is not None:
         chain.append(parent)
     return taints(chain, excluded).get(record.version)
+
+
+def tainted_flag(version: int, batches: tuple[str, ...], data_dir, model: str) -> dict[str, str]:
+    """The ``tainted`` flag of ``model`` while ``version``, which learned from ``batches``, serves."""
+    return {"kind": TAINTED, "detail": f"v{version} learned from excluded {', '.join(batches)}: retrain it"
+                                       f" (r, or driftdeck retrain {data_dir} --model {model})"}
 
 
 def learned_from(record: SnapshotRecord) -> list[str]:
@@ -84,3 +93,12 @@ def batch_rows(store: Store) -> list[dict[str, Any]]:
              "labeled": record.labeled, "seen_at": record.seen_at, "learned_by": learned.get(record.sha256, {}),
              "exclusion": exclusions.get(record.id)}
             for record in reversed(store.files()) if record.status in ("ingested", "excluded")]
+
+
+def exclusion_text(exclusion: dict[str, Any] | None) -> str:
+    """"excluded 2026-03-02 10:15 by ana: labels inverted by the vendor" (who and why only when recorded)."""
+    if not exclusion:
+        return "excluded"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(exclusion["time"]))
+    who = f" by {exclusion['by']}" if exclusion.get("by") else ""
+    return f"excluded {when}{who}" + (f": {exclusion['reason']}" if exclusion.get("reason") else "")

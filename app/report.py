@@ -19,7 +19,7 @@ from rich.text import Text
 from app.config import OTHER_CONFIG, Config, training_config_changes
 from app.environment import environment_diff, environment_record
 from app.events import printable
-from app.lineage import excluded_batches, taints
+from app.lineage import excluded_batches, exclusion_text, taints
 from app.metrics import get_metric
 from app.store import Store
 from app.verdict import stream_verdict
@@ -289,13 +289,6 @@ def batches_table(batches: list[dict[str, Any]], total: int, width: int, limit: 
         rows.append((literal(batch["file"]), literal(batch["status"], style=style), Text(f"{batch['rows']}"),
                      Text("yes" if batch["labeled"] else "no"), literal(batch["reason"] or actions)))
     return fitted_table(f"Batches (last {len(shown)} of {total})", BATCH_COLUMNS, rows, width)
-
-
-def exclusion_text(exclusion: dict[str, Any]) -> str:
-    """"excluded 2026-03-02 10:15 by ana: labels inverted by the vendor" (who and why only when recorded)."""
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(exclusion["time"]))
-    who = f" by {exclusion['by']}" if exclusion.get("by") else ""
-    return f"excluded {when}{who}" + (f": {exclusion['reason']}" if exclusion.get("reason") else "")
 
 
 SNAPSHOT_COLUMNS = [TableColumn("model", 7, no_wrap=True), TableColumn("version", 9, no_wrap=True),

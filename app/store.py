@@ -1,8 +1,9 @@
 """The state store: one SQLite database in WAL mode under the state folder.
 
-It holds the ingested-file ledger, per-batch results, snapshots, the serving
-pointer's history, each model's current state, commands sent by other
-processes, and an append-only audit log of events. Every write is one
+It holds the ingested-file ledger (with the batches excluded after the
+fact), per-batch results, snapshots, the serving pointer's history, each
+model's current state, commands sent by other processes, and an append-only
+audit log of events. Every write is one
 transaction, so a crash at any point leaves a consistent store. All SQL is
 parameterised.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 from app.events import displayable
 
-SCHEMA_VERSION = 4  # PRAGMA user_version; 2: results.trainable; 3: files.ctime_ns and files.inode; 4: commands.expires, reading
+SCHEMA_VERSION = 5  # PRAGMA user_version; 2: results.trainable; 3: files.ctime_ns and files.inode; 4: commands.expires, reading; 5: exclusions
 TABLES = """
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
@@ -29,7 +30,7 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT,
     size INTEGER,
     mtime_ns INTEGER,
-    status TEXT NOT NULL,           -- ingested | quarantined | duplicate | skipped
+    status TEXT NOT NULL,           -- ingested | excluded | quarantined | duplicate | skipped
     reason TEXT NOT NULL DEFAULT '',
     rows INTEGER NOT NULL DEFAULT 0,
     labeled INTEGER NOT NULL DEFAULT 0,
@@ -83,6 +84,12 @@ CREATE TABLE IF NOT EXISTS commands (
     status TEXT NOT NULL DEFAULT 'pending',   -- pending | taken | done | failed | expired
     result TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS exclusions (       -- batches excluded after the fact (files.status 'excluded'), until included again
+    file_id INTEGER PRIMARY KEY REFERENCES files(id),
+    reason TEXT NOT NULL DEFAULT '',
+    asker TEXT NOT NULL DEFAULT '',
+    time REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS reading (          -- files being read: a row left behind means the process died reading it
     name TEXT PRIMARY KEY,
     size INTEGER,
@@ -99,6 +106,7 @@ ADDED_COLUMNS = (
     ("files", "inode", "INTEGER"),
     ("commands", "expires", "REAL"),  # not taken by then: expired, never carried out (earlier rows: never)
 )
+COUNTED = "file_id NOT IN (SELECT id FROM files WHERE status = 'excluded')"  # results of batches not excluded
 INDEXES = """
 CREATE INDEX IF NOT EXISTS files_sha ON files(sha256);
 CREATE INDEX IF NOT EXISTS files_name ON files(name, size, mtime_ns);
@@ -106,6 +114,7 @@ CREATE INDEX IF NOT EXISTS results_model ON results(model, file_id);
 CREATE INDEX IF NOT EXISTS serving_model ON serving(model, id);
 CREATE INDEX IF NOT EXISTS results_trainable ON results(model, trainable, file_id);
 CREATE INDEX IF NOT EXISTS commands_status ON commands(status);
+CREATE INDEX IF NOT EXISTS files_status ON files(status);
 """
 
 
@@ -310,10 +319,35 @@ class Store:
             return tx.execute(sql, params).lastrowid
 
     def file_by_sha(self, sha256: str) -> FileRecord | None:
+        """The first batch with this content that reached the models (an excluded one too: never ingested twice)."""
         rows = self._query(
-            "SELECT * FROM files WHERE sha256 = ? AND status = 'ingested' ORDER BY id LIMIT 1", (sha256,)
+            "SELECT * FROM files WHERE sha256 = ? AND status IN ('ingested', 'excluded') ORDER BY id LIMIT 1", (sha256,)
         )
         return _file(rows[0]) if rows else None
+
+    def exclude_file(self, file_id: int, reason: str, asker: str) -> None:
+        """Mark an ingested batch excluded, with why and who asked; ValueError if it is not ingested (any more)."""
+        with self.transaction() as db:
+            if db.execute("UPDATE files SET status = 'excluded' WHERE id = ? AND status = 'ingested'",
+                          (file_id,)).rowcount != 1:
+                raise ValueError(f"ledger entry {file_id} is not an ingested batch")
+            db.execute("INSERT OR REPLACE INTO exclusions (file_id, reason, asker, time) VALUES (?, ?, ?, ?)",
+                       (file_id, displayable(reason), displayable(asker), time.time()))
+
+    def include_file(self, file_id: int) -> None:
+        """Take an excluded batch back; ValueError if it is not excluded."""
+        with self.transaction() as db:
+            if db.execute("UPDATE files SET status = 'ingested' WHERE id = ? AND status = 'excluded'",
+                          (file_id,)).rowcount != 1:
+                raise ValueError(f"ledger entry {file_id} is not an excluded batch")
+            db.execute("DELETE FROM exclusions WHERE file_id = ?", (file_id,))
+
+    def exclusions(self) -> dict[int, dict[str, Any]]:
+        """Every exclusion by ledger id: ``reason``, ``by`` and ``time`` (none in a store older than them)."""
+        if not self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'exclusions'"):
+            return {}  # a store of an earlier schema, opened read-only
+        return {row["file_id"]: {"reason": row["reason"], "by": row["asker"], "time": row["time"]}
+                for row in self._query("SELECT * FROM exclusions ORDER BY file_id")}
 
     def knows_file(self, name: str, seen: FileStat) -> bool:
         """True if this name was already handled as it is now: same size and mtime, and the same ctime and
@@ -384,13 +418,19 @@ class Store:
         with self.transaction() as tx:
             tx.execute(sql, params)
 
-    def results(self, model: str | None = None, limit: int | None = None) -> list[tuple[int, str, dict[str, Any]]]:
-        """``(file_id, model, data)`` in ingestion order; ``limit`` keeps the newest."""
+    def results(self, model: str | None = None, limit: int | None = None,
+                counted: bool = False) -> list[tuple[int, str, dict[str, Any]]]:
+        """``(file_id, model, data)`` in ingestion order; ``limit`` keeps the newest; ``counted`` leaves out
+        the batches excluded after the fact (what the verdict and the policies weigh)."""
         sql = "SELECT file_id, model, data FROM results"
         params: tuple = ()
+        where = [COUNTED] if counted else []
         if model is not None:
-            sql += " WHERE model = ? ORDER BY file_id DESC"
+            where.append("model = ?")
             params = (model,)
+        sql += "".join(f" {'WHERE' if index == 0 else 'AND'} {clause}" for index, clause in enumerate(where))
+        if model is not None:
+            sql += " ORDER BY file_id DESC"
         else:
             sql += " ORDER BY file_id DESC, model"
         if limit is not None:
@@ -400,12 +440,12 @@ class Store:
         return [(row["file_id"], row["model"], json.loads(row["data"])) for row in reversed(rows)]
 
     def trainable_ids(self, model: str, newest: int | None = None) -> list[int]:
-        """Batches ``model`` may learn from (their result says ``trainable``), oldest first.
+        """Batches ``model`` may learn from (their result says ``trainable``, and they are not excluded), oldest first.
 
         ``newest`` keeps only that many of the latest: an index serves it, so
         the cost does not grow with the history.
         """
-        sql = "SELECT file_id FROM results WHERE model = ? AND trainable = 1 ORDER BY file_id DESC"
+        sql = f"SELECT file_id FROM results WHERE model = ? AND trainable = 1 AND {COUNTED} ORDER BY file_id DESC"
         params: tuple = (model,)
         if newest is not None:
             sql += " LIMIT ?"

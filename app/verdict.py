@@ -201,7 +201,7 @@ def stream_verdict(store: Store, config: Config) -> Verdict:
     evidence, states = [], {}
     default = primary_metric(config.task, 2).name
     for model in config.models:
-        results = [(file_id, data) for file_id, _, data in store.results(model.name, limit=VERDICT_LOOKBACK)]
+        results = [(file_id, data) for file_id, _, data in store.results(model.name, limit=VERDICT_LOOKBACK, counted=True)]
         evidence.append(evidence_from_results(model.name, model.mode, results, model.metric or default))
         states[model.name] = {**store.model_state(model.name), "mode": model.mode}
     min_gain = min((model.tolerance for model in config.models), default=0.01)

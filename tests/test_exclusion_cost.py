@@ -10,7 +10,7 @@ from rich.console import Console
 
 from app.exclusion_cost import ArchivedBatch, cost_table, replay_cost
 from app.lineage import Taint, repair_batches, taints
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from app.store import SnapshotRecord
 from tests.conftest import make_batch, write_batch, write_config
 
@@ -33,7 +33,7 @@ def stream(tmp_path_factory) -> Path:
 def archived(folder: Path) -> list[ArchivedBatch]:
     monitor = Monitor(folder)
     try:
-        return [ArchivedBatch(record.name, record.sha256, monitor.paths.batches / f"{record.sha256[:16]}.parquet")
+        return [ArchivedBatch(record.name, record.sha256, monitor.archive.path(record.sha256))
                 for record in monitor.store.files("ingested")]
     finally:
         monitor.close()

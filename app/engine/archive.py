@@ -31,9 +31,13 @@ class BatchArchive:
         self.config = config
         self._cache: OrderedDict[int, pd.DataFrame] = OrderedDict()
 
+    def path(self, sha256: str) -> Path:
+        """Where the rows of the batch with this content are kept."""
+        return self.folder / f"{sha256[:16]}.parquet"
+
     def archive(self, batch: Batch) -> None:
         """Keep a labeled batch's rows: retrains and validation read them even if the source file goes."""
-        path = self.folder / f"{batch.sha256[:16]}.parquet"
+        path = self.path(batch.sha256)
         if not path.exists():
             temporary = path.with_suffix(".tmp")
             temporary.write_bytes(parquet_bytes(batch.frame))
@@ -60,7 +64,7 @@ class BatchArchive:
         """An archived batch's rows under the config as it is now (it may have changed since the batch came):
         each feature column of the kind the config gives it, and a column the batch did not have (a new
         feature, a new target) missing throughout."""
-        frame = pd.read_parquet(self.folder / f"{sha256[:16]}.parquet")
+        frame = pd.read_parquet(self.path(sha256))
         for column in (*self.config.schema, *([self.config.target] if self.config.target else [])):
             if column not in frame:
                 frame[column] = None

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from app.config import Config, ModelConfig, training_config_changes
+from app.lineage import taint_of, tainted_flag
 from app.metrics import Metric, get_metric, primary_metric
 from app.models import Prediction, predict
 from app.registry import Registry
@@ -37,7 +38,8 @@ SHRINK_FACTOR = 50
 NOISE_SIGMAS = 2.0  # "beyond the noise": more than two standard errors
 SIGNAL_SIGMAS = 3.0  # a serving model this far beyond the baseline shows the labels carry signal
 UNIT_CHANGE_QUANTILES = (0.1, 0.5, 0.9)
-FLAG_ORDER = ("performance_drop", "no_skill", "data_quality", "feature_drift", "prediction_drift", "age", "code_regression")
+FLAG_ORDER = ("tainted", "performance_drop", "no_skill", "data_quality", "feature_drift", "prediction_drift", "age",
+              "code_regression")
 
 
 class Assessor:
@@ -190,6 +192,8 @@ class Assessor:
                     })
         if serving is not None and (skill := self._no_skill(result, serving)):
             flags.append({"kind": "no_skill", "detail": skill})
+        if serving is not None and (taint := taint_of(self.store, serving)) is not None:
+            flags.append(tainted_flag(serving.version, taint.batches, self.config.data_dir, self.name))
         if serving is not None and self.model.max_age_batches:
             age = self._batches_since(serving, cap=self.model.max_age_batches + 1)
             if age > self.model.max_age_batches:
@@ -197,15 +201,9 @@ class Assessor:
         return sorted(flags, key=lambda f: FLAG_ORDER.index(f["kind"]))
 
     def state(self, result: dict, current: Profile) -> dict[str, Any]:
-        kinds = {flag["kind"] for flag in result["flags"]}
-        if kinds & {"performance_drop", "no_skill", "age"}:
-            state = "stale"
-        elif kinds or any(d["status"] == "watch" for d in result["feature_drift"].values()):
-            state = "watch"
-        else:
-            state = "healthy"
         verdict = self.verdict(pending=result)
-        return {"state": state, "flags": result["flags"], "verdict": verdict.to_dict(), "current_profile": current.to_dict()}
+        return {"state": state_word(result["flags"], result["feature_drift"]), "flags": result["flags"],
+                "verdict": verdict.to_dict(), "current_profile": current.to_dict()}
 
     def metric_name(self, serving: SnapshotRecord | None, train: pd.DataFrame | None = None) -> str:
         """The model's metric: its config's, or the task's primary one for the classes of ``train``
@@ -221,7 +219,7 @@ class Assessor:
 
     def verdict(self, pending: dict | None = None) -> Verdict:
         """This model's own comparison of static and dynamic training (``pending``: a batch not yet stored)."""
-        results = [(file_id, data) for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK)]
+        results = [(file_id, data) for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK, counted=True)]
         if pending:
             results.append((results[-1][0] + 1 if results else 0, pending))
         evidence = evidence_from_results(self.name, self.model.mode, results,
@@ -289,13 +287,23 @@ class Assessor:
 
     def _batches_since(self, serving: SnapshotRecord, cap: int) -> int:
         """Batches (this one included) scored by the serving version, counted up to ``cap``."""
-        recent = self.store.results(self.name, limit=cap)
+        recent = self.store.results(self.name, limit=cap, counted=True)
         served = 0
         for _, _, data in reversed(recent):
             if data.get("serving_version") != serving.version:
                 break
             served += 1
         return served + 1
+
+
+def state_word(flags: list[dict[str, str]], feature_drift: dict[str, dict]) -> str:
+    """``stale``, ``watch`` or ``healthy``, from a batch's flags and its features' drift."""
+    kinds = {flag["kind"] for flag in flags}
+    if kinds & {"tainted", "performance_drop", "no_skill", "age"}:
+        return "stale"
+    if kinds or any(d["status"] == "watch" for d in feature_drift.values()):
+        return "watch"
+    return "healthy"
 
 
 def prediction_scores(prediction: Prediction) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Carrying out a command on the monitor's thread: rollback, promote, retrain, validate.
+"""Carrying out a command on the monitor's thread: rollback, promote, retrain, validate, exclude, include.
 
 The route into the engine (:class:`~app.commands.Command`, its ticket, the
 queue) is the monitor's; this is what happens once a command's turn comes. A
@@ -14,6 +14,7 @@ from app.commands import Command, CommandFailed, CommandResult
 from app.config import Config, ConfigError
 from app.engine.archive import BatchArchive
 from app.engine.commit import Committer
+from app.engine.exclusion import Excluder
 from app.engine.records import BatchOutcome
 from app.engine.reproduce import NOT_VALIDATED, Reproduction, reproduce
 from app.engine.runner import ModelRunner
@@ -38,6 +39,7 @@ class Dispatcher:
         self.pointer_lock = committer.pointer_lock
         self.emit = emit
         self.set_training = set_training
+        self.exclusions = Excluder(config, registry, runners, archive, committer, emit, set_training)
 
     def validate(self, model: str) -> Reproduction:
         """Re-check ``model``'s serving snapshot now; record a ``validated``, ``code_regression`` or ``not_validated`` event.
@@ -157,6 +159,10 @@ class Dispatcher:
             before, after = self.promote(model, command.version)
             return CommandResult(True, f"{model}: v{after} now serves (was {f'v{before}' if before else 'nothing'})",
                                  {"from": before, "to": after})
+        if command.kind == "exclude":
+            return self.exclusions.exclude(command.file, command.reason, command.by)
+        if command.kind == "include":
+            return self.exclusions.include(command.file)
         if command.kind == "retrain":
             result = self.retrain_now(model).result
             message = f"{model}: retrain {result.get('action', 'none')}: {result.get('action_detail', '')}"

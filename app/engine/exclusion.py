@@ -18,196 +18,214 @@ Every change of the serving pointer this makes is recorded with the reason
 exclusion, and with it the taint and the flag. A repair already made stays:
 it was gated like any promotion, and ``rollback``/``promote`` undo it.
 
-Both run on the monitor's thread, as every command does.
+Both run on the monitor's thread, as every command does (through :mod:`app.engine.dispatch`).
 """
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+import threading
+from typing import Any, Callable
 
 from app.commands import CommandFailed, CommandResult
+from app.config import Config
+from app.engine.archive import BatchArchive
+from app.engine.assess import state_word
+from app.engine.commit import Committer
+from app.engine.records import FOLDER_KEY, BatchOutcome
+from app.engine.runner import ModelRunner
 from app.events import Event, EventKind
-from app.lineage import excluded_batches, repair_batches, taint_of
+from app.lineage import TAINTED, excluded_batches, exclusion_text, repair_batches, taint_of, tainted_flag
+from app.registry import Registry
 from app.stats.profile import Profile
-from app.store import FileRecord, SnapshotRecord
-
-if TYPE_CHECKING:
-    from app.monitor import Monitor
-
-TAINTED = "tainted"  # the flag a serving snapshot that learned from an excluded batch carries
+from app.store import FileRecord, Store
 
 
-def exclude(monitor: Monitor, file: str, reason: str, by: str) -> CommandResult:
-    """Exclude the ingested batch ``file``; repair or flag every serving snapshot that learned from it."""
-    store = monitor.store
-    record = _ingested(store, file)
-    with monitor._pointer_lock:
-        store.exclude_file(record.id, reason, by)
-    excluded = excluded_batches(store)
-    _refresh_reference(monitor)
-    lines, changes = [], {}
-    for name in monitor.runners:
-        line, change = _repair(monitor, name, file, excluded)
-        if line:
-            lines.append(line)
-        if change:
-            changes[name] = change
-    why = f" ({reason})" if reason else ""
-    summary = f"{file}: excluded{why}; " + ("; ".join(lines) if lines else "no snapshot learned from it")
-    monitor.emit(Event(EventKind.EXCLUDED, summary, file=file,
-                       data={"reason": reason, "by": by, "changes": changes, "models": lines}))
-    return CommandResult(True, summary, {"file": file, "reason": reason, "by": by, "changes": changes})
+class Excluder:
+    """Carries out ``exclude`` and ``include`` against the models' runners, committing as a retrain does."""
 
+    def __init__(self, config: Config, registry: Registry, runners: dict[str, ModelRunner], archive: BatchArchive,
+                 committer: Committer, emit: Callable[[Event], None], set_training: Callable[[str | None], None]) -> None:
+        self.config = config
+        self.registry = registry
+        self.store: Store = registry.store
+        self.runners = runners
+        self.archive = archive
+        self.committer = committer
+        self.pointer_lock: threading.RLock = committer.pointer_lock
+        self.emit = emit
+        self.set_training = set_training
 
-def include(monitor: Monitor, file: str) -> CommandResult:
-    """Lift the exclusion of ``file``: its taint and flags go; a repair already made stays."""
-    store = monitor.store
-    record = _excluded(store, file)
-    with monitor._pointer_lock:
-        store.include_file(record.id)
-    excluded = excluded_batches(store)
-    _refresh_reference(monitor)
-    for name in monitor.runners:
-        _mark_taint(monitor, name, excluded)
-    summary = f"{file}: included again; it counts for training, the reference and the verdict from now on"
-    monitor.emit(Event(EventKind.INCLUDED, summary, file=file))
-    return CommandResult(True, summary, {"file": file})
+    def exclude(self, file: str, reason: str, by: str) -> CommandResult:
+        """Exclude the ingested batch ``file``; repair or flag every serving snapshot that learned from it."""
+        record = self._ingested(file)
+        with self.pointer_lock:
+            self.store.exclude_file(record.id, reason, by)
+        excluded = excluded_batches(self.store)
+        self._refresh_reference()
+        lines, changes = [], {}
+        for name in self.runners:
+            line, change = self._repair(name, file, excluded)
+            if line:
+                lines.append(line)
+            if change:
+                changes[name] = change
+            self._settle_state(name, record, excluded)
+        why = f" ({reason})" if reason else ""
+        summary = f"{file}: excluded{why}; " + ("; ".join(lines) if lines else "no serving model learned from it")
+        self.emit(Event(EventKind.EXCLUDED, summary, file=file,
+                        data={"reason": reason, "by": by, "changes": changes, "models": lines}))
+        return CommandResult(True, summary, {"file": file, "reason": reason, "by": by, "changes": changes})
 
+    def include(self, file: str) -> CommandResult:
+        """Lift the exclusion of ``file``: its taint and flags go; a repair already made stays."""
+        record = self._excluded(file)
+        with self.pointer_lock:
+            self.store.include_file(record.id)
+        excluded = excluded_batches(self.store)
+        self._refresh_reference()
+        for name in self.runners:
+            self._settle_state(name, record, excluded)
+        summary = (f"{file}: included again; it counts for training, the reference and the verdict from now on"
+                   " (a repair made when it was excluded stays: roll back or promote to undo it)")
+        self.emit(Event(EventKind.INCLUDED, summary, file=file))
+        return CommandResult(True, summary, {"file": file})
 
-def _ingested(store, file: str) -> FileRecord:
-    """The newest ledger entry of ``file`` that reached the models; CommandFailed saying why there is none."""
-    entries = [record for record in store.files() if record.name == file]
-    if not entries:
-        raise CommandFailed(f"{file}: no batch of that name in the ledger (see driftdeck status for the names)")
-    usable = [record for record in entries if record.status in ("ingested", "excluded")]
-    if not usable:
-        last = entries[-1]
-        raise CommandFailed(f"{file} was {last.status}{f' ({last.reason})' if last.reason else ''}: it never reached"
-                            " a model, so there is nothing to exclude")
-    record = usable[-1]
-    if record.status == "excluded":
-        excluded = store.exclusion(record.id)
-        raise CommandFailed(f"{file} is already excluded ({_exclusion_words(excluded)});"
-                            f" `driftdeck include` takes it back")
-    return record
+    # --- the ledger ---------------------------------------------------------------
 
+    def _entries(self, file: str) -> list[FileRecord]:
+        entries = [record for record in self.store.files() if record.name == file]
+        if not entries:
+            raise CommandFailed(f"{file}: no batch of that name in the ledger (driftdeck status lists them)")
+        return entries
 
-def _excluded(store, file: str) -> FileRecord:
-    entries = [record for record in store.files() if record.name == file]
-    if not entries:
-        raise CommandFailed(f"{file}: no batch of that name in the ledger (see driftdeck status for the names)")
-    excluded = [record for record in entries if record.status == "excluded"]
-    if not excluded:
-        raise CommandFailed(f"{file} is not excluded ({entries[-1].status}); nothing to include")
-    return excluded[-1]
+    def _ingested(self, file: str) -> FileRecord:
+        """The newest ledger entry of ``file`` that reached the models; CommandFailed saying why there is none."""
+        entries = self._entries(file)
+        usable = [record for record in entries if record.status in ("ingested", "excluded")]
+        if not usable:
+            last = entries[-1]
+            raise CommandFailed(f"{file} was {last.status}{f' ({last.reason})' if last.reason else ''}: it never"
+                                " reached a model, so there is nothing to exclude")
+        record = usable[-1]
+        if record.status == "excluded":
+            raise CommandFailed(f"{file} is already {exclusion_text(self.store.exclusions().get(record.id))};"
+                                " `driftdeck include` takes it back")
+        return record
 
+    def _excluded(self, file: str) -> FileRecord:
+        entries = self._entries(file)
+        excluded = [record for record in entries if record.status == "excluded"]
+        if not excluded:
+            raise CommandFailed(f"{file} is not excluded (it is {entries[-1].status}); nothing to include")
+        return excluded[-1]
 
-def _exclusion_words(exclusion: dict[str, Any] | None) -> str:
-    if not exclusion:
-        return "no details recorded"
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(exclusion["time"]))
-    parts = [f"since {when}"] + ([f"by {exclusion['by']}"] if exclusion["by"] else [])
-    return " ".join(parts) + (f": {exclusion['reason']}" if exclusion["reason"] else "")
+    # --- the models -----------------------------------------------------------------
 
+    def _repair(self, name: str, file: str, excluded: dict[str, str]) -> tuple[str, dict[str, Any] | None]:
+        """Deal with ``name``'s serving snapshot if it learned from an excluded batch; a line saying what happened."""
+        serving = self.registry.serving(name)
+        if serving is None or taint_of(self.store, serving, excluded) is None:
+            return "", None
+        runner = self.runners[name]
+        why = f"excluded {file}"
+        if not runner.model.is_dynamic:
+            return (f"{name}: v{serving.version} learned from it and is flagged {TAINTED}; retrain it (r, or"
+                    f" driftdeck retrain {self.config.data_dir} --model {name})"), None
+        good = self.registry.last_untainted(name)
+        outcome = self._retrain_without(name, runner, serving, good, why, excluded)
+        promoted = outcome is not None and outcome.result.get("action") == "promoted"
+        if not promoted and good is not None:
+            self._serve_untainted(name, serving.version, good.version, why, outcome)
+        now = self.store.serving_version(name)
+        if now == serving.version:
+            return (f"{name}: v{now} learned from it and still serves, flagged {TAINTED}: no snapshot without it"
+                    " passed the gate; retrain it once more labeled batches arrive"), None
+        how = "retrained without it" if promoted else "the last snapshot that did not learn from it"
+        return f"{name}: v{serving.version} learned from it; v{now} serves ({how})", {"from": serving.version, "to": now}
 
-def _repair(monitor: Monitor, name: str, file: str, excluded: dict[str, str]) -> tuple[str, dict[str, Any] | None]:
-    """Deal with ``name``'s serving snapshot if it learned from an excluded batch; a line saying what happened."""
-    serving = monitor.registry.serving(name)
-    taint = taint_of(monitor.store, serving, excluded) if serving is not None else None
-    if taint is None:
-        return "", None
-    runner = monitor.runners[name]
-    why = f"excluded {file}"
-    if not runner.model.is_dynamic:
-        _mark_taint(monitor, name, excluded)
-        return (f"{name}: v{serving.version} learned from it and is flagged {TAINTED}; retrain it (r, or"
-                f" driftdeck retrain {monitor.data_dir} --model {name})"), None
-    good = monitor.registry.last_untainted(name)
-    ids = _file_ids(monitor.store, repair_batches(serving, excluded))
-    with monitor._pointer_lock:
-        serving_before = monitor.store.serving_version(name)
-    outcome = None
-    if ids:
-        monitor._set_training(name)
+    def _retrain_without(self, name: str, runner: ModelRunner, serving, good, why: str,
+                         excluded: dict[str, str]) -> BatchOutcome | None:
+        """Retrain on ``serving``'s window less the excluded batches, gated against ``good``; committed.
+        None when nothing else was in the window."""
+        ids = []
+        for _, sha in repair_batches(serving, excluded):
+            record = self.store.file_by_sha(sha)
+            if record is not None and record.status == "ingested":
+                ids.append(record.id)
+        if not ids:
+            return None
+        with self.pointer_lock:
+            serving_before = self.store.serving_version(name)
+        self.set_training(name)
         try:
-            outcome = runner.repair(ids, against=good, reason=why)
+            against = f"gated against v{good.version}" if good else "no snapshot without it: gated as a first model"
+            outcome = runner.repair(ids, against=good, reason=why,
+                                    note=f"v{serving.version} learned from {why.removeprefix('excluded ')}; retrained"
+                                         f" without it on the rest of its window, {against}")
         finally:
-            monitor._set_training(None)
-        monitor._commit(None, None, {name: outcome}, serving_before={name: serving_before})
-    promoted = outcome is not None and outcome.result.get("action") == "promoted"
-    if not promoted and good is not None:
-        detail = (f"v{serving.version} learned from {file}; "
-                  + (f"its retrain without it was rejected ({outcome.result.get('action_detail', '')}); "
-                     if outcome is not None else "nothing else in its window to retrain on; ")
-                  + f"v{good.version} is the last snapshot that did not learn from it")
-        with monitor._pointer_lock:
-            monitor.registry.switch_serving(name, good.version, why, detail, old_status="rolled_back")
-            monitor.registry.write_serving_files(name)
-        monitor.emit(Event(EventKind.ROLLED_BACK, f"{name}: v{serving.version} → v{good.version}: {detail}", model=name,
-                           data={"from": serving.version, "to": good.version, "automatic": True, "excluded": file}))
-    _mark_taint(monitor, name, excluded)
-    now = monitor.store.serving_version(name)
-    if now == serving.version:
-        return (f"{name}: v{now} learned from it and still serves, flagged {TAINTED}: no snapshot without it passed"
-                f" the gate; retrain it once more labeled batches arrive"), None
-    how = "retrained without it" if promoted else "the last snapshot without it"
-    return f"{name}: v{serving.version} learned from it; v{now} serves ({how})", {"from": serving.version, "to": now}
+            self.set_training(None)
+        self.committer.commit(None, None, {name: outcome}, serving_before={name: serving_before})
+        return outcome
 
+    def _serve_untainted(self, name: str, tainted: int, good: int, why: str, outcome: BatchOutcome | None) -> None:
+        """Serve ``good`` again in place of the tainted ``tainted``: its retrain was rejected, or there was none."""
+        retrain = (f"its retrain without it was rejected ({outcome.result.get('action_detail', '')})"
+                   if outcome is not None else "nothing else in its window to retrain on")
+        detail = f"v{tainted} learned from {why.removeprefix('excluded ')}; {retrain}; v{good} did not"
+        with self.pointer_lock:
+            self.registry.switch_serving(name, good, why, detail, old_status="rolled_back")
+            self.registry.write_serving_files(name)
+        self.emit(Event(EventKind.ROLLED_BACK, f"{name}: v{tainted} → v{good}: {detail}", model=name,
+                        data={"from": tainted, "to": good, "automatic": True, "reason": why}))
 
-def _file_ids(store, batches: list[tuple[str, str]]) -> list[int]:
-    """The ledger ids of ``batches`` (name, SHA-256) that are still ingested, in order."""
-    ids = []
-    for _, sha in batches:
-        record = store.file_by_sha(sha)
-        if record is not None and record.status == "ingested":
-            ids.append(record.id)
-    return ids
+    def _settle_state(self, name: str, toggled: FileRecord, excluded: dict[str, str]) -> None:
+        """``name``'s state once ``toggled`` was excluded or included (and any repair made).
 
+        The verdict is weighed again without the batches that do not count;
+        when ``toggled`` is (or was) the newest batch, the flags are those of
+        the newest batch that counts; the ``tainted`` flag is on exactly while
+        the serving snapshot learned from an excluded batch.
+        """
+        state = self.store.model_state(name)
+        if not state:
+            return
+        newest = self.store.results(name, limit=1, counted=True)
+        result = newest[0][2] if newest else {}
+        flags = state.get("flags", [])
+        if not newest or toggled.id >= newest[0][0]:
+            standing = [flag for flag in flags if flag["kind"] == "code_regression"]
+            flags = standing + [flag for flag in result.get("flags", []) if flag["kind"] != "code_regression"]
+        flags = [flag for flag in flags if flag["kind"] != TAINTED]
+        serving = self.registry.serving(name)
+        if serving is not None and (taint := taint_of(self.store, serving, excluded)) is not None:
+            flags.insert(0, tainted_flag(serving.version, taint.batches, self.config.data_dir, name))
+        self.store.save_model_state(name, {**state, "flags": flags, "verdict": self.runners[name].assess.verdict().to_dict(),
+                                           "state": state_word(flags, result.get("feature_drift", {}))})
 
-def _mark_taint(monitor: Monitor, name: str, excluded: dict[str, str]) -> None:
-    """Put the ``tainted`` flag on ``name``'s state while its serving snapshot is tainted, and take it off after."""
-    state = monitor.store.model_state(name)
-    if not state:
-        return
-    serving = monitor.registry.serving(name)
-    taint = taint_of(monitor.store, serving, excluded) if serving is not None else None
-    flags = [flag for flag in state.get("flags", []) if flag["kind"] != TAINTED]
-    if taint is not None:
-        flags.insert(0, tainted_flag(serving, taint.batches, monitor.data_dir, name))
-    if flags != state.get("flags", []):
-        monitor.store.save_model_state(name, {**state, "flags": flags})
+    # --- the folder's reference -----------------------------------------------------
 
+    def _refresh_reference(self) -> None:
+        """Keep the folder's reference profile on its first batch that is not excluded.
 
-def tainted_flag(serving: SnapshotRecord, batches: tuple[str, ...], data_dir, model: str) -> dict[str, str]:
-    return {"kind": TAINTED, "detail": f"v{serving.version} learned from excluded {', '.join(batches)}: retrain it"
-                                       f" (r, or driftdeck retrain {data_dir} --model {model})"}
+        That profile is what drift is measured against before any model serves.
+        When the batch it came from is excluded (or an older one is included
+        again), it is built again from the first batch that counts; when that
+        batch's rows were not archived (it was unlabeled), it is dropped and the
+        next batch makes it, as the first batch of a new folder does.
+        """
+        folder = self.store.model_state(FOLDER_KEY)
+        if "reference" not in folder:
+            return
+        first = next(iter(self.store.files("ingested")), None)
+        source = folder.get("reference_sha") or next(
+            (record.sha256 for record in self.store.files() if record.status in ("ingested", "excluded")), None)
+        if first is None or source == first.sha256:
+            return
+        try:
+            folder["reference"] = Profile.build(self.archive.read(first.sha256), self.config.schema).to_dict()
+            folder["reference_sha"] = first.sha256
+        except OSError:
+            folder.pop("reference", None)
+            folder.pop("reference_sha", None)
+        self.store.save_model_state(FOLDER_KEY, folder)
 
-
-def _refresh_reference(monitor: Monitor) -> None:
-    """Keep the folder's reference profile on its first batch that is not excluded.
-
-    That profile is what drift is measured against before any model serves.
-    When the batch it came from is excluded (or an older one is included
-    again), it is built again from the first batch that counts; when that
-    batch's rows were not archived (it was unlabeled), it is dropped and the
-    next batch makes it, as the first batch of a new folder does.
-    """
-    from app.monitor import FOLDER_KEY
-
-    store = monitor.store
-    folder = store.model_state(FOLDER_KEY)
-    if "reference" not in folder:
-        return
-    first = next(iter(store.files("ingested")), None)
-    source = folder.get("reference_sha") or next(
-        (record.sha256 for record in store.files() if record.status in ("ingested", "excluded")), None)
-    if first is None or source == first.sha256:
-        return
-    try:
-        folder["reference"] = Profile.build(monitor.read_archived(first.sha256), monitor.config.schema).to_dict()
-        folder["reference_sha"] = first.sha256
-    except OSError:
-        folder.pop("reference", None)
-        folder.pop("reference_sha", None)
-    store.save_model_state(FOLDER_KEY, folder)

@@ -442,6 +442,7 @@ class Monitor:
         folder = self.store.model_state(FOLDER_KEY)
         if "reference" not in folder or not _profiles_schema(folder["reference"], self.config.schema):
             folder["reference"] = Profile.build(batch.frame, self.config.schema).to_dict()
+            folder["reference_sha"] = batch.sha256  # an exclusion of this batch builds it again (app.engine.exclusion)
         serving_before = {name: self.store.serving_version(name) for name in self.runners}
         label_check = None
         if batch.labeled:  # run at most once per batch, and only if a runner asks (see ModelRunner.process)

@@ -7,8 +7,8 @@ model's ``tolerance`` against the metrics recorded at training time is a
 ``code_regression``, reported with the numbers and with what changed in the
 environment and the config since. A check that cannot be completed (nothing
 serving, training batches not archived, retraining raised, an incremental
-model that cannot be retrained from files alone) is never reported as
-validated: its outcome says it could not validate, and why.
+model that cannot be retrained from files alone, a snapshot that learned from
+a batch excluded since) is never reported as validated: its outcome says it could not validate, and why.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from app.engine.archive import BatchArchive
 from app.engine.runner import ModelRunner
 from app.engine.train import split_holdout, training_window
 from app.environment import environment_diff, environment_record
+from app.lineage import taint_of
 from app.snapshots import SnapshotError, read_model
 from app.metrics import get_metric
 from app.training import TrainingFailed, TrainJob
@@ -94,6 +95,10 @@ def reproduce(runner: ModelRunner, archive: BatchArchive) -> Reproduction:
     result = Reproduction(model, serving.version, metric, recorded=data.get("holdout_metrics", {}))
     result.environment_changes = environment_diff(data.get("environment", {}), environment_record())
     result.config_changes = _config_changes(data.get("config", {}), runner.train.config_fields())
+    if (taint := taint_of(runner.store, serving)) is not None:
+        result.problems.append(f"it learned from excluded {', '.join(taint.batches)}, which validate never retrains"
+                               " on; retrain it first")
+        return result
 
     try:
         loaded = read_model(runner.registry.paths.root / serving.path, serving.sha256, warnings_out=result.load_warnings)

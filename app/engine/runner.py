@@ -152,7 +152,8 @@ class ModelRunner:
         """
         serving = self.registry.serving(self.name)
         outcome = BatchOutcome(result={})
-        held = [file_id for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK) if data.get("held_for_retrain")]
+        held = [file_id for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK, counted=True)
+                if data.get("held_for_retrain")]
         ids = sorted(set(self.store.trainable_ids(self.name, newest=self.model.window)) | set(held))
         ids = ids[-self.model.window:] if self.model.window else ids
         if not ids:
@@ -161,6 +162,14 @@ class ModelRunner:
             return outcome
         window = self.train.window(ids)
         self.train.train_and_gate(outcome, window, serving=serving, reason=reason)
+        return outcome
+
+    def repair(self, ids: list[int], against: SnapshotRecord | None, reason: str, note: str) -> BatchOutcome:
+        """Train a candidate on the batches ``ids`` (a tainted snapshot's window less an excluded batch) and gate
+        it against ``against``, the last snapshot that learned from no excluded batch (None: the naive baseline);
+        ``reason`` and ``note`` go into the serving history if it passes (see :mod:`app.engine.exclusion`)."""
+        outcome = BatchOutcome(result={"quality_issues": [], "flags": []})
+        self.train.train_and_gate(outcome, self.train.window(ids), serving=against, reason=reason, note=note)
         return outcome
 
     def _auto_rollback(self, outcome: BatchOutcome, serving: SnapshotRecord, frame: pd.DataFrame) -> bool:

@@ -167,7 +167,9 @@ class CandidateTrainer:
         return self.model.name
 
     def train_and_gate(self, outcome: BatchOutcome, window: TrainingWindow, serving: SnapshotRecord | None, reason: str,
-                        pending: Pending | None = None) -> None:
+                        pending: Pending | None = None, note: str = "") -> None:
+        """Train a candidate on ``window`` and gate it against ``serving`` (usually the serving snapshot; for a
+        repair, the last untainted one). ``reason`` and ``note`` go into the serving history if it passes."""
         result = outcome.result
         version = self.store.next_version(self.name)
         try:
@@ -194,15 +196,16 @@ class CandidateTrainer:
         record = self._snapshot_record(candidate, serving, decision, metric, serving_metrics)
         outcome.writes.append(lambda db: self.store.add_snapshot(record, db=db))
         if decision.passed:
-            detail = decision.reason
+            detail = f"{note}; {decision.reason}" if note else decision.reason
             outcome.pointer_writes.append(lambda db: self.registry.switch_serving(self.name, version, reason, detail, db=db))
             outcome.promoted_models[version] = candidate.model
             result["action"] = "promoted"
             result["action_detail"] = detail
-            frm = f"v{serving.version}" if serving else "nothing"
+            before = self.store.serving_version(self.name)
+            frm = f"v{before}" if before else "nothing"
             outcome.events.append(Event(
                 EventKind.PROMOTED, f"{self.name}: v{version} serves (was {frm}): {detail}", model=self.name,
-                data={"version": version, "from": serving.version if serving else None, "metrics": candidate.metrics, "reason": reason},
+                data={"version": version, "from": before, "metrics": candidate.metrics, "reason": reason},
             ))
         else:
             result["action"] = "rejected"

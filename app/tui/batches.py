@@ -19,7 +19,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Static
 
-from app.report import exclusion_text, literal
+from app.lineage import exclusion_text
+from app.report import literal
 from app.tui.panels import row_table, selected_key
 
 BATCH_COLUMNS = ("batch", "rows", "labels", "status", "learned by")
