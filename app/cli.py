@@ -25,6 +25,7 @@ from app.engine_link import EngineUnavailable
 from app.errorlog import log_error
 from app.events import ERROR_KINDS, Event, EventKind, printable
 from app.headless import INTERRUPTED, event_printer, silence
+from app.lineage import taint_of
 from app.engine.monitor import Monitor, MonitorBusy
 from app.store import StateLost, StoreIncompatible
 from app.workspace import Workspace
@@ -326,8 +327,12 @@ def run_rollback(args) -> int:
 def run_promote(args) -> int:
     with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
         record = workspace.store.snapshot(workspace.config.model(args.model).name, args.version)
+        taint = taint_of(workspace.store, record) if record is not None else None
     if record is not None and record.status == "rejected" and not args.force:
         raise CommandFailed(f"{args.model} v{args.version} was rejected: {record.reason or 'no reason recorded'}; "
+                            "pass --force to serve it anyway")
+    if taint is not None and not args.force:
+        raise CommandFailed(f"{args.model} v{args.version} learned from excluded {', '.join(taint.batches)}; "
                             "pass --force to serve it anyway")
     return _print_result(_run_commands(args, "promote", [args.model], args.version)[0])
 

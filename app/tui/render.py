@@ -342,6 +342,7 @@ def snapshot_cells(row: dict[str, Any], note_width: int = 40) -> tuple[Text, ...
     holdout = number(row["holdout"]) if row["holdout"] is not None else NO_VALUE
     return (
         Text(("▶ " if row["serving"] else "  ") + f"v{row['version']}", style="bold green" if row["serving"] else ""),
+        Text("tainted", style="bold magenta") if row.get("tainted") else
         Text(row["status"].replace("_", " "), style=STATUS_STYLES.get(row["status"], "")),
         Text(holdout),
         Text(f"{files} file{'s' if files != 1 else ''}"),
@@ -352,6 +353,8 @@ def snapshot_cells(row: dict[str, Any], note_width: int = 40) -> tuple[Text, ...
 
 
 def _snapshot_short_note(row: dict[str, Any]) -> str:
+    if row.get("tainted"):
+        return f"learned from excluded {', '.join(row['tainted_by'])}"
     if row["reason"]:
         return row["reason"]
     if row.get("environment_vs_serving"):
@@ -384,6 +387,9 @@ def snapshot_note(row: dict[str, Any], serving_since: dict[str, Any] | None = No
     elif row["gate"]:
         text.append(" · gate: ", style="dim")
         text.append(Text(row["gate"]))
+    if row.get("tainted"):
+        text.append(" · tainted: learned from excluded ", style="bold magenta")
+        text.append(Text(", ".join(row["tainted_by"]), style="magenta"))
     if row["files"]:
         text.append(" · trained on ", style="dim")
         text.append(Text(files_span(row["files"])))
@@ -413,6 +419,9 @@ def promote_question(model: str, row: dict[str, Any], serving: int | None) -> Te
     if row["status"] == "rejected":
         text.append("\nIt was rejected: ", style="bold red")
         text.append(Text(row["reason"] or "no reason recorded", style="red"))
+    if row.get("tainted"):
+        text.append("\nIt learned from excluded ", style="bold magenta")
+        text.append(Text(", ".join(row["tainted_by"]), style="magenta"))
     return text
 
 

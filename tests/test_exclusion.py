@@ -1,0 +1,209 @@
+"""Excluding a bad batch after the fact, through the command line and the engine, on real folders and models.
+
+The base stream: b0 and b1 follow one label rule; b2's labels have its main
+sign inverted (a labelling job gone wrong, which the learnability check cannot
+see: inverted labels are learnable). After it, static-lr serves v1 (b0) and
+dynamic-lr serves v3, trained on b1 and b2 and promoted.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from app.cli import main
+from app.engine.monitor import Monitor
+from app.lineage import taint_of
+from app.workspace import Workspace
+from tests.conftest import make_batch, write_batch, write_config
+
+BAD = "b2.csv"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("exclusion") / "base"
+    folder.mkdir()
+    write_config(folder)
+    for index in range(3):
+        write_batch(folder, f"b{index}.csv", make_batch(index, rows=400, flipped=index == 2))
+    assert main(["watch", str(folder), "--once"]) == 0
+    with Workspace.open(folder, read_only=True) as workspace:
+        serving = workspace.registry.serving("dynamic-lr")
+        assert BAD in serving.data["files"]  # the stream's premise: the serving dynamic model learned from b2
+        assert workspace.store.serving_version("static-lr") == 1
+    return folder
+
+
+@pytest.fixture
+def folder(base: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(base, tmp_path / "data", copy_function=shutil.copy2,
+                                ignore=shutil.ignore_patterns("monitor.lock")))
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def snapshots_json(capsys, folder: Path) -> dict:
+    status, out, _ = run(capsys, "snapshots", str(folder), "--json")
+    assert status == 0
+    return json.loads(out)
+
+
+def test_excluding_a_batch_retrains_the_serving_dynamic_model_without_it(folder: Path, capsys) -> None:
+    with Workspace.open(folder, read_only=True) as workspace:
+        tainted = workspace.registry.serving("dynamic-lr")
+        bad = next(r for r in workspace.store.files() if r.name == BAD)
+        clean = max(r.version for r in workspace.store.snapshots("dynamic-lr")
+                    if r.status in ("retired", "serving") and BAD not in r.data["files"])
+    asked = time.time()
+    status, out, err = run(capsys, "exclude", str(folder), BAD, "--reason", "labels inverted by the vendor")
+    assert status == 0, err
+    with Workspace.open(folder, read_only=True) as workspace:
+        store, registry = workspace.store, workspace.registry
+        assert next(r for r in store.files() if r.name == BAD).status == "excluded"
+        exclusion = store.exclusions()[bad.id]
+        assert exclusion["reason"] == "labels inverted by the vendor" and exclusion["by"] == getpass.getuser()
+        assert asked <= exclusion["time"] <= time.time()
+        serving = registry.serving("dynamic-lr")
+        assert serving.version != tainted.version and taint_of(store, serving) is None
+        change = store.serving_history("dynamic-lr")[-1]
+        assert change.reason == f"excluded {BAD}" and f"v{tainted.version} learned from {BAD}" in change.detail
+        assert serving.version > tainted.version  # the retrain passed the gate: the same window, less the batch
+        assert serving.data["files"] == [name for name in tainted.data["files"] if name != BAD]
+        assert serving.parent == clean  # gated against the last snapshot that did not learn from the batch
+        served = json.loads((workspace.paths.serving / "dynamic-lr.json").read_text())
+        assert (served["version"], served["sha256"]) == (serving.version, serving.sha256)
+        assert served["why"] == f"excluded {BAD}"
+        assert all(flag["kind"] != "tainted" for flag in store.model_state("dynamic-lr")["flags"])
+    assert f"v{serving.version} serves" in out
+
+    write_batch(folder, "b3.csv", make_batch(3, rows=400))
+    assert main(["watch", str(folder), "--once"]) == 0
+    with Workspace.open(folder, read_only=True) as workspace:
+        newest = workspace.store.snapshots("dynamic-lr")[-1]
+        assert "b3.csv" in newest.data["files"] and BAD not in newest.data["files"]
+        assert bad.id not in workspace.store.trainable_ids("dynamic-lr")
+    capsys.readouterr()
+    status, out, _ = run(capsys, "status", str(folder), "--json")
+    report = json.loads(out)
+    assert report["counts"]["excluded"] == 1
+    entry = next(batch for batch in report["batches"] if batch["file"] == BAD)
+    assert entry["status"] == "excluded" and entry["exclusion"]["reason"] == "labels inverted by the vendor"
+
+
+def test_when_the_retrain_fails_the_gate_the_last_untainted_snapshot_serves(folder: Path, capsys) -> None:
+    write_config(folder, **{'window = 2': 'window = 2\nmin_metric = 0.999'})  # no candidate can pass now
+    with Workspace.open(folder, read_only=True) as workspace:
+        tainted = workspace.registry.serving("dynamic-lr").version
+        before = [r for r in workspace.store.snapshots("dynamic-lr") if BAD not in r.data.get("files", [])]
+        expected = max(r.version for r in before if r.status in ("retired", "serving"))
+    status, out, err = run(capsys, "exclude", str(folder), BAD)
+    assert status == 0, err
+    with Workspace.open(folder, read_only=True) as workspace:
+        store = workspace.store
+        assert store.serving_version("dynamic-lr") == expected
+        records = store.snapshots("dynamic-lr")
+        candidate = records[-1]
+        assert candidate.status == "rejected" and BAD not in candidate.data["files"] and "min_metric" in candidate.reason
+        assert store.snapshot("dynamic-lr", tainted).status == "rolled_back"
+        change = store.serving_history("dynamic-lr")[-1]
+        assert (change.version, change.reason) == (expected, f"excluded {BAD}")
+        assert "was rejected" in change.detail
+        assert json.loads((workspace.paths.serving / "dynamic-lr.json").read_text())["version"] == expected
+        # the tainted version is never a rollback target again
+        assert workspace.registry.previous_good("dynamic-lr") is None or \
+            workspace.registry.previous_good("dynamic-lr").version != tainted
+
+
+def test_a_static_model_is_flagged_never_retrained_and_include_undoes_the_taint(folder: Path, capsys) -> None:
+    status, out, err = run(capsys, "exclude", str(folder), "b0.csv", "--reason", "test rows")
+    assert status == 0, err
+    assert "static-lr: v1 learned from it and is flagged tainted" in out
+    with Workspace.open(folder, read_only=True) as workspace:
+        store = workspace.store
+        assert [r.version for r in store.snapshots("static-lr")] == [1]  # never retrained on its own
+        assert store.serving_version("static-lr") == 1
+        state = store.model_state("static-lr")
+        assert state["flags"][0]["kind"] == "tainted" and "b0.csv" in state["flags"][0]["detail"]
+        assert "driftdeck retrain" in state["flags"][0]["detail"] and state["state"] == "stale"
+    listed = snapshots_json(capsys, folder)
+    taint = {(row["model"], row["version"]): (row["tainted"], row["tainted_by"]) for row in listed["snapshots"]}
+    assert taint[("static-lr", 1)] == (True, ["b0.csv"])
+    for (model, version), (flagged, by) in taint.items():
+        with Workspace.open(folder, read_only=True) as workspace:
+            learned = "b0.csv" in workspace.store.snapshot(model, version).data.get("files", [])
+        assert flagged == learned and by == (["b0.csv"] if learned else [])
+    status, out, _ = run(capsys, "validate", str(folder), "--model", "static-lr", "--json")
+    assert status == 2 and "excluded b0.csv" in json.loads(out)[0]["summary"]
+
+    status, out, err = run(capsys, "include", str(folder), "b0.csv")
+    assert status == 0, err
+    assert not any(row["tainted"] for row in snapshots_json(capsys, folder)["snapshots"])
+    with Workspace.open(folder, read_only=True) as workspace:
+        assert all(flag["kind"] != "tainted" for flag in workspace.store.model_state("static-lr")["flags"])
+        assert next(r for r in workspace.store.files() if r.name == "b0.csv").status == "ingested"
+        assert workspace.store.exclusions() == {}
+
+
+def test_what_cannot_be_excluded_is_refused_in_one_line(folder: Path, capsys) -> None:
+    (folder / "broken.csv").write_text("x1,x2\n1\n")
+    assert main(["watch", str(folder), "--once"]) == 0
+    capsys.readouterr()
+    status, _, err = run(capsys, "exclude", str(folder), "nope.csv")
+    assert status == 2 and err.count("\n") == 1 and "nope.csv: no batch of that name" in err
+    status, _, err = run(capsys, "exclude", str(folder), "broken.csv")
+    assert status == 2 and err.count("\n") == 1 and "broken.csv was quarantined" in err
+    status, _, err = run(capsys, "include", str(folder), "b1.csv")
+    assert status == 2 and "b1.csv is not excluded" in err
+    assert run(capsys, "exclude", str(folder), "b1.csv", "--reason", "first")[0] == 0
+    status, _, err = run(capsys, "exclude", str(folder), "b1.csv", "--reason", "second")
+    assert status == 2 and err.count("\n") == 1 and "b1.csv is already excluded" in err and ": first" in err
+    with Workspace.open(folder, read_only=True) as workspace:
+        assert [e["reason"] for e in workspace.store.exclusions().values()] == ["first"]
+
+
+def test_a_running_engine_carries_out_the_exclusion(folder: Path, capsys) -> None:
+    monitor = Monitor(folder)
+    monitor.start()
+    try:
+        status, out, err = run(capsys, "exclude", str(folder), BAD, "--reason", "via the engine")
+        assert status == 0, err
+        assert "handed the exclude to it" in err and f"{BAD}: excluded (via the engine)" in out
+        assert next(r for r in monitor.store.files() if r.name == BAD).status == "excluded"
+        assert monitor.store.serving_history("dynamic-lr")[-1].reason == f"excluded {BAD}"
+        status, out, err = run(capsys, "include", str(folder), BAD)
+        assert status == 0 and "included again" in out
+    finally:
+        monitor.close()
+
+
+def test_the_replay_shows_what_the_batch_cost(folder: Path, capsys) -> None:
+    write_batch(folder, "b3.csv", make_batch(3, rows=400))
+    assert main(["watch", str(folder), "--once"]) == 0
+    capsys.readouterr()
+    status, out, err = run(capsys, "exclude", str(folder), BAD, "--replay", "--json")
+    assert status == 0, err
+    report = json.loads(out)
+    assert report["exclusion"]["file"] == BAD and report["replay"]["file"] == BAD
+    rows = report["replay"]["batches"]
+    assert {(row["file"], row["model"]) for row in rows} == {("b3.csv", "static-lr"), ("b3.csv", "dynamic-lr")}
+    with Workspace.open(folder, read_only=True) as workspace:
+        b3 = next(r for r in workspace.store.files() if r.name == "b3.csv")
+        recorded = {model: data for file_id, model, data in workspace.store.results() if file_id == b3.id}
+    for row in rows:  # with the batch, the replay is the history as it happened
+        assert row["with_version"] == recorded[row["model"]]["serving_version"]
+        assert row["with_value"] == pytest.approx(recorded[row["model"]]["metrics"]["roc_auc"])
+        assert BAD not in row["without_trained_on"]
+    dynamic = next(row for row in rows if row["model"] == "dynamic-lr")
+    assert BAD in dynamic["with_trained_on"]
+    assert dynamic["gain"] == pytest.approx(dynamic["without_value"] - dynamic["with_value"])
+    assert report["replay"]["summary"]["dynamic-lr"]["batches"] == 1
