@@ -156,6 +156,22 @@ def test_a_rollback_through_the_engine_names_both_versions(headless):
         client.close()
 
 
+def test_an_exclusion_through_the_engine_reaches_it_with_its_file_reason_and_asker(headless):
+    folder, engine = headless
+    client = EngineClient(folder)
+    client.acquire()
+    try:
+        command = Command("exclude", file="2025-01-27.jsonl", reason="labels flipped", by="ana")
+        result = client.submit(command).outcome(120)
+        assert (result.data["file"], result.data["reason"], result.data["by"]) == ("2025-01-27.jsonl", "labels flipped", "ana")
+        excluded = next(r for r in client.store.files() if r.name == "2025-01-27.jsonl")
+        assert excluded.status == "excluded"
+        assert client.store.exclusions()[excluded.id]["by"] == "ana"
+        assert client.store.serving_history("dynamic-lr")[-1].reason == "excluded 2025-01-27.jsonl"
+    finally:
+        client.close()
+
+
 def test_a_command_to_a_dead_engine_fails_in_words(folder):
     client = EngineClient(folder)
     client.acquire()
