@@ -158,32 +158,34 @@ def _gain(metric: str | None, with_value: float | None, without_value: float | N
     return get_metric(metric).gain(with_value, without_value)
 
 
-COST_COLUMNS = [TableColumn("batch", 9, no_wrap=True), TableColumn("model", 8, no_wrap=True),
-                TableColumn("with it", 6, no_wrap=True), TableColumn("without it", 7, no_wrap=True),
-                TableColumn("gain without", 5, no_wrap=True)]
+COST_COLUMNS = [TableColumn("batch", 9, no_wrap=True), TableColumn("model", 6, no_wrap=True),
+                TableColumn("with it", 8, no_wrap=True), TableColumn("without it", 8, no_wrap=True),
+                TableColumn("gain without", 7, no_wrap=True)]
 
 
 def cost_table(cost: ReplayCost, width: int) -> Table:
     """The replay as a table: per later batch and model, version and metric with and without the batch."""
     rows = []
     for row in cost.rows:
-        rows.append((literal(row.file), literal(row.model), literal(_cell(row.with_version, row.metric, row.with_value)),
-                     literal(_cell(row.without_version, row.metric, row.without_value)),
+        rows.append((literal(row.file), literal(row.model), literal(_cell(row.with_version, row.with_value)),
+                     literal(_cell(row.without_version, row.without_value)),
                      literal("—" if row.gain is None else f"{row.gain:+.4f}",
                              style="" if row.gain is None or abs(row.gain) < 1e-12 else
                              "green" if row.gain > 0 else "red")))
-    table = fitted_table(f"Without {cost.file}: the batches after it, replayed", COST_COLUMNS, rows, width)
+    table = fitted_table(f"Without {cost.file}: each later batch's primary metric, replayed with and without it",
+                         COST_COLUMNS, rows, width)
     lines = []
     for model, entry in cost.summary().items():
         mean = "—" if entry["mean_gain"] is None else f"{entry['mean_gain']:+.4f}"
-        lines.append(f"{model}: {entry['metric'] or 'metric'} {mean} on average over {entry['batches']} labeled batch(es);"
-                     f" another model served {entry['other_model']} of them")
+        lines.append(f"{model} ({entry['metric'] or 'no metric'}): {mean} on average over {entry['batches']} labeled"
+                     f" batch(es) without it; another model scored {entry['other_model']} of them")
     if cost.not_archived:
         lines.append(f"not archived (unlabeled), left out of both replays: {', '.join(cost.not_archived)}")
     table.caption = Text("\n").join(literal(line) for line in lines) if lines else None
     return table
 
 
-def _cell(version: int | None, metric: str | None, value: float | None) -> str:
+def _cell(version: int | None, value: float | None) -> str:
+    """The version that scored a batch and its metric on it: "v27 0.7782"."""
     served = f"v{version}" if version is not None else "nothing"
-    return served if value is None else f"{served} {metric} {value:.4f}"
+    return served if value is None else f"{served} {value:.4f}"

@@ -117,6 +117,7 @@ def test_the_replay_with_the_batch_reproduces_history_and_without_it_no_model_le
     assert summary["batches"] == 2 and summary["other_model"] >= 1
     text = _render(cost_table(cost, 120))
     assert "Without b2.csv" in text and "dynamic-lr" in text and f"{dynamic_b3.gain:+.4f}" in text
+    assert f"v{dynamic_b3.with_version} {dynamic_b3.with_value:.4f}" in text
 
 
 def _render(table) -> str:
