@@ -13,7 +13,6 @@ and must only hand them on (the TUI posts a message; the headless printer prints
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import itertools
 import os
@@ -33,6 +32,7 @@ from app.engine.assess import label_stats
 from app.engine.commit import Committer
 from app.engine.dispatch import Dispatcher
 from app.engine.intake import Arrival, Intake
+from app.engine.lock import FolderLock
 from app.engine.records import FOLDER_KEY, Pending
 from app.engine.runner import ModelRunner
 from app.errorlog import log_error
@@ -50,15 +50,6 @@ COMMAND_POLL_SECONDS = 0.5
 STOP_PRIORITY, COMMAND_PRIORITY, FILE_PRIORITY = 0, 1, 2
 MONITOR_THREADS = 1  # BLAS/OpenMP threads for in-process scoring: a core stays free for the UI
 ONCE_SETTLE_INTERVALS = 10  # --once waits this many settle intervals at most for a file still being written
-
-
-class MonitorBusy(Exception):
-    """Another driftdeck process holds this data folder: ``role`` is "watch" or the command it carries out."""
-
-    def __init__(self, message: str, pid: int | None, role: str | None) -> None:
-        super().__init__(message)
-        self.pid = pid
-        self.role = role
 
 
 class Monitor:
@@ -91,7 +82,7 @@ class Monitor:
         self._deferred: dict[Path, None] = {}
         self._thread: threading.Thread | None = None
         self._watcher: FolderWatcher | None = None
-        self._lock_handle: int | None = None  # a descriptor of the data folder, flocked
+        self.lock = FolderLock(self.data_dir, self.paths.lock)
         self._stopping = threading.Event()
         self.fatal: str | None = None  # why the monitor stopped for good (its state is gone), or None
         self.archive = BatchArchive(self.paths.batches, self.store, self.config)
@@ -132,40 +123,12 @@ class Monitor:
         self._subscribers.append(callback)
 
     def acquire(self, role: str = "watch") -> None:
-        """Take the data folder's lock: one process per folder, watching (``role`` "watch") or one command.
-
-        The lock is held on the data folder itself, so it survives the state
-        folder being moved aside or deleted; ``monitor.lock`` in the state
-        folder names the process that holds it and what for ("PID ROLE").
-        """
-        folder = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(folder)
-            try:
-                holder = self.paths.lock.read_text().split()
-            except OSError:
-                holder = []
-            raise self._busy(holder) from None
-        self._lock_handle = folder
-        self.paths.lock.write_text(f"{os.getpid()} {role}")
-
-    def _busy(self, holder: list[str]) -> MonitorBusy:
-        """Who holds the lock, from what it wrote there ("PID ROLE"; a lock just taken may be empty)."""
-        pid = int(holder[0]) if holder and holder[0].isdigit() else None
-        role = holder[1] if len(holder) > 1 else None
-        if role == "watch":
-            return MonitorBusy(f"another driftdeck (pid {pid}) is already watching {self.data_dir}", pid, role)
-        if role is None:  # the state folder (and the note in it) moved aside, or a lock taken this instant
-            return MonitorBusy(f"another driftdeck (pid {pid or '?'}) is already watching {self.data_dir} or carrying"
-                               " out a command in it", pid, role)
-        return MonitorBusy(f"another driftdeck (pid {pid or '?'}) is carrying out a {role} in {self.data_dir}",
-                           pid, role)
+        """Take the data folder's lock for ``role`` ("watch", or the command this process carries out)."""
+        self.lock.acquire(role)
 
     def start(self) -> None:
         """Start the worker thread and the folder watcher (files already there are picked up)."""
-        if self._lock_handle is None:
+        if not self.lock.held:
             self.acquire()
         self._start_training_server()
         self._thread = threading.Thread(target=self._work, name="driftdeck-monitor", daemon=True)
@@ -185,7 +148,7 @@ class Monitor:
         ``ONCE_SETTLE_INTERVALS`` settle intervals with nothing else to do: it
         is then left for the next run, with a ``file_skipped`` event.
         """
-        if self._lock_handle is None:
+        if not self.lock.held:
             self.acquire()
         self._start_training_server()
         self._announce_config_changes()
@@ -235,9 +198,7 @@ class Monitor:
         self._withdraw_queued()
         self.trainer.close()
         self.store.close()
-        if self._lock_handle is not None:
-            os.close(self._lock_handle)
-            self._lock_handle = None
+        self.lock.release()
 
     def _withdraw_queued(self) -> None:
         """Answer every command still waiting: nobody is left to carry it out."""
