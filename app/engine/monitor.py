@@ -31,9 +31,9 @@ from app.engine.archive import BatchArchive
 from app.engine.assess import label_stats
 from app.engine.commit import Committer
 from app.engine.dispatch import Dispatcher
-from app.engine.intake import Arrival, Intake
+from app.engine.intake import ENVIRONMENT_FAULTS, Arrival, Intake
 from app.engine.lock import FolderLock
-from app.engine.records import FOLDER_KEY, Pending
+from app.engine.records import FOLDER_KEY, BatchOutcome, Pending
 from app.engine.runner import ModelRunner
 from app.errorlog import log_error
 from app.events import Event, EventKind
@@ -43,6 +43,7 @@ from app.snapshots import SnapshotError
 from app.stats.profile import NumericProfile, Profile
 from app.store import StateLost
 from app.training import Trainer
+from app.validation import Batch
 from app.watcher import FolderWatcher
 from app.workspace import Workspace
 
@@ -393,23 +394,40 @@ class Monitor:
             self._watcher.touch(path)
 
     def _ingest(self, arrival: Arrival) -> None:
-        """Every model's outcome for a new batch, committed together."""
+        """Every model's outcome for a new batch, committed together.
+
+        A batch that raises before its commit for a reason of its own (not a fault of the disk, the
+        database or the state folder) is quarantined with the reason, not tried again at every start.
+        """
         batch = arrival.batch
         for warning in batch.warnings:
             self.emit(Event(EventKind.FILE_SEEN, f"{batch.name}: {warning}", file=batch.name, data={"warning": warning}))
+        serving_before = {name: self.store.serving_version(name) for name in self.runners}
+        outcomes: dict[str, BatchOutcome] = {}
+        try:
+            with self.committer.discarding_uncommitted_snapshots(outcomes):
+                folder = self._assess_and_train(batch, outcomes)
+        except ENVIRONMENT_FAULTS:
+            raise
+        except Exception as error:  # noqa: BLE001 - one batch that cannot be handled must not stop the monitor
+            self._set_training(None)
+            self.intake.quarantine_unhandled(arrival.snapshot, error)
+            return
+        self.committer.commit(arrival.snapshot, batch, outcomes, serving_before=serving_before, folder=folder)
+
+    def _assess_and_train(self, batch: Batch, outcomes: dict[str, BatchOutcome]) -> dict[str, Any]:
+        """Fill ``outcomes`` with each model's outcome for ``batch``; return the folder-wide facts to store."""
         pending = Pending()
         if batch.labeled:
             pending.add(lambda: self.archive.archive(batch))
         folder = self.store.model_state(FOLDER_KEY)
         if "reference" not in folder or not _profiles_schema(folder["reference"], self.config.schema):
             folder["reference"] = Profile.build(batch.frame, self.config.schema).to_dict()
-        serving_before = {name: self.store.serving_version(name) for name in self.runners}
         label_check = None
         if batch.labeled:  # run at most once per batch, and only if a runner asks (see ModelRunner.process)
             label_check = functools.cache(functools.partial(
                 label_signal_issue, batch.frame, self.config.schema, self.config.target, self.config.task,
                 self.config.timestamp))
-        outcomes = {}
         for name, runner in self.runners.items():
             outcomes[name] = runner.process(batch, folder, pending, label_check)
         self._set_training(None)
@@ -417,7 +435,7 @@ class Monitor:
         pending.run()
         if batch.labeled and self.config.target:
             folder["previous_labels"] = label_stats(batch.frame[self.config.target], self.config.task)
-        self.committer.commit(arrival.snapshot, batch, outcomes, serving_before=serving_before, folder=folder)
+        return folder
 
     def _repair_serving_file(self, name: str) -> None:
         try:
