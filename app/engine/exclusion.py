@@ -6,10 +6,11 @@ validation uses it, and every snapshot that learned from it is tainted (see
 :mod:`app.lineage`). A serving snapshot that is tainted is dealt with at once:
 
 - dynamic: retrained on its own window less the batch; the candidate faces the
-  gate against the last untainted snapshot that served. If it fails (or
-  nothing is left to train on), that snapshot serves again. With no untainted
-  snapshot at all, the candidate faces the naive baseline as a first model
-  does; if it fails too, the tainted one keeps serving, flagged.
+  gate against the last untainted snapshot that served (and, as every
+  candidate, the naive baseline). If it fails (or nothing is left to train
+  on), that snapshot serves again. With no untainted snapshot at all, only
+  the naive baseline stands in its way; failing that, the tainted one keeps
+  serving, flagged.
 - static: flagged ``tainted``, with a retrain offered; it never retrains on
   its own.
 
@@ -158,7 +159,7 @@ class Excluder:
             serving_before = self.store.serving_version(name)
         self.set_training(name)
         try:
-            against = f"gated against v{good.version}" if good else "no snapshot without it: gated as a first model"
+            against = f"gated against v{good.version}" if good else "no snapshot without it: gated against the naive baseline"
             outcome = runner.repair(ids, against=good, reason=why,
                                     note=f"v{serving.version} learned from {why.removeprefix('excluded ')}; retrained"
                                          f" without it on the rest of its window, {against}")
