@@ -1,9 +1,10 @@
 """Excluding a bad batch after the fact, through the command line and the engine, on real folders and models.
 
-The base stream: b0 and b1 follow one label rule; b2's labels have its main
-sign inverted (a labelling job gone wrong, which the learnability check cannot
-see: inverted labels are learnable). After it, static-lr serves v1 (b0) and
-dynamic-lr serves v3, trained on b1 and b2 and promoted.
+The base stream: b0 and b1 follow one label rule; b2's labels were joined from
+another target (they follow x3, which the real label ignores): a pipeline gone
+wrong that no check on the batch alone can see, since such labels are
+learnable. After it, static-lr serves v1 (b0) and dynamic-lr serves a snapshot
+trained on b1 and b2.
 """
 
 from __future__ import annotations
@@ -25,13 +26,19 @@ from tests.conftest import make_batch, write_batch, write_config
 BAD = "b2.csv"
 
 
+def wrong_target(frame):
+    """``frame`` with labels that follow x3 instead of the stream's rule."""
+    return frame.assign(label=(frame["x3"] > 0).astype(int))
+
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("exclusion") / "base"
     folder.mkdir()
     write_config(folder)
     for index in range(3):
-        write_batch(folder, f"b{index}.csv", make_batch(index, rows=400, flipped=index == 2))
+        write_batch(folder, f"b{index}.csv", wrong_target(make_batch(index, rows=400)) if index == 2 else
+                    make_batch(index, rows=400))
     assert main(["watch", str(folder), "--once"]) == 0
     with Workspace.open(folder, read_only=True) as workspace:
         serving = workspace.registry.serving("dynamic-lr")

@@ -17,11 +17,13 @@ from tests.conftest import make_batch, write_batch, write_config
 
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory) -> Path:
-    """Five batches; the third has its labels' main rule inverted (a labelling job gone wrong)."""
+    """Five batches; the third's labels were joined from another target (they follow x3, which the real label
+    ignores)."""
     folder = tmp_path_factory.mktemp("cost")
     write_config(folder)
     for index in range(5):
-        write_batch(folder, f"b{index}.csv", make_batch(index, flipped=index == 2))
+        frame = make_batch(index)
+        write_batch(folder, f"b{index}.csv", frame.assign(label=(frame["x3"] > 0).astype(int)) if index == 2 else frame)
     monitor = Monitor(folder)
     try:
         monitor.run_once()

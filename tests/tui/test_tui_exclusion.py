@@ -1,7 +1,7 @@
 """Excluding a batch from the live monitor (``x``), driven with Textual's Pilot on a real folder and monitor.
 
-In the seeded base folder (see ``tui_support``) dynamic-lr serves v4, trained
-on 2025-01-20.csv and 2025-01-27.jsonl (whose label rule is flipped).
+In the seeded base folder (see ``tui_support``) dynamic-lr serves a snapshot
+trained on 2025-01-13.parquet and 2025-01-20.csv (where x3 moved).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from app.tui.batches import BatchesScreen, ExcludeScreen
 from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, wait_until
 
 SIZE = (160, 48)
-BAD = "2025-01-27.jsonl"
+BAD = "2025-01-20.csv"
 
 
 @pytest.fixture(scope="session")
@@ -50,11 +50,13 @@ async def pick(pilot, name: str) -> None:
 
 
 async def test_x_lists_the_batches_and_excludes_one_only_after_a_yes(monitor: Monitor) -> None:
+    tainted = monitor.registry.serving("dynamic-lr")
+    assert BAD in tainted.data["files"]  # the premise: the serving dynamic model learned from it
     app = DriftDeckApp(monitor, clock=lambda: FIXED_NOW)
     async with app.run_test(size=SIZE) as pilot:
         await pick(pilot, BAD)
         question = str(app.screen.query_one("Static").content)
-        assert f"Exclude {BAD}?" in question and "dynamic-lr v4" in question
+        assert f"Exclude {BAD}?" in question and f"v{tainted.version}" in question and "dynamic-lr" in question
         assert status_of(monitor, BAD) == "ingested"  # asked, not done
         app.screen.query_one("#exclude-reason", Input).value = "labels flipped"
         await pilot.press("enter")
@@ -67,9 +69,10 @@ async def test_x_lists_the_batches_and_excludes_one_only_after_a_yes(monitor: Mo
         await wait_until(pilot, lambda: app.dashboard is not None and app.dashboard.model == "dynamic-lr"
                          and any(row["tainted"] for row in app.dashboard.snapshots), what="the taint in the dashboard")
         table = app.query_one("#snapshots-table", DataTable)
-        assert table.get_cell("4", "status").plain == "tainted"
-        assert table.get_cell("4", "note").plain.startswith("learned from excluded")
-        table.move_cursor(row=table.get_row_index("4"))
+        key = str(tainted.version)
+        assert table.get_cell(key, "status").plain == "tainted"
+        assert table.get_cell(key, "note").plain.startswith("learned from excluded")
+        table.move_cursor(row=table.get_row_index(key))
         await wait_until(pilot, lambda: f"tainted: learned from excluded {BAD}" in
                          app.query_one("#snapshot-note", Static).content.plain, what="the highlighted snapshot's note")
 
