@@ -41,7 +41,9 @@ async def pick(pilot, name: str) -> None:
     app = pilot.app
     await wait_until(pilot, lambda: app.loads_applied >= 1, what="the first load")
     await pilot.press("x")
-    await wait_until(pilot, lambda: isinstance(app.screen, BatchesScreen), what="the batches screen")
+    await wait_until(pilot, lambda: isinstance(app.screen, BatchesScreen) and app.screen.is_mounted
+                     and app.screen.query_one("#batches-table", DataTable).row_count == len(app.screen.rows),
+                     what="the batches screen")
     table = app.screen.query_one("#batches-table", DataTable)
     key = next(key for key, row in app.screen.rows.items() if row["file"] == name)
     table.move_cursor(row=table.get_row_index(key))
