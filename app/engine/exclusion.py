@@ -32,7 +32,7 @@ from app.config import Config
 from app.engine.archive import BatchArchive
 from app.engine.assess import state_word
 from app.engine.commit import Committer
-from app.engine.records import FOLDER_KEY, BatchOutcome
+from app.engine.records import FOLDER_KEY, BatchOutcome, BatchResult
 from app.engine.runner import ModelRunner
 from app.events import Event, EventKind
 from app.lineage import TAINTED, excluded_batches, exclusion_text, repair_batches, taint_of, tainted_flag
@@ -134,7 +134,7 @@ class Excluder:
                     f" driftdeck retrain {self.config.data_dir} --model {name})"), None
         good = self.registry.last_untainted(name)
         outcome = self._retrain_without(name, runner, serving, good, why, excluded)
-        promoted = outcome is not None and outcome.result.get("action") == "promoted"
+        promoted = outcome is not None and outcome.result.action == "promoted"
         if not promoted and good is not None:
             self._serve_untainted(name, serving.version, good.version, why, outcome)
         now = self.store.serving_version(name)
@@ -170,7 +170,7 @@ class Excluder:
 
     def _serve_untainted(self, name: str, tainted: int, good: int, why: str, outcome: BatchOutcome | None) -> None:
         """Serve ``good`` again in place of the tainted ``tainted``: its retrain was rejected, or there was none."""
-        retrain = (f"its retrain without it was rejected ({outcome.result.get('action_detail', '')})"
+        retrain = (f"its retrain without it was rejected ({outcome.result.action_detail or ''})"
                    if outcome is not None else "nothing else in its window to retrain on")
         detail = f"v{tainted} learned from {why.removeprefix('excluded ')}; {retrain}; v{good} did not"
         with self.pointer_lock:
@@ -191,17 +191,17 @@ class Excluder:
         if not state:
             return
         newest = self.store.results(name, limit=1, counted=True)
-        result = newest[0][2] if newest else {}
+        result = BatchResult.from_dict(newest[0][2]) if newest else BatchResult()
         flags = state.get("flags", [])
         if not newest or toggled.id >= newest[0][0]:
             standing = [flag for flag in flags if flag["kind"] == "code_regression"]
-            flags = standing + [flag for flag in result.get("flags", []) if flag["kind"] != "code_regression"]
+            flags = standing + [flag for flag in result.flags or [] if flag["kind"] != "code_regression"]
         flags = [flag for flag in flags if flag["kind"] != TAINTED]
         serving = self.registry.serving(name)
         if serving is not None and (taint := taint_of(self.store, serving, excluded)) is not None:
             flags.insert(0, tainted_flag(serving.version, taint.batches, self.config.data_dir, name))
         self.store.save_model_state(name, {**state, "flags": flags, "verdict": self.runners[name].assess.verdict().to_dict(),
-                                           "state": state_word(flags, result.get("feature_drift", {}))})
+                                           "state": state_word(flags, result.feature_drift or {})})
 
     # --- the folder's reference -----------------------------------------------------
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from app.config import Config, ModelConfig
 from app.engine.assess import Assessor
-from app.engine.records import BatchOutcome, Pending
+from app.engine.records import BatchOutcome, BatchResult, Pending
 from app.engine.train import CandidateTrainer
 from app.events import Event, EventKind
 from app.metrics import get_metric
@@ -79,7 +79,7 @@ class ModelRunner:
         """
         frame, labeled = batch.frame, batch.labeled
         serving = self.registry.serving(self.name)
-        outcome = BatchOutcome(result={"labeled": labeled, "serving_version": serving.version if serving else None})
+        outcome = BatchOutcome(BatchResult(labeled=labeled, serving_version=serving.version if serving else None))
         if serving is not None and (changes := self.assess.config_changes(serving)):
             return self._not_scored(outcome, serving, changes)
         result = outcome.result
@@ -96,20 +96,20 @@ class ModelRunner:
             pending.add(lambda: write_predictions(path, rows))
         vocabulary, new_classes = self.assess.vocabulary_issue(frame, serving) if labeled else (None, [])
         if vocabulary:
-            result["new_classes"] = new_classes
-            result["held_for_retrain"] = not issues and new_classes != sorted(map(str, frame[self.config.target].dropna().unique()))
+            result.new_classes = new_classes
+            result.held_for_retrain = not issues and new_classes != sorted(map(str, frame[self.config.target].dropna().unique()))
             issues.append(vocabulary)
         elif label_check is not None and not self.assess.labels_carry_signal(result) and (issue := label_check()):
             issues.append(issue)
-        result["quality_issues"] = issues
-        result["trainable"] = labeled and not issues
+        result.quality_issues = issues
+        result.trainable = labeled and not issues
         flags = self.assess.flags(result, serving, labeled)
-        result["flags"] = flags
-        result["action"] = "flagged" if flags and serving else "none"
+        result.flags = flags
+        result.action = "flagged" if flags and serving else "none"
 
         if serving is None:
             self._maybe_bootstrap(outcome, batch, pending)
-        elif result["trainable"]:
+        elif result.trainable:
             if self.model.is_dynamic:
                 self._dynamic_step(outcome, serving, batch, pending)
             else:
@@ -121,19 +121,21 @@ class ModelRunner:
         """A serving model trained for another config: nothing is measured against it, it trains nothing by itself."""
         detail = f"v{serving.version} was trained on another config ({'; '.join(changes)}): not scored until retrained"
         flags = [{"kind": "config_changed", "detail": detail}]
-        outcome.result.update(config_changes=changes, flags=flags, action="none", feature_drift={},
-                              drifted_features=[], quality_issues=[], trainable=outcome.result["labeled"])
+        result = outcome.result
+        result.config_changes, result.flags, result.action = changes, flags, "none"
+        result.feature_drift, result.drifted_features, result.quality_issues = {}, [], []
+        result.trainable = result.labeled
         return outcome  # its state is left as it was: the report shows it trained for another config (app.report)
 
     # --- policies -------------------------------------------------------------------
 
     def _maybe_bootstrap(self, outcome: BatchOutcome, batch: Batch, pending: Pending) -> None:
-        if not outcome.result["trainable"]:
+        if not outcome.result.trainable:
             return
         needed = self.model.bootstrap_batches
         earlier = self.store.trainable_ids(self.name, newest=needed)
         if len(earlier) + 1 < needed:
-            outcome.result["action_detail"] = f"collecting labeled batches to train version 1 ({len(earlier) + 1} of {needed})"
+            outcome.result.action_detail = f"collecting labeled batches to train version 1 ({len(earlier) + 1} of {needed})"
             return
         window = self.train.window(self.train.newest_trainable(needed), batch)
         self.train.train_and_gate(outcome, window, serving=None, reason="bootstrap", pending=pending)
@@ -151,14 +153,14 @@ class ModelRunner:
         :meth:`~app.engine.assess.Assessor.vocabulary_issue`) count here: an explicit retrain is how a new class joins.
         """
         serving = self.registry.serving(self.name)
-        outcome = BatchOutcome(result={})
+        outcome = BatchOutcome(BatchResult())
         held = [file_id for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK, counted=True)
-                if data.get("held_for_retrain")]
+                if BatchResult.from_dict(data).held_for_retrain]
         ids = sorted(set(self.store.trainable_ids(self.name, newest=self.model.window)) | set(held))
         ids = ids[-self.model.window:] if self.model.window else ids
         if not ids:
             outcome.events.append(Event(EventKind.REJECTED, f"{self.name}: no labeled batches to retrain on", model=self.name))
-            outcome.result["action"] = "rejected"
+            outcome.result.action = "rejected"
             return outcome
         window = self.train.window(ids)
         self.train.train_and_gate(outcome, window, serving=serving, reason=reason)
@@ -168,7 +170,7 @@ class ModelRunner:
         """Train a candidate on the batches ``ids`` (a tainted snapshot's window less an excluded batch) and gate
         it against ``against``, the last snapshot that learned from no excluded batch (None: the naive baseline);
         ``reason`` and ``note`` go into the serving history if it passes (see :mod:`app.engine.exclusion`)."""
-        outcome = BatchOutcome(result={"quality_issues": [], "flags": []})
+        outcome = BatchOutcome(BatchResult())
         self.train.train_and_gate(outcome, self.train.window(ids), serving=against, reason=reason, note=note)
         return outcome
 
@@ -177,16 +179,16 @@ class ModelRunner:
         if not (self.model.auto_rollback and history and history[-1].reason == "promoted"):
             return False
         previous = self.registry.previous_good(self.name)
-        metrics = outcome.result.get("metrics")
+        metrics = outcome.result.metrics
         if previous is None or not metrics:
             return False
         try:
             previous_model = self.registry.load(self.name, previous.version)
         except SnapshotError:
             return False
-        metric_name = outcome.result["metric"]
+        metric_name = outcome.result.metric
         previous_metrics = self.assess.evaluate(previous_model, frame)
-        outcome.result["previous_metrics"] = previous_metrics
+        outcome.result.previous_metrics = previous_metrics
         now, before = metrics.get(metric_name), previous_metrics.get(metric_name)
         if now is None or before is None:
             return False
@@ -198,13 +200,13 @@ class ModelRunner:
         outcome.pointer_writes.append(
             lambda db: self.registry.switch_serving(self.name, previous.version, "auto_rollback", detail, old_status="rolled_back", db=db)
         )
-        outcome.result["action"] = "rolled_back"
-        outcome.result["action_detail"] = detail
+        outcome.result.action = "rolled_back"
+        outcome.result.action_detail = detail
         outcome.events.append(Event(
             EventKind.ROLLED_BACK, f"{self.name}: rolled back v{serving.version} → v{previous.version}: {detail}",
             model=self.name, data={"from": serving.version, "to": previous.version, "automatic": True},
         ))
-        outcome.result["flags"].insert(0, {"kind": "performance_drop", "detail": f"automatic rollback: {detail}"})
+        outcome.result.flags.insert(0, {"kind": "performance_drop", "detail": f"automatic rollback: {detail}"})
         return True
 
     def _refresh_static_shadow(self, outcome: BatchOutcome, batch: Batch, pending: Pending) -> None:
@@ -214,9 +216,9 @@ class ModelRunner:
         try:
             self.static_shadow = self.train.trainer.run(self.train.training_job(window), meanwhile=pending.run).model
         except TrainingFailed as error:
-            outcome.result["shadow_error"] = str(error)
+            outcome.result.shadow_error = str(error)
             return
-        outcome.result["shadow_train_seconds"] = time.perf_counter() - started
+        outcome.result.shadow_train_seconds = time.perf_counter() - started
 
     def _shadow_model(self, serving: SnapshotRecord) -> Any | None:
         if not self.model.is_dynamic:
