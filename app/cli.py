@@ -428,29 +428,15 @@ def run_exclude(args) -> int:
 
 
 def _replay_without(args):
-    """What the excluded batch cost: the archived batches replayed with and without it (see app.exclusion_cost)."""
-    from app.engine.archive import BatchArchive
-    from app.exclusion_cost import ArchivedBatch, replay_cost
+    """What the excluded batch cost (see app.exclusion_cost); None, said on stderr, when it trained nothing."""
+    from app.exclusion_cost import replay_excluded
 
     print(f"replaying the batches after {printable(args.file)} with and without it…", file=sys.stderr, flush=True)
     with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
-        archive = BatchArchive(workspace.paths.batches, workspace.store, workspace.config)
-        ledger = [r for r in workspace.store.files() if r.status in ("ingested", "excluded")]
-        target = next(r for r in reversed(ledger) if r.name == args.file and r.status == "excluded")
-        batches, not_archived = [], []
-        for record in ledger:
-            if record.status == "excluded" and record.id != target.id:
-                continue  # excluded before: in neither replay
-            path = archive.path(record.sha256)
-            if path.is_file():
-                batches.append(ArchivedBatch(record.name, record.sha256, path))
-            elif record.id != target.id:
-                not_archived.append(record.name)
-        left_out = next((batch for batch in batches if batch.sha256 == target.sha256), None)
-        if left_out is None:
-            raise CommandFailed(f"{args.file} was excluded, but its rows were never archived (it was unlabeled): it"
-                                " trained nothing, so there is nothing to replay")
-        return replay_cost(workspace.data_dir, batches, left_out, not_archived)
+        cost = replay_excluded(workspace, args.file)
+    if cost is None:
+        print(f"nothing to replay: {printable(args.file)} was unlabeled, so it trained nothing", file=sys.stderr)
+    return cost
 
 
 def run_include(args) -> int:

@@ -27,9 +27,11 @@ from rich.table import Table
 from rich.text import Text
 
 from app.config import CONFIG_NAME
+from app.engine.archive import BatchArchive
 from app.engine.monitor import Monitor
 from app.metrics import get_metric
 from app.report import TableColumn, fitted_table, literal
+from app.workspace import Workspace
 
 SETTLED_AGO_SECONDS = 3600  # replay files are dated back this far, so the engine reads them at once
 
@@ -95,6 +97,25 @@ class ReplayCost:
                 entry["batches"] += 1
                 entry["mean_gain"] = total / entry["batches"]
         return models
+
+
+def replay_excluded(workspace: Workspace, file: str) -> ReplayCost | None:
+    """The replay of the excluded batch ``file`` in ``workspace`` (opened read-only): every batch that
+    reached the models, in ledger order, less those excluded before; None when ``file``'s rows were never
+    archived (it was unlabeled and trained nothing)."""
+    archive = BatchArchive(workspace.paths.batches, workspace.store, workspace.config)
+    ledger = [record for record in workspace.store.files() if record.status in ("ingested", "excluded")]
+    target = next(record for record in reversed(ledger) if record.name == file and record.status == "excluded")
+    batches, not_archived = [], []
+    for record in ledger:
+        if record.status == "excluded" and record.id != target.id:
+            continue  # excluded before: in neither replay
+        if archive.path(record.sha256).is_file():
+            batches.append(ArchivedBatch(record.name, record.sha256, archive.path(record.sha256)))
+        elif record.id != target.id:
+            not_archived.append(record.name)
+    left_out = next((batch for batch in batches if batch.sha256 == target.sha256), None)
+    return replay_cost(workspace.data_dir, batches, left_out, not_archived) if left_out else None
 
 
 def replay_cost(data_dir: Path, batches: list[ArchivedBatch], left_out: ArchivedBatch,

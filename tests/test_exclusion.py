@@ -214,3 +214,17 @@ def test_the_replay_shows_what_the_batch_cost(folder: Path, capsys) -> None:
     assert BAD in dynamic["with_trained_on"]
     assert dynamic["gain"] == pytest.approx(dynamic["without_value"] - dynamic["with_value"])
     assert report["replay"]["summary"]["dynamic-lr"]["batches"] == 1
+
+
+def test_an_unlabeled_batch_is_excluded_and_its_replay_says_there_is_nothing_to_replay(folder: Path, capsys) -> None:
+    write_batch(folder, "u3.csv", make_batch(3, rows=400).drop(columns=["label"]))
+    assert main(["watch", str(folder), "--once"]) == 0
+    capsys.readouterr()
+    with Workspace.open(folder, read_only=True) as workspace:
+        serving = {name: workspace.store.serving_version(name) for name in ("static-lr", "dynamic-lr")}
+    status, out, err = run(capsys, "exclude", str(folder), "u3.csv", "--replay")
+    assert status == 0, err
+    assert "u3.csv: excluded; no serving model learned from it" in out
+    assert "nothing to replay: u3.csv was unlabeled" in err
+    with Workspace.open(folder, read_only=True) as workspace:
+        assert {name: workspace.store.serving_version(name) for name in serving} == serving
