@@ -98,3 +98,4 @@ async def test_an_excluded_batch_is_included_again_from_the_same_screen(monitor:
         await pilot.click("#yes")
         await wait_until(pilot, lambda: status_of(monitor, BAD) == "ingested", timeout=60, what="the inclusion")
         assert monitor.store.exclusions() == {}
+        await wait_until(pilot, lambda: app.dashboard.counts["excluded"] == 0, what="the dashboard without it")
