@@ -13,17 +13,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from app.stats.drift import (
-    DRIFTED,
-    STABLE,
-    chi2_pvalue,
-    drifted_columns,
-    feature_drift,
-    holm_rejections,
-    numeric_groups,
-    pack_rare_categories,
-    psi,
-)
+from app.stats.calibration import chi2_pvalue, holm_rejections, numeric_groups, pack_rare_categories
+from app.stats.drift import DRIFTED, STABLE, drifted_columns, feature_drift, psi
 from app.stats.profile import Profile, profile_numeric, reference_numeric
 
 REFERENCE_ROWS = 100_000
