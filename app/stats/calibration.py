@@ -13,7 +13,8 @@ sampling does not explain:
   * the test of change of one column (chi-square on the dense groups, exact
     tests of sparse ones and of values outside the reference's range, and KS
     for numeric columns);
-  * the correction across a batch's columns.
+  * the correction across a batch's columns (Benjamini-Hochberg);
+  * the least PSI that does not show a change to be smaller than a threshold.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from app.stats.profile import CategoricalProfile, NumericProfile
 PSI_GROUPS = 10
 # Cochran's rule for the chi-square approximation: at least 5 expected rows a group.
 MIN_EXPECTED_ROWS = 5
+# A PSI significantly below psi_threshold at this level shows the change to be smaller (see ``psi_floor``).
+EFFECT_LEVEL = 0.05
 
 
 @dataclass(frozen=True)
@@ -37,15 +40,16 @@ class GroupedCounts:
     ``sparse``: per group, whether the smaller sample is expected (at the
     reference's shares) to put fewer than ``MIN_EXPECTED_ROWS`` rows in it,
     too few for the chi-square approximation; such a group is tested exactly.
-    ``outside``: (reference, current) rows outside the reference's range, which
-    the outer groups hold; they are also tested exactly as a group of their
-    own (None when no group holds them together with values inside the range).
+    ``outside``: current rows outside the reference's range (its extremes are
+    the first and last edges), which the outer groups hold; they are also
+    tested exactly on their own (None when no group holds them together with
+    values inside the range).
     """
 
     reference: np.ndarray
     current: np.ndarray
     sparse: np.ndarray
-    outside: tuple[int, int] | None = None
+    outside: int | None = None
 
     @property
     def groups(self) -> int:
@@ -67,9 +71,9 @@ class GroupedCounts:
         """P-value of "both samples come from one distribution" (None when a side is empty).
 
         The chi-square test of homogeneity on the groups that are not sparse,
-        and the exact test (``sparse_group_pvalue``) of each sparse group and of
-        the rows outside the reference's range, combined by Bonferroni's rule:
-        the smallest p-value times the number of tests.
+        the exact test (``sparse_group_pvalue``) of each sparse group and that of
+        the rows outside the reference's range (``outside_range_pvalue``),
+        combined by Bonferroni's rule: the smallest p-value times the number of tests.
         """
         reference_size, current_size = int(self.reference.sum()), int(self.current.sum())
         if reference_size == 0 or current_size == 0:
@@ -79,9 +83,34 @@ class GroupedCounts:
         pvalues += [sparse_group_pvalue(int(self.reference[index]), int(self.current[index]), reference_size, current_size)
                     for index in np.flatnonzero(self.sparse)]
         if self.outside is not None:
-            pvalues.append(sparse_group_pvalue(*self.outside, reference_size, current_size))
+            pvalues.append(outside_range_pvalue(self.outside, reference_size, current_size))
         pvalues = [value for value in pvalues if value is not None]
         return min(1.0, len(pvalues) * min(pvalues)) if pvalues else None
+
+
+def outside_range_pvalue(outside: int, reference_size: int, current_size: int) -> float:
+    """Chance that at least ``outside`` of the current rows fall outside the reference's range when nothing changed.
+
+    The reference's range runs from its smallest to its largest value, so
+    this is a question about order statistics, not about a group's pooled
+    count: with the ``N = n + m`` rows of both samples in order and every
+    choice of the reference's ``n`` places equally likely, ``k`` current
+    rows lie outside exactly when ``j`` of them come before the first
+    reference row and ``k - j`` after the last, hence
+    ``P(X = k) = (k + 1) C(N - k - 2, n - 2) / C(N, n)`` and, summed by the
+    hockey-stick identity, ``P(X >= k) = (C(N - k, n) + k C(N - k - 1, n - 1)) / C(N, n)``.
+    Ties (a value equal to an extreme is inside) only lower ``X``, so the
+    test stays valid, conservatively, for discrete data.
+    """
+    total = reference_size + current_size
+    if outside <= 0 or reference_size < 2:
+        return 1.0
+    if outside > current_size:
+        return 0.0
+    log_whole = _log_binomial(total, reference_size)
+    beyond = np.exp(_log_binomial(total - outside, reference_size) - log_whole)
+    split = outside * np.exp(_log_binomial(total - outside - 1, reference_size - 1) - log_whole)
+    return float(min(1.0, beyond + split))
 
 
 def sparse_group_pvalue(reference_count: int, current_count: int, reference_size: int, current_size: int) -> float:
@@ -133,20 +162,44 @@ def change_pvalue(
     return 0.0 if current.count else None
 
 
-def holm_rejections(pvalues: dict[str, float | None], family_rate: float) -> set[str]:
-    """Names whose hypothesis Holm's step-down procedure rejects at ``family_rate``.
+def benjamini_hochberg(pvalues: dict[str, float | None], rate: float) -> set[str]:
+    """Names whose hypothesis the Benjamini-Hochberg step-up procedure rejects at ``rate``.
 
-    The chance of rejecting any true hypothesis stays at or below
-    ``family_rate`` whatever the dependence between the tests. Names with a
-    None p-value take no part and are never rejected.
+    With the p-values sorted, p(1) <= ... <= p(m), the k smallest are rejected
+    for the largest k with p(k) <= k * rate / m. When every hypothesis is true
+    (nothing changed in the batch) this rejects anything exactly when Simes'
+    test does, so the chance of rejecting any at all is at most ``rate`` for
+    independent or positively dependent tests. When some are false (columns
+    that moved), the expected share of true hypotheses among the rejected ones
+    stays at or below ``rate``, and the threshold eases with every column that
+    moved. Names with a None p-value take no part and are never rejected.
     """
     tested = sorted((value, name) for name, value in pvalues.items() if value is not None)
-    rejected = set()
-    for rank, (value, name) in enumerate(tested):
-        if value > family_rate / (len(tested) - rank):
-            break
-        rejected.add(name)
-    return rejected
+    passing = [rank for rank, (value, _) in enumerate(tested, start=1) if value <= rank * rate / len(tested)]
+    return {name for _, name in tested[: max(passing, default=0)]}
+
+
+def psi_floor(threshold: float, groups: int, reference_size: int, current_size: int) -> float:
+    """The least PSI that is not significantly below a change of ``threshold`` at these sizes.
+
+    PSI over ``groups`` groups of two samples is about a chi-square statistic
+    divided by the effective size ``n = 1 / (1 / reference_size + 1 / current_size)``;
+    for a change whose PSI is ``threshold`` that statistic is about noncentral
+    chi-square with ``groups - 1`` degrees of freedom and noncentrality
+    ``n * threshold``. The floor is its ``EFFECT_LEVEL`` quantile over ``n``
+    (Patnaik's scaled chi-square form of the noncentral one): a PSI below it
+    shows at that level that the change is smaller than ``threshold``. It tends
+    to ``threshold`` as the samples grow; at 50 rows it is under the PSI that
+    sampling alone gives on average, so there a change beyond sampling is drifted.
+    With a side empty it is ``threshold`` itself.
+    """
+    if groups < 2 or reference_size == 0 or current_size == 0:
+        return threshold
+    effective_size = 1 / (1 / reference_size + 1 / current_size)
+    freedom, noncentrality = groups - 1, effective_size * threshold
+    scale = (freedom + 2 * noncentrality) / (freedom + noncentrality)
+    shape = (freedom + noncentrality) ** 2 / (freedom + 2 * noncentrality)
+    return float(scale * special.chdtri(shape, 1 - EFFECT_LEVEL) / effective_size)
 
 
 def numeric_groups(reference: NumericProfile, current: NumericProfile) -> GroupedCounts:
@@ -165,8 +218,10 @@ def numeric_groups(reference: NumericProfile, current: NumericProfile) -> Groupe
     reference_counts = group_counts(reference.counts, cuts)
     limit = sparse_limit(reference.count, current.count)
     outside = None
-    if len(reference.counts) > 3:  # two bins or more: the outer slots share the outer groups
-        outside = (int(reference.counts[0] + reference.counts[-1]), int(current.counts[0] + current.counts[-1]))
+    # Two bins or more: the outer slots share the outer groups. The reference's own rows are never outside
+    # its edges when it was built from them (``Profile.build``); the exact test assumes that.
+    if len(reference.counts) > 3 and reference.counts[0] + reference.counts[-1] == 0:
+        outside = int(current.counts[0] + current.counts[-1])
     return GroupedCounts(reference_counts, group_counts(current.counts, cuts), reference_counts < limit, outside)
 
 

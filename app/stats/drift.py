@@ -10,13 +10,15 @@ the same groups, fixed from the reference's counts and the two sample sizes.
 
 Drift decision (see docs/drift.md). A column is drifted when both hold:
   * the change is beyond sampling: the column's test of change
-    (``calibration.change_pvalue``) rejects "same distribution" after Holm's
-    step-down correction across the batch's columns at ``false_alarm_rate``
-    (the chance that a batch drawn from the reference distribution flags any
-    column at all);
-  * the change matters: PSI less its expected value under no change,
-    ``(groups - 1) * (1 / n_reference + 1 / n_current)``, is at least
-    ``psi_threshold`` (``psi_watch`` for watch).
+    (``calibration.change_pvalue``) rejects "same distribution" after the
+    Benjamini-Hochberg correction across the batch's columns at
+    ``false_alarm_rate`` (the chance that a batch drawn from the reference
+    distribution flags any column at all);
+  * the change may matter: its PSI does not show, at these sample sizes, a
+    change smaller than ``psi_threshold`` (``psi_watch`` for watch), that is
+    PSI reaches ``calibration.psi_floor``. On large samples that floor is the
+    threshold plus the PSI sampling alone gives; on a batch of 50 rows it is
+    under what sampling alone gives, and a change beyond sampling is drifted.
 
 Other statistics (the KS p-value also takes part in the test of change):
   * KS statistic of numeric columns: the largest gap between the two CDFs at
@@ -49,12 +51,13 @@ from scipy import special, stats
 from app.stats.calibration import (
     PSI_GROUPS,
     GroupedCounts,
+    benjamini_hochberg,
     change_pvalue,
     group_counts,
-    holm_rejections,
     missing_share,
     numeric_groups,
     pack_rare_categories,
+    psi_floor,
     quantile_groups,
 )
 from app.stats.profile import CATEGORICAL, NUMERIC, CategoricalProfile, NumericProfile, Profile
@@ -151,9 +154,10 @@ def feature_drift(
     """Drift of every reference column; ``current`` must be ``reference.project(...)``-made.
 
     Status (see the module docstring): a column whose change is significant
-    after Holm's correction across all columns at ``false_alarm_rate`` is
-    drifted when its excess PSI is >= ``psi_threshold``, watch when >=
-    ``psi_watch``; every other column is stable.
+    after the Benjamini-Hochberg correction across all columns at
+    ``false_alarm_rate`` is drifted when its PSI reaches the floor of
+    ``psi_threshold`` at its sample sizes (``calibration.psi_floor``), watch
+    when it reaches that of ``psi_watch``; every other column is stable.
     """
     measured: dict[str, dict[str, object]] = {}
     pvalues: dict[str, float | None] = {}
@@ -167,11 +171,13 @@ def feature_drift(
             measured[name] = categorical_drift(reference_column, current_column)
         fields = measured[name]
         pvalues[name] = change_pvalue(reference_column, current_column, fields["chi2_pvalue"], fields["ks_pvalue"])
-    significant = holm_rejections(pvalues, false_alarm_rate)
+    significant = benjamini_hochberg(pvalues, false_alarm_rate)
     results = {}
     for name, fields in measured.items():
-        excess = fields["psi"] - fields["expected_psi"]
-        status = _status(excess, psi_threshold, psi_watch) if name in significant else STABLE
+        status = STABLE
+        if name in significant:
+            sizes = fields["groups"], reference.columns[name].count, current.columns[name].count
+            status = _status(fields["psi"], psi_floor(psi_threshold, *sizes), psi_floor(psi_watch, *sizes))
         results[name] = FeatureDrift(column=name, status=status, **fields)
     return results
 
