@@ -49,16 +49,13 @@ import numpy as np
 from scipy import special, stats
 
 from app.stats.calibration import (
-    PSI_GROUPS,
     GroupedCounts,
     benjamini_hochberg,
     change_pvalue,
-    group_counts,
     missing_share,
     numeric_groups,
     pack_rare_categories,
     psi_floor,
-    quantile_groups,
 )
 from app.stats.profile import CATEGORICAL, NUMERIC, CategoricalProfile, NumericProfile, Profile
 
@@ -221,13 +218,6 @@ def categorical_drift(reference: CategoricalProfile, current: CategoricalProfile
         "out_of_range_share": None,
         "missing_change": missing_share(current) - missing_share(reference),
     }
-
-
-
-def numeric_psi(reference: NumericProfile, current: NumericProfile, groups: int = PSI_GROUPS) -> float:
-    """PSI over ``groups`` bins cut at the reference's quantiles (see ``quantile_groups``), none merged."""
-    cuts = quantile_groups(reference.counts, groups)
-    return psi(group_counts(reference.counts, cuts), group_counts(current.counts, cuts))
 
 
 
