@@ -174,7 +174,7 @@ def benjamini_hochberg(pvalues: dict[str, float | None], rate: float) -> set[str
     stays at or below ``rate``, and the threshold eases with every column that
     moved. Names with a None p-value take no part and are never rejected.
     """
-    tested = sorted((value, name) for name, value in pvalues.items() if value is not None)
+    tested = sorted(((value, name) for name, value in pvalues.items() if value is not None), key=lambda pair: pair[0])
     passing = [rank for rank, (value, _) in enumerate(tested, start=1) if value <= rank * rate / len(tested)]
     return {name for _, name in tested[: max(passing, default=0)]}
 
