@@ -13,7 +13,7 @@ from app.stats.health import (
     estimated_accuracy,
     regression_baseline,
     regression_metrics,
-    score_psi,
+    score_drift,
 )
 from app.stats.multivariate import MultivariateDrift, domain_classifier, reservoir_sample
 from app.stats.profile import CategoricalProfile, NumericProfile, Profile
@@ -34,5 +34,5 @@ __all__ = [
     "regression_baseline",
     "regression_metrics",
     "reservoir_sample",
-    "score_psi",
+    "score_drift",
 ]
