@@ -50,9 +50,10 @@ CREATE TABLE IF NOT EXISTS label_conflicts ( -- a row labelled again with anothe
     refused NOT NULL,
     label_file INTEGER NOT NULL REFERENCES files(id),
     time REAL NOT NULL
-);
+)"""
+LABEL_INDEXES = """
 CREATE INDEX IF NOT EXISTS label_ids_id ON label_ids(id);
-CREATE INDEX IF NOT EXISTS labels_waiting_since ON labels_waiting(since)
+CREATE INDEX IF NOT EXISTS labels_waiting_since ON labels_waiting(since);
 """
 SHOWN_IDS = 5
 
@@ -207,6 +208,19 @@ def labels_of(read: Read, file_id: int) -> pd.DataFrame:
     """The labels given later to one batch's rows: ``row`` (position in the batch) and ``label``."""
     rows = read("SELECT row, label FROM label_ids WHERE file_id = ? AND label IS NOT NULL ORDER BY row", (file_id,))
     return pd.DataFrame([(row["row"], row["label"]) for row in rows], columns=["row", "label"])
+
+
+def with_labels(frame: pd.DataFrame, labels: pd.DataFrame, target: str, task: str) -> pd.DataFrame:
+    """``frame`` (a batch's rows in file order) with ``labels`` (see :func:`labels_of`) in its target column."""
+    if labels.empty:
+        return frame
+    filled = frame.copy()
+    column = filled[target].astype("float64" if task == "regression" else object) if target in filled else \
+        pd.Series(np.nan if task == "regression" else None, index=filled.index, dtype="float64" if task == "regression" else object)
+    values = labels["label"].astype("float64") if task == "regression" else labels["label"].astype(str)
+    column.iloc[labels["row"].to_numpy()] = values.to_numpy()
+    filled[target] = column
+    return filled
 
 
 def label_lag(read: Read, labeled_share: float) -> LabelLag | None:

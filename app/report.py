@@ -20,13 +20,15 @@ from app.config import OTHER_CONFIG, Config, training_config_changes
 from app.environment import environment_diff, environment_record
 from app.events import printable
 from app.metrics import get_metric
-from app.store import Store
+from app.label_health import lag_flag
+from app.label_ledger import BatchLabels, batch_labels, conflicts, label_lag, waiting_count
+from app.store import FileRecord, Store
 from app.verdict import stream_verdict
 
 FEATURE_DRIFT_KEYS = ("psi", "ks", "ks_pvalue", "js", "wasserstein", "chi2_pvalue", "missing_change",
                       "out_of_range_share", "unseen_share", "status")
 RESULT_KEYS = ("serving_version", "labeled", "metric", "metrics", "baseline_metrics", "shadow_metrics",
-               "estimated_accuracy", "prediction_psi", "drifted_features", "multivariate_auc", "multivariate_top",
+               "estimate", "estimate_error", "prediction_psi", "drifted_features", "multivariate_auc", "multivariate_top",
                "flags", "action", "action_detail", "candidate_version", "train_seconds", "quality_issues", "trainable")
 STATUS_STYLES = {"serving": "bold green", "rejected": "red", "failed": "bold red", "rolled_back": "yellow",
                  "retired": "dim", "candidate": "cyan"}
@@ -79,6 +81,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
     results: dict[int, dict[str, Any]] = {}
     for file_id, model, data in store.results():
         results.setdefault(file_id, {})[model] = _result_view(data)
+    late = batch_labels(store.read)
     batches = [
         {
             "file": record.name,
@@ -87,6 +90,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
             "reason": record.reason,
             "rows": record.rows,
             "labeled": record.labeled,
+            **_label_view(record, late.get(record.id), config.labels.labeled_share),
             "seen_at": record.seen_at,
             "results": results.get(record.id, {}),
         }
@@ -99,7 +103,29 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
         "counts": {status: counts.get(status, 0) for status in ("ingested", "quarantined", "duplicate")},
         "verdict": verdict,
         "models": model_summaries(store, config, training, verdict),
+        "labels": label_summary(store, config),
         "batches": batches,
+    }
+
+
+def _label_view(record: FileRecord, late: BatchLabels | None, labeled_share: float) -> dict[str, Any]:
+    """``label_coverage`` (share of the batch's rows labelled, None for a file that is not a scored batch)
+    and ``labels_from`` (the label files that gave them); ``labeled`` once the coverage reaches ``labeled_share``."""
+    if late is not None:
+        return {"labeled": late.coverage >= labeled_share, "label_coverage": late.coverage, "labels_from": late.labels_from}
+    if record.status != "ingested" or not record.rows:
+        return {"label_coverage": None, "labels_from": []}
+    return {"label_coverage": 1.0 if record.labeled else 0.0, "labels_from": []}
+
+
+def label_summary(store: Store, config: Config) -> dict[str, Any]:
+    """Labels that come later: the lag (oldest batch still waiting), labels waiting for their ids, the newest conflicts."""
+    lag = label_lag(store.read, config.labels.labeled_share)
+    return {
+        "lag": None if lag is None else {"file": lag.name, "seen_at": lag.seen_at, "batches_since": lag.batches_since,
+                                         "flag": lag_flag(lag, config.labels.max_lag_batches)},
+        "waiting": waiting_count(store.read),
+        "conflicts": [{"id": c.id, "file": c.batch, "kept": c.kept, "refused": c.refused} for c in conflicts(store.read, 20)],
     }
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from app.events import displayable
+from app.label_ledger import LABEL_INDEXES, LABEL_TABLES
 
-SCHEMA_VERSION = 4  # PRAGMA user_version; 2: results.trainable; 3: files.ctime_ns and files.inode; 4: commands.expires, reading
+SCHEMA_VERSION = 5  # PRAGMA user_version; 2: results.trainable; 3: files.ctime_ns and files.inode; 4: commands.expires, reading; 5: the label tables
 TABLES = """
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
@@ -29,7 +30,7 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT,
     size INTEGER,
     mtime_ns INTEGER,
-    status TEXT NOT NULL,           -- ingested | quarantined | duplicate | skipped
+    status TEXT NOT NULL,           -- ingested | labels (a label file) | quarantined | duplicate | skipped
     reason TEXT NOT NULL DEFAULT '',
     rows INTEGER NOT NULL DEFAULT 0,
     labeled INTEGER NOT NULL DEFAULT 0,
@@ -90,7 +91,7 @@ CREATE TABLE IF NOT EXISTS reading (          -- files being read: a row left be
     attempts INTEGER NOT NULL,
     started REAL NOT NULL
 );
-"""
+""" + LABEL_TABLES
 # Columns added since the first release, oldest first: (table, column, definition). A store of an
 # earlier version gains the ones it lacks; the tables above never change again.
 ADDED_COLUMNS = (
@@ -106,7 +107,7 @@ CREATE INDEX IF NOT EXISTS results_model ON results(model, file_id);
 CREATE INDEX IF NOT EXISTS serving_model ON serving(model, id);
 CREATE INDEX IF NOT EXISTS results_trainable ON results(model, trainable, file_id);
 CREATE INDEX IF NOT EXISTS commands_status ON commands(status);
-"""
+""" + LABEL_INDEXES
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,10 @@ class Store:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
+    def read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """One query that changes nothing, for a module that owns its own tables (:mod:`app.label_ledger`)."""
+        return self._query(sql, params)
+
     # --- the ledger -------------------------------------------------------
 
     def record_file(
@@ -311,7 +316,7 @@ class Store:
 
     def file_by_sha(self, sha256: str) -> FileRecord | None:
         rows = self._query(
-            "SELECT * FROM files WHERE sha256 = ? AND status = 'ingested' ORDER BY id LIMIT 1", (sha256,)
+            "SELECT * FROM files WHERE sha256 = ? AND status IN ('ingested', 'labels') ORDER BY id LIMIT 1", (sha256,)
         )
         return _file(rows[0]) if rows else None
 
@@ -398,6 +403,11 @@ class Store:
             params += (limit,)
         rows = self._query(sql, params)
         return [(row["file_id"], row["model"], json.loads(row["data"])) for row in reversed(rows)]
+
+    def results_of(self, file_id: int) -> list[tuple[int, str, dict[str, Any]]]:
+        """``(file_id, model, data)`` of one batch, one per model."""
+        rows = self._query("SELECT file_id, model, data FROM results WHERE file_id = ? ORDER BY model", (file_id,))
+        return [(row["file_id"], row["model"], json.loads(row["data"])) for row in rows]
 
     def trainable_ids(self, model: str, newest: int | None = None) -> list[int]:
         """Batches ``model`` may learn from (their result says ``trainable``), oldest first.

@@ -11,7 +11,6 @@ import pytest
 from app.config import load_config
 from app.label_files import is_label_file, read_label_file
 from app.label_ledger import (
-    LABEL_TABLES,
     apply_label_file,
     batch_labels,
     conflicts,
@@ -41,9 +40,6 @@ def folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(tmp_path: Path):
     store = Store(tmp_path / "state.db")
-    with store.transaction() as db:
-        for statement in LABEL_TABLES.split(";"):
-            db.execute(statement)
     yield store
     store.close()
 
@@ -107,10 +103,10 @@ def test_labels_in_several_files_out_of_order_fill_their_batches(store: Store, f
     join = label_file(store, folder, "labels_b.csv", pd.DataFrame({"order": [7, 8, 3], "label": [1, 0, 1]}))
     assert join.matched == {first: 1, second: 2} and join.waiting == 0
     label_file(store, folder, "labels_a.csv", pd.DataFrame({"order": [1, 2, 4, 6], "label": [0, 0, 1, 1]}))
-    coverage = batch_labels(store._query)
+    coverage = batch_labels(store.read)
     assert coverage[first].coverage == 1.0 and coverage[first].labels_from == ["labels_b.csv", "labels_a.csv"]
     assert coverage[second].coverage == 1.0  # one row came labelled, three since
-    assert list(labels_of(store._query, first)["label"]) == ["0", "0", "1", "1"]
+    assert list(labels_of(store.read, first)["label"]) == ["0", "0", "1", "1"]
 
 
 def test_the_same_label_twice_is_fine_and_another_value_is_a_conflict_where_the_first_stands(store: Store, folder: Path) -> None:
@@ -119,29 +115,29 @@ def test_the_same_label_twice_is_fine_and_another_value_is_a_conflict_where_the_
     join = label_file(store, folder, "labels_2.csv", pd.DataFrame({"order": [1, 2], "label": [0, 0]}))
     assert join.same == 1 and join.labelled == 0
     assert [(c.id, c.batch, c.kept, c.refused) for c in join.conflicts] == [("2", "w1.csv", "1", "0")]
-    assert [(c.id, c.kept) for c in conflicts(store._query)] == [("2", "1")]
-    assert list(labels_of(store._query, first)["label"]) == ["0", "1"]
+    assert [(c.id, c.kept) for c in conflicts(store.read)] == [("2", "1")]
+    assert list(labels_of(store.read, first)["label"]) == ["0", "1"]
 
 
 def test_labels_for_unseen_ids_wait_for_their_batch_then_are_reported_unmatched(store: Store, folder: Path) -> None:
     join = label_file(store, folder, "labels_early.csv", pd.DataFrame({"order": [10, 11, 12], "label": [1, 0, 1]}))
-    assert join.waiting == 3 and waiting_count(store._query) == 3
+    assert join.waiting == 3 and waiting_count(store.read) == 3
     with store.transaction() as db:
         assert expire_waiting(db, now=1030.0, wait_seconds=60) == []  # not yet
     later = batch(store, "w3.csv", [10, 11, 13])
-    assert batch_labels(store._query)[later].labelled == 2  # the batch met the labels that waited for it
+    assert batch_labels(store.read)[later].labelled == 2  # the batch met the labels that waited for it
     with store.transaction() as db:
         unmatched = expire_waiting(db, now=1061.0, wait_seconds=60)
     assert [(u.label_file, list(u.rows["id"])) for u in unmatched] == [("labels_early.csv", ["12"])]
-    assert waiting_count(store._query) == 0
+    assert waiting_count(store.read) == 0
 
 
 def test_the_lag_is_the_oldest_batch_short_of_the_labeled_share(store: Store, folder: Path) -> None:
-    assert label_lag(store._query, 0.9) is None
+    assert label_lag(store.read, 0.9) is None
     batch(store, "w1.csv", [1, 2])
     batch(store, "w2.csv", [3, 4])
     batch(store, "w3.csv", [5, 6])
     label_file(store, folder, "labels_1.csv", pd.DataFrame({"order": [1, 2, 3], "label": [0, 1, 1]}))
-    lag = label_lag(store._query, 0.9)
+    lag = label_lag(store.read, 0.9)
     assert (lag.name, lag.batches_since) == ("w2.csv", 2)  # w1 is fully labelled; w2 has half (0.5 < 0.9)
-    assert label_lag(store._query, 0.5).name == "w3.csv"
+    assert label_lag(store.read, 0.5).name == "w3.csv"

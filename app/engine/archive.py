@@ -1,8 +1,9 @@
 """The labeled batches kept in the state folder, so retraining and validation never depend on the producer's files.
 
-A labeled batch's rows are written to ``batches/`` in Parquet before its
-commit; retrains read them back through a small cache, under the config as it
-is now.
+A labeled batch's rows (or a batch's whose labels are to come in label files)
+are written to ``batches/`` in Parquet before its commit; retrains read them
+back through a small cache, under the config as it is now, with the labels
+that came later filled in.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from app.config import Config
+from app.label_ledger import labels_of, with_labels
 from app.models import NUMERIC, prepare_features
 from app.serving import parquet_bytes
 from app.store import Store
@@ -45,10 +47,16 @@ class BatchArchive:
         for file_id in file_ids:
             record = self.store.file(file_id)
             if file_id not in self._cache:
-                self.remember(file_id, self.read(record.sha256))
+                self.remember(file_id, self.with_late_labels(file_id, self.read(record.sha256)))
             self._cache.move_to_end(file_id)
             loaded.append((record.name, record.sha256, self._cache[file_id]))
         return loaded
+
+    def with_late_labels(self, file_id: int, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with the labels label files gave its rows since it came (see :mod:`app.label_ledger`)."""
+        if not self.config.target:
+            return frame
+        return with_labels(frame, labels_of(self.store.read, file_id), self.config.target, self.config.task)
 
     def remember(self, file_id: int, frame: pd.DataFrame) -> None:
         """Keep ``frame`` at hand for the next retrain (the batch just committed starts its window)."""

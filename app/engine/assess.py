@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from app.config import Config, ModelConfig, training_config_changes
+from app.label_health import estimate, estimate_error
 from app.metrics import Metric, get_metric, primary_metric
 from app.models import Prediction, predict
 from app.registry import Registry
@@ -21,7 +22,6 @@ from app.stats.drift import drifted_columns, feature_drift
 from app.stats.health import (
     baseline_output,
     classification_metrics,
-    estimated_accuracy,
     regression_metrics,
     score_psi,
 )
@@ -141,14 +141,15 @@ class Assessor:
         sketch = serving.data.get("score_sketch")
         result["prediction_psi"] = score_psi(np.asarray(sketch), scores) if sketch else None
         result["metric"] = self.metric_name(serving)
-        if prediction.proba is not None:
-            result["estimated_accuracy"] = estimated_accuracy(prediction.proba)
+        result["estimate"] = estimate(prediction.proba, serving.data.get("calibration"), result["metric"],
+                                      self.config.task).to_dict()
         if not labeled:
             return prediction
         rows = frame[self.config.target].notna().to_numpy()
         truth = frame[self.config.target][rows]
         served = _subset(prediction, rows)
         result["metrics"] = self.metrics(truth, served)
+        result["estimate_error"] = estimate_error(result)
         scoring = get_metric(result["metric"])
         served_influence = self.influence(scoring, truth, served)
         known = previous_labels or serving.data.get("label_stats", {})

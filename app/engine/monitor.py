@@ -33,10 +33,13 @@ from app.engine.assess import label_stats
 from app.engine.commit import Committer
 from app.engine.dispatch import Dispatcher
 from app.engine.intake import Arrival, Intake
+from app.engine.labels import LabelStage
 from app.engine.records import FOLDER_KEY, Pending
 from app.engine.runner import ModelRunner
 from app.errorlog import log_error
 from app.events import Event, EventKind
+from app.label_files import LabelFile
+from app.label_ledger import LabelJoin
 from app.labels import label_signal_issue
 from app.models import NUMERIC
 from app.snapshots import SnapshotError
@@ -102,6 +105,8 @@ class Monitor:
         self.intake = Intake(self.data_dir, self.paths, self.config, self.store, self.emit,
                              defer=self._defer_if_paused, changed=self._read_again)
         self.committer = Committer(self.store, self.registry, self.archive, threading.RLock(), self.emit)
+        self.labels = LabelStage(self.config, self.store, self.paths, self.runners, self.archive, self.committer,
+                                 self.emit)
         self.dispatcher = Dispatcher(self.config, self.registry, self.runners, self.archive, self.committer,
                                      self.emit, self._set_training)
         for name in self.runners:
@@ -207,6 +212,7 @@ class Monitor:
             self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: still changing after {patience:.3g} s; left for the next run",
                             file=name, data={"left": True}))
         if self.fatal is None:
+            self._guarded(self.labels.expire)
             self._serve_commands()
 
     def config_changes(self, model: str) -> list[str]:
@@ -352,6 +358,7 @@ class Monitor:
                 item = self._queue.get(timeout=COMMAND_POLL_SECONDS)
             except queue.Empty:
                 self._guarded(self._check_data_folder)
+                self._guarded(self.labels.expire)  # between files: labels that waited too long for their ids
                 continue
             try:
                 if not self._serve(item):
@@ -423,7 +430,11 @@ class Monitor:
     def _handle_file(self, path: Path) -> None:
         self.store.check_identity()
         arrival = self.intake.take(path)
-        if arrival is not None:
+        if arrival is None:
+            return
+        if isinstance(arrival.batch, LabelFile):
+            self.labels.take(arrival.snapshot, arrival.batch)
+        else:
             self._ingest(arrival)
 
     def _read_again(self, path: Path) -> None:
@@ -437,7 +448,8 @@ class Monitor:
         for warning in batch.warnings:
             self.emit(Event(EventKind.FILE_SEEN, f"{batch.name}: {warning}", file=batch.name, data={"warning": warning}))
         pending = Pending()
-        if batch.labeled:
+        awaits_labels = self.labels.awaits(batch)
+        if batch.labeled or awaits_labels:
             pending.add(lambda: self.archive.archive(batch))
         folder = self.store.model_state(FOLDER_KEY)
         if "reference" not in folder or not _profiles_schema(folder["reference"], self.config.schema):
@@ -456,7 +468,10 @@ class Monitor:
         pending.run()
         if batch.labeled and self.config.target:
             folder["previous_labels"] = label_stats(batch.frame[self.config.target], self.config.task)
-        self.committer.commit(arrival.snapshot, batch, outcomes, serving_before=serving_before, folder=folder)
+        joined: list[LabelJoin] = []
+        self.committer.commit(arrival.snapshot, batch, outcomes, serving_before=serving_before, folder=folder,
+                              with_entry=self.labels.record(batch, joined) if awaits_labels else None)
+        self.labels.after_batch(joined)
 
     def _repair_serving_file(self, name: str) -> None:
         try:
