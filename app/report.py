@@ -16,13 +16,14 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from app.config import OTHER_CONFIG, Config, training_config_changes
+from app.config import OTHER_CONFIG, Config, LabelsConfig, training_config_changes
 from app.environment import environment_diff, environment_record
 from app.events import printable
 from app.metrics import get_metric
-from app.label_health import lag_flag
-from app.label_ledger import BatchLabels, batch_labels, conflicts, label_lag, waiting_count
-from app.store import FileRecord, Store
+from app.label_health import track_record
+from app.label_ledger import batch_labels
+from app.label_report import batch_label_view, label_summary, lag_view
+from app.store import Store
 from app.verdict import stream_verdict
 
 FEATURE_DRIFT_KEYS = ("psi", "ks", "ks_pvalue", "js", "wasserstein", "chi2_pvalue", "missing_change",
@@ -90,7 +91,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
             "reason": record.reason,
             "rows": record.rows,
             "labeled": record.labeled,
-            **_label_view(record, late.get(record.id), config.labels.labeled_share),
+            **batch_label_view(record, late.get(record.id), config.labels.labeled_share),
             "seen_at": record.seen_at,
             "results": results.get(record.id, {}),
         }
@@ -105,27 +106,6 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
         "models": model_summaries(store, config, training, verdict),
         "labels": label_summary(store, config),
         "batches": batches,
-    }
-
-
-def _label_view(record: FileRecord, late: BatchLabels | None, labeled_share: float) -> dict[str, Any]:
-    """``label_coverage`` (share of the batch's rows labelled, None for a file that is not a scored batch)
-    and ``labels_from`` (the label files that gave them); ``labeled`` once the coverage reaches ``labeled_share``."""
-    if late is not None:
-        return {"labeled": late.coverage >= labeled_share, "label_coverage": late.coverage, "labels_from": late.labels_from}
-    if record.status != "ingested" or not record.rows:
-        return {"label_coverage": None, "labels_from": []}
-    return {"label_coverage": 1.0 if record.labeled else 0.0, "labels_from": []}
-
-
-def label_summary(store: Store, config: Config) -> dict[str, Any]:
-    """Labels that come later: the lag (oldest batch still waiting), labels waiting for their ids, the newest conflicts."""
-    lag = label_lag(store.read, config.labels.labeled_share)
-    return {
-        "lag": None if lag is None else {"file": lag.name, "seen_at": lag.seen_at, "batches_since": lag.batches_since,
-                                         "flag": lag_flag(lag, config.labels.max_lag_batches)},
-        "waiting": waiting_count(store.read),
-        "conflicts": [{"id": c.id, "file": c.batch, "kept": c.kept, "refused": c.refused} for c in conflicts(store.read, 20)],
     }
 
 
@@ -341,8 +321,9 @@ UNSEEN_LABEL = "(unseen)"
 OTHER_LABEL = "(other)"
 
 
-def dashboard_counts(store: Store) -> dict[str, Any]:
-    """Ledger totals for the header: counts by status and when the newest file was seen (epoch s or None)."""
+def dashboard_counts(store: Store, labels: LabelsConfig = LabelsConfig()) -> dict[str, Any]:
+    """Ledger totals for the header: counts by status, when the newest file was seen (epoch s or None), and
+    ``label_lag``: the oldest batch still waiting for labels (None when none waits; see :func:`label_summary`)."""
     counts = store.counts()
     newest = store.files(limit=1)
     return {
@@ -350,6 +331,7 @@ def dashboard_counts(store: Store) -> dict[str, Any]:
         "quarantined": counts.get("quarantined", 0),
         "duplicate": counts.get("duplicate", 0),
         "last_seen_at": newest[0].seen_at if newest else None,
+        "label_lag": lag_view(store, labels),
     }
 
 
@@ -519,8 +501,10 @@ def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, 
 
     Each row: file, seen_at, labeled, metric (its name), served / shadow /
     baseline (that metric for the serving model, the other policy's shadow and
-    the naive baseline; None without labels), estimate (label-free accuracy
-    estimate), serving_version, action, candidate_version, and ``pointer``:
+    the naive baseline; None without labels), estimate (that metric expected
+    from the probabilities, see :mod:`app.label_health`) and estimate_error
+    (estimate minus served, once labelled), serving_version, action,
+    candidate_version, and ``pointer``:
     "rollback"/"manual" when someone moved the serving pointer by hand after
     this batch and before the next one (else None).
     """
@@ -536,7 +520,8 @@ def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, 
             "served": (data.get("metrics") or {}).get(metric) if metric else None,
             "shadow": (data.get("shadow_metrics") or {}).get(metric) if metric else None,
             "baseline": (data.get("baseline_metrics") or {}).get(metric) if metric else None,
-            "estimate": data.get("estimated_accuracy"),
+            "estimate": (data.get("estimate") or {}).get("value"),
+            "estimate_error": data.get("estimate_error"),
             "prediction_psi": data.get("prediction_psi"),
             "serving_version": data.get("serving_version"),
             "action": data.get("action", "none"),
@@ -552,10 +537,13 @@ def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, 
     return rows
 
 
-def latest_result(store: Store, model: str) -> dict[str, Any] | None:
-    """The newest batch's result for ``model`` with its file name under ``file`` (None before any)."""
-    newest = store.results(model, limit=1)
-    if not newest:
+def latest_result(store: Store, model: str, track_batches: int = 10, lookback: int = 60) -> dict[str, Any] | None:
+    """The newest batch's result for ``model`` with its file name under ``file`` (None before any), and
+    ``track_record``: the mean absolute error of the estimates of the last ``track_batches`` labelled batches
+    among the newest ``lookback``."""
+    recent = store.results(model, limit=lookback)
+    if not recent:
         return None
-    file_id, _, data = newest[0]
-    return {**data, "file": store.file(file_id).name}
+    file_id, _, data = recent[-1]
+    return {**data, "file": store.file(file_id).name,
+            "track_record": track_record([result for _, _, result in recent], track_batches)}
