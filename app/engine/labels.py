@@ -63,6 +63,8 @@ class LabelStage:
         self.archive = archive
         self.committer = committer
         self.emit = emit
+        self._lagging = any(flag["kind"] == "label_lag" for name in runners  # told once each time it is raised
+                            for flag in store.model_state(name).get("flags", []))
 
     # --- batches -------------------------------------------------------------------
 
@@ -139,8 +141,9 @@ class LabelStage:
     # --- reporting -----------------------------------------------------------------
 
     def refresh_states(self) -> None:
-        """Every model's verdict from its results as they are now, and its ``label_lag`` flag."""
+        """Every model's verdict from its results as they are now, and its ``label_lag`` flag (an event when raised)."""
         flag = lag_flag(label_lag(self.store.read, self.config.labels.labeled_share), self.config.labels.max_lag_batches)
+        flagged = []
         for name, runner in self.runners.items():
             state = self.store.model_state(name)
             if not state:
@@ -149,6 +152,11 @@ class LabelStage:
             verdict = runner.assess.verdict().to_dict()
             if flags != state.get("flags", []) or verdict != state.get("verdict"):
                 self.store.save_model_state(name, {**state, "flags": flags, "verdict": verdict})
+            flagged.append(name)
+        if flag and flagged and not self._lagging:
+            self.emit(Event(EventKind.FLAGGED, f"{', '.join(flagged)}: label_lag: {flag['detail']}",
+                            data={"flags": [flag], "models": flagged}))
+        self._lagging = flag is not None and bool(flagged)
 
     def _report(self, label_file: str | None, join: LabelJoin) -> None:
         coverage = batch_labels(self.store.read, sorted(join.matched))
