@@ -194,7 +194,7 @@ def batch_labels(read: Read, file_ids: list[int] | None = None) -> dict[int, Bat
     if file_ids is not None:
         where = f" WHERE i.file_id IN ({','.join('?' * len(file_ids))})"
         params = tuple(file_ids)
-    rows = read(
+    rows = _read(read,
         "SELECT i.file_id, f.name, f.rows, f.seen_at, COUNT(*) AS awaited, COUNT(i.label) AS labelled,"
         " (SELECT group_concat(name, char(10)) FROM (SELECT DISTINCT l.name FROM label_ids j JOIN files l"
         "   ON l.id = j.label_file WHERE j.file_id = i.file_id ORDER BY l.id)) AS labels_from"
@@ -206,7 +206,7 @@ def batch_labels(read: Read, file_ids: list[int] | None = None) -> dict[int, Bat
 
 def labels_of(read: Read, file_id: int) -> pd.DataFrame:
     """The labels given later to one batch's rows: ``row`` (position in the batch) and ``label``."""
-    rows = read("SELECT row, label FROM label_ids WHERE file_id = ? AND label IS NOT NULL ORDER BY row", (file_id,))
+    rows = _read(read, "SELECT row, label FROM label_ids WHERE file_id = ? AND label IS NOT NULL ORDER BY row", (file_id,))
     return pd.DataFrame([(row["row"], row["label"]) for row in rows], columns=["row", "label"])
 
 
@@ -234,10 +234,21 @@ def label_lag(read: Read, labeled_share: float) -> LabelLag | None:
 
 def conflicts(read: Read, limit: int = 50) -> list[LabelConflict]:
     """The newest conflicting labels, newest first."""
-    rows = read("SELECT c.id, f.name, c.kept, c.refused FROM label_conflicts c JOIN files f ON f.id = c.file_id"
+    rows = _read(read, "SELECT c.id, f.name, c.kept, c.refused FROM label_conflicts c JOIN files f ON f.id = c.file_id"
                 " ORDER BY c.rowid DESC LIMIT ?", (limit,))
     return [LabelConflict(row["id"], row["name"], row["kept"], row["refused"]) for row in rows]
 
 
 def waiting_count(read: Read) -> int:
-    return read("SELECT COUNT(*) AS n FROM labels_waiting", ())[0]["n"]
+    rows = _read(read, "SELECT COUNT(*) AS n FROM labels_waiting", ())
+    return rows[0]["n"] if rows else 0
+
+
+def _read(read: Read, sql: str, params: tuple) -> list[sqlite3.Row]:
+    """``read(sql, params)``; no rows from a store written before the label tables, opened read-only (not migrated)."""
+    try:
+        return read(sql, params)
+    except sqlite3.OperationalError as error:
+        if "no such table" in str(error):
+            return []
+        raise
