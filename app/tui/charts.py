@@ -207,7 +207,9 @@ def latest_metrics_text(latest: dict[str, Any] | None, psi_threshold: float = 0.
     metric = latest.get("metric")
     metrics = latest.get("metrics") or {}
     if latest.get("labeled") and metrics:
-        text.append(f" (labeled, scored by v{latest.get('serving_version')})\n", style="dim")
+        sources = latest.get("labels_from") or []
+        labelled_by = f"labels from {', '.join(sources[:2])}{' …' if len(sources) > 2 else ''}, " if sources else ""
+        text.append(f" (labeled, {labelled_by}scored by v{latest.get('serving_version')})\n", style="dim")
         text.append("  ".join(f"{name} {number(value)}" for name, value in metrics.items()))
         shadow = (latest.get("shadow_metrics") or {}).get(metric)
         baseline = (latest.get("baseline_metrics") or {}).get(metric)
@@ -226,7 +228,7 @@ def latest_metrics_text(latest: dict[str, Any] | None, psi_threshold: float = 0.
 
 
 def _estimate_before(text: Text, latest: dict[str, Any]) -> None:
-    """A batch still waiting for its labels: the estimate, marked as one, and how it was made."""
+    """A batch still waiting for its labels: the estimate, marked as one, how it was made, and its track record."""
     estimate = latest["estimate"]
     coverage = latest.get("label_coverage")
     text.append(f" (no labels yet{f'; {coverage:.0%} labelled' if coverage else ''})\n", style="dim")
@@ -235,24 +237,20 @@ def _estimate_before(text: Text, latest: dict[str, Any]) -> None:
         return
     text.append(f"{estimate['metric']} ≈ {estimate['value']:.3f} ")
     text.append("estimate", style="reverse yellow")
-    how = "calibrated probabilities (CBPE)" if estimate.get("calibrated") else "the model's probabilities, uncalibrated"
-    text.append(f" from {how}", style="dim")
+    text.append(" (CBPE)" if estimate.get("calibrated") else " (uncalibrated probabilities)", style="dim")
     _track_record(text, latest)
 
 
 def _estimate_after(text: Text, latest: dict[str, Any]) -> None:
-    """A labelled batch: what was estimated before its labels, and the estimate's error."""
+    """A labelled batch: what was estimated before its labels, the estimate's error, and its track record."""
     estimate, error = latest.get("estimate") or {}, latest.get("estimate_error")
     if estimate.get("value") is None or error is None:
         return
     text.append(f"\nestimated {estimate['value']:.3f} before the labels (error {error:+.3f})", style="dim")
-    if latest.get("labels_from"):
-        text.append(f"; labels from {', '.join(latest['labels_from'][:2])}", style="dim")
     _track_record(text, latest)
 
 
 def _track_record(text: Text, latest: dict[str, Any]) -> None:
     record = latest.get("track_record") or {}
     if record.get("mae") is not None:
-        text.append(f"\nestimates' track record: mean absolute error {record['mae']:.3f} over {record['batches']}"
-                    f" labelled batch{'es' if record['batches'] != 1 else ''}", style="dim")
+        text.append(f" · track record ±{record['mae']:.3f} over {record['batches']}", style="dim")

@@ -45,14 +45,14 @@ async def test_the_dashboard_shows_the_lag_the_estimate_and_then_the_realised_va
             await wait_until(pilot, lambda: pilot.app.loads_applied >= 1, what="the first load")
             assert header(app).endswith("labels lag 1 batch")  # the oldest batch waiting, one batch ago
             assert "(no labels yet)" in latest(app) and "estimate" in latest(app)
-            assert "roc_auc ≈ " in latest(app) and "calibrated probabilities (CBPE)" in latest(app)
+            assert "roc_auc ≈ " in latest(app) and "estimate (CBPE)" in latest(app)
 
             write_batch(folder, "labels_late.csv", pd.concat([sales(frames[2], slice(0, 400)),
                                                              sales(frames[1], slice(0, 400))]))
             await wait_until(pilot, lambda: "before the labels (error" in latest(app),
                              what="the realised value beside the estimate")
             text = latest(app)
-            assert "labels from labels_late.csv" in text and "track record: mean absolute error" in text
+            assert "labels from labels_late.csv" in text and "track record ±" in text
             await wait_until(pilot, lambda: "labels lag" not in header(app), what="the lag gone from the header")
     finally:
         monitor.close()

@@ -360,12 +360,12 @@ def test_the_health_panel_marks_an_estimate_and_says_when_there_is_none():
                "estimate": {"metric": "roc_auc", "value": 0.812, "calibrated": True, "why": ""},
                "track_record": {"mae": 0.021, "batches": 4}}
     text = charts.latest_metrics_text(waiting).plain
-    assert "(no labels yet; 25% labelled)" in text and "roc_auc ≈ 0.812 estimate from calibrated probabilities" in text
-    assert "mean absolute error 0.021 over 4 labelled batches" in text
+    assert "(no labels yet; 25% labelled)" in text and "roc_auc ≈ 0.812 estimate (CBPE) · track record ±0.021 over 4" in text
     regression = {**waiting, "metric": "rmse", "estimate": {"metric": "rmse", "value": None, "calibrated": False,
                                                             "why": "not available for regression"}}
     assert "rmse: no estimate, not available for regression" in charts.latest_metrics_text(regression).plain
     realised = {**waiting, "labeled": True, "metrics": {"roc_auc": 0.790}, "estimate_error": 0.022,
                 "labels_from": ["labels_1.csv"]}
-    assert "estimated 0.812 before the labels (error +0.022); labels from labels_1.csv" in \
-        charts.latest_metrics_text(realised).plain
+    text = charts.latest_metrics_text(realised).plain
+    assert "(labeled, labels from labels_1.csv, scored by v3)" in text
+    assert "estimated 0.812 before the labels (error +0.022) · track record ±0.021 over 4" in text
