@@ -25,7 +25,8 @@ from app.engine_link import EngineUnavailable
 from app.errorlog import log_error
 from app.events import ERROR_KINDS, Event, EventKind, printable
 from app.headless import INTERRUPTED, event_printer, silence
-from app.engine.monitor import Monitor, MonitorBusy
+from app.engine.lock import MonitorBusy
+from app.engine.monitor import Monitor
 from app.store import StateLost, StoreIncompatible
 from app.workspace import Workspace
 

@@ -47,7 +47,7 @@ class Committer:
         :mod:`app.engine.labels`); ``with_entry(db, file_id)`` writes more about
         a new batch in the same transaction.
         """
-        with self.pointer_lock, self._discarding_uncommitted_snapshots(outcomes):
+        with self.pointer_lock, self.discarding_uncommitted_snapshots(outcomes):
             stale = {name for name in outcomes if self.store.serving_version(name) != serving_before[name]}
             with self.store.transaction() as db:
                 if batch is not None:
@@ -98,8 +98,9 @@ class Committer:
         return {**state, "flags": standing + others, "validation": validation}
 
     @contextlib.contextmanager
-    def _discarding_uncommitted_snapshots(self, outcomes: dict[str, BatchOutcome]):
-        """If the commit fails, delete the snapshot files its candidates wrote: no file without a record."""
+    def discarding_uncommitted_snapshots(self, outcomes: dict[str, BatchOutcome]):
+        """If the work inside fails (the commit, or the runs before it), delete the snapshot files the
+        candidates in ``outcomes`` wrote: no file without a record."""
         try:
             yield
         except BaseException:
