@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from app.commands import Command
 from app.engine.monitor import Monitor
 from app.events import EventKind
 from app.report import status_report
@@ -104,6 +105,9 @@ def test_labels_in_several_files_out_of_order_backfill_metrics_and_train(monitor
     trained = monitor.store.snapshots("dynamic-lr")[-1]
     assert trained.version == 2 and trained.data["files"] == ["b0.csv", "b2.parquet"]  # b2 trained once labelled
     assert trained.data["calibration"]["classes"] == ["0", "1"]
+    assert monitor.store.serving_version("dynamic-lr") == 2, trained.reason
+    result = monitor.submit(Command("validate", "dynamic-lr")).wait(120)  # retrains v2 from the archive, late labels and all
+    assert result.ok and result.data["outcome"] == "validated", result.message
 
     # The rest of the older batch, one row again with the same label, one with another.
     again = second.iloc[[0]][["order", "label"]]

@@ -47,16 +47,10 @@ class BatchArchive:
         for file_id in file_ids:
             record = self.store.file(file_id)
             if file_id not in self._cache:
-                self.remember(file_id, self.with_late_labels(file_id, self.read(record.sha256)))
+                self.remember(file_id, self.read(record.sha256))
             self._cache.move_to_end(file_id)
             loaded.append((record.name, record.sha256, self._cache[file_id]))
         return loaded
-
-    def with_late_labels(self, file_id: int, frame: pd.DataFrame) -> pd.DataFrame:
-        """``frame`` with the labels label files gave its rows since it came (see :mod:`app.label_ledger`)."""
-        if not self.config.target:
-            return frame
-        return with_labels(frame, labels_of(self.store.read, file_id), self.config.target, self.config.task)
 
     def remember(self, file_id: int, frame: pd.DataFrame) -> None:
         """Keep ``frame`` at hand for the next retrain (the batch just committed starts its window)."""
@@ -66,8 +60,8 @@ class BatchArchive:
 
     def read(self, sha256: str) -> pd.DataFrame:
         """An archived batch's rows under the config as it is now (it may have changed since the batch came):
-        each feature column of the kind the config gives it, and a column the batch did not have (a new
-        feature, a new target) missing throughout."""
+        each feature column of the kind the config gives it, a column the batch did not have (a new
+        feature, a new target) missing throughout, and the labels that came later in label files."""
         frame = pd.read_parquet(self.folder / f"{sha256[:16]}.parquet")
         for column in (*self.config.schema, *([self.config.target] if self.config.target else [])):
             if column not in frame:
@@ -75,4 +69,11 @@ class BatchArchive:
         for column, kind in self.config.schema.items():
             if (kind == NUMERIC) != pd.api.types.is_numeric_dtype(frame[column]):
                 frame[column] = prepare_features(frame[[column]], {column: kind})[column]
-        return frame
+        return self._with_late_labels(sha256, frame)
+
+    def _with_late_labels(self, sha256: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with the labels label files gave its rows since it came (see :mod:`app.label_ledger`)."""
+        record = self.store.file_by_sha(sha256)
+        if not self.config.target or record is None:
+            return frame
+        return with_labels(frame, labels_of(self.store.read, record.id), self.config.target, self.config.task)

@@ -39,9 +39,7 @@ from app.label_ledger import (
     batch_labels,
     expire_waiting,
     label_lag,
-    labels_of,
     record_batch_ids,
-    with_labels,
 )
 from app.models import category_texts
 from app.registry import StatePaths
@@ -109,8 +107,7 @@ class LabelStage:
         folder = self.store.model_state(FOLDER_KEY)
         for file_id in file_ids:
             record = self.store.file(file_id)
-            frame = with_labels(self.archive.read(record.sha256), labels_of(self.store.read, file_id),
-                                self.config.target, self.config.task)
+            frame = self.archive.read(record.sha256)  # with the labels it has now
             batch = Batch(name=record.name, sha256=record.sha256, frame=frame, labeled=True)
             stored = {model: data for _, model, data in self.store.results_of(file_id)}
             serving_before = {name: self.store.serving_version(name) for name in self.runners}
