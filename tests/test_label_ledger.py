@@ -19,6 +19,7 @@ from app.label_ledger import (
     labels_of,
     record_batch_ids,
     waiting_count,
+    with_labels,
 )
 from app.store import Store
 from app.validation import InvalidBatch
@@ -141,3 +142,18 @@ def test_the_lag_is_the_oldest_batch_short_of_the_labeled_share(store: Store, fo
     lag = label_lag(store.read, 0.9)
     assert (lag.name, lag.batches_since) == ("w2.csv", 2)  # w1 is fully labelled; w2 has half (0.5 < 0.9)
     assert label_lag(store.read, 0.5).name == "w3.csv"
+
+
+def test_regression_labels_are_numbers_and_text_is_refused(tmp_path: Path, store: Store) -> None:
+    write_config(tmp_path, LABELS_CONFIG.replace('task = "classification"', 'task = "regression"'))
+    config = load_config(tmp_path)
+    _, labels = read_label_file(write(tmp_path, "labels_r.csv", pd.DataFrame({"order": [1, 2], "label": [1.5, -2.25]})), config)
+    assert list(labels.frame["label"]) == [1.5, -2.25]
+    _, refused = read_label_file(write(tmp_path, "labels_t.csv", pd.DataFrame({"order": [1], "label": ["high"]})), config)
+    assert isinstance(refused, InvalidBatch) and "target 'label' must be numeric for regression, found 'high'" in refused.reasons[0]
+    first = batch(store, "w1.csv", [1, 2, 3])
+    with store.transaction() as db:
+        file_id = store.record_file("labels_r.csv", "sha-r", "labels", rows=2, db=db)
+        apply_label_file(db, file_id, labels.frame, now=0.0)
+    filled = with_labels(pd.DataFrame({"label": [np.nan] * 3}), labels_of(store.read, first), "label", "regression")
+    assert filled["label"].tolist()[:2] == [1.5, -2.25] and np.isnan(filled["label"].iloc[2])
