@@ -283,8 +283,14 @@ def batches_table(batches: list[dict[str, Any]], total: int, width: int, limit: 
         style = {"quarantined": "red", "duplicate": "yellow"}.get(batch["status"], "")
         actions = ", ".join(f"{m}: {r.get('action', 'none')}" for m, r in batch["results"].items())
         rows.append((literal(batch["file"]), literal(batch["status"], style=style), Text(f"{batch['rows']}"),
-                     Text("yes" if batch["labeled"] else "no"), literal(batch["reason"] or actions)))
+                     Text(_labeled_word(batch)), literal(batch["reason"] or actions)))
     return fitted_table(f"Batches (last {len(shown)} of {total})", BATCH_COLUMNS, rows, width)
+
+
+def _labeled_word(batch: dict[str, Any]) -> str:
+    """yes / no, or the share labelled so far of a batch whose labels come in label files."""
+    coverage = batch.get("label_coverage")
+    return f"{coverage:.0%}" if coverage is not None and 0 < coverage < 1 else ("yes" if batch["labeled"] else "no")
 
 
 SNAPSHOT_COLUMNS = [TableColumn("model", 7, no_wrap=True), TableColumn("version", 9, no_wrap=True),

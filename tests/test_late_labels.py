@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from app.commands import Command
 from app.engine.monitor import Monitor
 from app.events import EventKind
-from app.report import status_report
+from app.report import batches_table, status_report
 from tests.conftest import STREAM_CONFIG, make_batch, wait_until, write_batch, write_config
 
 LATE_CONFIG = STREAM_CONFIG.replace('task = "classification"', 'task = "classification"\nid_column = "order"') + """
@@ -97,6 +98,10 @@ def test_labels_in_several_files_out_of_order_backfill_metrics_and_train(monitor
     third_view, second_view = batch_view(monitor, "b2.parquet"), batch_view(monitor, "b1.csv")
     assert third_view["label_coverage"] == 1.0 and third_view["labels_from"] == ["labels_b.csv"]
     assert second_view["label_coverage"] == 0.5 and second_view["labeled"] is False
+    console = Console(width=200, record=True)
+    batches = status_report(monitor.store, monitor.config)["batches"]
+    console.print(batches_table(batches, len(batches), 200))
+    assert any(line.startswith("│ b1.csv") and "│ 50%" in line for line in console.export_text().splitlines())
     realised = third_view["results"]["dynamic-lr"]
     assert realised["serving_version"] == 1 and realised["metrics"]["roc_auc"] > 0.7
     assert realised["estimate_error"] == pytest.approx(estimate_value(realised) - realised["metrics"]["roc_auc"])
