@@ -48,11 +48,10 @@ def estimate(proba: np.ndarray | None, calibration: dict | None, metric: str, ta
     return Estimate(metric, expected[metric], calibrated=calibration is not None)
 
 
-def estimate_error(result: dict[str, Any]) -> float | None:
-    """Estimate minus realised value of the batch's primary metric; None until both exist."""
-    guess = (result.get("estimate") or {}).get("value")
-    metric = (result.get("estimate") or {}).get("metric")
-    realised = (result.get("metrics") or {}).get(metric)
+def estimate_error(estimated: dict[str, Any] | None, metrics: dict[str, Any] | None) -> float | None:
+    """Estimate (an :meth:`Estimate.to_dict`) minus the realised value of its metric; None until both exist."""
+    guess = (estimated or {}).get("value")
+    realised = (metrics or {}).get((estimated or {}).get("metric"))
     return None if guess is None or realised is None else float(guess - realised)
 
 

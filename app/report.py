@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from app.config import OTHER_CONFIG, Config, LabelsConfig, training_config_changes
+from app.engine.records import FOLDER_KEY, BatchResult
 from app.environment import environment_diff, environment_record
 from app.events import printable
 from app.metrics import get_metric
@@ -81,7 +82,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
     """The object ``status --json`` prints: the stream's ``verdict``, ``models`` and ``batches`` (stable keys)."""
     results: dict[int, dict[str, Any]] = {}
     for file_id, model, data in store.results():
-        results.setdefault(file_id, {})[model] = _result_view(data)
+        results.setdefault(file_id, {})[model] = _result_view(BatchResult.from_dict(data))
     late = batch_labels(store.read)
     batches = [
         {
@@ -109,12 +110,12 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
     }
 
 
-def _result_view(data: dict[str, Any]) -> dict[str, Any]:
-    view = {key: data.get(key) for key in RESULT_KEYS if key in data}
-    view.setdefault("action", "none")
+def _result_view(result: BatchResult) -> dict[str, Any]:
+    stored = result.to_dict()
+    view = {key: stored[key] for key in RESULT_KEYS if key in stored}
     view["feature_drift"] = {
         column: {key: value.get(key) for key in FEATURE_DRIFT_KEYS if key in value}
-        for column, value in data.get("feature_drift", {}).items()
+        for column, value in (result.feature_drift or {}).items()
     }
     return view
 
@@ -349,11 +350,11 @@ def feature_rows(store: Store, model: str, history: int = 24) -> list[dict[str, 
     last ``history`` batches, oldest first, None where the batch lacked the
     column). Empty before the first batch.
     """
-    results = [data for _, _, data in store.results(model, limit=history)]
+    results = [BatchResult.from_dict(data).feature_drift or {} for _, _, data in store.results(model, limit=history)]
     if not results:
         return []
     rows = []
-    for column, drift in results[-1].get("feature_drift", {}).items():
+    for column, drift in results[-1].items():
         rows.append({
             "feature": column,
             "kind": drift.get("kind"),
@@ -364,8 +365,8 @@ def feature_rows(store: Store, model: str, history: int = 24) -> list[dict[str, 
             "out_of_range_share": drift.get("out_of_range_share"),
             "unseen_share": drift.get("unseen_share"),
             "status": drift.get("status", "stable"),
-            "psi_history": [data.get("feature_drift", {}).get(column, {}).get("psi") for data in results],
-            "status_history": [data.get("feature_drift", {}).get(column, {}).get("status") for data in results],
+            "psi_history": [drift_of.get(column, {}).get("psi") for drift_of in results],
+            "status_history": [drift_of.get(column, {}).get("status") for drift_of in results],
         })
     return sorted(rows, key=lambda row: (DRIFT_STATUS_ORDER.get(row["status"], 3), -(row["psi"] or 0.0)))
 
@@ -376,8 +377,6 @@ def reference_profile(store: Store, model: str, version: int | None) -> dict[str
     if version is not None:
         record = store.snapshot(model, version)
         return record.data.get("profile") if record else None
-    from app.engine.records import FOLDER_KEY
-
     return store.model_state(FOLDER_KEY).get("reference")
 
 
@@ -393,7 +392,7 @@ def feature_distributions(store: Store, model: str,
     if not current or not latest:
         return {}
     if reference is None:
-        reference = reference_profile(store, model, latest[0][2].get("serving_version"))
+        reference = reference_profile(store, model, BatchResult.from_dict(latest[0][2]).serving_version)
     if reference is None:
         return {}
     return {
@@ -516,22 +515,22 @@ def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, 
     """
     rows = []
     for file_id, _, data in store.results(model, limit=limit):
-        record = store.file(file_id)
-        metric = data.get("metric")
+        record, result = store.file(file_id), BatchResult.from_dict(data)
+        metric = result.metric
         rows.append({
             "file": record.name,
             "seen_at": record.seen_at,
-            "labeled": bool(data.get("labeled")),
+            "labeled": result.labeled,
             "metric": metric,
-            "served": (data.get("metrics") or {}).get(metric) if metric else None,
-            "shadow": (data.get("shadow_metrics") or {}).get(metric) if metric else None,
-            "baseline": (data.get("baseline_metrics") or {}).get(metric) if metric else None,
-            "estimate": (data.get("estimate") or {}).get("value"),
-            "estimate_error": data.get("estimate_error"),
-            "prediction_psi": data.get("prediction_psi"),
-            "serving_version": data.get("serving_version"),
-            "action": data.get("action", "none"),
-            "candidate_version": data.get("candidate_version"),
+            "served": (result.metrics or {}).get(metric) if metric else None,
+            "shadow": (result.shadow_metrics or {}).get(metric) if metric else None,
+            "baseline": (result.baseline_metrics or {}).get(metric) if metric else None,
+            "estimate": (result.estimate or {}).get("value"),
+            "estimate_error": result.estimate_error,
+            "prediction_psi": result.prediction_psi,
+            "serving_version": result.serving_version,
+            "action": result.action,
+            "candidate_version": result.candidate_version,
             "pointer": None,
         })
     for change in store.serving_history(model):

@@ -531,7 +531,7 @@ def test_a_model_trained_on_a_name_that_is_not_utf8_exports_its_card(trained: Pa
     monitor = Monitor(trained)
     try:
         monitor.run_once()
-        assert monitor.dispatcher.retrain_now("static-lr").result["action"] == "promoted"
+        assert monitor.dispatcher.retrain_now("static-lr").result.action == "promoted"
         written = monitor.workspace.export("static-lr", tmp_path / "export")
     finally:
         monitor.close()

@@ -182,7 +182,7 @@ def test_a_new_class_beside_the_known_ones_trains_only_by_an_explicit_retrain(da
         assert "new class '2'" in flag_details(new, "data_quality")[0]
         assert monitor.registry.serving("dynamic-lr").data["classes"] == ["0", "1"]
         outcome = monitor.dispatcher.retrain_now("dynamic-lr")
-        assert "b02.csv" in monitor.store.snapshot("dynamic-lr", outcome.result["candidate_version"]).data["files"]
+        assert "b02.csv" in monitor.store.snapshot("dynamic-lr", outcome.result.candidate_version).data["files"]
     finally:
         monitor.close()
 

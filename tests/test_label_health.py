@@ -24,9 +24,9 @@ def test_a_classifier_gets_a_calibrated_estimate_and_a_regressor_is_told_there_i
 
 
 def test_the_error_is_recorded_once_the_realised_value_exists_and_the_track_record_averages_the_newest() -> None:
-    waiting = {"estimate": {"metric": "roc_auc", "value": 0.8}}
-    assert estimate_error(waiting) is None
-    assert estimate_error({**waiting, "metrics": {"roc_auc": 0.75}}) == pytest.approx(0.05)
+    waiting = {"metric": "roc_auc", "value": 0.8}
+    assert estimate_error(waiting, None) is None and estimate_error(None, {"roc_auc": 0.7}) is None
+    assert estimate_error(waiting, {"roc_auc": 0.75}) == pytest.approx(0.05)
     results = [{"estimate_error": e} for e in (0.5, -0.1, 0.2)] + [{}]
     assert track_record(results, batches=2) == {"mae": pytest.approx(0.15), "batches": 2}
     assert track_record([{}], batches=5) == {"mae": None, "batches": 0}

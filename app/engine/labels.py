@@ -26,7 +26,7 @@ import numpy as np
 from app.config import Config
 from app.engine.archive import BatchArchive
 from app.engine.commit import Committer
-from app.engine.records import FOLDER_KEY
+from app.engine.records import FOLDER_KEY, BatchResult
 from app.engine.runner import ModelRunner
 from app.events import Event, EventKind
 from app.fsutil import sha256_bytes
@@ -109,9 +109,9 @@ class LabelStage:
             record = self.store.file(file_id)
             frame = self.archive.read(record.sha256)  # with the labels it has now
             batch = Batch(name=record.name, sha256=record.sha256, frame=frame, labeled=True)
-            stored = {model: data for _, model, data in self.store.results_of(file_id)}
+            stored = {model: BatchResult.from_dict(data) for _, model, data in self.store.results_of(file_id)}
             serving_before = {name: self.store.serving_version(name) for name in self.runners}
-            outcomes = {name: runner.labels_came(batch, stored.get(name, {}), folder, coverage[file_id].labels_from)
+            outcomes = {name: runner.labels_came(batch, stored[name], folder, coverage[file_id].labels_from)
                         for name, runner in self.runners.items() if name in stored}
             self.committer.commit(None, None, outcomes, serving_before, file_id=file_id)
             self.archive.remember(file_id, frame)

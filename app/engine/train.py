@@ -183,8 +183,8 @@ class CandidateTrainer:
         except TrainingFailed as error:
             self._record_failure(outcome, version, window, str(error), serving)
             return
-        result["train_seconds"] = candidate.seconds
-        result["candidate_version"] = version
+        result.train_seconds = candidate.seconds
+        result.candidate_version = version
         metric = self.assess.metric_name(serving, candidate.train)
         serving_metrics = self._serving_holdout_metrics(serving, candidate)
         decision = gate(
@@ -205,20 +205,20 @@ class CandidateTrainer:
             detail = decision.reason
             outcome.pointer_writes.append(lambda db: self.registry.switch_serving(self.name, version, reason, detail, db=db))
             outcome.promoted_models[version] = candidate.model
-            result["action"] = "promoted"
-            result["action_detail"] = detail
+            result.action = "promoted"
+            result.action_detail = detail
             frm = f"v{serving.version}" if serving else "nothing"
             outcome.events.append(Event(
                 EventKind.PROMOTED, f"{self.name}: v{version} serves (was {frm}): {detail}", model=self.name,
                 data={"version": version, "from": serving.version if serving else None, "metrics": candidate.metrics, "reason": reason},
             ))
         else:
-            result["action"] = "rejected"
-            result["action_detail"] = decision.reason
+            result.action = "rejected"
+            result.action_detail = decision.reason
             if decision.labels_suspect and pending is not None:
-                result["trainable"] = False
-                result["quality_issues"].append(decision.reason)
-                result["flags"].append({"kind": "data_quality", "detail": decision.reason})
+                result.trainable = False
+                result.quality_issues.append(decision.reason)
+                result.flags.append({"kind": "data_quality", "detail": decision.reason})
             outcome.events.append(Event(
                 EventKind.REJECTED, f"{self.name}: candidate v{version} rejected: {decision.reason}", model=self.name,
                 data={"version": version, "metrics": candidate.metrics, "serving_metrics": serving_metrics},
@@ -337,8 +337,8 @@ class CandidateTrainer:
             status="failed", reason=error, path=None, sha256=None, data={"files": window.files, "rows": len(window.frame)},
         )
         outcome.writes.append(lambda db: self.store.add_snapshot(record, db=db))
-        outcome.result["action"] = "failed"
-        outcome.result["action_detail"] = error
+        outcome.result.action = "failed"
+        outcome.result.action_detail = error
         outcome.events.append(Event(EventKind.TRAINING_FAILED, f"{self.name}: training v{version} failed: {error}",
                                     model=self.name, data={"version": version, "error": error}))
 
