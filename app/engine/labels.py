@@ -85,7 +85,8 @@ class LabelStage:
         if joined and joined[0].labelled:
             self._report(None, joined[0])
             self.backfill(sorted(joined[0].matched))
-        self.refresh_states()
+        if self.config.id_column:  # without one no label can come later: nothing lags, no result changed
+            self.refresh_states()
 
     # --- label files ---------------------------------------------------------------
 
