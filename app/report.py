@@ -422,7 +422,7 @@ def distribution_rows(reference: dict[str, Any], current: dict[str, Any],
 def _numeric_distribution(reference: dict[str, Any], current: dict[str, Any], groups: int) -> list[dict[str, Any]]:
     import numpy as np
 
-    from app.stats.drift import quantile_groups
+    from app.stats.calibration import quantile_groups
 
     edges = reference["edges"]
     reference_counts = np.asarray(reference["counts"], dtype=np.float64)

@@ -198,6 +198,17 @@ def run_once(folder: Path, events: list | None = None) -> None:
         monitor.close()
 
 
+def processed_folder(root: Path, config: str, batches: dict[str, pd.DataFrame], **replacements: str) -> Path:
+    """``root/data`` with ``config`` (after ``replacements``) and ``batches`` (already settled), processed once."""
+    folder = root / "data"
+    folder.mkdir()
+    write_config(folder, config, **replacements)
+    for name, frame in batches.items():
+        backdate(write_batch(folder, name, frame))
+    run_once(folder)
+    return folder
+
+
 def copy_of(folder: Path, tmp_path: Path) -> Path:
     """A copy of ``folder`` (built once for a module) that one test may change; links stay links."""
     return Path(shutil.copytree(folder, tmp_path / "data", symlinks=True))

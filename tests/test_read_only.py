@@ -17,8 +17,8 @@ import pytest
 
 from app.cli import main
 from app.engine.monitor import Monitor
-from tests.conftest import (REPO_ROOT, STATIC_ONLY_CONFIG, backdate, copy_of, make_batch, run_once, tree, write_batch,
-                            write_config)
+from tests.conftest import (REPO_ROOT, STATIC_ONLY_CONFIG, backdate, copy_of, make_batch, processed_folder, tree,
+                            write_batch, write_config)
 
 MODEL = "static-lr"
 
@@ -26,13 +26,8 @@ MODEL = "static-lr"
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder as ``watch`` leaves it: one labeled and one unlabeled batch in, v1 serving."""
-    folder = tmp_path_factory.mktemp("watched") / "data"
-    folder.mkdir()
-    write_config(folder, STATIC_ONLY_CONFIG)
-    backdate(write_batch(folder, "week-1.csv", make_batch(0, rows=200)))
-    backdate(write_batch(folder, "week-2.csv", make_batch(1, rows=50).drop(columns="label")))
-    run_once(folder)
-    return folder
+    batches = {"week-1.csv": make_batch(0, rows=200), "week-2.csv": make_batch(1, rows=50).drop(columns="label")}
+    return processed_folder(tmp_path_factory.mktemp("watched"), STATIC_ONLY_CONFIG, batches)
 
 
 @pytest.fixture

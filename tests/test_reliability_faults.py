@@ -3,9 +3,10 @@
 After every kill the store opens, the serving model loads and is one that was
 promoted, every snapshot file on record loads (none is half-written), and the
 serving folder matches the store; at the end every batch file is in the ledger
-exactly once. A failed write ends in an event and leaves what was stored
-intact. ``DRIFTDECK_KILL_ITERATIONS`` (default 5) sets how many kills the loop
-makes: the bench setting is 30.
+exactly once. Each kill is aimed at a moment the engine marks in its events,
+and counts only once it is shown to have landed there. A failed write ends in
+an event and leaves what was stored intact. ``DRIFTDECK_KILL_ITERATIONS``
+(default 5) sets how many kills the loop makes: the bench setting is 30.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from app.events import EventKind
 from app.fsutil import sha256_file
 from app.engine.monitor import Monitor
 from app.store import Store
-from tests.conftest import copy_of, make_batch, run_once, start_driftdeck, tree, wait_until, write_batch, write_config
+from tests.conftest import (BASE_CONFIG, copy_of, make_batch, processed_folder, start_driftdeck, tree, wait_until,
+                            write_batch, write_config)
 from tests.faults import alive, descendants, failing_write
 
 KILL_SEED = 20250106
@@ -300,12 +302,7 @@ def test_killing_watch_also_ends_its_training_process(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def serving_once(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("disk") / "data"
-    folder.mkdir()
-    write_config(folder)
-    write_batch(folder, "b00.csv", make_batch(0, rows=200))
-    run_once(folder)
-    return folder
+    return processed_folder(tmp_path_factory.mktemp("disk"), BASE_CONFIG, {"b00.csv": make_batch(0, rows=200)})
 
 
 @pytest.fixture

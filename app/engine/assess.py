@@ -19,12 +19,12 @@ from app.metrics import Metric, get_metric, primary_metric
 from app.models import Prediction, predict
 from app.registry import Registry
 from app.snapshots import SnapshotError
-from app.stats.drift import drifted_columns, feature_drift
+from app.stats.drift import DRIFTED, drifted_columns, feature_drift
 from app.stats.health import (
     baseline_output,
     classification_metrics,
     regression_metrics,
-    score_psi,
+    score_drift,
 )
 from app.stats.noise import paired_standard_error, standard_error
 from app.stats.multivariate import domain_classifier
@@ -140,7 +140,10 @@ class Assessor:
         prediction = predict(model, frame, self.config.task)
         scores = prediction_scores(prediction)
         sketch = serving.data.get("score_sketch")
-        result.prediction_psi = score_psi(np.asarray(sketch), scores) if sketch else None
+        if sketch:
+            drift = score_drift(sketch, scores, serving.data.get("holdout_rows"),
+                                self.config.drift.prediction_psi_threshold, self.config.drift.false_alarm_rate)
+            result.prediction_psi, result.prediction_drifted = drift.psi, drift.status == DRIFTED
         result.metric = self.metric_name(serving)
         result.estimate = estimate(prediction.proba, serving.data.get("calibration"), result.metric,
                                    self.config.task).to_dict()
@@ -175,9 +178,8 @@ class Assessor:
             flags.append({"kind": "feature_drift", "detail": "drifted: " + ", ".join(parts) + (f" and {more} more" if more > 0 else "")})
         for issue in result.quality_issues:
             flags.append({"kind": "data_quality", "detail": issue})
-        psi = result.prediction_psi
-        if psi is not None and psi >= self.config.drift.prediction_psi_threshold:
-            flags.append({"kind": "prediction_drift", "detail": f"prediction scores moved (PSI {psi:.2f})"})
+        if result.prediction_drifted:
+            flags.append({"kind": "prediction_drift", "detail": f"prediction scores moved (PSI {result.prediction_psi:.2f})"})
         if serving is not None and labeled and result.metrics:
             name = result.metric
             scoring = get_metric(name)

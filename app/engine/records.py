@@ -35,6 +35,7 @@ class BatchResult:
     multivariate_top: dict[str, float] | None = None
     load_error: str | None = None  # the serving model would not load
     prediction_psi: float | None = None  # stored (None too) whenever the batch was scored
+    prediction_drifted: bool | None = None  # the scores moved beyond sampling and by psi_threshold (calibrated rule)
     metric: str | None = None
     estimate: dict[str, Any] | None = None  # the metric expected from the probabilities (app.label_health.Estimate)
     metrics: dict[str, Any] | None = None

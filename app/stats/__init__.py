@@ -12,7 +12,7 @@ from app.stats.health import (
     classification_metrics,
     regression_baseline,
     regression_metrics,
-    score_psi,
+    score_drift,
 )
 from app.stats.multivariate import MultivariateDrift, domain_classifier, reservoir_sample
 from app.stats.profile import CategoricalProfile, NumericProfile, Profile
@@ -32,5 +32,5 @@ __all__ = [
     "regression_baseline",
     "regression_metrics",
     "reservoir_sample",
-    "score_psi",
+    "score_drift",
 ]

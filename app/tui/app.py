@@ -140,7 +140,7 @@ class DriftDeckApp(App[int]):
         self.header_bar = Static(id="header")
         self.models_panel = ModelsPanel()
         self.features_panel = FeaturesPanel(drift)
-        self.health_panel = HealthPanel(drift)
+        self.health_panel = HealthPanel()
         self.snapshots_panel = SnapshotsPanel()
         self.events_panel = EventLogPanel()
         yield self.header_bar

@@ -195,10 +195,10 @@ def _file_axis(first: str, last: str, end: int) -> Text:
     return Text(left + " " * max(2, end - len(left) - len(last)) + last, style="dim")
 
 
-def latest_metrics_text(latest: dict[str, Any] | None, psi_threshold: float = 0.2) -> Text:
+def latest_metrics_text(latest: dict[str, Any] | None) -> Text:
     """The newest batch's metrics; without labels, the label-free estimate, marked as one.
 
-    ``psi_threshold`` is the prediction-drift PSI from which the score PSI shows in red.
+    The score PSI shows in red when the batch's prediction drift was decided drifted.
     """
     if latest is None:
         return Text("no batch scored yet", style="dim")
@@ -223,7 +223,7 @@ def latest_metrics_text(latest: dict[str, Any] | None, psi_threshold: float = 0.
         text.append(" (no labels; no model serves yet)", style="dim")
     psi = latest.get("prediction_psi")
     if psi is not None:
-        text.append(f"\nprediction drift: PSI of scores {psi:.3f}", style="bold red" if psi >= psi_threshold else "dim")
+        text.append(f"\nprediction drift: PSI of scores {psi:.3f}", style="bold red" if latest.get("prediction_drifted") else "dim")
     return text
 
 

@@ -32,7 +32,7 @@ BASE_BATCHES: tuple[tuple[str, Callable], ...] = (
     ("2025-01-06.csv", lambda: make_batch(0, rows=400)),
     ("2025-01-13.parquet", lambda: make_batch(1, rows=400)),
     ("2025-01-20.csv", lambda: make_batch(2, rows=400, shift=1.5)),
-    ("2025-01-27.jsonl", lambda: make_batch(3, rows=400, flipped=True)),
+    ("2025-01-27.jsonl", lambda: make_batch(3, rows=1200, flipped=True, shift=1.5)),  # enough rows to learn the flip
     ("2025-02-03.csv", lambda: make_batch(4, rows=400).drop(columns=["label"])),
 )
 BROKEN_FILE = "2025-02-10.csv.gz"  # not gzip at all: quarantined
