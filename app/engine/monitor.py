@@ -202,6 +202,8 @@ class Monitor:
         if self._thread is not None:
             self._enqueue(STOP_PRIORITY, "stop", None)
             self._thread.join(timeout=30)
+        if self._watcher is not None:  # again: the worker may have started a new one for a folder that came back
+            self._watcher.stop()
         self._withdraw_queued()
         self.trainer.close()
         self.store.close()
@@ -363,6 +365,8 @@ class Monitor:
     def _check_data_folder(self) -> None:
         """Notice the data folder renamed or deleted (an event, and the header says so), and watch it again
         once a folder is back at its path."""
+        if self._stopping.is_set():
+            return
         now = _identity(self.data_dir)
         if not self.folder_missing:
             if now != self._watched_folder:
