@@ -38,6 +38,9 @@ class EventKind(StrEnum):
     EXCLUDED = "excluded"
     INCLUDED = "included"
     REPLAY_FINISHED = "replay_finished"
+    LABELS_INGESTED = "labels_ingested"
+    LABEL_CONFLICT = "label_conflict"
+    LABELS_UNMATCHED = "labels_unmatched"
     ERROR = "error"
 
 
@@ -45,7 +48,9 @@ ERROR_KINDS = frozenset(
     {EventKind.BATCH_QUARANTINED, EventKind.FILE_ERROR, EventKind.TRAINING_FAILED, EventKind.ERROR, EventKind.CODE_REGRESSION,
      EventKind.FOLDER_MISSING}
 )
-WARNING_KINDS = frozenset({EventKind.EXCLUDED, EventKind.CONFIG_CHANGED, EventKind.NOT_VALIDATED, EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE})
+WARNING_KINDS = frozenset({EventKind.EXCLUDED, EventKind.CONFIG_CHANGED, EventKind.NOT_VALIDATED, EventKind.FLAGGED,
+                           EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE, EventKind.LABEL_CONFLICT,
+                           EventKind.LABELS_UNMATCHED})
 
 
 @dataclass(frozen=True)

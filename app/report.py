@@ -16,19 +16,22 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from app.config import OTHER_CONFIG, Config, training_config_changes
+from app.config import OTHER_CONFIG, Config, LabelsConfig, training_config_changes
 from app.engine.records import FOLDER_KEY, BatchResult
 from app.environment import environment_diff, environment_record
 from app.events import printable
 from app.lineage import excluded_batches, exclusion_text, taints
 from app.metrics import get_metric
+from app.label_health import track_record
+from app.label_ledger import batch_labels
+from app.label_report import batch_label_view, label_summary, lag_view
 from app.store import Store
 from app.verdict import stream_verdict
 
 FEATURE_DRIFT_KEYS = ("psi", "ks", "ks_pvalue", "js", "wasserstein", "chi2_pvalue", "missing_change",
                       "out_of_range_share", "unseen_share", "status")
 RESULT_KEYS = ("serving_version", "labeled", "metric", "metrics", "baseline_metrics", "shadow_metrics",
-               "estimated_accuracy", "prediction_psi", "drifted_features", "multivariate_auc", "multivariate_top",
+               "estimate", "estimate_error", "prediction_psi", "drifted_features", "multivariate_auc", "multivariate_top",
                "flags", "action", "action_detail", "candidate_version", "train_seconds", "quality_issues", "trainable")
 STATUS_STYLES = {"serving": "bold green", "rejected": "red", "failed": "bold red", "rolled_back": "yellow",
                  "retired": "dim", "candidate": "cyan"}
@@ -82,6 +85,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
     for file_id, model, data in store.results():
         results.setdefault(file_id, {})[model] = _result_view(BatchResult.from_dict(data))
     exclusions = store.exclusions()
+    late = batch_labels(store.read)
     batches = [
         {
             "file": record.name,
@@ -90,6 +94,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
             "reason": record.reason,
             "rows": record.rows,
             "labeled": record.labeled,
+            **batch_label_view(record, late.get(record.id), config.labels.labeled_share),
             "seen_at": record.seen_at,
             **({"exclusion": exclusions[record.id]} if record.id in exclusions else {}),
             "results": results.get(record.id, {}),
@@ -103,6 +108,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
         "counts": {status: counts.get(status, 0) for status in ("ingested", "excluded", "quarantined", "duplicate")},
         "verdict": verdict,
         "models": model_summaries(store, config, training, verdict),
+        "labels": label_summary(store, config),
         "batches": batches,
     }
 
@@ -288,8 +294,14 @@ def batches_table(batches: list[dict[str, Any]], total: int, width: int, limit: 
         else:
             actions = ", ".join(f"{m}: {r.get('action', 'none')}" for m, r in batch["results"].items())
         rows.append((literal(batch["file"]), literal(batch["status"], style=style), Text(f"{batch['rows']}"),
-                     Text("yes" if batch["labeled"] else "no"), literal(batch["reason"] or actions)))
+                     Text(_labeled_word(batch)), literal(batch["reason"] or actions)))
     return fitted_table(f"Batches (last {len(shown)} of {total})", BATCH_COLUMNS, rows, width)
+
+
+def _labeled_word(batch: dict[str, Any]) -> str:
+    """yes / no, or the share labelled so far of a batch whose labels come in label files."""
+    coverage = batch.get("label_coverage")
+    return f"{coverage:.0%}" if coverage is not None and 0 < coverage < 1 else ("yes" if batch["labeled"] else "no")
 
 
 SNAPSHOT_COLUMNS = [TableColumn("model", 7, no_wrap=True), TableColumn("version", 9, no_wrap=True),
@@ -328,8 +340,9 @@ UNSEEN_LABEL = "(unseen)"
 OTHER_LABEL = "(other)"
 
 
-def dashboard_counts(store: Store) -> dict[str, Any]:
-    """Ledger totals for the header: counts by status and when the newest file was seen (epoch s or None)."""
+def dashboard_counts(store: Store, labels: LabelsConfig = LabelsConfig()) -> dict[str, Any]:
+    """Ledger totals for the header: counts by status, when the newest file was seen (epoch s or None), and
+    ``label_lag``: the oldest batch still waiting for labels (None when none waits; see :func:`label_summary`)."""
     counts = store.counts()
     newest = store.files(limit=1)
     return {
@@ -338,6 +351,7 @@ def dashboard_counts(store: Store) -> dict[str, Any]:
         "quarantined": counts.get("quarantined", 0),
         "duplicate": counts.get("duplicate", 0),
         "last_seen_at": newest[0].seen_at if newest else None,
+        "label_lag": lag_view(store, labels),
     }
 
 
@@ -505,8 +519,10 @@ def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, 
 
     Each row: file, seen_at, labeled, metric (its name), served / shadow /
     baseline (that metric for the serving model, the other policy's shadow and
-    the naive baseline; None without labels), estimate (label-free accuracy
-    estimate), serving_version, action, candidate_version, and ``pointer``:
+    the naive baseline; None without labels), estimate (that metric expected
+    from the probabilities, see :mod:`app.label_health`) and estimate_error
+    (estimate minus served, once labelled), serving_version, action,
+    candidate_version, and ``pointer``:
     "rollback"/"manual" when someone moved the serving pointer by hand after
     this batch and before the next one (else None).
     """
@@ -522,7 +538,8 @@ def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, 
             "served": (result.metrics or {}).get(metric) if metric else None,
             "shadow": (result.shadow_metrics or {}).get(metric) if metric else None,
             "baseline": (result.baseline_metrics or {}).get(metric) if metric else None,
-            "estimate": result.estimated_accuracy,
+            "estimate": (result.estimate or {}).get("value"),
+            "estimate_error": result.estimate_error,
             "prediction_psi": result.prediction_psi,
             "serving_version": result.serving_version,
             "action": result.action,
@@ -538,10 +555,13 @@ def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, 
     return rows
 
 
-def latest_result(store: Store, model: str) -> dict[str, Any] | None:
-    """The newest batch's result for ``model`` with its file name under ``file`` (None before any)."""
-    newest = store.results(model, limit=1)
-    if not newest:
+def latest_result(store: Store, model: str, track_batches: int = 10, lookback: int = 60) -> dict[str, Any] | None:
+    """The newest batch's result for ``model`` with its file name under ``file`` (None before any), and
+    ``track_record``: the mean absolute error of the estimates of the last ``track_batches`` labelled batches
+    among the newest ``lookback``."""
+    recent = store.results(model, limit=lookback)
+    if not recent:
         return None
-    file_id, _, data = newest[0]
-    return {**data, "file": store.file(file_id).name}
+    file_id, _, data = recent[-1]
+    return {**data, "file": store.file(file_id).name,
+            "track_record": track_record([result for _, _, result in recent], track_batches)}

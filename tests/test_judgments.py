@@ -25,10 +25,22 @@ from tests.conftest import backdate, make_batch, write_batch, write_config
 SCHEMA = {"x1": "numeric", "x2": "numeric", "x3": "numeric", "color": "categorical"}
 
 
+OPEN_MONITORS: list[Monitor] = []
+
+
+@pytest.fixture(autouse=True)
+def close_monitors():
+    """Each test reads the monitors it ran afterwards; they are closed (store, training process) once it ends."""
+    yield
+    while OPEN_MONITORS:
+        OPEN_MONITORS.pop().close()
+
+
 def run_stream(folder: Path, batches: list[pd.DataFrame], first: int = 0) -> Monitor:
     for index, frame in enumerate(batches, start=first):
         write_batch(folder, f"b{index:02d}.csv", frame)
     monitor = Monitor(folder)
+    OPEN_MONITORS.append(monitor)
     monitor.run_once()
     return monitor
 

@@ -12,7 +12,6 @@ from app.stats.health import (
     classification_baseline,
     classification_metrics,
     REGRESSION_METRICS,
-    estimated_accuracy,
     regression_baseline,
     regression_metrics,
     score_drift,
@@ -159,16 +158,6 @@ def test_regression_baseline_of_the_mean_has_zero_r2():
     result = regression_baseline(y_true, y_true.mean())
     assert result["r2"] == pytest.approx(0.0)
     assert result["mae"] == pytest.approx(np.mean(np.abs(y_true - 4.0)))
-
-
-def test_estimated_accuracy_tracks_accuracy_for_a_calibrated_model():
-    rng = np.random.default_rng(4)
-    confidence = rng.uniform(0.5, 1.0, 20_000)
-    correct = rng.random(20_000) < confidence  # calibrated: right with the stated probability
-    proba = np.column_stack((confidence, 1 - confidence))
-    assert estimated_accuracy(proba) == pytest.approx(confidence.mean())
-    assert estimated_accuracy(proba) == pytest.approx(correct.mean(), abs=0.01)
-    assert estimated_accuracy(np.empty((0, 2))) is None
 
 
 def holdout_sketch(scores: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from app.config import Config, ModelConfig, training_config_changes
 from app.engine.records import BatchResult
+from app.label_health import estimate, estimate_error
 from app.lineage import taint_of, tainted_flag
 from app.metrics import Metric, get_metric, primary_metric
 from app.models import Prediction, predict
@@ -23,7 +24,6 @@ from app.stats.drift import DRIFTED, drifted_columns, feature_drift
 from app.stats.health import (
     baseline_output,
     classification_metrics,
-    estimated_accuracy,
     regression_metrics,
     score_drift,
 )
@@ -147,14 +147,15 @@ class Assessor:
                                 self.config.drift.prediction_psi_threshold, self.config.drift.false_alarm_rate)
             result.prediction_psi, result.prediction_drifted = drift.psi, drift.status == DRIFTED
         result.metric = self.metric_name(serving)
-        if prediction.proba is not None:
-            result.estimated_accuracy = estimated_accuracy(prediction.proba)
+        result.estimate = estimate(prediction.proba, serving.data.get("calibration"), result.metric,
+                                   self.config.task).to_dict()
         if not labeled:
             return prediction
         rows = frame[self.config.target].notna().to_numpy()
         truth = frame[self.config.target][rows]
         served = _subset(prediction, rows)
         result.metrics = self.metrics(truth, served)
+        result.estimate_error = estimate_error(result.estimate, result.metrics)
         scoring = get_metric(result.metric)
         served_influence = self.influence(scoring, truth, served)
         known = previous_labels or serving.data.get("label_stats", {})

@@ -36,20 +36,25 @@ class Committer:
         self.emit = emit
 
     def commit(self, snapshot: FileSnapshot | None, batch: Batch | None, outcomes: dict[str, BatchOutcome],
-                serving_before: dict[str, int | None], folder: dict | None = None) -> None:
-        """Write a batch's ledger entry, results, snapshots and pointer changes in one transaction.
+               serving_before: dict[str, int | None], folder: dict | None = None, *, file_id: int | None = None,
+               with_entry: Callable[[Any, int], None] | None = None) -> int | None:
+        """Write a batch's ledger entry, results, snapshots and pointer changes in one transaction; return its file id.
 
         A batch's files (archive, predictions) are written before this: if the
         process dies before the commit, the batch is processed again and its
-        files are simply replaced.
+        files are simply replaced. ``file_id`` names a batch already in the
+        ledger whose results change (its labels came later, see
+        :mod:`app.engine.labels`); ``with_entry(db, file_id)`` writes more about
+        a new batch in the same transaction.
         """
         with self.pointer_lock, self.discarding_uncommitted_snapshots(outcomes):
             stale = {name for name in outcomes if self.store.serving_version(name) != serving_before[name]}
             with self.store.transaction() as db:
-                file_id = None
                 if batch is not None:
                     file_id = self.store.record_file(batch.name, snapshot.sha256, "ingested", rows=batch.rows,
                                                      labeled=batch.labeled, seen=snapshot.seen, db=db)
+                    if with_entry is not None:
+                        with_entry(db, file_id)
                 for name, outcome in outcomes.items():
                     for write in outcome.writes:
                         write(db)
@@ -79,6 +84,7 @@ class Committer:
                 self.emit(replace(event, time=time.time()))  # told now, after the commit made it true
             if batch is not None:
                 self.emit(self._result_event(name, batch.name, outcome))
+        return file_id
 
     def _with_standing_flags(self, name: str, state: dict[str, Any]) -> dict[str, Any]:
         """``state`` keeping what ``validate`` found: its ``code_regression`` flag stands until a validation

@@ -105,8 +105,9 @@ class Excluder:
         usable = [record for record in entries if record.status in ("ingested", "excluded")]
         if not usable:
             last = entries[-1]
-            raise CommandFailed(f"{file} was {last.status}{f' ({last.reason})' if last.reason else ''}: it never"
-                                " reached a model, so there is nothing to exclude")
+            what = "a label file" if last.status == "labels" else last.status
+            raise CommandFailed(f"{file} was {what}{f' ({last.reason})' if last.reason else ''}: it never"
+                                " reached a model as a batch, so there is nothing to exclude")
         record = usable[-1]
         if record.status == "excluded":
             raise CommandFailed(f"{file} is already {exclusion_text(self.store.exclusions().get(record.id))};"

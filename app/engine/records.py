@@ -37,8 +37,9 @@ class BatchResult:
     prediction_psi: float | None = None  # stored (None too) whenever the batch was scored
     prediction_drifted: bool | None = None  # the scores moved beyond sampling and by psi_threshold (calibrated rule)
     metric: str | None = None
-    estimated_accuracy: float | None = None
+    estimate: dict[str, Any] | None = None  # the metric expected from the probabilities (app.label_health.Estimate)
     metrics: dict[str, Any] | None = None
+    estimate_error: float | None = None  # estimate minus the realised value, once labelled
     baseline_metrics: dict[str, Any] | None = None
     metric_se: float | None = None
     skill_se: float | None = None  # standard error of the serving model's gain over the naive baseline
@@ -48,6 +49,8 @@ class BatchResult:
     new_classes: list[str] | None = None
     held_for_retrain: bool | None = None  # kept out of training only for a new class: an explicit retrain takes it
     quality_issues: list[str] | None = None
+    label_coverage: float | None = None  # share of the batch's rows labelled (labels may come later, in label files)
+    labels_from: list[str] | None = None  # the label files that gave them
     trainable: bool | None = None
     flags: list[Flag] | None = None
     action: str = "none"  # none, flagged, promoted, rejected, failed, rolled_back

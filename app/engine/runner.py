@@ -18,6 +18,7 @@ either all of a batch or none.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import pandas as pd
@@ -36,6 +37,13 @@ from app.store import SnapshotRecord, Store
 from app.training import TrainingFailed, Trainer
 from app.validation import Batch
 from app.verdict import VERDICT_LOOKBACK
+
+
+def label_coverage(frame: pd.DataFrame, target: str | None) -> float:
+    """Share of ``frame``'s rows that carry a label."""
+    if not target or target not in frame or not len(frame):
+        return 0.0
+    return float(frame[target].notna().mean())
 
 
 class ModelRunner:
@@ -102,7 +110,8 @@ class ModelRunner:
         elif label_check is not None and not self.assess.labels_carry_signal(result) and (issue := label_check()):
             issues.append(issue)
         result.quality_issues = issues
-        result.trainable = labeled and not issues
+        result.label_coverage = label_coverage(frame, self.config.target)
+        result.trainable = labeled and result.label_coverage >= self.config.labels.labeled_share and not issues
         flags = self.assess.flags(result, serving, labeled)
         result.flags = flags
         result.action = "flagged" if flags and serving else "none"
@@ -115,6 +124,43 @@ class ModelRunner:
             else:
                 self._refresh_static_shadow(outcome, batch, pending)
         outcome.state = self.assess.state(result, current)
+        return outcome
+
+    def labels_came(self, batch: Batch, stored: BatchResult, folder: dict[str, Any],
+                    labels_from: list[str]) -> BatchOutcome:
+        """A batch whose labels came later, in label files (``batch.frame`` holds them now).
+
+        Its metrics are computed for the version that served it, with its
+        shadow and the naive baseline, from ``stored`` (the batch's result so
+        far). Once its coverage reaches ``[labels] labeled_share`` it becomes
+        trainable, and the model takes the step it would have taken had the
+        batch come labeled: its first training, a dynamic candidate, or a
+        fresh static shadow.
+        """
+        result = replace(stored, labeled=True, labels_from=labels_from,
+                         label_coverage=label_coverage(batch.frame, self.config.target))
+        outcome = BatchOutcome(result=result)
+        served = self.store.snapshot(self.name, stored.serving_version) if stored.serving_version else None
+        if served is not None and not self.assess.config_changes(served):
+            model = self.assess.load_serving(served, result)
+            if model is not None:
+                self.assess.score(result, model, served, batch.frame, True, folder.get("previous_labels"),
+                                  self._shadow_model(served))
+                result.flags = self.assess.flags(result, served, True)
+        newly = result.label_coverage >= self.config.labels.labeled_share and not stored.trainable
+        result.trainable = bool(stored.trainable) or (newly and not result.quality_issues)
+        if newly and result.trainable:
+            serving, pending = self.registry.serving(self.name), Pending()
+            if serving is None:
+                self._maybe_bootstrap(outcome, batch, pending)
+            elif self.model.is_dynamic and serving.version == stored.serving_version:
+                self._dynamic_step(outcome, serving, batch, pending)  # its rollback check compares on these labels
+            elif self.model.is_dynamic:
+                window = self.train.window(self.train.newest_trainable(self.model.window), batch)
+                self.train.train_and_gate(outcome, window, serving=serving, reason="promoted", pending=pending)
+            else:
+                self._refresh_static_shadow(outcome, batch, pending)
+            pending.run()
         return outcome
 
     def _not_scored(self, outcome: BatchOutcome, serving: SnapshotRecord, changes: list[str]) -> BatchOutcome:

@@ -26,6 +26,7 @@ from app.models import Prediction, predict
 from app.registry import Registry
 from app.serving import parquet_bytes
 from app.snapshots import SnapshotError
+from app.stats.cbpe import fit_calibration
 from app.stats.multivariate import reservoir_sample
 from app.stats.noise import paired_standard_error
 from app.stats.profile import Profile
@@ -309,6 +310,7 @@ class CandidateTrainer:
             "score_sketch": candidate.score_sketch,
             "classes": sorted(map(str, candidate.train[self.config.target].dropna().unique())) if self.config.task == "classification" else None,
             "label_stats": label_stats(candidate.train[self.config.target], self.config.task),
+            "calibration": self._calibration(candidate),
             "holdout_files": candidate.files[-1:],
             "environment": environment_record(),
             "config_hash": model_config_hash(self.config_fields()),
@@ -323,6 +325,14 @@ class CandidateTrainer:
             reason="" if decision.passed else decision.reason,
             path=str(path.relative_to(self.registry.paths.root)), sha256=sha, data=data,
         )
+
+    def _calibration(self, candidate: Candidate) -> dict | None:
+        """Isotonic maps from its holdout probabilities to the holdout's frequencies, for the estimates (CBPE)."""
+        if candidate.prediction.proba is None:
+            return None
+        calibration = fit_calibration(candidate.holdout[self.config.target], candidate.prediction.proba,
+                                      candidate.prediction.classes)
+        return calibration.to_dict() if calibration is not None else None
 
     def _record_failure(self, outcome: BatchOutcome, version: int, window: TrainingWindow, error: str,
                         serving: SnapshotRecord | None) -> None:

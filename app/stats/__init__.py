@@ -10,7 +10,6 @@ from app.stats.drift import FeatureDrift, drifted_columns, feature_drift, psi
 from app.stats.health import (
     classification_baseline,
     classification_metrics,
-    estimated_accuracy,
     regression_baseline,
     regression_metrics,
     score_drift,
@@ -28,7 +27,6 @@ __all__ = [
     "classification_metrics",
     "domain_classifier",
     "drifted_columns",
-    "estimated_accuracy",
     "feature_drift",
     "psi",
     "regression_baseline",

@@ -1,4 +1,4 @@
-"""Prediction health of a model on one batch: metrics with labels, estimates without.
+"""Prediction health of a model on one batch: metrics, and the naive baseline they are compared with.
 
 Classification metrics take the true labels and the predicted probabilities,
 shape (n, n_classes), columns in ``classes`` order (a model's ``classes_``).
@@ -88,16 +88,6 @@ def baseline_output(rows: int, class_priors: dict) -> tuple[np.ndarray, list]:
 def regression_baseline(y_true, constant: float) -> dict[str, float | None]:
     """Metrics of the naive model that predicts ``constant`` (e.g. the training mean)."""
     return regression_metrics(y_true, np.full(len(y_true), constant, dtype=np.float64))
-
-
-def estimated_accuracy(proba) -> float | None:
-    """Accuracy *estimate* without labels: the mean of each row's highest probability.
-
-    Only as good as the model's calibration, and blind to drift the model is
-    confidently wrong about; None for zero rows.
-    """
-    proba = np.asarray(proba, dtype=np.float64)
-    return float(proba.max(axis=1).mean()) if len(proba) else None
 
 
 def score_drift(

@@ -45,9 +45,10 @@ class Ledger(StoreConnection):
             return tx.execute(sql, params).lastrowid
 
     def file_by_sha(self, sha256: str) -> FileRecord | None:
-        """The first batch with this content that reached the models (an excluded one too: never ingested twice)."""
+        """The first file with this content that was taken in (a batch, an excluded batch, a label file): never twice."""
         rows = self._query(
-            "SELECT * FROM files WHERE sha256 = ? AND status IN ('ingested', 'excluded') ORDER BY id LIMIT 1", (sha256,)
+            "SELECT * FROM files WHERE sha256 = ? AND status IN ('ingested', 'excluded', 'labels') ORDER BY id LIMIT 1",
+            (sha256,)
         )
         return _file_record(rows[0]) if rows else None
 

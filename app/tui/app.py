@@ -276,6 +276,7 @@ class DriftDeckApp(App[int]):
             folder_missing=self.monitor.folder_missing,
             waiting=self.monitor.waiting_files if self.paused else 0,
             engine_stopped=self.engine_stopped,
+            label_lag=counts.get("label_lag"),
         )
         show_text(self.header_bar, header_text(state, self.header_bar.content_size.width))
 

@@ -28,7 +28,8 @@ BEFORE_ANY_MODEL = {
 SCORED_WITHOUT_SKETCH = {
     "labeled": False, "serving_version": 3, "feature_drift": {}, "drifted_features": [],
     "multivariate_auc": 0.52, "multivariate_top": {"x1": 0.4}, "prediction_psi": None, "metric": "roc_auc",
-    "estimated_accuracy": 0.81, "quality_issues": [], "trainable": False, "flags": [], "action": "none",
+    "estimate": {"metric": "roc_auc", "value": 0.81, "calibrated": True, "why": ""}, "label_coverage": 0.0,
+    "quality_issues": [], "trainable": False, "flags": [], "action": "none",
 }
 
 
