@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.objectstore import is_store_url
+
 CONFIG_NAME = "driftdeck.toml"
 COLUMN_KINDS = ("numeric", "categorical")
 TASKS = ("classification", "regression")
@@ -72,6 +74,8 @@ class WatchConfig:
     max_file_mb: float = 512.0
     train_timeout: float = 600.0
     max_memory_mb: float | None = None  # a file's read may take this much; default: half the memory available
+    list_seconds: float = 10.0  # how often an object store's listing is polled (a config with `source`)
+    read_attempts: int = 4  # reads of an object, with backoff, before an event says it failed
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class Config:
     drift: DriftConfig = field(default_factory=DriftConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     verdict_batches: int = 5
+    source: str | None = None  # the object store URL this folder stands for (see app/objectstore.py)
 
     @property
     def data_dir(self) -> Path:
@@ -124,7 +129,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     check.known_keys(
         raw,
         "",
-        {"target", "timestamp", "id_column", "task", "schema", "models", "drift", "watch", "verdict_batches"},
+        {"target", "timestamp", "id_column", "task", "schema", "models", "drift", "watch", "verdict_batches",
+         "source"},
     )
     schema = check.schema(raw.get("schema"))
     task = check.choice(raw, "task", TASKS, "classification")
@@ -143,10 +149,13 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         raise ConfigError(f"{check.file}: drift.false_alarm_rate must be a share in (0, 1), got {drift.false_alarm_rate}")
     if not 0 < watch.max_missing_share <= 1:
         raise ConfigError(f"{check.file}: watch.max_missing_share must be a share in (0, 1], got {watch.max_missing_share}")
-    for key in ("max_file_mb", "train_timeout", "max_memory_mb"):
+    for key in ("max_file_mb", "train_timeout", "max_memory_mb", "list_seconds"):
         if getattr(watch, key) is not None and getattr(watch, key) <= 0:
             raise ConfigError(f"{check.file}: watch.{key} must be > 0, got {getattr(watch, key)}")
     verdict_batches = check.positive_int(raw, "verdict_batches", 5, "")
+    source = check.optional_str(raw, "source")
+    if source is not None and not is_store_url(source):
+        raise ConfigError(f"{check.file}: source must be an object store URL such as \"s3://bucket/prefix\", got {source!r}")
     return Config(
         path=path,
         schema=schema,
@@ -158,6 +167,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         drift=drift,
         watch=watch,
         verdict_batches=verdict_batches,
+        source=source,
     )
 
 
