@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -177,3 +177,42 @@ def test_a_listing_that_fails_is_an_event_then_back(s3, tmp_path):
         copy.stop()
     assert [e.kind for e in events] == [EventKind.FOLDER_MISSING, EventKind.FOLDER_BACK]
     assert "does not exist" in events[0].message
+
+
+def test_the_engine_polls_the_bucket_and_ingests_what_lands(s3, tmp_path):
+    import threading
+
+    from app.cli import watch_headless
+    from app.monitor import Monitor
+    from tests.conftest import wait_until
+
+    client = s3.client()
+    client.create_bucket(Bucket="bkt")
+    put_csv(s3, "incoming/week-00.csv", make_batch(0, rows=200))
+    local = tmp_path / "local"
+    assert main(["init", URL, "--target", "label", "--state", str(local)]) == 0
+    config = local / "driftdeck.toml"
+    config.write_text(config.read_text().split("[[models]]")[0].replace("source =", "models = []\nsource =")
+                      + "\n[watch]\nlist_seconds = 0.2\nsettle_seconds = 0.2\n")
+    seen: list[dict] = []
+    stop = threading.Event()
+
+    def statuses(name: str) -> list[str] | None:
+        try:
+            return ledger(local).get(name)
+        except sqlite3.OperationalError:  # the engine has made state.db but not its tables yet
+            return None
+
+    def producer() -> None:  # the engine runs on the main thread (it takes SIGTERM); the bucket's producer here
+        try:
+            seen.append({"first": wait_until(lambda: statuses("week-00.csv") == ["ingested"], timeout=30)})
+            put_csv(s3, "incoming/week-01.csv", make_batch(1, rows=200))  # lands while the engine runs
+            seen.append({"second": wait_until(lambda: statuses("week-01.csv") == ["ingested"], timeout=30)})
+        finally:
+            stop.set()
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    assert watch_headless(Monitor(local), True, stop) == 0
+    thread.join()
+    assert seen == [{"first": True}, {"second": True}]
