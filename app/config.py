@@ -78,6 +78,20 @@ class WatchConfig:
     read_attempts: int = 4  # reads of an object, with backoff, before an event says it failed
 
 
+SCALE_ENGINES = ("local", "dask")
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """How a batch larger than memory is read: streamed in chunks here, or per part on a Dask cluster."""
+
+    engine: str = "local"  # "local": streamed in this process; "dask": each part on a Dask cluster
+    scheduler: str = "local"  # "local": a LocalCluster of this machine's cores; or "tcp://host:8786"
+    sample_rows: int = 200_000  # the uniform sample the domain classifier and training take of a streamed batch
+    chunk_rows: int = 65_536  # rows per record batch while streaming
+    stream_above_mb: float = 256.0  # a single file larger than this is streamed rather than read whole
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole of ``driftdeck.toml`` for one data folder."""
@@ -93,6 +107,7 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     verdict_batches: int = 5
     source: str | None = None  # the object store URL this folder stands for (see app/objectstore.py)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -130,7 +145,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         raw,
         "",
         {"target", "timestamp", "id_column", "task", "schema", "models", "drift", "watch", "verdict_batches",
-         "source"},
+         "source", "scale"},
     )
     schema = check.schema(raw.get("schema"))
     task = check.choice(raw, "task", TASKS, "classification")
@@ -168,6 +183,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         watch=watch,
         verdict_batches=verdict_batches,
         source=source,
+        scale=check.scale(raw.get("scale", {})),
     )
 
 
@@ -250,6 +266,22 @@ class _Checker:
             else:
                 checked[key] = self.number(values, key, default, f"{name}.")
         return kind(**checked)
+
+    def scale(self, raw: Any) -> ScaleConfig:
+        if not isinstance(raw, dict):
+            raise self.fail("[scale]", "must be a table")
+        self.known_keys(raw, "scale.", set(ScaleConfig.__dataclass_fields__))
+        engine = self.choice(raw, "engine", SCALE_ENGINES, "local", "scale.")
+        scheduler = self.optional_str(raw, "scheduler", "scale.") or "local"
+        if scheduler != "local" and not re.fullmatch(r"(tcp|tls|inproc|ucx)://\S+", scheduler):
+            raise self.fail("scale.scheduler", f'must be "local" or a scheduler address such as "tcp://host:8786", got {scheduler!r}')
+        stream_above_mb = self.number(raw, "stream_above_mb", 256.0, "scale.")
+        if stream_above_mb <= 0:
+            raise self.fail("scale.stream_above_mb", f"must be > 0, got {stream_above_mb}")
+        return ScaleConfig(engine=engine, scheduler=scheduler,
+                           sample_rows=self.positive_int(raw, "sample_rows", 200_000, "scale."),
+                           chunk_rows=self.positive_int(raw, "chunk_rows", 65_536, "scale."),
+                           stream_above_mb=stream_above_mb)
 
     def models(self, raw: Any, task: str, schema: dict[str, str], target: str | None) -> tuple[ModelConfig, ...]:
         from app.metrics import metrics_for
