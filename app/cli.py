@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import os
 import signal
 import sqlite3
 import sys
@@ -25,13 +24,13 @@ from app.commands import Command, CommandFailed, CommandResult, answer_within, h
 from app.engine_link import EngineUnavailable
 from app.errorlog import log_error
 from app.events import ERROR_KINDS, Event, EventKind, printable
+from app.headless import INTERRUPTED, event_printer, silence
+from app.engine.monitor import Monitor, MonitorBusy
 from app.mirror import BucketMirror, list_objects, mirror_for
-from app.monitor import Monitor, MonitorBusy
 from app.objectstore import StoreError, StoreLocation, is_store_url, open_store, parse_store_url
 from app.store import StateLost, StoreIncompatible
 from app.workspace import Workspace
 
-INTERRUPTED = 130  # the shell's status for a run ended by Ctrl-C
 # Events that mean a file could not be handled: ``watch --once`` then exits 1. A quarantine is the normal
 # handling of a bad file, and a failed candidate a model's outcome, so neither counts.
 FAILURE_KINDS = frozenset({EventKind.FILE_ERROR, EventKind.ERROR})
@@ -221,13 +220,6 @@ def os_error_in_words(error: OSError) -> str:
     return f"{error.filename}: {words}" if error.filename else words
 
 
-def silence(stream) -> None:
-    """Point ``stream`` at /dev/null, so nothing (not even the flush at exit) writes to its closed pipe again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, stream.fileno())
-    os.close(devnull)
-
-
 # --- commands ---------------------------------------------------------------------------
 
 
@@ -334,33 +326,6 @@ def run_stop(args) -> int:
     pid = stop_engine(paths)
     print(f"stopped the engine watching {data_dir} (pid {pid})")
     return 0
-
-
-def event_printer(as_json: bool, on_closed: Callable[[], None] | None = None) -> Callable[[Event], None]:
-    """Print each event as a line (or a JSON object); when the reader closes stdout, stop printing
-    and call ``on_closed``."""
-    lock = threading.Lock()
-    closed = threading.Event()
-
-    def show(event: Event) -> None:
-        if as_json:
-            line = json.dumps(event.to_dict(), default=str)
-        else:
-            stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
-            line = f"{stamp} {event.kind:<18} {printable(event.message)}"
-        stream = sys.stderr if (event.kind in ERROR_KINDS and not as_json) else sys.stdout
-        with lock:
-            if closed.is_set():
-                return
-            try:
-                print(line, file=stream, flush=True)
-            except BrokenPipeError:
-                closed.set()
-                silence(stream)
-                if on_closed is not None:
-                    on_closed()
-
-    return show
 
 
 def run_status(args) -> int:
@@ -481,7 +446,7 @@ def run_export(args) -> int:
 
 
 def run_validate(args) -> int:
-    from app.reproduce import exit_code
+    from app.engine.reproduce import exit_code
 
     results = _run_commands(args, "validate", [args.model] if args.model else None)
     failed = [result.message for result in results if not result.ok]

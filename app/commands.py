@@ -3,7 +3,7 @@
 Pause, resume, retrain, rollback, promote and validate are each a
 :class:`Command`. Whoever asks (the TUI, the CLI in the process that holds the
 folder, or another process through the store's ``commands`` table) hands it to
-:meth:`app.monitor.Monitor.submit` and waits on the :class:`CommandTicket` it
+:meth:`app.engine.monitor.Monitor.submit` and waits on the :class:`CommandTicket` it
 gets back. The monitor carries commands out between files, before any file
 still waiting; a command that has not started when its asker stops waiting is
 withdrawn, so nothing runs later that nobody waits for.

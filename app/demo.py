@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 from app.config import CONFIG_NAME, load_config
+from app.engine.monitor import Monitor
 from app.engine_link import Engine, EngineClient, EngineUnavailable
 from app.events import Event, EventKind
-from app.monitor import Monitor
+from app.headless import INTERRUPTED, event_printer
 from app.replay import batch_files, deliver, replay
 
 SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
@@ -75,8 +76,6 @@ def _run_in(folder: Path, source: Path, start: int, speed: float, headless: bool
             return run_tui(monitor, on_ready=feeder.start)
         finally:
             stop.set()
-    from app.cli import INTERRUPTED, event_printer
-
     monitor.subscribe(event_printer(as_json, on_closed=stop.set))
     monitor.start()
     feeder.start()

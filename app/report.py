@@ -362,7 +362,7 @@ def reference_profile(store: Store, model: str, version: int | None) -> dict[str
     if version is not None:
         record = store.snapshot(model, version)
         return record.data.get("profile") if record else None
-    from app.monitor import FOLDER_KEY
+    from app.engine.records import FOLDER_KEY
 
     return store.model_state(FOLDER_KEY).get("reference")
 

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import app.engine.assess
+import app.engine.train
 import app.models
-import app.policy
 import app.training
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 
 CONFIG = """
 target = "label"
@@ -106,7 +107,7 @@ class Clock:
                 clock.predict += time.perf_counter() - started
 
         app.training.Trainer.run = timed_run
-        for module in (app.policy, app.models):
+        for module in (app.engine.assess, app.engine.train, app.models):
             module.predict = timed_predict
 
 

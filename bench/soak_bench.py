@@ -207,7 +207,7 @@ def run_soak(folder: Path, seconds: float = 600.0, interval: float = 0.1, rows: 
     first file carries labels, so every model serves before the clock starts. ``warmup_seconds`` (the RSS baseline is taken after them) defaults
     to a tenth of the run, at least 2 s.
     """
-    from app.monitor import Monitor
+    from app.engine.monitor import Monitor
 
     folder.mkdir(parents=True)
     write_config(folder, models=models)
@@ -234,7 +234,7 @@ def run_soak(folder: Path, seconds: float = 600.0, interval: float = 0.1, rows: 
         report.versions_served = sum(len({change.version for change in monitor.store.serving_history(model)})
                                      for model in models)
         report.models_in_memory = len(monitor.registry._loaded)
-        report.samples_in_memory = sum(len(runner._samples) for runner in monitor.runners.values())
+        report.samples_in_memory = sum(len(runner.assess._samples) for runner in monitor.runners.values())
     finally:
         producer.stop()
         monitor.close()

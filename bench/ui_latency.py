@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO))
 from textual import events  # noqa: E402
 
 from app.engine_link import EngineClient  # noqa: E402
-from app.monitor import Monitor  # noqa: E402
+from app.engine.monitor import Monitor  # noqa: E402
 from app.store import SnapshotRecord, Store  # noqa: E402
 from app.tui.app import DriftDeckApp, prefer_ui_thread  # noqa: E402
 

@@ -15,7 +15,7 @@ import pytest
 
 from app.cli import main
 from app.config import load_config
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from app.store import Store
 from tests.conftest import BASE_CONFIG, backdate, make_batch, write_batch, write_config
 

@@ -22,7 +22,7 @@ from rich.cells import cell_len
 
 from app import demo
 from app.cli import main
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from app.replay import replay
 from app import report
 from app.snapshots import TRUSTED_TYPES

@@ -21,7 +21,7 @@ import pytest
 
 from app.commands import Command, CommandFailed, CommandTimeout, hand_over
 from app.events import Event, EventKind
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from app.registry import Registry, StatePaths
 from app.store import Store
 from tests.conftest import BASE_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
@@ -47,9 +47,9 @@ def three_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         monitor.run_once()
         for version in (2, 3):
-            monitor.retrain_now(MODEL)
+            monitor.dispatcher.retrain_now(MODEL)
             if monitor.store.serving_version(MODEL) != version:  # the gate kept the other: serve it by hand
-                monitor.promote(MODEL, version)
+                monitor.dispatcher.promote(MODEL, version)
     finally:
         monitor.close()
     return folder

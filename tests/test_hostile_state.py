@@ -24,7 +24,7 @@ import pytest
 
 from app.cli import main
 from app.events import EventKind
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from app.registry import StatePaths
 from app.serving import predictions_path
 from app.store import SCHEMA_VERSION, FileStat, Store, StoreIncompatible
@@ -173,7 +173,7 @@ def test_a_failed_commit_leaves_no_orphan_snapshot_file(trained: Path) -> None:
         write_batch(trained, "b01.csv", make_batch(1, rows=200))
         monitor.run_once()
         with pytest.raises(sqlite3.IntegrityError, match="injected"):
-            monitor.retrain_now("static-lr")
+            monitor.dispatcher.retrain_now("static-lr")
         assert monitor.store.snapshot("static-lr", 2) is None
     finally:
         monitor.close()
@@ -463,7 +463,7 @@ def test_watch_headless_exits_with_one_line_when_its_state_is_replaced(ingest_di
 
 
 def test_the_lock_survives_the_state_folder_being_moved_aside(ingest_dir: Path) -> None:
-    from app.monitor import MonitorBusy
+    from app.engine.monitor import MonitorBusy
 
     first = Monitor(ingest_dir)
     try:
@@ -531,7 +531,7 @@ def test_a_model_trained_on_a_name_that_is_not_utf8_exports_its_card(trained: Pa
     monitor = Monitor(trained)
     try:
         monitor.run_once()
-        assert monitor.retrain_now("static-lr").result["action"] == "promoted"
+        assert monitor.dispatcher.retrain_now("static-lr").result["action"] == "promoted"
         written = monitor.workspace.export("static-lr", tmp_path / "export")
     finally:
         monitor.close()

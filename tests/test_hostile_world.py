@@ -28,7 +28,7 @@ from app.cli import main
 from app.config import load_config
 from app.fsutil import NotRegularFile, sha256_file
 from app.ingest import read_batch
-from app.monitor import PROCESS_DIED
+from app.engine.intake import PROCESS_DIED
 from tests.conftest import BASE_CONFIG, INGEST_ONLY_CONFIG, make_batch, wait_until, write_batch, write_config
 
 DRIFTDECK = Path(sys.executable).with_name("driftdeck")  # the console script, as a user runs it
@@ -268,7 +268,7 @@ def write_big_csv(folder: Path, name: str = "big.csv") -> Path:
 
 def address_space_limit_mb() -> int:
     """An address-space limit (``ulimit -v``) a little above what a started driftdeck maps."""
-    probe = ("from app.monitor import Monitor\nimport pyarrow.csv, sklearn.linear_model\n"
+    probe = ("from app.engine.monitor import Monitor\nimport pyarrow.csv, sklearn.linear_model\n"
              "print(next(l for l in open('/proc/self/status') if l.startswith('VmSize')).split()[1])")
     mapped_kb = int(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                                    check=True).stdout)

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from app.labels import label_signal, label_signal_issue
-from app.monitor import Monitor
-from app.policy import unit_change
+from app.engine.monitor import Monitor
+from app.engine.assess import unit_change
 from app.report import status_report
-from app.reproduce import exit_code
+from app.engine.reproduce import exit_code
 from app.scaffold import infer_config_text
 from app.stats.profile import Profile
 from app.training import Trainer
@@ -181,7 +181,7 @@ def test_a_new_class_beside_the_known_ones_trains_only_by_an_explicit_retrain(da
         assert not new["trainable"] and new["action"] != "promoted" and new["new_classes"] == ["2"]
         assert "new class '2'" in flag_details(new, "data_quality")[0]
         assert monitor.registry.serving("dynamic-lr").data["classes"] == ["0", "1"]
-        outcome = monitor.retrain_now("dynamic-lr")
+        outcome = monitor.dispatcher.retrain_now("dynamic-lr")
         assert "b02.csv" in monitor.store.snapshot("dynamic-lr", outcome.result["candidate_version"]).data["files"]
     finally:
         monitor.close()
@@ -244,10 +244,9 @@ def served(data_dir: Path) -> Path:
 
 
 def test_validate_says_it_could_not_validate_when_retraining_raises(served: Path):
-    monitor = Monitor(served)
-    monitor.trainer = Trainer(fit=faults.raising_fit)
+    monitor = Monitor(served, trainer=Trainer(fit=faults.raising_fit))
     try:
-        result = monitor.validate("dynamic-lr")
+        result = monitor.dispatcher.validate("dynamic-lr")
     finally:
         monitor.close()
     assert result.outcome == "not_validated" and "retraining failed" in result.summary
@@ -260,7 +259,7 @@ def test_validate_says_it_could_not_validate_without_archived_batches(served: Pa
             archived.unlink()
     monitor = Monitor(served)
     try:
-        reproductions = [monitor.validate(name) for name in ("static-lr", "dynamic-lr")]
+        reproductions = [monitor.dispatcher.validate(name) for name in ("static-lr", "dynamic-lr")]
     finally:
         monitor.close()
     assert all(r.outcome == "not_validated" and "not all archived" in r.summary for r in reproductions)
@@ -270,7 +269,7 @@ def test_validate_says_it_could_not_validate_without_archived_batches(served: Pa
 def test_a_validation_that_could_not_complete_keeps_the_code_regression_flag(data_dir):
     """Only a completed check changes the flag: a retrain that cannot run is `not_validated`, not `validated`."""
     from app.events import EventKind
-    from app.monitor import Monitor
+    from app.engine.monitor import Monitor
 
     for index in range(2):
         write_batch(data_dir, f"b{index}.csv", make_batch(index, rows=300))
@@ -285,7 +284,7 @@ def test_a_validation_that_could_not_complete_keeps_the_code_regression_flag(dat
         shutil.rmtree(monitor.paths.batches)  # the training batches are gone: the check cannot be completed
         seen = []
         monitor.subscribe(seen.append)
-        result = monitor.validate(name)
+        result = monitor.dispatcher.validate(name)
         assert result.outcome == "not_validated"
         assert [event.kind for event in seen if event.model == name][-1] == EventKind.NOT_VALIDATED
         assert monitor.store.model_state(name)["flags"][0]["kind"] == "code_regression"

@@ -183,7 +183,7 @@ def test_the_engine_polls_the_bucket_and_ingests_what_lands(s3, tmp_path):
     import threading
 
     from app.cli import watch_headless
-    from app.monitor import Monitor
+    from app.engine.monitor import Monitor
     from tests.conftest import wait_until
 
     client = s3.client()

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import app.monitor
+import app.engine.monitor
 from app.labels import label_signal_issue
-from app.monitor import CommandFailed, Monitor
-from app.policy import gate, split_holdout
+from app.commands import CommandFailed
+from app.engine.monitor import Monitor
+from app.engine.train import gate, split_holdout
 from app.snapshots import SnapshotError
 from app.training import Trainer
 from app.verdict import BatchEvidence, Evidence, decide
@@ -109,7 +110,7 @@ def test_the_label_check_runs_only_when_no_serving_model_already_predicts_the_la
         checked.append(len(checked))
         return label_signal_issue(frame, *args, **kwargs)
 
-    monkeypatch.setattr(app.monitor, "label_signal_issue", counting_check)
+    monkeypatch.setattr(app.engine.monitor, "label_signal_issue", counting_check)
     frames = [make_batch(0), make_batch(1), make_batch(2, shuffled=True)]
     monitor = run_stream(data_dir, frames)
     try:
@@ -147,13 +148,13 @@ def test_a_bad_promotion_is_rolled_back_on_its_own(data_dir: Path):
 
 def test_rollback_then_promote_returns_to_the_same_version(concept_flip: Monitor):
     before = concept_flip.store.serving_version("dynamic-lr")
-    came_from, went_to = concept_flip.rollback("dynamic-lr")
+    came_from, went_to = concept_flip.dispatcher.rollback("dynamic-lr")
     assert came_from == before and went_to < before
     assert concept_flip.store.serving_version("dynamic-lr") == went_to
     assert concept_flip.store.snapshot("dynamic-lr", before).status == "rolled_back"
     serving_file = json.loads((concept_flip.paths.serving / "dynamic-lr.json").read_text())
     assert serving_file["version"] == went_to and serving_file["why"] == "rollback"
-    concept_flip.promote("dynamic-lr", before)
+    concept_flip.dispatcher.promote("dynamic-lr", before)
     assert concept_flip.store.serving_version("dynamic-lr") == before
     reasons = [change.reason for change in concept_flip.store.serving_history("dynamic-lr")][-2:]
     assert reasons == ["rollback", "manual"]
@@ -163,7 +164,7 @@ def test_rollback_without_an_earlier_snapshot_is_refused(data_dir: Path):
     monitor = run_stream(data_dir, [make_batch(0)])
     try:
         with pytest.raises(CommandFailed, match="no earlier good snapshot"):
-            monitor.rollback("static-lr")
+            monitor.dispatcher.rollback("static-lr")
         assert monitor.store.serving_version("static-lr") == 1
     finally:
         monitor.close()
@@ -190,7 +191,7 @@ def test_a_tampered_snapshot_is_refused_and_the_model_flagged(data_dir: Path):
 
 
 def test_a_manual_retrain_of_a_static_model_faces_the_gate(concept_flip: Monitor):
-    outcome = concept_flip.retrain_now("static-lr")
+    outcome = concept_flip.dispatcher.retrain_now("static-lr")
     assert outcome.result["action"] in ("promoted", "rejected")
     versions = [s.version for s in concept_flip.store.snapshots("static-lr")]
     assert versions == [1, 2]
@@ -201,7 +202,7 @@ def test_a_manual_retrain_of_a_static_model_faces_the_gate(concept_flip: Monitor
 
 def test_a_training_job_that_raises_is_recorded_and_serving_is_untouched(data_dir: Path):
     monitor = run_stream(data_dir, [make_batch(0)])
-    monitor.trainer = monitor.runners["dynamic-lr"].trainer = Trainer(fit=faults.raising_fit)
+    monitor.trainer = monitor.runners["dynamic-lr"].train.trainer = Trainer(fit=faults.raising_fit)
     try:
         write_batch(data_dir, "b01.csv", make_batch(1))
         write_batch(data_dir, "b02.csv", make_batch(2))
@@ -216,7 +217,7 @@ def test_a_training_job_that_raises_is_recorded_and_serving_is_untouched(data_di
 
 def test_a_training_job_that_hangs_times_out(data_dir: Path):
     monitor = run_stream(data_dir, [make_batch(0)])
-    monitor.runners["dynamic-lr"].trainer = Trainer(fit=faults.hanging_fit, timeout=1.0)
+    monitor.runners["dynamic-lr"].train.trainer = Trainer(fit=faults.hanging_fit, timeout=1.0)
     try:
         write_batch(data_dir, "b01.csv", make_batch(1))
         monitor.run_once()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from tests.conftest import BASE_CONFIG, backdate, make_batch, write_batch, write_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def test_status_reads_what_a_running_monitor_just_wrote(folder: Path, capsys: py
 
 THREAD_PROBE = """
 import json, sys
-import app.monitor  # the numeric libraries are loaded before the first reading
+import app.engine.monitor  # the numeric libraries are loaded before the first reading
 from threadpoolctl import threadpool_info
 from app.cli import main
 

@@ -33,7 +33,7 @@ import app.serving
 from app.cli import main
 from app.events import EventKind
 from app.fsutil import sha256_file
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from app.store import Store
 from tests.conftest import make_batch, write_batch, write_config
 from tests.faults import alive, descendants, failing_write

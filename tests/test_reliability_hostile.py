@@ -34,7 +34,8 @@ from app.cli import main
 from app.config import Config, ConfigError, load_config
 from app.fsutil import sha256_file
 from app.ingest import read_batch
-from app.monitor import CommandFailed, Monitor
+from app.commands import CommandFailed
+from app.engine.monitor import Monitor
 from app.readers import MAX_COLUMNS
 from app.replay import replay
 from app.snapshots import SnapshotError
@@ -455,7 +456,7 @@ def test_a_pickle_posing_as_a_snapshot_never_runs(trained: Path) -> None:
         with pytest.raises(SnapshotError, match="not a skops file"):
             monitor.registry.load("dynamic-lr", 1)
         with pytest.raises(CommandFailed):
-            monitor.promote("static-lr", 2)
+            monitor.dispatcher.promote("static-lr", 2)
         with pytest.raises(CommandFailed, match="not a skops file"):
             monitor.workspace.export("dynamic-lr", trained.parent / "export")
         write_batch(trained, "b01.csv", make_batch(1, rows=200))
@@ -463,7 +464,7 @@ def test_a_pickle_posing_as_a_snapshot_never_runs(trained: Path) -> None:
         assert "not a skops file" in monitor.store.results("dynamic-lr")[-1][2]["load_error"]
         assert monitor.store.serving_version("dynamic-lr") == 2  # nothing to compare with: v2 beat the baseline
         with pytest.raises(CommandFailed, match="not a skops file"):
-            monitor.rollback("dynamic-lr")
+            monitor.dispatcher.rollback("dynamic-lr")
     finally:
         monitor.close()
     assert not marker.exists()

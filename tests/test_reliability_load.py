@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 import app.ingest
-import app.monitor
+import app.engine.intake
 from app.events import EventKind
 from app.fsutil import sha256_bytes
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from tests.conftest import INGEST_ONLY_CONFIG, make_batch, wait_until, write_batch, write_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -192,20 +192,20 @@ def test_a_file_replaced_under_the_same_name_keeps_the_old_batch(ingest_dir: Pat
     hashes = [record.sha256 for record in monitor.store.files()]
     assert hashes == [sha256_bytes(old), sha256_bytes(new)]
     for sha in hashes:  # both batches' rows stay archived for retraining
-        assert len(monitor.read_archived(sha)) == 30
+        assert len(monitor.archive.read(sha)) == 30
 
 
 def test_a_file_deleted_between_the_event_and_the_read_is_an_event(ingest_dir: Path, monkeypatch) -> None:
     doomed = write_batch(ingest_dir, "doomed.csv", make_batch(0, rows=20))
     write_batch(ingest_dir, "kept.csv", make_batch(1, rows=20))
-    read_batch = app.monitor.read_batch
+    read_batch = app.engine.intake.read_batch
 
     def delete_then_read(path: Path, config):
         if path.name == "doomed.csv":
             path.unlink()  # gone after the watcher reported it and the monitor stat()ed it
         return read_batch(path, config)
 
-    monkeypatch.setattr(app.monitor, "read_batch", delete_then_read)
+    monkeypatch.setattr(app.engine.intake, "read_batch", delete_then_read)
     monitor = Monitor(ingest_dir)
     seen = []
     monitor.subscribe(seen.append)

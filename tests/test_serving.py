@@ -12,7 +12,7 @@ import pytest
 import skops.io
 
 from app.fsutil import sha256_file
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from app.serving import predictions_path
 from app.snapshots import TRUSTED_TYPES
 from tests.conftest import make_batch, write_batch, write_config
@@ -27,7 +27,7 @@ def served(tmp_path_factory) -> Monitor:
         write_batch(folder, f"b{index:02d}.csv", make_batch(index))
     monitor = Monitor(folder)
     monitor.run_once()
-    monitor.rollback("dynamic-lr")
+    monitor.dispatcher.rollback("dynamic-lr")
     for index in (4, 5):
         write_batch(folder, f"b{index:02d}.parquet", make_batch(index))
     monitor.run_once()
@@ -52,11 +52,11 @@ def test_serving_path_follows_promotion_and_rollback(served: Monitor):
     info = serving_file_matches_store(served, "dynamic-lr")
     assert info["why"] in ("promoted", "bootstrap", "rollback")
     before = served.store.serving_version("dynamic-lr")
-    came_from, went_to = served.rollback("dynamic-lr")
+    came_from, went_to = served.dispatcher.rollback("dynamic-lr")
     info = serving_file_matches_store(served, "dynamic-lr")
     assert (came_from, info["version"], info["why"]) == (before, went_to, "rollback")
     assert info["detail"] == f"rolled back from v{before} to v{went_to}"
-    served.promote("dynamic-lr", before)
+    served.dispatcher.promote("dynamic-lr", before)
     info = serving_file_matches_store(served, "dynamic-lr")
     assert info["why"] == "manual" and info["version"] == before
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.events import EventKind
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from tests.conftest import make_batch, write_batch, write_config
 
 HGB_CONFIG_EDIT = {
@@ -73,7 +73,7 @@ def test_a_different_recorded_environment_triggers_the_check_at_start(trained: P
     with monitor.store.transaction() as db:
         db.execute("UPDATE snapshots SET data = ? WHERE model = ? AND version = ?",
                    (json.dumps(data), "static-lr", record.version))
-    assert any(change.startswith("scikit-learn 0.0.1 -> ") for change in monitor.environment_changed("static-lr"))
+    assert any(change.startswith("scikit-learn 0.0.1 -> ") for change in monitor.dispatcher.environment_changed("static-lr"))
     seen = []
     monitor.subscribe(seen.append)
     monitor.start()

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from app.replay import replay
 from app.store import FileRecord
 from tests.conftest import INGEST_ONLY_CONFIG, backdate, make_batch, wait_until, write_batch, write_config

@@ -17,7 +17,7 @@ from tests.conftest import make_batch, write_batch
 from textual.widgets import DataTable, RichLog, Static
 from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, slow_fit, wait_until
 
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from app.training import Trainer
 from app.tui.app import DriftDeckApp
 from app.tui.messages import MonitorChanged
@@ -395,7 +395,7 @@ async def test_a_re_promoted_snapshot_says_why_it_serves_now(monitor):
         table = await open_snapshots_of_dynamic_lr(pilot)
         await pilot.press("b")
         await wait_until(pilot, lambda: cell(app, "snapshots-table", "3", "version").startswith("▶"), what="v3")
-        monitor.promote("dynamic-lr", 4)
+        monitor.dispatcher.promote("dynamic-lr", 4)
         await wait_until(pilot, lambda: cell(app, "snapshots-table", "4", "version").startswith("▶"), what="v4")
         table.move_cursor(row=table.get_row_index("4"))
         await pilot.pause(0.2)

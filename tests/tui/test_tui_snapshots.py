@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from app.tui.app import DriftDeckApp
 from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, wait_until
 

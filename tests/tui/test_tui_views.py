@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from app.report import distribution_rows, feature_rows, metric_history
 from app.stats.drift import PSI_EPSILON, feature_drift
 from app.stats.profile import Profile
@@ -109,7 +109,7 @@ def test_metric_history_marks_a_rollback_by_hand_after_the_batch_it_followed(bas
     monitor = Monitor(copy_folder(base, tmp_path / "data"))
     try:
         before = metric_history(monitor.store, "dynamic-lr")
-        monitor.rollback("dynamic-lr")
+        monitor.dispatcher.rollback("dynamic-lr")
         after = metric_history(monitor.store, "dynamic-lr")
     finally:
         monitor.close()
@@ -338,9 +338,9 @@ def test_a_snapshot_served_again_sheds_the_reason_it_once_lost_its_place(base: P
 
     monitor = Monitor(copy_folder(base, tmp_path / "data"))
     try:
-        monitor.rollback("dynamic-lr")
+        monitor.dispatcher.rollback("dynamic-lr")
         rolled_back = {row["version"]: row for row in snapshot_rows(monitor.store, "dynamic-lr")}
-        monitor.promote("dynamic-lr", 4)
+        monitor.dispatcher.promote("dynamic-lr", 4)
         served_again = {row["version"]: row for row in snapshot_rows(monitor.store, "dynamic-lr")}
     finally:
         monitor.close()

@@ -18,7 +18,7 @@ from typing import Callable
 
 from tests.conftest import make_batch, write_batch, write_config
 
-from app.monitor import Monitor
+from app.engine.monitor import Monitor
 from app.training import FittedModel, TrainJob, fit_job
 from app.environment import environment_record
 

@@ -14,19 +14,18 @@ validated: its outcome says it could not validate, and why.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from app.engine.archive import BatchArchive
+from app.engine.runner import ModelRunner
+from app.engine.train import split_holdout, training_window
 from app.environment import environment_diff, environment_record
-from app.policy import split_holdout, training_window
 from app.snapshots import SnapshotError, read_model
 from app.metrics import get_metric
 from app.training import TrainingFailed, TrainJob
 
 VALIDATED, CODE_REGRESSION, NOT_VALIDATED = "validated", "code_regression", "not_validated"
 EXIT_CODES = {VALIDATED: 0, CODE_REGRESSION: 1, NOT_VALIDATED: 2}
-
-if TYPE_CHECKING:
-    from app.monitor import Monitor
 
 
 @dataclass
@@ -82,40 +81,40 @@ class Reproduction:
         return {**asdict(self), "outcome": self.outcome, "summary": self.summary}
 
 
-def reproduce(monitor: Monitor, model: str) -> Reproduction:
-    """Re-check ``model``'s serving snapshot under the current environment and config."""
-    runner = monitor.runners[monitor.config.model(model).name]
-    serving = monitor.registry.serving(model)
+def reproduce(runner: ModelRunner, archive: BatchArchive) -> Reproduction:
+    """Re-check the serving snapshot of ``runner``'s model under the current environment and config."""
+    model, assess = runner.name, runner.assess
+    serving = runner.registry.serving(model)
     if serving is None:
         return Reproduction(model, None)
-    if other_config := runner.config_changes(serving):
+    if other_config := assess.config_changes(serving):
         return Reproduction(model, serving.version, other_config=other_config)
     data = serving.data
-    metric = data.get("metric") or runner.metric_name(serving)
+    metric = data.get("metric") or assess.metric_name(serving)
     result = Reproduction(model, serving.version, metric, recorded=data.get("holdout_metrics", {}))
     result.environment_changes = environment_diff(data.get("environment", {}), environment_record())
-    result.config_changes = _config_changes(data.get("config", {}), runner.config_fields())
+    result.config_changes = _config_changes(data.get("config", {}), runner.train.config_fields())
 
     try:
-        loaded = read_model(monitor.paths.root / serving.path, serving.sha256, warnings_out=result.load_warnings)
+        loaded = read_model(runner.registry.paths.root / serving.path, serving.sha256, warnings_out=result.load_warnings)
     except SnapshotError as error:
         loaded = None
         result.problems.append(f"the serving model does not load: {error}")
     try:
-        parts = [(name, sha, monitor.read_archived(sha)) for name, sha in zip(data["files"], data["batch_shas"])]
+        parts = [(name, sha, archive.read(sha)) for name, sha in zip(data["files"], data["batch_shas"])]
     except (KeyError, OSError) as error:
         result.problems.append(f"its training batches are not all archived ({error}); cannot retrain")
         parts = None
     if parts is not None:
-        window = training_window(parts, monitor.config)
-        train, holdout = split_holdout(window.frame, monitor.config.timestamp)
+        window = training_window(parts, runner.config)
+        train, holdout = split_holdout(window.frame, runner.config.timestamp)
         if loaded is not None:
-            result.reloaded = runner.evaluate(loaded, holdout)
+            result.reloaded = assess.evaluate(loaded, holdout)
         if runner.model.incremental:
             result.problems.append("incremental snapshots continue from their parent: retraining from files alone is skipped")
         else:
-            job = runner.training_job(window, train, seed=data.get("seed", runner.model.seed))
-            result.retrained = _retrain(monitor, runner, job, holdout, result)
+            job = runner.train.training_job(window, train, seed=data.get("seed", runner.model.seed))
+            result.retrained = _retrain(runner, job, holdout, result)
     result.regression = loaded is None or any(
         _worse_beyond_tolerance(metric, result.recorded.get(metric), found.get(metric), runner.model.tolerance)
         for found in (result.reloaded, result.retrained) if found
@@ -132,14 +131,14 @@ def exit_code(outcomes: list[str]) -> int:
     return EXIT_CODES[VALIDATED]
 
 
-def _retrain(monitor: Monitor, runner, job: TrainJob, holdout, result: Reproduction) -> dict[str, Any] | None:
+def _retrain(runner: ModelRunner, job: TrainJob, holdout, result: Reproduction) -> dict[str, Any] | None:
     """Fit ``job`` with today's code and config; the model's metrics on ``holdout``."""
     try:
-        model = monitor.trainer.run(job).model
+        model = runner.train.trainer.run(job).model
     except TrainingFailed as error:
         result.problems.append(f"retraining failed: {error}")
         return None
-    return runner.evaluate(model, holdout)
+    return runner.assess.evaluate(model, holdout)
 
 
 def _worse_beyond_tolerance(metric: str, before: float | None, now: float | None, tolerance: float) -> bool:

@@ -1,0 +1,146 @@
+"""From a file in the data folder to a batch, or to the one ledger entry that says why not.
+
+:class:`Intake` reads a file once (marking it in the store meanwhile, so a
+parser that kills the process is not run forever) and decides: skipped (not a
+regular file), already known, a duplicate of another file's content,
+quarantined (unreadable or refused by validation), or a :class:`Batch` for the
+models. Every decision but the batch is recorded here, with its event.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from stat import S_ISREG
+from typing import Callable
+
+from app.config import Config
+from app.events import Event, EventKind
+from app.fsutil import NotRegularFile, file_kind
+from app.ingest import FileChanged, FileSnapshot, quarantine, read_batch
+from app.readers import UnreadableFile
+from app.registry import StatePaths
+from app.store import FileStat, Store
+from app.validation import Batch, InvalidBatch
+from app.watcher import watched_file
+
+READ_ATTEMPTS = 2  # reads of a file during which the process died before it is quarantined unread
+PROCESS_DIED = "the process died while reading it"
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A file read and validated into a batch the models have not seen: ``snapshot`` is what was read."""
+
+    snapshot: FileSnapshot
+    batch: Batch
+
+
+class Intake:
+    """Turns one path into an :class:`Arrival`, or records why it is none.
+
+    ``defer(path)`` holds a new file back while the intake is paused (True when
+    it did); ``changed(path)`` hands back a file that changed while it was read.
+    """
+
+    def __init__(self, data_dir: Path, paths: StatePaths, config: Config, store: Store, emit: Callable[[Event], None],
+                 defer: Callable[[Path], bool], changed: Callable[[Path], None]) -> None:
+        self.data_dir = data_dir
+        self.paths = paths
+        self.config = config
+        self.store = store
+        self.emit = emit
+        self.defer = defer
+        self.changed = changed
+
+    def take(self, path: Path) -> Arrival | None:
+        """Read ``path`` if it is a batch nobody has seen; None when that ended in a record or an event."""
+        name = path.name
+        if not watched_file(self.data_dir, path, self.paths.root):
+            self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: not read (a link out of the folder, or not a batch file)",
+                            file=name))
+            return None
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            self.emit(Event(EventKind.FILE_ERROR, f"{name}: deleted before it could be read", file=name))
+            return None
+        if self.store.knows_file(name, FileStat.of(stat)):
+            return None
+        if self.defer(path):  # a file already in the ledger never waits: nothing is left to do for it
+            return None
+        if not S_ISREG(stat.st_mode):
+            self._skip(name, stat, f"not a regular file ({file_kind(stat.st_mode)}); only regular files are read")
+            return None
+        read = self._read_marked(path, stat)
+        if read is None:
+            return None
+        snapshot, batch = read
+        if (same := self.store.same_file(name, snapshot.sha256)) is not None:
+            self.store.refresh_file(same.id, snapshot.seen)  # touched, or copied over with the same bytes
+            return None
+        known = self.store.file_by_sha(snapshot.sha256)
+        if known is not None:
+            self.store.record_file(name, snapshot.sha256, "duplicate", reason=f"same content as {known.name}",
+                                   seen=snapshot.seen)
+            self.emit(Event(EventKind.DUPLICATE, f"{name}: same content as {known.name}; not processed again",
+                            file=name, data={"same_as": known.name}))
+            return None
+        if isinstance(batch, InvalidBatch):
+            self.reject(snapshot, batch.reasons)
+            return None
+        return Arrival(snapshot, batch)
+
+    def reject(self, snapshot: FileSnapshot, reasons: list[str]) -> None:
+        """Quarantine a rejected file: its bytes when ``snapshot`` holds them, and the reasons."""
+        placed = quarantine(snapshot, reasons, self.paths.quarantine)
+        copied = snapshot.data is not None
+        where = f" (see {placed.name}{'' if copied else '.reason.txt'} in the quarantine folder)"
+        sha = snapshot.sha256 if copied else None
+        self.store.record_file(snapshot.name, sha, "quarantined", reason="; ".join(reasons), seen=snapshot.seen)
+        self.emit(Event(EventKind.BATCH_QUARANTINED, f"{snapshot.name}: quarantined: {'; '.join(reasons)}{where}",
+                        file=snapshot.name, data={"reasons": reasons}))
+
+    def _read_marked(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | InvalidBatch] | None:
+        """:meth:`_read`, with the file marked in the store as being read meanwhile.
+
+        A mark left by a process that died reading the file (an abort inside a
+        parser cannot be caught) gets it read once more; a second death
+        quarantines it unread instead of stopping the monitor at every start.
+        """
+        name = path.name
+        died = self.store.begin_reading(name, stat.st_size, stat.st_mtime_ns)
+        try:
+            if died >= READ_ATTEMPTS:
+                self.reject(FileSnapshot.unread(name, stat), [f"{PROCESS_DIED} ({died} times); not read again"])
+                return None
+            if died:
+                self.emit(Event(EventKind.FILE_SEEN, f"{name}: {PROCESS_DIED} last time; reading it once more",
+                                file=name, data={"retry": died}))
+            return self._read(path, stat)
+        finally:
+            self.store.end_reading(name)
+
+    def _read(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | InvalidBatch] | None:
+        """Read and validate the file; None when that ended in an event instead (skipped, refused, unreadable)."""
+        name = path.name
+        # Parsed before the ledger lookup: the SHA-256 is taken as the bytes stream into the parser
+        # (see read_batch), so the rare duplicate costs one parse thrown away.
+        try:
+            return read_batch(path, self.config)
+        except NotRegularFile as error:
+            self._skip(name, stat, str(error))
+        except FileChanged:
+            self.changed(path)
+        except UnreadableFile as error:
+            self.reject(FileSnapshot.unread(name, stat), [str(error)])
+        except OSError as error:
+            reason = error.strerror or str(error)
+            self.emit(Event(EventKind.FILE_ERROR, f"{name}: cannot be read: {reason}", file=name, data={"reason": reason}))
+        return None
+
+    def _skip(self, name: str, stat: os.stat_result, reason: str) -> None:
+        """Record once that ``name`` is not a batch to read (a FIFO, a folder, a device), with why."""
+        self.store.record_file(name, None, "skipped", reason=reason, seen=FileStat.of(stat))
+        self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: skipped: {reason}", file=name, data={"reason": reason}))

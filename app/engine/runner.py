@@ -1,0 +1,222 @@
+"""What one model does when a batch lands: the static or the dynamic policy.
+
+For every batch a :class:`ModelRunner` has the batch assessed
+(:mod:`app.engine.assess`: drift, scores, flags), and then applies the
+model's policy:
+
+- static: nothing more; its shadow (a per-batch retrain) is refreshed.
+- dynamic: undo a promotion that turned out worse (automatic rollback), or
+  train a candidate on the newest batches and let the gate decide
+  (:mod:`app.engine.train`).
+
+A runner computes; it does not commit. It returns a :class:`BatchOutcome`
+whose ``writes`` the committer (:mod:`app.engine.commit`) applies in one
+transaction together with the ledger entry, so a crash at any point leaves
+either all of a batch or none.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import pandas as pd
+
+from app.config import Config, ModelConfig
+from app.engine.assess import Assessor
+from app.engine.records import BatchOutcome, Pending
+from app.engine.train import CandidateTrainer
+from app.events import Event, EventKind
+from app.metrics import get_metric
+from app.registry import Registry
+from app.serving import predictions_frame, predictions_path, write_predictions
+from app.snapshots import SnapshotError
+from app.stats.profile import Profile
+from app.store import SnapshotRecord, Store
+from app.training import TrainingFailed, Trainer
+from app.validation import Batch
+from app.verdict import VERDICT_LOOKBACK
+
+
+class ModelRunner:
+    """Applies one model's policy to each batch; holds only caches and the static shadow."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        config: Config,
+        registry: Registry,
+        trainer: Trainer,
+        load_batches: Callable[[list[int]], list[tuple[str, str, pd.DataFrame]]],
+        emit: Callable[[Event], None],
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.registry = registry
+        self.store: Store = registry.store
+        self.emit = emit
+        self.assess = Assessor(model, config, registry)
+        self.train = CandidateTrainer(self.assess, trainer, load_batches, emit)
+        self.static_shadow: Any | None = None
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    # --- one batch ---------------------------------------------------------------
+
+    def process(self, batch: Batch, folder: dict[str, Any], pending: Pending,
+                label_check: Callable[[], str | None] | None = None) -> BatchOutcome:
+        """Everything this model does with one validated batch.
+
+        ``folder`` carries folder-wide facts: ``reference`` (profile dict of the
+        first batch) and ``previous_labels`` (label stats of the previous labeled
+        batch, for the naive baseline). ``label_check()`` says why the batch's
+        labels look corrupted, if they do (see :mod:`app.labels`); it is only
+        asked when the serving model does not already show that they carry signal.
+        Work no decision here waits on goes to ``pending`` (see :class:`Pending`);
+        the caller runs what is left of it before the commit.
+        """
+        frame, labeled = batch.frame, batch.labeled
+        serving = self.registry.serving(self.name)
+        outcome = BatchOutcome(result={"labeled": labeled, "serving_version": serving.version if serving else None})
+        if serving is not None and (changes := self.assess.config_changes(serving)):
+            return self._not_scored(outcome, serving, changes)
+        result = outcome.result
+        reference = Profile.from_dict(serving.data["profile"]) if serving else Profile.from_dict(folder["reference"])
+        current = self.assess.measure_drift(result, reference, frame)
+        pending.add(lambda: self.assess.measure_multivariate_drift(result, frame, serving))
+        issues = self.assess.quality_issues(reference, frame, labeled, serving)
+        model = self.assess.load_serving(serving, result) if serving else None
+        if model is not None:
+            prediction = self.assess.score(result, model, serving, frame, labeled, folder.get("previous_labels"),
+                                          self._shadow_model(serving) if labeled else None)
+            rows = predictions_frame(prediction, frame, serving.version, self.config.id_column)
+            path = predictions_path(self.registry.paths.predictions, self.name, batch.name, batch.sha256)
+            pending.add(lambda: write_predictions(path, rows))
+        vocabulary, new_classes = self.assess.vocabulary_issue(frame, serving) if labeled else (None, [])
+        if vocabulary:
+            result["new_classes"] = new_classes
+            result["held_for_retrain"] = not issues and new_classes != sorted(map(str, frame[self.config.target].dropna().unique()))
+            issues.append(vocabulary)
+        elif label_check is not None and not self.assess.labels_carry_signal(result) and (issue := label_check()):
+            issues.append(issue)
+        result["quality_issues"] = issues
+        result["trainable"] = labeled and not issues
+        flags = self.assess.flags(result, serving, labeled)
+        result["flags"] = flags
+        result["action"] = "flagged" if flags and serving else "none"
+
+        if serving is None:
+            self._maybe_bootstrap(outcome, batch, pending)
+        elif result["trainable"]:
+            if self.model.is_dynamic:
+                self._dynamic_step(outcome, serving, batch, pending)
+            else:
+                self._refresh_static_shadow(outcome, batch, pending)
+        outcome.state = self.assess.state(result, current)
+        return outcome
+
+    def _not_scored(self, outcome: BatchOutcome, serving: SnapshotRecord, changes: list[str]) -> BatchOutcome:
+        """A serving model trained for another config: nothing is measured against it, it trains nothing by itself."""
+        detail = f"v{serving.version} was trained on another config ({'; '.join(changes)}): not scored until retrained"
+        flags = [{"kind": "config_changed", "detail": detail}]
+        outcome.result.update(config_changes=changes, flags=flags, action="none", feature_drift={},
+                              drifted_features=[], quality_issues=[], trainable=outcome.result["labeled"])
+        return outcome  # its state is left as it was: the report shows it trained for another config (app.report)
+
+    # --- policies -------------------------------------------------------------------
+
+    def _maybe_bootstrap(self, outcome: BatchOutcome, batch: Batch, pending: Pending) -> None:
+        if not outcome.result["trainable"]:
+            return
+        needed = self.model.bootstrap_batches
+        earlier = self.store.trainable_ids(self.name, newest=needed)
+        if len(earlier) + 1 < needed:
+            outcome.result["action_detail"] = f"collecting labeled batches to train version 1 ({len(earlier) + 1} of {needed})"
+            return
+        window = self.train.window(self.train.newest_trainable(needed), batch)
+        self.train.train_and_gate(outcome, window, serving=None, reason="bootstrap", pending=pending)
+
+    def _dynamic_step(self, outcome: BatchOutcome, serving: SnapshotRecord, batch: Batch, pending: Pending) -> None:
+        if self._auto_rollback(outcome, serving, batch.frame):
+            return
+        window = self.train.window(self.train.newest_trainable(self.model.window), batch)
+        self.train.train_and_gate(outcome, window, serving=serving, reason="promoted", pending=pending)
+
+    def retrain(self, reason: str = "manual") -> BatchOutcome:
+        """Train a candidate on the newest trainable batches now (the ``r`` key); it still faces the gate.
+
+        Batches held back only for a new class beside the known ones (see
+        :meth:`~app.engine.assess.Assessor.vocabulary_issue`) count here: an explicit retrain is how a new class joins.
+        """
+        serving = self.registry.serving(self.name)
+        outcome = BatchOutcome(result={})
+        held = [file_id for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK) if data.get("held_for_retrain")]
+        ids = sorted(set(self.store.trainable_ids(self.name, newest=self.model.window)) | set(held))
+        ids = ids[-self.model.window:] if self.model.window else ids
+        if not ids:
+            outcome.events.append(Event(EventKind.REJECTED, f"{self.name}: no labeled batches to retrain on", model=self.name))
+            outcome.result["action"] = "rejected"
+            return outcome
+        window = self.train.window(ids)
+        self.train.train_and_gate(outcome, window, serving=serving, reason=reason)
+        return outcome
+
+    def _auto_rollback(self, outcome: BatchOutcome, serving: SnapshotRecord, frame: pd.DataFrame) -> bool:
+        history = self.store.serving_history(self.name)
+        if not (self.model.auto_rollback and history and history[-1].reason == "promoted"):
+            return False
+        previous = self.registry.previous_good(self.name)
+        metrics = outcome.result.get("metrics")
+        if previous is None or not metrics:
+            return False
+        try:
+            previous_model = self.registry.load(self.name, previous.version)
+        except SnapshotError:
+            return False
+        metric_name = outcome.result["metric"]
+        previous_metrics = self.assess.evaluate(previous_model, frame)
+        outcome.result["previous_metrics"] = previous_metrics
+        now, before = metrics.get(metric_name), previous_metrics.get(metric_name)
+        if now is None or before is None:
+            return False
+        worse = -get_metric(metric_name).gain(before, now)
+        allowed = get_metric(metric_name).allowed(self.model.rollback_tolerance, before)
+        if worse <= allowed:
+            return False
+        detail = f"v{serving.version} {metric_name} {now:.3f} is worse than v{previous.version} {before:.3f} by {worse:.3f}"
+        outcome.pointer_writes.append(
+            lambda db: self.registry.switch_serving(self.name, previous.version, "auto_rollback", detail, old_status="rolled_back", db=db)
+        )
+        outcome.result["action"] = "rolled_back"
+        outcome.result["action_detail"] = detail
+        outcome.events.append(Event(
+            EventKind.ROLLED_BACK, f"{self.name}: rolled back v{serving.version} → v{previous.version}: {detail}",
+            model=self.name, data={"from": serving.version, "to": previous.version, "automatic": True},
+        ))
+        outcome.result["flags"].insert(0, {"kind": "performance_drop", "detail": f"automatic rollback: {detail}"})
+        return True
+
+    def _refresh_static_shadow(self, outcome: BatchOutcome, batch: Batch, pending: Pending) -> None:
+        """Retrain the static model's shadow (what dynamic training would serve next) on the newest batches."""
+        window = self.train.window(self.train.newest_trainable(self.model.window), batch)
+        started = time.perf_counter()
+        try:
+            self.static_shadow = self.train.trainer.run(self.train.training_job(window), meanwhile=pending.run).model
+        except TrainingFailed as error:
+            outcome.result["shadow_error"] = str(error)
+            return
+        outcome.result["shadow_train_seconds"] = time.perf_counter() - started
+
+    def _shadow_model(self, serving: SnapshotRecord) -> Any | None:
+        if not self.model.is_dynamic:
+            return self.static_shadow
+        first = next((c for c in self.store.serving_history(self.name)), None)
+        if first is None:
+            return None
+        try:
+            return self.registry.load(self.name, first.version)
+        except SnapshotError:
+            return None
+
