@@ -39,7 +39,7 @@ from app.models import CATEGORICAL, columns_of_kind, predict
 from app.readers import batch_suffix
 from app.serving import predictions_frame
 from app.stats.profile import Profile
-from app.validation import Batch, InvalidBatch, validate_table
+from app.validation import Batch, InvalidBatch, StreamedRows, validate_table
 
 SUCCESS_MARKER = "_SUCCESS"
 PART_SUFFIXES = (".parquet",)
@@ -65,6 +65,24 @@ def batch_parts(path: Path) -> list[Path]:
         if found.name.lower().endswith(PART_SUFFIXES) and found.is_file():
             parts.append(found)
     return sorted(parts, key=lambda part: part.relative_to(path).as_posix())
+
+
+def is_batch_folder(path: Path) -> bool:
+    """True for a folder (not a link, not hidden or ``_``-prefixed) that holds Parquet parts: a partitioned batch."""
+    path = Path(path)
+    if path.name.startswith((".", "_")) or path.is_symlink() or not path.is_dir():
+        return False
+    return bool(batch_parts(path))
+
+
+def parts_stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Each part's path, size and mtime: a batch that changed while it was read has another stamp."""
+    path = Path(path)
+    stamp = []
+    for part in batch_parts(path):
+        stat = part.stat()
+        stamp.append((part.as_posix(), stat.st_size, stat.st_mtime_ns))
+    return tuple(stamp)
 
 
 def folder_complete(folder: Path, settle_seconds: float, now: float | None = None) -> bool:
@@ -139,12 +157,14 @@ class ScannedBatch:
             return f"all {self.rows:,} rows"
         return f"a uniform sample of {len(self.sample):,} of {self.rows:,} rows"
 
-    def as_batch(self) -> Batch | InvalidBatch:
+    def as_batch(self, path: Path) -> Batch | InvalidBatch:
         """The batch the stages after intake take: its sample as the frame, or the reasons it is refused."""
         if self.reasons:
             return InvalidBatch(self.reasons)
         return Batch(name=self.name, sha256=self.sha256, frame=self.sample, labeled=self.labeled,
-                     warnings=[*self.warnings, f"streamed: drift on all rows, models on {self.sampled}"])
+                     warnings=[*self.warnings, f"streamed: drift and predictions on all rows, scores, the domain"
+                               f" classifier and training on {self.sampled}"],
+                     streamed=StreamedRows(Path(path), self.rows, self.sampled, self.profiles))
 
 
 def scan_part(path: Path, part_index: int, config: Config, references: dict[str, Profile]) -> PartScan:

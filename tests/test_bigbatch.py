@@ -84,7 +84,7 @@ def test_a_partitioned_folder_is_validated_profiled_and_sampled_over_every_row(p
     assert (positions >= 0).all() and (np.diff(positions) > 0).all()
     per_part = np.bincount(positions // 3000, minlength=3)
     assert all(400 < count < 600 for count in per_part), per_part  # 500 each expected; a biased sample fails
-    assert "uniform sample of 1,500 of 9,000 rows" in scanned.as_batch().warnings[-1]
+    assert "uniform sample of 1,500 of 9,000 rows" in scanned.as_batch(folder).warnings[-1]
     again = scan_batch(folder, config, {"static-lr": reference})
     pd.testing.assert_frame_equal(again.sample, sample)  # the same rows every time
 
