@@ -493,7 +493,7 @@ def test_the_advice_to_move_a_damaged_state_aside_says_to_stop_the_watcher_first
 
 
 def test_a_data_folder_renamed_away_and_back_is_reported_and_watched_again(ingest_dir: Path) -> None:
-    from app.tui.render import HeaderState, header_text
+    from app.tui.header import HeaderState, header_text
 
     away = ingest_dir.with_name("away")
     with watching(ingest_dir) as (monitor, events):

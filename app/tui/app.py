@@ -34,8 +34,8 @@ from app.commands import Command, answer_within
 from app.events import ERROR_KINDS, Event, EventKind
 from app.engine_link import Engine
 from app.store import StoredEvent
-from app.tui import render
 from app.tui.dashboard import Dashboard, load_dashboard
+from app.tui.header import HeaderState, header_text
 from app.tui.messages import CommandDone, DashboardLoaded, MonitorChanged, TrainingChanged
 from app.tui.panels import (
     EventLogPanel,
@@ -49,6 +49,7 @@ from app.tui.panels import (
     show_text,
 )
 from app.tui.screens import ConfirmScreen, HelpScreen
+from app.tui.snapshot_text import promote_question
 
 TICK_SECONDS = 0.25
 LOAD_INTERVAL_SECONDS = 0.5
@@ -259,7 +260,7 @@ class DriftDeckApp(App[int]):
 
     def _show_header(self) -> None:
         counts = self.dashboard.counts if self.dashboard else {}
-        state = render.HeaderState(
+        state = HeaderState(
             folder=display_path(self.monitor.data_dir),
             paused=self.paused,
             ingested=counts.get("ingested", 0),
@@ -272,7 +273,7 @@ class DriftDeckApp(App[int]):
             waiting=self.monitor.waiting_files if self.paused else 0,
             engine_stopped=self.engine_stopped,
         )
-        show_text(self.header_bar, render.header_text(state, self.header_bar.content_size.width))
+        show_text(self.header_bar, header_text(state, self.header_bar.content_size.width))
 
     # --- selection -------------------------------------------------------------------
 
@@ -401,7 +402,7 @@ class DriftDeckApp(App[int]):
             self.notify(f"{model} v{version} already serves", severity="warning", markup=False)
             return
         serving = next((other["version"] for other in self.snapshots_panel.rows.values() if other["serving"]), None)
-        self.push_screen(ConfirmScreen(render.promote_question(model, row, serving)),
+        self.push_screen(ConfirmScreen(promote_question(model, row, serving)),
                          lambda yes: self.promote(model, version) if yes else None)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:

@@ -1,8 +1,9 @@
 """The dashboard's panels: each a bordered container that shows one part of a Dashboard.
 
 Panels hold no logic: they hand the dashboard's dicts to the plain functions
-of :mod:`app.tui.render` and put the results in tables and drawings. They
-never read the store or talk to the monitor; the app does both.
+of :mod:`app.tui.tables`, :mod:`app.tui.charts` and their siblings and put the
+results in tables and drawings. They never read the store or talk to the
+monitor; the app does both.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from textual.widgets import DataTable, RichLog, Static
 
 from app.config import DriftConfig
 from app.store import StoredEvent
-from app.tui import render
+from app.tui.charts import distribution_chart, health_chart, latest_metrics_text, multivariate_text
 from app.tui.dashboard import Dashboard
+from app.tui.event_text import event_text
+from app.tui.formatting import clip_lines
+from app.tui.snapshot_text import serving_history_text, snapshot_note
+from app.tui.tables import feature_cells, model_cells, model_cells_stacked, model_detail, snapshot_cells
 
 MAX_TREND_WIDTH = 24
 VERDICT_LINES = 2
@@ -174,15 +179,15 @@ class ModelsPanel(Panel):
         if self.table.size.width and self.table.size.width < self.STACK_BELOW:
             set_columns(self.table, self.STACKED_COLUMNS)
             width = spare_width(self.table, (names, 7, states))
-            rows = ((m["name"], render.model_cells_stacked(m, width)) for m in dashboard.models)
+            rows = ((m["name"], model_cells_stacked(m, width)) for m in dashboard.models)
             fill_table(self.table, rows, height=2)
         else:
             set_columns(self.table, self.COLUMNS)
             width = spare_width(self.table, (names, 9, 7, states, self.VERDICT_WIDTH))
-            fill_table(self.table, ((m["name"], render.model_cells(m, max(12, width))) for m in dashboard.models))
+            fill_table(self.table, ((m["name"], model_cells(m, max(12, width))) for m in dashboard.models))
         summary = dashboard.summary(selected)
         verdict = self.query_one("#verdict", Static)
-        detail = render.clip_lines(render.model_detail(summary), verdict.size.width, VERDICT_LINES) if summary else Text()
+        detail = clip_lines(model_detail(summary), verdict.size.width, VERDICT_LINES) if summary else Text()
         show_text(verdict, detail)
 
     def on_resize(self) -> None:
@@ -216,11 +221,11 @@ class FeaturesPanel(Panel):
         if self._dashboard is None or self._dashboard.model != dashboard.model:
             self.following = True
         self._dashboard = dashboard
-        self.titled(f"2 Feature distributions — {dashboard.model}", render.multivariate_text(dashboard.latest))
+        self.titled(f"2 Feature distributions — {dashboard.model}", multivariate_text(dashboard.latest))
         table = self.table
         names = max((len(row["feature"]) for row in dashboard.features), default=7)
         trend = max(4, min(MAX_TREND_WIDTH, spare_width(table, (names, *self.FIXED_WIDTHS))))
-        cells = partial(render.feature_cells, trend_width=trend, threshold=self.drift.psi_threshold,
+        cells = partial(feature_cells, trend_width=trend, threshold=self.drift.psi_threshold,
                         watch=self.drift.psi_watch)
         fill_table(table, ((row["feature"], cells(row)) for row in dashboard.features))
         if self.following and table.row_count:
@@ -236,9 +241,9 @@ class FeaturesPanel(Panel):
         rows = self._dashboard.distributions.get(feature, []) if row is not None else []
         drawing.styles.height = 1 + max(1, len(rows))  # the title line, then a line per bin
         if row is None:
-            drawing.show(render.distribution_chart, None, [], None)
+            drawing.show(distribution_chart, None, [], None)
         else:
-            drawing.show(render.distribution_chart, feature, rows, row["kind"])
+            drawing.show(distribution_chart, feature, rows, row["kind"])
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         key = selected_key(event.data_table)
@@ -264,9 +269,9 @@ class HealthPanel(Panel):
         metric = next((row["metric"] for row in reversed(dashboard.history) if row["metric"]), None)
         self.titled(f"3 Prediction health — {dashboard.model}" + (f" ({metric})" if metric else ""))
         shadow = "shadow: static (first snapshot)" if summary.get("mode") == "dynamic" else "shadow: dynamic retrain"
-        self.query_one("#health-chart", Drawing).show(render.health_chart, dashboard.history, shadow)
+        self.query_one("#health-chart", Drawing).show(health_chart, dashboard.history, shadow)
         show_text(self.query_one("#latest-metrics", Static),
-                  render.latest_metrics_text(dashboard.latest, self.drift.prediction_psi_threshold))
+                  latest_metrics_text(dashboard.latest, self.drift.prediction_psi_threshold))
 
 
 class SnapshotTable(RowTable):
@@ -311,13 +316,13 @@ class SnapshotsPanel(Panel):
         if dashboard.model != self.model:  # another model's versions: start from its newest
             self.model = dashboard.model
             table.clear()
-        fill_table(table, ((key, render.snapshot_cells(row, self._note_width())) for key, row in self.rows.items()))
+        fill_table(table, ((key, snapshot_cells(row, self._note_width())) for key, row in self.rows.items()))
         self.show_note(selected_key(table))
-        self.query_one("#serving-history", Drawing).show(render.serving_history_text, dashboard.serving_history)
+        self.query_one("#serving-history", Drawing).show(serving_history_text, dashboard.serving_history)
 
     def _note_width(self) -> int:
         """What the note column has left once the other columns show their widest cell."""
-        cells = [render.snapshot_cells(row, 0)[:-1] for row in self.rows.values()]
+        cells = [snapshot_cells(row, 0)[:-1] for row in self.rows.values()]
         widths = [max([len(label)] + [row[index].cell_len for row in cells]) for index, label in enumerate(self.COLUMNS[:-1])]
         return max(12, spare_width(self.table, widths))
 
@@ -329,7 +334,7 @@ class SnapshotsPanel(Panel):
     def show_note(self, key: str | None) -> None:
         row = self.rows.get(key) if key is not None else None
         latest_move = self._dashboard.serving_history[-1] if self._dashboard and self._dashboard.serving_history else None
-        show_text(self.query_one("#snapshot-note", Static), render.snapshot_note(row, latest_move) if row else Text())
+        show_text(self.query_one("#snapshot-note", Static), snapshot_note(row, latest_move) if row else Text())
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_note(selected_key(event.data_table))
@@ -368,7 +373,7 @@ class EventLogPanel(Panel):
         if not width:
             return  # not laid out yet: on_resize writes every entry
         for event in events:
-            log.write(render.event_text(event, width))
+            log.write(event_text(event, width))
 
     def on_resize(self) -> None:
         log = self.query_one(RichLog)

@@ -1,4 +1,4 @@
-"""The dashboard's data views (app.report) and drawings (app.tui.render), without a screen.
+"""The dashboard's data views (app.report) and drawings (app.tui.formatting, header, charts, tables, snapshot_text, event_text), without a screen.
 
 Distributions are checked against histograms computed here with numpy and
 pandas, and against the PSI the drift module reports for the same profiles.
@@ -17,7 +17,7 @@ from app.report import distribution_rows, feature_rows, metric_history
 from app.stats.drift import PSI_EPSILON, feature_drift
 from app.stats.profile import Profile
 from app.store import StoredEvent
-from app.tui import render
+from app.tui import charts, event_text, formatting, header, snapshot_text
 from tests.tui.tui_support import base_folder, copy_folder
 
 
@@ -122,24 +122,24 @@ def test_metric_history_marks_a_rollback_by_hand_after_the_batch_it_followed(bas
 
 @pytest.mark.parametrize("share", [0.0, 0.03, 0.5, 0.999, 1.0, 1.7])
 def test_a_bar_always_fills_its_width_and_grows_in_eighths(share: float):
-    drawn = render.bar(share, 1.0, 20, "cyan")
+    drawn = formatting.bar(share, 1.0, 20, "cyan")
     assert drawn.cell_len == 20
-    filled = drawn.plain.count("█") * 8 + sum(render.EIGHTHS.index(ch) for ch in drawn.plain if ch in render.EIGHTHS[1:-1])
+    filled = drawn.plain.count("█") * 8 + sum(formatting.EIGHTHS.index(ch) for ch in drawn.plain if ch in formatting.EIGHTHS[1:-1])
     assert filled == round(min(share, 1.0) * 20 * 8)
 
 
 def test_sparkline_shows_the_last_values_with_gaps_for_missing_ones():
-    line = render.sparkline([0.0, None, 0.05, 0.3, 0.15], width=4, threshold=0.2, watch=0.1)
+    line = formatting.sparkline([0.0, None, 0.05, 0.3, 0.15], width=4, threshold=0.2, watch=0.1)
     assert len(line.plain) == 4 and line.plain[0] == " "
-    assert line.plain[2] == render.BLOCKS[8]  # 0.3 is the tallest bar
+    assert line.plain[2] == formatting.BLOCKS[8]  # 0.3 is the tallest bar
     styles = [str(span.style) for span in line.spans]
-    assert render.DRIFT_STYLES["drifted"] in styles and render.DRIFT_STYLES["watch"] in styles
+    assert formatting.DRIFT_STYLES["drifted"] in styles and formatting.DRIFT_STYLES["watch"] in styles
 
 
 def test_sparkline_colours_follow_the_recorded_status_not_a_fixed_psi():
     """A PSI of 0.3 on a 50-row batch is sampling noise: its bar is as stable as its status."""
-    line = render.sparkline([0.3, 0.05], width=2, threshold=0.2, watch=0.1, statuses=["stable", "drifted"])
-    assert [str(span.style) for span in line.spans] == [render.DRIFT_STYLES["stable"], render.DRIFT_STYLES["drifted"]]
+    line = formatting.sparkline([0.3, 0.05], width=2, threshold=0.2, watch=0.1, statuses=["stable", "drifted"])
+    assert [str(span.style) for span in line.spans] == [formatting.DRIFT_STYLES["stable"], formatting.DRIFT_STYLES["drifted"]]
 
 
 def test_health_chart_puts_the_highest_value_on_top_and_marks_actions():
@@ -150,8 +150,8 @@ def test_health_chart_puts_the_highest_value_on_top_and_marks_actions():
         {"file": "d.csv", "labeled": True, "served": 0.85, "shadow": 0.8, "baseline": 0.5, "action": "none",
          "pointer": "rollback"},
     ]
-    lines = render.health_chart((60, 14), rows, "shadow: static").plain.split("\n")
-    plot = [line for line in lines if line[render.Y_LABEL_WIDTH:render.Y_LABEL_WIDTH + 1] in "┤│"]
+    lines = charts.health_chart((60, 14), rows, "shadow: static").plain.split("\n")
+    plot = [line for line in lines if line[charts.Y_LABEL_WIDTH:charts.Y_LABEL_WIDTH + 1] in "┤│"]
     assert "●" in plot[0] and "─" in plot[-1]  # 0.9 served on top, the 0.5 baseline at the bottom
     marks = next(line for line in lines if "└" in line)
     assert [mark for mark in marks if mark in "▲×·▼"] == ["▲", "×", "·", "▼"]
@@ -160,32 +160,30 @@ def test_health_chart_puts_the_highest_value_on_top_and_marks_actions():
 
 def test_event_text_wraps_under_the_message_and_shows_markup_literally():
     message = "[bold]x[/bold].csv: quarantined: " + "a reason that goes on " * 4
-    text = render.event_text(StoredEvent(1, 0.0, "batch_quarantined", None, None, message, {}), width=60)
+    text = event_text.event_text(StoredEvent(1, 0.0, "batch_quarantined", None, None, message, {}), width=60)
     lines = text.plain.split("\n")
-    indent = len(lines[0]) - len(lines[0][9 + render.KIND_WIDTH + 1:])
+    indent = len(lines[0]) - len(lines[0][9 + event_text.KIND_WIDTH + 1:])
     assert len(lines) > 1 and all(line.startswith(" " * indent) for line in lines[1:])
     assert all(len(line) <= 60 for line in lines)
     assert "[bold]x[/bold].csv" in text.plain
 
 
 def test_header_says_how_long_ago_the_last_file_came_and_what_trains():
-    state = render.HeaderState(folder="data", paused=False, ingested=12, quarantined=1, last_seen_at=1000.0,
+    state = header.HeaderState(folder="data", paused=False, ingested=12, quarantined=1, last_seen_at=1000.0,
                                now=1125.0, training={"model": "m", "progress": 0.4, "text": "m: fitting"})
-    line = render.header_text(state).plain
+    line = header.header_text(state).plain
     assert "12 batches ingested" in line and "1 quarantined" in line
     assert "last file 2 min ago" in line
     assert "training m" in line and "40%" in line and "fitting" in line
-    assert "paused" in render.header_text(render.HeaderState(folder="x", paused=True)).plain
+    assert "paused" in header.header_text(header.HeaderState(folder="x", paused=True)).plain
 
 
 def test_snapshot_note_highlights_an_environment_that_differs():
-    from app.tui import render
-
     row = {"version": 3, "status": "retired", "serving": False, "reason": "", "gate": "ok", "files": ["a.csv"],
            "rows": 10, "metric": "roc_auc", "holdout": 0.8, "seed": 0,
            "config_hash": "abc123", "environment_vs_now": ["scikit-learn 1.5.0 -> 1.9.1"],
            "environment_vs_serving": ["scikit-learn 1.5.0 -> 1.9.1"]}
-    note = render.snapshot_note(row).plain
+    note = snapshot_text.snapshot_note(row).plain
     assert "seed 0, config abc123" in note
     assert "trained under another environment: scikit-learn 1.5.0 -> 1.9.1" in note
     assert "differs from serving: scikit-learn 1.5.0 -> 1.9.1" in note
@@ -200,8 +198,8 @@ def health_rows(metric: str, values: list[float]) -> list[dict]:
 
 
 def y_axis(chart: str) -> list[float]:
-    return [float(line[:render.Y_LABEL_WIDTH]) for line in chart.split("\n")
-            if line[render.Y_LABEL_WIDTH:render.Y_LABEL_WIDTH + 1] == "┤"]
+    return [float(line[:charts.Y_LABEL_WIDTH]) for line in chart.split("\n")
+            if line[charts.Y_LABEL_WIDTH:charts.Y_LABEL_WIDTH + 1] == "┤"]
 
 
 @pytest.mark.parametrize("metric, values, low, high", [
@@ -211,13 +209,13 @@ def y_axis(chart: str) -> list[float]:
     ("r2", [0.998, 1.0], None, 1.0),
 ])
 def test_the_health_chart_y_axis_stays_within_what_the_metric_can_take(metric, values, low, high):
-    top, bottom = y_axis(render.health_chart((60, 12), health_rows(metric, values), "shadow").plain)
+    top, bottom = y_axis(charts.health_chart((60, 12), health_rows(metric, values), "shadow").plain)
     assert top >= max(values) and bottom <= min(values)
     assert (low is None or bottom >= low) and (high is None or top <= high)
 
 
 def test_an_unbounded_metric_still_gets_room_around_its_values():
-    top, bottom = y_axis(render.health_chart((60, 12), health_rows("mae", [5.0, 7.0]), "shadow").plain)
+    top, bottom = y_axis(charts.health_chart((60, 12), health_rows("mae", [5.0, 7.0]), "shadow").plain)
     assert top > 7.0 and bottom < 5.0
 
 
@@ -233,9 +231,9 @@ def test_bin_labels_are_whole_numbers_that_fit_and_keep_four_digits(loc: float, 
     current = pd.DataFrame({"x": rng.normal(loc + spread, spread, 2000)})
     built, projected = profiles(reference, current, {"x": "numeric"})
     rows = distribution_rows(built.to_dict()["columns"]["x"], projected.to_dict()["columns"]["x"])
-    chart = render.distribution_chart((90, 14), "x", rows, "numeric").plain
+    chart = charts.distribution_chart((90, 14), "x", rows, "numeric").plain
     for row in rows:
-        assert len(row["label"]) <= render.LABEL_WIDTH
+        assert len(row["label"]) <= charts.LABEL_WIDTH
         assert row["label"] in chart  # whole, never cut
         for bound, shown in ((row["low"], row["label"].split("–")[0]), (row["high"], row["label"].split("–")[-1])):
             if bound is not None and "–" in row["label"]:
@@ -256,28 +254,28 @@ def test_short_numbers_read_back_to_four_significant_digits(value: float):
 
 def test_a_labeled_batch_before_any_model_serves_is_called_labeled():
     latest = {"file": "first.csv", "labeled": True, "metrics": {}, "serving_version": None}
-    text = render.latest_metrics_text(latest).plain
+    text = charts.latest_metrics_text(latest).plain
     assert "labeled" in text and "no labels" not in text and "no model serves yet" in text
-    unlabeled = render.latest_metrics_text({**latest, "labeled": False}).plain
+    unlabeled = charts.latest_metrics_text({**latest, "labeled": False}).plain
     assert "no labels" in unlabeled
 
 
 def test_the_health_panel_names_the_version_that_scored_the_batch():
     latest = {"file": "b.csv", "labeled": True, "metric": "roc_auc", "metrics": {"roc_auc": 0.8},
               "serving_version": 28}
-    text = render.latest_metrics_text(latest).plain
+    text = charts.latest_metrics_text(latest).plain
     assert "scored by v28" in text and "served v28" not in text
 
 
-def header_state(**changes) -> render.HeaderState:
+def header_state(**changes) -> header.HeaderState:
     values = dict(folder="/tmp/driftdeck-demo-flowers-09k_9138", paused=False, ingested=30, quarantined=1,
                   last_seen_at=1000.0, now=1058.0)
-    return render.HeaderState(**{**values, **changes})
+    return header.HeaderState(**{**values, **changes})
 
 
 @pytest.mark.parametrize("width", [160, 100, 80])
 def test_the_header_sets_its_parts_apart_and_keeps_the_counts_at_any_width(width: int):
-    line = render.header_text(header_state(), width).plain
+    line = header.header_text(header_state(), width).plain
     assert len(line) <= width
     assert "● watching │ 30 batches" in line
     assert "│ 1 quarantined │ last file 58 s ago" in line
@@ -290,24 +288,24 @@ def test_the_header_sets_its_parts_apart_and_keeps_the_counts_at_any_width(width
 @pytest.mark.parametrize("width", [160, 100, 78])
 def test_training_progress_stays_in_the_header_at_any_width(width: int):
     training = {"model": "flowers-dynamic", "progress": 0.4, "text": "flowers-dynamic: training v9 on 6,290 rows"}
-    line = render.header_text(header_state(training=training), width).plain
+    line = header.header_text(header_state(training=training), width).plain
     assert len(line) <= width
     assert "30 batches" in line and "1 quarantined" in line and "last file 58 s ago" in line
     assert "⚙ training" in line and "40%" in line
-    queued = render.header_text(header_state(retrain_queued="flowers-static"), width).plain
+    queued = header.header_text(header_state(retrain_queued="flowers-static"), width).plain
     assert len(queued) <= width and "retrain" in queued and "queued" in queued
 
 
 def test_a_paused_header_says_how_many_files_wait():
-    assert "⏸ paused · 3 files waiting" in render.header_text(header_state(paused=True, waiting=3)).plain
-    assert "1 file waiting" in render.header_text(header_state(paused=True, waiting=1)).plain
-    assert "waiting" not in render.header_text(header_state(paused=True, waiting=0)).plain
+    assert "⏸ paused · 3 files waiting" in header.header_text(header_state(paused=True, waiting=3)).plain
+    assert "1 file waiting" in header.header_text(header_state(paused=True, waiting=1)).plain
+    assert "waiting" not in header.header_text(header_state(paused=True, waiting=0)).plain
 
 
 @pytest.mark.parametrize("width", range(1, 60, 3))
 def test_fit_words_keeps_whole_words_only(width: int):
     text = "feature drift: drifted: days_to_holiday, sessions_7d, basket_value (PSI 18.4)"
-    fitted = render.fit_words(text, width)
+    fitted = formatting.fit_words(text, width)
     assert len(fitted) <= max(width, 1)
     if fitted != text:
         kept = fitted.removesuffix("…")
@@ -320,7 +318,7 @@ def test_the_models_verdict_is_clipped_to_its_lines_in_whole_words():
 
     text = Text("static is enough for this data: dynamic training changes ROC AUC by -0.1 points "
                 "± 1.2 points over the last 6 batches, within the noise (cost: 6 retrains)")
-    clipped = render.clip_lines(text, 40, 2).plain
+    clipped = formatting.clip_lines(text, 40, 2).plain
     lines = clipped.split("\n")
     assert len(lines) == 2 and all(len(line) <= 40 for line in lines) and lines[-1].endswith("…")
     assert text.plain.replace("\n", " ").startswith(clipped.replace("\n", " ").removesuffix("…").rstrip())
@@ -329,7 +327,7 @@ def test_the_models_verdict_is_clipped_to_its_lines_in_whole_words():
 def test_a_snapshot_note_names_its_first_and_last_training_file_and_the_count():
     row = {"version": 2, "status": "retired", "serving": False, "reason": None, "gate": "", "rows": 900,
            "files": [f"2025-07-{day:02d}.csv" for day in (7, 14, 21, 28)], "metric": "roc_auc", "holdout": 0.8}
-    note = render.snapshot_note(row).plain
+    note = snapshot_text.snapshot_note(row).plain
     assert "trained on 4 files: 2025-07-07.csv … 2025-07-28.csv, 900 rows" in note
 
 
