@@ -37,7 +37,6 @@ from app.config import Config, ScaleConfig
 from app.fsutil import FILE_MODE, fsync_dir, sha256_file
 from app.models import CATEGORICAL, columns_of_kind, predict
 from app.readers import batch_suffix
-from app.serving import predictions_frame
 from app.stats.profile import Profile
 from app.validation import Batch, InvalidBatch, StreamedRows, validate_table
 
@@ -245,6 +244,8 @@ def predict_part(path: Path, pipeline, config: Config, version: int) -> pd.DataF
     The part's predictions are returned whole: a part is the unit a producer
     sizes (and a cluster ships), a batch is any number of them.
     """
+    from app.serving import predictions_frame  # skops comes with it: a Dask worker that only scans never loads it
+
     frames = []
     offset = 0
     lenient = replace(config, watch=replace(config.watch, max_missing_share=1.0))
