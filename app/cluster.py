@@ -53,11 +53,8 @@ class DaskEngine:
     def client(self) -> Any:
         """The cluster's client, connected (or the LocalCluster started) on first use."""
         if self._client is None:
-            try:
-                from distributed import Client, LocalCluster
-            except ImportError:
-                raise RuntimeError("[scale] engine = \"dask\" needs dask and distributed:"
-                                   " pip install 'driftdeck[dask]'") from None
+            from distributed import Client, LocalCluster  # installed: the config checks (app.config)
+
             if self.scheduler == "local":
                 self._cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
                                              dashboard_address=None)

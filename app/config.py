@@ -7,6 +7,7 @@ checked here, with messages that name the file and the key, for example
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -272,6 +273,8 @@ class _Checker:
             raise self.fail("[scale]", "must be a table")
         self.known_keys(raw, "scale.", set(ScaleConfig.__dataclass_fields__))
         engine = self.choice(raw, "engine", SCALE_ENGINES, "local", "scale.")
+        if engine == "dask" and importlib.util.find_spec("distributed") is None:
+            raise self.fail("scale.engine", "\"dask\" needs dask and distributed: pip install 'driftdeck[dask]'")
         scheduler = self.optional_str(raw, "scheduler", "scale.") or "local"
         if scheduler != "local" and not re.fullmatch(r"(tcp|tls|inproc|ucx)://\S+", scheduler):
             raise self.fail("scale.scheduler", f'must be "local" or a scheduler address such as "tcp://host:8786", got {scheduler!r}')
