@@ -45,7 +45,7 @@ def results(folder: Path) -> dict[str, dict]:
                 for file_id, _, data in workspace.store.results("static-lr")}
 
 
-def test_watch_once_streams_a_partitioned_folder_against_the_serving_model(tmp_path):
+def test_watch_once_streams_a_partitioned_folder_against_the_serving_model(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     write_config(data, CONFIG)
@@ -67,7 +67,9 @@ def test_watch_once_streams_a_partitioned_folder_against_the_serving_model(tmp_p
     table = pq.read_table(predictions[0])
     assert table.num_rows == 9000 and sorted(table.column("row").to_pylist()) == list(range(9000))
 
-    assert main(["watch", str(data), "--once"]) == 0  # nothing is read twice
+    assert "week-01: streamed" in capsys.readouterr().out
+    assert main(["watch", str(data), "--once"]) == 0  # nothing is read twice, not even streamed again
+    assert "streamed" not in capsys.readouterr().out
     with Workspace.open(data, read_only=True) as workspace:
         assert [(r.name, r.status) for r in workspace.store.files()] == [("week-00.csv", "ingested"),
                                                                          ("week-01", "ingested")]

@@ -157,8 +157,9 @@ class Intake:
         scanned = self.streams.scan(path, self.config, self._references())
         if parts_stamp(path) != before:
             raise FileChanged(f"{path.name} changed while it was read")
-        snapshot = FileSnapshot(path.name, sum(size for _, size, _ in before), stat.st_mtime_ns, sha256,
-                                ctime_ns=stat.st_ctime_ns, inode=stat.st_ino)
+        # A folder is known again by its own stat, which changes as parts are added, removed or renamed into it.
+        snapshot = FileSnapshot(path.name, stat.st_size, stat.st_mtime_ns, sha256, ctime_ns=stat.st_ctime_ns,
+                                inode=stat.st_ino)
         return snapshot, scanned.as_batch(path)
 
     def _references(self) -> dict[str, Profile]:
