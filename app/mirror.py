@@ -113,6 +113,11 @@ class BucketMirror:
                 vanished.append(item.key)
                 self.emit(Event(EventKind.FILE_SKIPPED, f"{item.key}: deleted from {self.location.url} before it"
                                 " was read; nothing ingested", file=item.key, data={"source": self.location.url}))
+            except PermissionError:
+                failed.append(item.key)
+                self.emit(Event(EventKind.FILE_ERROR, f"{item.key}: access denied reading it from {self.location.url};"
+                                " nothing ingested, read again at the next listing", file=item.key,
+                                data={"source": self.location.url}))
             except ObjectReadFailed as error:
                 failed.append(item.key)
                 self.emit(Event(EventKind.FILE_ERROR, f"{item.key}: {error}; nothing ingested, read again at the"

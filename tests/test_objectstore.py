@@ -216,3 +216,33 @@ def test_the_engine_polls_the_bucket_and_ingests_what_lands(s3, tmp_path):
     assert watch_headless(Monitor(local), True, stop) == 0
     thread.join()
     assert seen == [{"first": True}, {"second": True}]
+
+
+def test_an_object_the_credentials_may_list_but_not_read_is_an_event(s3, tmp_path, monkeypatch):
+    import json
+
+    import boto3
+    from moto import settings
+
+    client = s3.client()
+    client.create_bucket(Bucket="bkt")
+    put_csv(s3, "incoming/week-00.csv", make_batch(0, rows=50))
+    iam = boto3.client("iam", endpoint_url=s3.endpoint, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    iam.create_user(UserName="lister")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]}
+    iam.put_user_policy(UserName="lister", PolicyName="list-only", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="lister")["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # from now on the server checks credentials
+    events: list = []
+    copy = mirror(tmp_path / "local", events, backoff_seconds=0.01)
+    try:
+        done = copy.sync()
+    finally:
+        copy.stop()
+    assert done.failed == ("week-00.csv",)
+    assert [e.kind for e in events] == [EventKind.FILE_ERROR]
+    assert "access denied reading it" in events[0].message
+    assert key["SecretAccessKey"] not in events[0].message
