@@ -10,7 +10,10 @@ what is new. A read that fails is tried again from the start, with backoff;
 after the last attempt an event says so and the next listing tries again: an
 object is never half-ingested and never lost. An object replaced under the
 same key has a new ETag and is read again; one deleted between the listing
-and the read is reported and skipped. Which keys were read at which ETag is
+and the read is reported and skipped. A folder of objects (a partitioned batch)
+is read once it is complete in the bucket (its ``_SUCCESS`` listed, or nothing
+in it changed over one listing interval), into a hidden folder that is renamed
+into place when every part is there. Which keys were read at which ETag is
 kept in ``.driftdeck-objects.db`` in the folder, so a restart reads nothing twice.
 """
 
@@ -22,7 +25,7 @@ import re
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
@@ -100,31 +103,69 @@ class BucketMirror:
         return self.fetch_all(listed)
 
     def fetch_all(self, listed: list[ListedObject]) -> MirrorPass:
-        """Read each listed object not read before at its ETag; each failure is an event."""
-        fetched, failed, vanished = [], [], []
+        """Read each listed object not read before at its ETag; each failure is an event.
+
+        A folder's objects (a partitioned batch) are read only once the folder
+        is complete in the bucket, into a hidden folder renamed into place when
+        all are there, so the local folder never shows a batch half there.
+        """
+        done = _Tally()
+        folders: dict[str, list[ListedObject]] = {}
         for item in listed:
-            if self._stop.is_set():
-                break
-            if self.index.has(item):
-                continue
-            try:
-                self._fetch(item)
-            except FileNotFoundError:
-                vanished.append(item.key)
-                self.emit(Event(EventKind.FILE_SKIPPED, f"{item.key}: deleted from {self.location.url} before it"
-                                " was read; nothing ingested", file=item.key, data={"source": self.location.url}))
-            except PermissionError:
-                failed.append(item.key)
-                self.emit(Event(EventKind.FILE_ERROR, f"{item.key}: access denied reading it from {self.location.url};"
-                                " nothing ingested, read again at the next listing", file=item.key,
-                                data={"source": self.location.url}))
-            except ObjectReadFailed as error:
-                failed.append(item.key)
-                self.emit(Event(EventKind.FILE_ERROR, f"{item.key}: {error}; nothing ingested, read again at the"
-                                " next listing", file=item.key, data={"source": self.location.url}))
-            else:
-                fetched.append(item.key)
-        return MirrorPass(tuple(fetched), tuple(failed), tuple(vanished))
+            if "/" in item.key:
+                folders.setdefault(item.key.split("/", 1)[0], []).append(item)
+            elif not self._stop.is_set() and not self.index.has(item):
+                if (sha256 := self._taken(item, self.folder / item.key, done)) is not None:
+                    self.index.record(item, sha256)
+        for name, items in folders.items():
+            if not self._stop.is_set():
+                self._fetch_folder(name, items, done)
+        return MirrorPass(tuple(done.fetched), tuple(done.failed), tuple(done.vanished))
+
+    def _fetch_folder(self, name: str, items: list[ListedObject], done: _Tally) -> None:
+        """Read a folder's new objects once it is complete: its ``_SUCCESS`` is listed, or nothing in it changed
+        since the previous listing (which the index keeps, so a ``watch --once`` run later counts too)."""
+        signature = "\n".join(f"{item.key}\0{item.etag}\0{item.version}" for item in sorted(items, key=lambda i: i.key))
+        settled = self.index.folder_signature(name) == signature
+        self.index.record_folder(name, signature)
+        new = [item for item in items if not self.index.has(item)]
+        if not new or not (settled or any(item.key == f"{name}/{SUCCESS_MARKER}" for item in items)):
+            return
+        target = self.folder / name
+        staging = target if target.exists() else self.folder / f".{name}.partial"
+        read = []
+        for item in new:
+            sha256 = self._taken(item, staging.joinpath(*PurePosixPath(item.key).parts[1:]), done)
+            if sha256 is None:
+                return  # the whole folder is read again at the next listing
+            read.append((item, sha256))
+        if staging != target:
+            os.replace(staging, target)
+            fsync_dir(self.folder)
+        for item, sha256 in read:
+            self.index.record(item, sha256)
+
+    def _taken(self, item: ListedObject, target: Path, done: _Tally) -> str | None:
+        """Read ``item`` into ``target``; its SHA-256, or None when that failed (an event says why)."""
+        source = {"source": self.location.url}
+        try:
+            sha256 = self._fetch(item, target)
+        except FileNotFoundError:
+            done.vanished.append(item.key)
+            self.emit(Event(EventKind.FILE_SKIPPED, f"{item.key}: deleted from {self.location.url} before it"
+                            " was read; nothing ingested", file=item.key, data=source))
+        except PermissionError:
+            done.failed.append(item.key)
+            self.emit(Event(EventKind.FILE_ERROR, f"{item.key}: access denied reading it from {self.location.url};"
+                            " nothing ingested, read again at the next listing", file=item.key, data=source))
+        except ObjectReadFailed as error:
+            done.failed.append(item.key)
+            self.emit(Event(EventKind.FILE_ERROR, f"{item.key}: {error}; nothing ingested, read again at the"
+                            " next listing", file=item.key, data=source))
+        else:
+            done.fetched.append(item.key)
+            return sha256
+        return None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._poll, name="driftdeck-mirror", daemon=True)
@@ -141,27 +182,23 @@ class BucketMirror:
             self.sync()
             self._stop.wait(self.list_seconds)
 
-    def _fetch(self, item: ListedObject) -> None:
-        """Read ``item`` whole into its place, trying again from the start on a failed read."""
+    def _fetch(self, item: ListedObject, target: Path) -> str:
+        """Read ``item`` whole into ``target``, trying again from the start on a failed read; its SHA-256."""
         error: BaseException | None = None
         for attempt in range(self.attempts):
             if attempt:
                 self._stop.wait(self.backoff_seconds * 2 ** (attempt - 1))
             try:
-                sha256 = self._download(item)
+                return self._download(item, target)
             except (FileNotFoundError, PermissionError):
                 raise
             except Exception as failure:  # noqa: BLE001 - a dropped connection surfaces as many types
                 error = failure
-                continue
-            self.index.record(item, sha256)
-            return
         raise ObjectReadFailed(f"read failed {self.attempts} times, the last: {type(error).__name__}:"
                                f" {first_line(error)}")
 
-    def _download(self, item: ListedObject) -> str:
-        """Stream the object into a hidden file beside its place, check it, rename it into place; its SHA-256."""
-        target = self.folder.joinpath(*PurePosixPath(item.key).parts)
+    def _download(self, item: ListedObject, target: Path) -> str:
+        """Stream the object into a hidden file beside ``target``, check it, rename it into place; its SHA-256."""
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.part")
         sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
@@ -204,6 +241,13 @@ def list_objects(location: StoreLocation, fs: Any) -> list[ListedObject]:
     return sorted(objects, key=lambda item: (PurePosixPath(item.key).name == SUCCESS_MARKER, item.key))
 
 
+@dataclass
+class _Tally:
+    fetched: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+
+
 class TornRead(OSError):
     """The bytes read are not the whole object the listing showed (cut short, or replaced during the read)."""
 
@@ -228,6 +272,17 @@ class ObjectIndex:
         self._lock = threading.Lock()
         self._db.execute("CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, etag TEXT NOT NULL,"
                          " version TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL, read_at REAL NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS folders (name TEXT PRIMARY KEY, signature TEXT NOT NULL)")
+
+    def folder_signature(self, name: str) -> str | None:
+        """The keys and ETags a folder held at the previous listing."""
+        with self._lock:
+            row = self._db.execute("SELECT signature FROM folders WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def record_folder(self, name: str, signature: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?)", (name, signature))
 
     def has(self, item: ListedObject) -> bool:
         with self._lock:

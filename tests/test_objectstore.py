@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from pathlib import Path
 
@@ -246,3 +247,45 @@ def test_an_object_the_credentials_may_list_but_not_read_is_an_event(s3, tmp_pat
     assert [e.kind for e in events] == [EventKind.FILE_ERROR]
     assert "access denied reading it" in events[0].message
     assert key["SecretAccessKey"] not in events[0].message
+
+
+def test_a_partitioned_batch_in_the_bucket_is_taken_once_its_marker_is_listed(s3, tmp_path):
+    client = s3.client()
+    client.create_bucket(Bucket="bkt")
+    put_csv(s3, "incoming/week-00.csv", make_batch(0, rows=300))
+    local = tmp_path / "local"
+    assert main(["init", URL, "--target", "label", "--state", str(local)]) == 0
+    one_model(local)
+    for index in range(2):
+        buffer = io.BytesIO()
+        make_batch(1 + index, rows=400).to_parquet(buffer)
+        client.put_object(Bucket="bkt", Key=f"incoming/week-01/part-{index}.parquet", Body=buffer.getvalue())
+    assert main(["watch", URL, "--once", "--state", str(local)]) == 0
+    assert "week-01" not in ledger(local)  # parts without their marker, new to the listing: not complete yet
+    assert not (local / "week-01").exists()
+    client.put_object(Bucket="bkt", Key="incoming/week-01/_SUCCESS", Body=b"")
+    assert main(["watch", URL, "--once", "--state", str(local)]) == 0
+    with Workspace.open(local, read_only=True) as workspace:
+        rows = {record.name: (record.status, record.rows) for record in workspace.store.files()}
+    assert rows == {"week-00.csv": ("ingested", 300), "week-01": ("ingested", 800)}
+
+
+def test_a_folder_without_a_marker_is_taken_once_a_listing_shows_it_unchanged(s3, tmp_path):
+    client = s3.client()
+    client.create_bucket(Bucket="bkt")
+    for index in range(2):
+        client.put_object(Bucket="bkt", Key=f"incoming/day/part-{index}.parquet", Body=b"PAR1 parts " * 10)
+    events: list = []
+    folder = tmp_path / "local"
+    copy = mirror(folder, events)
+    try:
+        assert copy.sync().fetched == ()  # first seen: it may still be growing
+        client.put_object(Bucket="bkt", Key="incoming/day/part-2.parquet", Body=b"PAR1 late " * 10)
+        assert copy.sync().fetched == ()  # it grew since the last listing
+        assert sorted(copy.sync().fetched) == [f"day/part-{index}.parquet" for index in range(3)]
+        assert copy.sync().fetched == ()
+    finally:
+        copy.stop()
+    assert sorted(p.name for p in folder.iterdir()) == [INDEX_NAME, "day"]  # no hidden staging folder left
+    assert sorted(p.name for p in (folder / "day").iterdir()) == [f"part-{index}.parquet" for index in range(3)]
+    assert events == []
