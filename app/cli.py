@@ -25,7 +25,8 @@ from app.engine_link import EngineUnavailable
 from app.errorlog import log_error
 from app.events import ERROR_KINDS, Event, EventKind, printable
 from app.headless import INTERRUPTED, event_printer, silence
-from app.engine.monitor import Monitor, MonitorBusy
+from app.engine.lock import MonitorBusy
+from app.engine.monitor import Monitor
 from app.mirror import BucketMirror, list_objects, mirror_for
 from app.objectstore import StoreError, StoreLocation, is_store_url, open_store, parse_store_url
 from app.store import StateLost, StoreIncompatible

@@ -463,7 +463,7 @@ def test_watch_headless_exits_with_one_line_when_its_state_is_replaced(ingest_di
 
 
 def test_the_lock_survives_the_state_folder_being_moved_aside(ingest_dir: Path) -> None:
-    from app.engine.monitor import MonitorBusy
+    from app.engine.lock import MonitorBusy
 
     first = Monitor(ingest_dir)
     try:

@@ -43,7 +43,7 @@ class Committer:
         process dies before the commit, the batch is processed again and its
         files are simply replaced.
         """
-        with self.pointer_lock, self._discarding_uncommitted_snapshots(outcomes):
+        with self.pointer_lock, self.discarding_uncommitted_snapshots(outcomes):
             stale = {name for name in outcomes if self.store.serving_version(name) != serving_before[name]}
             with self.store.transaction() as db:
                 file_id = None
@@ -92,8 +92,9 @@ class Committer:
         return {**state, "flags": standing + others, "validation": validation}
 
     @contextlib.contextmanager
-    def _discarding_uncommitted_snapshots(self, outcomes: dict[str, BatchOutcome]):
-        """If the commit fails, delete the snapshot files its candidates wrote: no file without a record."""
+    def discarding_uncommitted_snapshots(self, outcomes: dict[str, BatchOutcome]):
+        """If the work inside fails (the commit, or the runs before it), delete the snapshot files the
+        candidates in ``outcomes`` wrote: no file without a record."""
         try:
             yield
         except BaseException:

@@ -9,8 +9,10 @@ models. Every decision but the batch is recorded here, with its event.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+import sqlite3
+from dataclasses import dataclass, replace
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import Callable
@@ -19,18 +21,22 @@ from app.bigbatch import batch_sha256, is_batch_folder, parts_stamp, streamed
 from app.cluster import StreamEngine
 from app.config import Config
 from app.engine.records import FOLDER_KEY
+from app.errorlog import log_error
 from app.events import Event, EventKind
 from app.fsutil import NotRegularFile, file_kind
 from app.ingest import FileChanged, FileSnapshot, quarantine, read_batch
 from app.readers import UnreadableFile
 from app.registry import StatePaths
 from app.stats.profile import Profile
-from app.store import FileStat, Store
+from app.store import FileStat, StateLost, Store
 from app.validation import Batch, InvalidBatch
 from app.watcher import watched_file
 
 READ_ATTEMPTS = 2  # reads of a file during which the process died before it is quarantined unread
 PROCESS_DIED = "the process died while reading it"
+UNHANDLED = "could not be handled under the current config"
+# Faults of the machine, not of the file: the file is tried again once they pass, never quarantined for them.
+ENVIRONMENT_FAULTS = (OSError, sqlite3.Error, MemoryError, StateLost)
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,23 @@ class Intake:
         self.emit(Event(EventKind.BATCH_QUARANTINED, f"{snapshot.name}: quarantined: {'; '.join(reasons)}{where}",
                         file=snapshot.name, data={"reasons": reasons}))
 
+    def quarantine_unhandled(self, snapshot: FileSnapshot, error: Exception) -> None:
+        """Quarantine a file that raised ``error`` while it was handled: one line for the person, the
+        traceback in the error log."""
+        log_error(self.paths.root, error, f"handling {snapshot.name}")
+        if snapshot.data is None and snapshot.sha256 is not None:  # a valid batch's bytes are not kept: read again
+            snapshot = replace(snapshot, data=self._bytes_if_unchanged(snapshot))
+        detail = (str(error).strip().splitlines() or [""])[0]
+        self.reject(snapshot, [f"{UNHANDLED}: {type(error).__name__}{': ' + detail if detail else ''}"])
+
+    def _bytes_if_unchanged(self, snapshot: FileSnapshot) -> bytes | None:
+        """The file's bytes for the quarantine, if they are still those that were read."""
+        try:
+            data = (self.data_dir / snapshot.name).read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == snapshot.sha256 else None
+
     def _read_marked(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | InvalidBatch] | None:
         """:meth:`_read`, with the file marked in the store as being read meanwhile.
 
@@ -145,6 +168,10 @@ class Intake:
         except OSError as error:
             reason = error.strerror or str(error)
             self.emit(Event(EventKind.FILE_ERROR, f"{name}: cannot be read: {reason}", file=name, data={"reason": reason}))
+        except ENVIRONMENT_FAULTS:
+            raise
+        except Exception as error:  # noqa: BLE001 - a parser's surprise is this file's problem, not the monitor's
+            self.quarantine_unhandled(FileSnapshot.unread(name, stat), error)
         return None
 
     def _read_streamed(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | InvalidBatch]:

@@ -13,7 +13,6 @@ and must only hand them on (the TUI posts a message; the headless printer prints
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import itertools
 import os
@@ -33,8 +32,9 @@ from app.engine.assess import label_stats
 from app.engine.commit import Committer
 from app.engine.dispatch import Dispatcher
 from app.cluster import stream_engine
-from app.engine.intake import Arrival, Intake
-from app.engine.records import FOLDER_KEY, Pending
+from app.engine.intake import ENVIRONMENT_FAULTS, Arrival, Intake
+from app.engine.lock import FolderLock
+from app.engine.records import FOLDER_KEY, BatchOutcome, Pending
 from app.engine.runner import ModelRunner
 from app.errorlog import log_error
 from app.events import Event, EventKind
@@ -44,6 +44,7 @@ from app.snapshots import SnapshotError
 from app.stats.profile import NumericProfile, Profile
 from app.store import StateLost
 from app.training import Trainer
+from app.validation import Batch
 from app.watcher import FolderWatcher
 from app.workspace import Workspace
 
@@ -51,15 +52,6 @@ COMMAND_POLL_SECONDS = 0.5
 STOP_PRIORITY, COMMAND_PRIORITY, FILE_PRIORITY = 0, 1, 2
 MONITOR_THREADS = 1  # BLAS/OpenMP threads for in-process scoring: a core stays free for the UI
 ONCE_SETTLE_INTERVALS = 10  # --once waits this many settle intervals at most for a file still being written
-
-
-class MonitorBusy(Exception):
-    """Another driftdeck process holds this data folder: ``role`` is "watch" or the command it carries out."""
-
-    def __init__(self, message: str, pid: int | None, role: str | None) -> None:
-        super().__init__(message)
-        self.pid = pid
-        self.role = role
 
 
 class Monitor:
@@ -92,7 +84,7 @@ class Monitor:
         self._deferred: dict[Path, None] = {}
         self._thread: threading.Thread | None = None
         self._watcher: FolderWatcher | None = None
-        self._lock_handle: int | None = None  # a descriptor of the data folder, flocked
+        self.lock = FolderLock(self.data_dir, self.paths.lock)
         self._stopping = threading.Event()
         self.fatal: str | None = None  # why the monitor stopped for good (its state is gone), or None
         self.archive = BatchArchive(self.paths.batches, self.store, self.config)
@@ -135,40 +127,12 @@ class Monitor:
         self._subscribers.append(callback)
 
     def acquire(self, role: str = "watch") -> None:
-        """Take the data folder's lock: one process per folder, watching (``role`` "watch") or one command.
-
-        The lock is held on the data folder itself, so it survives the state
-        folder being moved aside or deleted; ``monitor.lock`` in the state
-        folder names the process that holds it and what for ("PID ROLE").
-        """
-        folder = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(folder)
-            try:
-                holder = self.paths.lock.read_text().split()
-            except OSError:
-                holder = []
-            raise self._busy(holder) from None
-        self._lock_handle = folder
-        self.paths.lock.write_text(f"{os.getpid()} {role}")
-
-    def _busy(self, holder: list[str]) -> MonitorBusy:
-        """Who holds the lock, from what it wrote there ("PID ROLE"; a lock just taken may be empty)."""
-        pid = int(holder[0]) if holder and holder[0].isdigit() else None
-        role = holder[1] if len(holder) > 1 else None
-        if role == "watch":
-            return MonitorBusy(f"another driftdeck (pid {pid}) is already watching {self.data_dir}", pid, role)
-        if role is None:  # the state folder (and the note in it) moved aside, or a lock taken this instant
-            return MonitorBusy(f"another driftdeck (pid {pid or '?'}) is already watching {self.data_dir} or carrying"
-                               " out a command in it", pid, role)
-        return MonitorBusy(f"another driftdeck (pid {pid or '?'}) is carrying out a {role} in {self.data_dir}",
-                           pid, role)
+        """Take the data folder's lock for ``role`` ("watch", or the command this process carries out)."""
+        self.lock.acquire(role)
 
     def start(self) -> None:
         """Start the worker thread and the folder watcher (files already there are picked up)."""
-        if self._lock_handle is None:
+        if not self.lock.held:
             self.acquire()
         self._start_training_server()
         self._thread = threading.Thread(target=self._work, name="driftdeck-monitor", daemon=True)
@@ -188,7 +152,7 @@ class Monitor:
         ``ONCE_SETTLE_INTERVALS`` settle intervals with nothing else to do: it
         is then left for the next run, with a ``file_skipped`` event.
         """
-        if self._lock_handle is None:
+        if not self.lock.held:
             self.acquire()
         self._start_training_server()
         self._announce_config_changes()
@@ -239,9 +203,7 @@ class Monitor:
         self.trainer.close()
         self.streams.close()
         self.store.close()
-        if self._lock_handle is not None:
-            os.close(self._lock_handle)
-            self._lock_handle = None
+        self.lock.release()
 
     def _withdraw_queued(self) -> None:
         """Answer every command still waiting: nobody is left to carry it out."""
@@ -436,23 +398,40 @@ class Monitor:
             self._watcher.touch(path)
 
     def _ingest(self, arrival: Arrival) -> None:
-        """Every model's outcome for a new batch, committed together."""
+        """Every model's outcome for a new batch, committed together.
+
+        A batch that raises before its commit for a reason of its own (not a fault of the disk, the
+        database or the state folder) is quarantined with the reason, not tried again at every start.
+        """
         batch = arrival.batch
         for warning in batch.warnings:
             self.emit(Event(EventKind.FILE_SEEN, f"{batch.name}: {warning}", file=batch.name, data={"warning": warning}))
+        serving_before = {name: self.store.serving_version(name) for name in self.runners}
+        outcomes: dict[str, BatchOutcome] = {}
+        try:
+            with self.committer.discarding_uncommitted_snapshots(outcomes):
+                folder = self._assess_and_train(batch, outcomes)
+        except ENVIRONMENT_FAULTS:
+            raise
+        except Exception as error:  # noqa: BLE001 - one batch that cannot be handled must not stop the monitor
+            self._set_training(None)
+            self.intake.quarantine_unhandled(arrival.snapshot, error)
+            return
+        self.committer.commit(arrival.snapshot, batch, outcomes, serving_before=serving_before, folder=folder)
+
+    def _assess_and_train(self, batch: Batch, outcomes: dict[str, BatchOutcome]) -> dict[str, Any]:
+        """Fill ``outcomes`` with each model's outcome for ``batch``; return the folder-wide facts to store."""
         pending = Pending()
         if batch.labeled:
             pending.add(lambda: self.archive.archive(batch))
         folder = self.store.model_state(FOLDER_KEY)
         if "reference" not in folder or not _profiles_schema(folder["reference"], self.config.schema):
             folder["reference"] = Profile.build(batch.frame, self.config.schema).to_dict()
-        serving_before = {name: self.store.serving_version(name) for name in self.runners}
         label_check = None
         if batch.labeled:  # run at most once per batch, and only if a runner asks (see ModelRunner.process)
             label_check = functools.cache(functools.partial(
                 label_signal_issue, batch.frame, self.config.schema, self.config.target, self.config.task,
                 self.config.timestamp))
-        outcomes = {}
         for name, runner in self.runners.items():
             outcomes[name] = runner.process(batch, folder, pending, label_check)
         self._set_training(None)
@@ -460,7 +439,7 @@ class Monitor:
         pending.run()
         if batch.labeled and self.config.target:
             folder["previous_labels"] = label_stats(batch.frame[self.config.target], self.config.task)
-        self.committer.commit(arrival.snapshot, batch, outcomes, serving_before=serving_before, folder=folder)
+        return folder
 
     def _repair_serving_file(self, name: str) -> None:
         try:

@@ -102,16 +102,17 @@ def gate(
     It must come from a batch that passed validation, clear ``min_metric`` if
     set, and be no worse than the serving model by more than ``tolerance`` (a
     fraction of the serving value for error metrics, see :mod:`app.metrics`).
-    A first model, with nothing serving, must beat the naive baseline on the
-    holdout by more than the noise instead: ``NOISE_SIGMAS`` times
-    ``skill_error``, the standard error of its difference from the baseline.
+    Every candidate, the first one or one that would replace a serving model,
+    must also beat the naive baseline on the holdout by more than the noise:
+    ``NOISE_SIGMAS`` times ``skill_error``, the standard error of its
+    difference from the baseline. A serving model with no skill is no yardstick.
     """
     scoring = get_metric(metric_name)
     if not batch_ok:
         return GateDecision(False, "the batch did not pass validation")
     if candidate is None or (isinstance(candidate, float) and np.isnan(candidate)):
         return GateDecision(False, f"{metric_name} cannot be computed on the holdout (one class only?)", labels_suspect=True)
-    if serving is None and baseline is not None:
+    if baseline is not None:
         noise = NOISE_SIGMAS * (skill_error or 0.0)
         if scoring.gain(baseline, candidate) <= noise:
             return GateDecision(False, f"no skill: candidate {metric_name} {candidate:.4f} does not beat the naive "
@@ -168,6 +169,12 @@ class CandidateTrainer:
 
     def train_and_gate(self, outcome: BatchOutcome, window: TrainingWindow, serving: SnapshotRecord | None, reason: str,
                         pending: Pending | None = None) -> None:
+        """Train a candidate on ``window``, gate it against ``serving`` and the naive baseline, and put the
+        snapshot record, the pointer change and the events into ``outcome``.
+
+        ``pending`` is the work of the batch that brought this training, done while the candidate fits; it is
+        None for a retrain by hand, which has no batch of its own: labels found suspect then mark no batch.
+        """
         result = outcome.result
         version = self.store.next_version(self.name)
         try:
@@ -207,7 +214,7 @@ class CandidateTrainer:
         else:
             result["action"] = "rejected"
             result["action_detail"] = decision.reason
-            if decision.labels_suspect:
+            if decision.labels_suspect and pending is not None:
                 result["trainable"] = False
                 result["quality_issues"].append(decision.reason)
                 result["flags"].append({"kind": "data_quality", "detail": decision.reason})
@@ -252,7 +259,7 @@ class CandidateTrainer:
                                      self.assess.influence(scoring, truth, self.assess.naive(truth, candidate.known_labels)))
 
     def _explain_no_skill(self, decision: GateDecision, window: TrainingWindow) -> GateDecision:
-        """A first candidate without skill: say whether the labels or the estimator are to blame.
+        """A candidate without skill: say whether the labels or the estimator are to blame.
 
         A flexible model (see :mod:`app.labels`) fitted on the same rows tells
         the two apart: if it learns the labels, this estimator cannot.
