@@ -24,6 +24,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -208,35 +209,43 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
     return scan
 
 
-def merge_scans(name: str, sha256: str, scans: list[PartScan], config: Config) -> ScannedBatch:
-    """One batch from its parts' scans, in part order: sums, merged profiles, the sample of the samples."""
-    rows = sum(scan.rows for scan in scans)
-    reasons = list(dict.fromkeys(reason for scan in scans for reason in scan.reasons))[:MAX_REASONS]
-    if not reasons and rows == 0:
+def merge_scans(name: str, sha256: str, scans: Iterable[PartScan], config: Config) -> ScannedBatch:
+    """One batch from its parts' scans, taken in part order one at a time (only one part's sample is held
+    beside the running one): sums, merged profiles, the sample of the samples."""
+    total = PartScan()
+    sample: pd.DataFrame | None = None
+    for scan in scans:
+        total.rows += scan.rows
+        total.labeled = total.labeled or scan.labeled
+        total.reasons = list(dict.fromkeys([*total.reasons, *scan.reasons]))[:MAX_REASONS]
+        total.warnings = list(dict.fromkeys([*total.warnings, *scan.warnings]))
+        for column, count in scan.missing.items():
+            total.missing[column] = total.missing.get(column, 0) + count
+        for key, profile in scan.profiles.items():
+            total.profiles[key] = total.profiles[key].merge(profile) if key in total.profiles else profile
+        if scan.sample is not None:
+            sample = _bottom_k(scan.sample if sample is None else pd.concat([sample, scan.sample]),
+                               config.scale.sample_rows)
+    reasons = total.reasons
+    if not reasons and total.rows == 0:
         reasons = ["header only: the batch has no rows"]
     if not reasons:
         for column in config.schema:
-            share = sum(scan.missing.get(column, 0) for scan in scans) / rows
+            share = total.missing.get(column, 0) / total.rows
             if share > config.watch.max_missing_share:
                 reasons.append(f"column {column!r} is {share:.0%} missing (limit {config.watch.max_missing_share:.0%},"
                                " watch.max_missing_share)")
-    profiles: dict[str, Profile] = {}
-    for scan in scans:
-        for key, profile in scan.profiles.items():
-            profiles[key] = profiles[key].merge(profile) if key in profiles else profile
-    samples = [scan.sample for scan in scans if scan.sample is not None]
-    sample = _bottom_k(pd.concat(samples), config.scale.sample_rows) if samples else pd.DataFrame()
-    if len(sample):
+    if sample is None:
+        sample = pd.DataFrame()
+    else:
         sample = sample.sort_values([_PART, _ROW]).drop(columns=[_KEY, _PART, _ROW]).reset_index(drop=True)
-    return ScannedBatch(name=name, sha256=sha256, rows=rows, labeled=any(scan.labeled for scan in scans),
-                        reasons=reasons, warnings=list(dict.fromkeys(w for scan in scans for w in scan.warnings)),
-                        profiles=profiles, sample=sample)
+    return ScannedBatch(name=name, sha256=sha256, rows=total.rows, labeled=total.labeled, reasons=reasons,
+                        warnings=total.warnings, profiles=total.profiles, sample=sample)
 
 
 def scan_batch(path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
     """Stream a whole batch (a folder of parts, or one file) in this process; see :mod:`app.cluster` for Dask."""
-    parts = batch_parts(path)
-    scans = [scan_part(part, index, config, references) for index, part in enumerate(parts)]
+    scans = (scan_part(part, index, config, references) for index, part in enumerate(batch_parts(path)))
     return merge_scans(Path(path).name, batch_sha256(path), scans, config)
 
 

@@ -12,6 +12,7 @@ same path.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,9 +54,13 @@ class DaskEngine:
     def client(self) -> Any:
         """The cluster's client, connected (or the LocalCluster started) on first use."""
         if self._client is None:
+            import dask
             from distributed import Client, LocalCluster  # installed: the config checks (app.config)
 
             if self.scheduler == "local":
+                # The workers' sampling profiler holds the GIL every 10 ms: a part's scan, much of it pandas
+                # in Python, took two to three times as long with it.
+                dask.config.set({"distributed.worker.profile.enabled": False})
                 self._cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
                                              dashboard_address=None)
                 self._client = Client(self._cluster)
@@ -67,8 +72,7 @@ class DaskEngine:
         parts = batch_parts(path)
         client = self.client()
         futures = client.map(scan_part, parts, range(len(parts)), config=config, references=references, pure=False)
-        scans = client.gather(futures)
-        return merge_scans(Path(path).name, batch_sha256(path), scans, config)
+        return merge_scans(Path(path).name, batch_sha256(path), _in_order(futures), config)
 
     def predict(self, path: Path, pipeline: Any, config: Config, version: int, out: Path) -> int:
         client = self.client()
@@ -76,9 +80,8 @@ class DaskEngine:
         futures = client.map(predict_part, batch_parts(path), pipeline=model, config=config, version=version, pure=False)
         writer = PredictionWriter(out)
         try:
-            for future in futures:  # in part order; each part's predictions are let go once written
-                writer.add(future.result())
-                future.release()
+            for predictions in _in_order(futures):
+                writer.add(predictions)
         except BaseException:
             writer.abort()
             raise
@@ -91,6 +94,13 @@ class DaskEngine:
         if self._cluster is not None:
             self._cluster.close()
         self._client = self._cluster = None
+
+
+def _in_order(futures: list) -> Iterator[Any]:
+    """Each task's result in part order, let go on the cluster once taken: one part's result is held at a time."""
+    for future in futures:
+        yield future.result()
+        future.release()
 
 
 def stream_engine(scale: ScaleConfig) -> StreamEngine:

@@ -151,7 +151,8 @@ def dask_cluster() -> tuple[subprocess.Popen, str]:
         while True:
             time.sleep(1)
     """)
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    environment = {**os.environ, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}  # as DaskEngine's own
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=environment)
     process.stdout.readline()
     return process, f"tcp://127.0.0.1:{port}"
 
