@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--start", type=int, default=0, metavar="N", help="skip the first N files")
 
     demo = command("demo", run_demo, "a fresh folder with a sample scenario, replayed into the live monitor", data_dir=False)
-    demo.add_argument("--scenario", choices=("flowers", "sea_level"), default="flowers")
+    demo.add_argument("--scenario", choices=("flowers", "sea_level", "late_labels"), default="flowers")
     demo.add_argument("--speed", type=float, default=2.0, metavar="SECONDS", help="seconds between batches")
     demo.add_argument("--headless", action="store_true")
     demo.add_argument("--json", action="store_true")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,26 @@ class ScaleConfig:
 
 
 @dataclass(frozen=True)
+class LabelsConfig:
+    """Label files that arrive after their batches (see :mod:`app.label_files`).
+
+    ``pattern`` is a glob on the file name; ``wait_seconds`` how long labels
+    for ids no batch has carried yet wait before they are reported unmatched;
+    ``labeled_share`` the share of a batch's rows that must be labelled before
+    it counts as labeled for training; ``max_lag_batches`` how many batches may
+    arrive after the oldest one still waiting for labels before the
+    ``label_lag`` flag; ``track_batches`` how many realised batches the
+    estimate's track record (its mean absolute error) covers.
+    """
+
+    pattern: str = "labels_*"
+    wait_seconds: float = 86400.0
+    labeled_share: float = 0.9
+    max_lag_batches: int = 4
+    track_batches: int = 10
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole of ``driftdeck.toml`` for one data folder."""
 
@@ -107,6 +127,7 @@ class Config:
     drift: DriftConfig = field(default_factory=DriftConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     verdict_batches: int = 5
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
     source: str | None = None  # the object store URL this folder stands for (see app/objectstore.py)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
@@ -145,7 +166,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     check.known_keys(
         raw,
         "",
-        {"target", "timestamp", "id_column", "task", "schema", "models", "drift", "watch", "verdict_batches",
+        {"target", "timestamp", "id_column", "task", "schema", "models", "drift", "watch", "verdict_batches", "labels",
          "source", "scale"},
     )
     schema = check.schema(raw.get("schema"))
@@ -169,6 +190,9 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         if getattr(watch, key) is not None and getattr(watch, key) <= 0:
             raise ConfigError(f"{check.file}: watch.{key} must be > 0, got {getattr(watch, key)}")
     verdict_batches = check.positive_int(raw, "verdict_batches", 5, "")
+    labels = check.labels(raw)
+    if "labels" in raw and id_column is None:
+        raise ConfigError(f"{check.file}: [labels] needs id_column: label files are joined to batches by id")
     source = check.optional_str(raw, "source")
     if source is not None and not is_store_url(source):
         raise ConfigError(f"{check.file}: source must be an object store URL such as \"s3://bucket/prefix\", got {source!r}")
@@ -183,6 +207,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         drift=drift,
         watch=watch,
         verdict_batches=verdict_batches,
+        labels=labels,
         source=source,
         scale=check.scale(raw.get("scale", {})),
     )
@@ -252,6 +277,18 @@ class _Checker:
         if not isinstance(value, bool):
             raise self.fail(f"{prefix}{key}", f"must be true or false, got {value!r}")
         return value
+
+    def labels(self, raw: dict) -> LabelsConfig:
+        values = raw.get("labels", {})
+        if not isinstance(values, dict):
+            raise self.fail("[labels]", "must be a table")
+        pattern = self.optional_str(values, "pattern", "labels.") or LabelsConfig.pattern
+        if "/" in pattern or pattern.startswith((".", "_")):
+            raise self.fail("labels.pattern", f"must match file names in the data folder (no '/', no leading '.' or '_'), got {pattern!r}")
+        section = self.section({"labels": {k: v for k, v in values.items() if k != "pattern"}}, "labels", LabelsConfig)
+        if not 0 < section.labeled_share <= 1:
+            raise self.fail("labels.labeled_share", f"must be a share in (0, 1], got {section.labeled_share}")
+        return replace(section, pattern=pattern)
 
     def section(self, raw: dict, name: str, kind: type):
         values = raw.get(name, {})

@@ -36,6 +36,9 @@ class EventKind(StrEnum):
     PAUSED = "paused"
     RESUMED = "resumed"
     REPLAY_FINISHED = "replay_finished"
+    LABELS_INGESTED = "labels_ingested"
+    LABEL_CONFLICT = "label_conflict"
+    LABELS_UNMATCHED = "labels_unmatched"
     ERROR = "error"
 
 
@@ -43,7 +46,8 @@ ERROR_KINDS = frozenset(
     {EventKind.BATCH_QUARANTINED, EventKind.FILE_ERROR, EventKind.TRAINING_FAILED, EventKind.ERROR, EventKind.CODE_REGRESSION,
      EventKind.FOLDER_MISSING}
 )
-WARNING_KINDS = frozenset({EventKind.CONFIG_CHANGED, EventKind.NOT_VALIDATED, EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE})
+WARNING_KINDS = frozenset({EventKind.CONFIG_CHANGED, EventKind.NOT_VALIDATED, EventKind.FLAGGED, EventKind.REJECTED, EventKind.ROLLED_BACK, EventKind.DUPLICATE,
+                           EventKind.LABEL_CONFLICT, EventKind.LABELS_UNMATCHED})
 
 
 @dataclass(frozen=True)

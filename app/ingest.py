@@ -15,7 +15,8 @@ import queue
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from collections.abc import Callable, Collection
+from typing import BinaryIO, TypeVar
 
 import pyarrow as pa
 
@@ -26,9 +27,11 @@ from app.models import CATEGORICAL, columns_of_kind
 from app.memory import MB, budget_bytes
 from app.readers import UnreadableFile, read_memory_estimate, read_table
 from app.names import derived_name
-from app.readers import UnreadableFile, read_table
 from app.store import FileStat
-from app.validation import Batch, CleanTable, InvalidBatch, validate_table
+from app.validation import Batch, InvalidBatch, validate_table
+
+
+Checked = TypeVar("Checked")
 
 
 class FileChanged(Exception):
@@ -66,8 +69,24 @@ def read_batch(path: Path, config: Config) -> tuple[FileSnapshot, Batch | Invali
     """Read, hash, parse and validate the batch file at ``path``, in one pass over its bytes.
 
     Returns what was read and either the :class:`Batch` or the
-    :class:`InvalidBatch` with every reason found (its snapshot then holds
-    the bytes, for :func:`quarantine`). Raises :class:`FileChanged` if the
+    :class:`InvalidBatch` with every reason found; see :func:`read_checked`.
+    """
+    snapshot, outcome = read_checked(path, config, lambda table: validate_table(table, config),
+                                     columns_of_kind(config.schema, CATEGORICAL))
+    if isinstance(outcome, InvalidBatch):
+        return snapshot, outcome
+    return snapshot, Batch(name=path.name, sha256=snapshot.sha256, frame=outcome.frame, labeled=outcome.labeled,
+                           warnings=outcome.warnings)
+
+
+def read_checked(path: Path, config: Config, check: Callable[[pa.Table], Checked],
+                 categorical: Collection[str] = ()) -> tuple[FileSnapshot, Checked | InvalidBatch]:
+    """Read, hash and parse the file at ``path`` in one pass over its bytes, then ``check`` the table.
+
+    ``check`` returns what the table becomes or raises :class:`InvalidBatch`;
+    ``categorical`` names the columns read as text. Returns what was read and
+    the checked value or the :class:`InvalidBatch` with every reason found
+    (its snapshot then holds the bytes, for :func:`quarantine`). Raises :class:`FileChanged` if the
     file changed while it was read, :class:`UnreadableFile` for a file larger
     than ``watch.max_file_mb`` or one whose read would take more memory than
     its budget (refused before reading), NotRegularFile for a
@@ -84,7 +103,7 @@ def read_batch(path: Path, config: Config) -> tuple[FileSnapshot, Batch | Invali
         _check_memory(path.name, handle.fileno(), before.st_size, max_bytes, config)
         reader = _HashingReader(handle, limit=before.st_size + 1)  # one byte more shows a file that grew since the stat
         try:
-            outcome = _parse(path.name, reader, config, max_bytes)
+            outcome = _parse(path.name, reader, max_bytes, check, categorical)
         finally:
             sha256 = reader.finish()
     after = os.stat(path)
@@ -94,8 +113,7 @@ def read_batch(path: Path, config: Config) -> tuple[FileSnapshot, Batch | Invali
                             ctime_ns=after.st_ctime_ns, inode=after.st_ino)
     if isinstance(outcome, InvalidBatch):
         return _with_bytes(path, snapshot), outcome
-    return snapshot, Batch(name=path.name, sha256=sha256, frame=outcome.frame, labeled=outcome.labeled,
-                           warnings=outcome.warnings)
+    return snapshot, outcome
 
 
 def _check_memory(name: str, fd: int, size: int, max_bytes: int, config: Config) -> None:
@@ -128,10 +146,10 @@ def quarantine(snapshot: FileSnapshot, reasons: list[str], quarantine_dir: Path)
     return target
 
 
-def _parse(name: str, reader: BinaryIO, config: Config, max_bytes: int) -> CleanTable | InvalidBatch:
+def _parse(name: str, reader: BinaryIO, max_bytes: int, check: Callable[[pa.Table], Checked],
+           categorical: Collection[str]) -> Checked | InvalidBatch:
     try:
-        table = read_table(name, reader, max_bytes, columns_of_kind(config.schema, CATEGORICAL))
-        return validate_table(table, config)
+        return check(read_table(name, reader, max_bytes, categorical))
     except UnreadableFile as error:
         return InvalidBatch([str(error)])
     except InvalidBatch as invalid:

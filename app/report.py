@@ -16,17 +16,21 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from app.config import OTHER_CONFIG, Config, training_config_changes
+from app.config import OTHER_CONFIG, Config, LabelsConfig, training_config_changes
+from app.engine.records import FOLDER_KEY, BatchResult
 from app.environment import environment_diff, environment_record
 from app.events import printable
 from app.metrics import get_metric
+from app.label_health import track_record
+from app.label_ledger import batch_labels
+from app.label_report import batch_label_view, label_summary, lag_view
 from app.store import Store
 from app.verdict import stream_verdict
 
 FEATURE_DRIFT_KEYS = ("psi", "ks", "ks_pvalue", "js", "wasserstein", "chi2_pvalue", "missing_change",
                       "out_of_range_share", "unseen_share", "status")
 RESULT_KEYS = ("serving_version", "labeled", "metric", "metrics", "baseline_metrics", "shadow_metrics",
-               "estimated_accuracy", "prediction_psi", "drifted_features", "multivariate_auc", "multivariate_top",
+               "estimate", "estimate_error", "prediction_psi", "drifted_features", "multivariate_auc", "multivariate_top",
                "flags", "action", "action_detail", "candidate_version", "train_seconds", "quality_issues", "trainable")
 STATUS_STYLES = {"serving": "bold green", "rejected": "red", "failed": "bold red", "rolled_back": "yellow",
                  "retired": "dim", "candidate": "cyan"}
@@ -78,7 +82,8 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
     """The object ``status --json`` prints: the stream's ``verdict``, ``models`` and ``batches`` (stable keys)."""
     results: dict[int, dict[str, Any]] = {}
     for file_id, model, data in store.results():
-        results.setdefault(file_id, {})[model] = _result_view(data)
+        results.setdefault(file_id, {})[model] = _result_view(BatchResult.from_dict(data))
+    late = batch_labels(store.read)
     batches = [
         {
             "file": record.name,
@@ -87,6 +92,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
             "reason": record.reason,
             "rows": record.rows,
             "labeled": record.labeled,
+            **batch_label_view(record, late.get(record.id), config.labels.labeled_share),
             "seen_at": record.seen_at,
             "results": results.get(record.id, {}),
         }
@@ -99,16 +105,17 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
         "counts": {status: counts.get(status, 0) for status in ("ingested", "quarantined", "duplicate")},
         "verdict": verdict,
         "models": model_summaries(store, config, training, verdict),
+        "labels": label_summary(store, config),
         "batches": batches,
     }
 
 
-def _result_view(data: dict[str, Any]) -> dict[str, Any]:
-    view = {key: data.get(key) for key in RESULT_KEYS if key in data}
-    view.setdefault("action", "none")
+def _result_view(result: BatchResult) -> dict[str, Any]:
+    stored = result.to_dict()
+    view = {key: stored[key] for key in RESULT_KEYS if key in stored}
     view["feature_drift"] = {
         column: {key: value.get(key) for key in FEATURE_DRIFT_KEYS if key in value}
-        for column, value in data.get("feature_drift", {}).items()
+        for column, value in (result.feature_drift or {}).items()
     }
     return view
 
@@ -277,8 +284,14 @@ def batches_table(batches: list[dict[str, Any]], total: int, width: int, limit: 
         style = {"quarantined": "red", "duplicate": "yellow"}.get(batch["status"], "")
         actions = ", ".join(f"{m}: {r.get('action', 'none')}" for m, r in batch["results"].items())
         rows.append((literal(batch["file"]), literal(batch["status"], style=style), Text(f"{batch['rows']}"),
-                     Text("yes" if batch["labeled"] else "no"), literal(batch["reason"] or actions)))
+                     Text(_labeled_word(batch)), literal(batch["reason"] or actions)))
     return fitted_table(f"Batches (last {len(shown)} of {total})", BATCH_COLUMNS, rows, width)
+
+
+def _labeled_word(batch: dict[str, Any]) -> str:
+    """yes / no, or the share labelled so far of a batch whose labels come in label files."""
+    coverage = batch.get("label_coverage")
+    return f"{coverage:.0%}" if coverage is not None and 0 < coverage < 1 else ("yes" if batch["labeled"] else "no")
 
 
 SNAPSHOT_COLUMNS = [TableColumn("model", 7, no_wrap=True), TableColumn("version", 9, no_wrap=True),
@@ -315,8 +328,9 @@ UNSEEN_LABEL = "(unseen)"
 OTHER_LABEL = "(other)"
 
 
-def dashboard_counts(store: Store) -> dict[str, Any]:
-    """Ledger totals for the header: counts by status and when the newest file was seen (epoch s or None)."""
+def dashboard_counts(store: Store, labels: LabelsConfig = LabelsConfig()) -> dict[str, Any]:
+    """Ledger totals for the header: counts by status, when the newest file was seen (epoch s or None), and
+    ``label_lag``: the oldest batch still waiting for labels (None when none waits; see :func:`label_summary`)."""
     counts = store.counts()
     newest = store.files(limit=1)
     return {
@@ -324,6 +338,7 @@ def dashboard_counts(store: Store) -> dict[str, Any]:
         "quarantined": counts.get("quarantined", 0),
         "duplicate": counts.get("duplicate", 0),
         "last_seen_at": newest[0].seen_at if newest else None,
+        "label_lag": lag_view(store, labels),
     }
 
 
@@ -335,11 +350,11 @@ def feature_rows(store: Store, model: str, history: int = 24) -> list[dict[str, 
     last ``history`` batches, oldest first, None where the batch lacked the
     column). Empty before the first batch.
     """
-    results = [data for _, _, data in store.results(model, limit=history)]
+    results = [BatchResult.from_dict(data).feature_drift or {} for _, _, data in store.results(model, limit=history)]
     if not results:
         return []
     rows = []
-    for column, drift in results[-1].get("feature_drift", {}).items():
+    for column, drift in results[-1].items():
         rows.append({
             "feature": column,
             "kind": drift.get("kind"),
@@ -350,8 +365,8 @@ def feature_rows(store: Store, model: str, history: int = 24) -> list[dict[str, 
             "out_of_range_share": drift.get("out_of_range_share"),
             "unseen_share": drift.get("unseen_share"),
             "status": drift.get("status", "stable"),
-            "psi_history": [data.get("feature_drift", {}).get(column, {}).get("psi") for data in results],
-            "status_history": [data.get("feature_drift", {}).get(column, {}).get("status") for data in results],
+            "psi_history": [drift_of.get(column, {}).get("psi") for drift_of in results],
+            "status_history": [drift_of.get(column, {}).get("status") for drift_of in results],
         })
     return sorted(rows, key=lambda row: (DRIFT_STATUS_ORDER.get(row["status"], 3), -(row["psi"] or 0.0)))
 
@@ -362,8 +377,6 @@ def reference_profile(store: Store, model: str, version: int | None) -> dict[str
     if version is not None:
         record = store.snapshot(model, version)
         return record.data.get("profile") if record else None
-    from app.engine.records import FOLDER_KEY
-
     return store.model_state(FOLDER_KEY).get("reference")
 
 
@@ -379,7 +392,7 @@ def feature_distributions(store: Store, model: str,
     if not current or not latest:
         return {}
     if reference is None:
-        reference = reference_profile(store, model, latest[0][2].get("serving_version"))
+        reference = reference_profile(store, model, BatchResult.from_dict(latest[0][2]).serving_version)
     if reference is None:
         return {}
     return {
@@ -409,7 +422,7 @@ def distribution_rows(reference: dict[str, Any], current: dict[str, Any],
 def _numeric_distribution(reference: dict[str, Any], current: dict[str, Any], groups: int) -> list[dict[str, Any]]:
     import numpy as np
 
-    from app.stats.drift import quantile_groups
+    from app.stats.calibration import quantile_groups
 
     edges = reference["edges"]
     reference_counts = np.asarray(reference["counts"], dtype=np.float64)
@@ -493,28 +506,31 @@ def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, 
 
     Each row: file, seen_at, labeled, metric (its name), served / shadow /
     baseline (that metric for the serving model, the other policy's shadow and
-    the naive baseline; None without labels), estimate (label-free accuracy
-    estimate), serving_version, action, candidate_version, and ``pointer``:
+    the naive baseline; None without labels), estimate (that metric expected
+    from the probabilities, see :mod:`app.label_health`) and estimate_error
+    (estimate minus served, once labelled), serving_version, action,
+    candidate_version, and ``pointer``:
     "rollback"/"manual" when someone moved the serving pointer by hand after
     this batch and before the next one (else None).
     """
     rows = []
     for file_id, _, data in store.results(model, limit=limit):
-        record = store.file(file_id)
-        metric = data.get("metric")
+        record, result = store.file(file_id), BatchResult.from_dict(data)
+        metric = result.metric
         rows.append({
             "file": record.name,
             "seen_at": record.seen_at,
-            "labeled": bool(data.get("labeled")),
+            "labeled": result.labeled,
             "metric": metric,
-            "served": (data.get("metrics") or {}).get(metric) if metric else None,
-            "shadow": (data.get("shadow_metrics") or {}).get(metric) if metric else None,
-            "baseline": (data.get("baseline_metrics") or {}).get(metric) if metric else None,
-            "estimate": data.get("estimated_accuracy"),
-            "prediction_psi": data.get("prediction_psi"),
-            "serving_version": data.get("serving_version"),
-            "action": data.get("action", "none"),
-            "candidate_version": data.get("candidate_version"),
+            "served": (result.metrics or {}).get(metric) if metric else None,
+            "shadow": (result.shadow_metrics or {}).get(metric) if metric else None,
+            "baseline": (result.baseline_metrics or {}).get(metric) if metric else None,
+            "estimate": (result.estimate or {}).get("value"),
+            "estimate_error": result.estimate_error,
+            "prediction_psi": result.prediction_psi,
+            "serving_version": result.serving_version,
+            "action": result.action,
+            "candidate_version": result.candidate_version,
             "pointer": None,
         })
     for change in store.serving_history(model):
@@ -526,10 +542,13 @@ def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, 
     return rows
 
 
-def latest_result(store: Store, model: str) -> dict[str, Any] | None:
-    """The newest batch's result for ``model`` with its file name under ``file`` (None before any)."""
-    newest = store.results(model, limit=1)
-    if not newest:
+def latest_result(store: Store, model: str, track_batches: int = 10, lookback: int = 60) -> dict[str, Any] | None:
+    """The newest batch's result for ``model`` with its file name under ``file`` (None before any), and
+    ``track_record``: the mean absolute error of the estimates of the last ``track_batches`` labelled batches
+    among the newest ``lookback``."""
+    recent = store.results(model, limit=lookback)
+    if not recent:
         return None
-    file_id, _, data = newest[0]
-    return {**data, "file": store.file(file_id).name}
+    file_id, _, data = recent[-1]
+    return {**data, "file": store.file(file_id).name,
+            "track_record": track_record([result for _, _, result in recent], track_batches)}

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.config import Config
+from app.engine.records import BatchResult
 from app.events import displayable
 from app.fsutil import atomic_write_bytes, atomic_write_text
 from app.models import Prediction, predict
@@ -88,12 +89,12 @@ def score(model: Any, frame: pd.DataFrame, version: int, config: Config) -> pd.D
     return predictions_frame(predict(model, frame, config.task), frame, version, config.id_column)
 
 
-def model_card(config: Config, model: str, record, serving_version: int | None, recent: list[dict],
+def model_card(config: Config, model: str, record, serving_version: int | None, recent: list[BatchResult],
                state: dict) -> dict[str, Any]:
     """Everything someone needs to use or audit one snapshot, as a JSON-ready dict."""
     model_config = config.model(model)
     data = record.data
-    latest = recent[-1] if recent else {}
+    latest = recent[-1] if recent else BatchResult()
     return {
         "model": model,
         "version": record.version,
@@ -107,10 +108,10 @@ def model_card(config: Config, model: str, record, serving_version: int | None, 
         "trained_on": {"files": data.get("files", []), "rows": data.get("rows")},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(record.created)),
         "holdout_metrics": data.get("holdout_metrics", {}),
-        "recent_metrics": [r.get("metrics") for r in recent if r.get("metrics")][-5:],
+        "recent_metrics": [result.metrics for result in recent if result.metrics][-5:],
         "drift_at_export": {
-            "drifted_features": latest.get("drifted_features", []),
-            "multivariate_auc": latest.get("multivariate_auc"),
+            "drifted_features": latest.drifted_features or [],
+            "multivariate_auc": latest.multivariate_auc,
             "flags": state.get("flags", []),
         },
         "verdict": (state.get("verdict") or {}).get("text"),

@@ -130,7 +130,7 @@ def validate_table(table: pa.Table, config: Config) -> CleanTable:
     labeled = False
     if config.target and config.target in frame.columns:
         source = frame[config.target]
-        frame[config.target] = _target(source, config, reasons)
+        frame[config.target] = clean_target(source, config, reasons)
         labeled = bool(source.notna().any())  # the cleaned target is missing exactly where the source is
     if config.timestamp:
         frame[config.timestamp] = _timestamp(frame[config.timestamp], config.timestamp, reasons)
@@ -179,7 +179,8 @@ def _numeric(values: pd.Series, column: str, reasons: list[str]) -> tuple[pd.Ser
     return numbers, missing / len(array)
 
 
-def _target(values: pd.Series, config: Config, reasons: list[str]) -> pd.Series:
+def clean_target(values: pd.Series, config: Config, reasons: list[str]) -> pd.Series:
+    """The target as float64 (regression) or class-label text, adding a reason for each value that cannot be one."""
     name = config.target
     if config.task == "regression":
         numbers = pd.to_numeric(values, errors="coerce")

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 from typing import TYPE_CHECKING
 
+from app.engine.records import BatchResult
 from app.metrics import Metric, get_metric, primary_metric
 
 if TYPE_CHECKING:
@@ -80,19 +81,19 @@ class Verdict:
         return asdict(self)
 
 
-def evidence_from_results(model: str, mode: str, results: list[tuple[int, dict]], metric_name: str) -> Evidence:
-    """A model's evidence from its stored batch results ``(file_id, data)``, oldest first."""
+def evidence_from_results(model: str, mode: str, results: list[tuple[int, BatchResult]], metric_name: str) -> Evidence:
+    """A model's evidence from its batch results ``(file_id, result)``, oldest first."""
     rows = []
-    for batch, data in results[-VERDICT_LOOKBACK:]:
-        name = data.get("metric") or metric_name
-        served = (data.get("metrics") or {}).get(name)
-        shadow = (data.get("shadow_metrics") or {}).get(name)
+    for batch, result in results[-VERDICT_LOOKBACK:]:
+        name = result.metric or metric_name
+        served = (result.metrics or {}).get(name)
+        shadow = (result.shadow_metrics or {}).get(name)
         if served is None or shadow is None:
             continue
         metric_name = name
         static, dynamic = (shadow, served) if mode == "dynamic" else (served, shadow)
-        cost = data.get("train_seconds" if mode == "dynamic" else "shadow_train_seconds")
-        rows.append(BatchEvidence(batch, static, dynamic, _difference_error(data), cost))
+        cost = result.train_seconds if mode == "dynamic" else result.shadow_train_seconds
+        rows.append(BatchEvidence(batch, static, dynamic, _difference_error(result), cost))
     return Evidence(model, mode, metric_name, rows)
 
 
@@ -186,11 +187,11 @@ def _with_states(text: str, needs: str, states: dict[str, dict] | None) -> str:
     return text if not notes else f"{text}; {'; '.join(notes)}"
 
 
-def _difference_error(data: dict) -> float | None:
+def _difference_error(result: BatchResult) -> float | None:
     """The stored paired standard error of served minus shadow; else both errors taken as independent."""
-    if data.get("paired_se") is not None:
-        return data["paired_se"]
-    first, second = data.get("metric_se"), data.get("shadow_metric_se")
+    if result.paired_se is not None:
+        return result.paired_se
+    first, second = result.metric_se, result.shadow_metric_se
     if first is None or second is None:
         return None
     return math.hypot(first, second)
@@ -201,7 +202,8 @@ def stream_verdict(store: Store, config: Config) -> Verdict:
     evidence, states = [], {}
     default = primary_metric(config.task, 2).name
     for model in config.models:
-        results = [(file_id, data) for file_id, _, data in store.results(model.name, limit=VERDICT_LOOKBACK)]
+        results = [(file_id, BatchResult.from_dict(data))
+                   for file_id, _, data in store.results(model.name, limit=VERDICT_LOOKBACK)]
         evidence.append(evidence_from_results(model.name, model.mode, results, model.metric or default))
         states[model.name] = {**store.model_state(model.name), "mode": model.mode}
     min_gain = min((model.tolerance for model in config.models), default=0.01)

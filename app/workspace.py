@@ -15,6 +15,7 @@ import pandas as pd
 
 from app.commands import CommandFailed
 from app.config import Config, load_config, training_config_changes
+from app.engine.records import BatchResult
 from app.ingest import FileChanged, read_batch
 from app.readers import UnreadableFile
 from app.registry import Registry, StatePaths
@@ -95,7 +96,7 @@ class Workspace:
             self.registry.load(model, chosen)
         except SnapshotError as error:
             raise CommandFailed(str(error)) from None
-        recent = [data for _, _, data in self.store.results(model, limit=20)]
+        recent = [BatchResult.from_dict(data) for _, _, data in self.store.results(model, limit=20)]
         card = model_card(self.config, model, record, self.store.serving_version(model), recent,
                           self.store.model_state(model))
         data = (self.paths.root / record.path).read_bytes()

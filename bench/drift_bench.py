@@ -20,11 +20,11 @@ the frame it read, timed apart:
 
 * floor      the read alone (no drift work).
 * driftdeck  ``Profile.project`` + ``feature_drift`` against the stored
-             reference profile (building that profile is timed too, but not
-             counted: it happens once per model, not per batch).
+             reference profile (building that profile is timed too, counted
+             in accounting (c) only: it happens once per model, not per batch).
 * evidently  ``Report([DataDriftPreset()]).run`` with defaults.
 * nannyml    ``UnivariateDriftCalculator.calculate`` with defaults (``fit`` on
-             the reference happens before the clock, like driftdeck's profile);
+             the reference is timed apart, like driftdeck's profile);
              a column counts as flagged if any chunk alerts.
 
 Two accountings are printed, each with its own targets:
@@ -37,7 +37,14 @@ Two accountings are printed, each with its own targets:
     the drift work costs at most three reads of the file.
 (b) end to end: read + drift work, for every tool alike, a stricter reading.
     Targets: driftdeck <= 3x the read floor, and the same speed ratios to the
-    peers. Peak memory here includes ``read_parquet``'s own peak (over 2x the
+    peers.
+(c) with each tool's reference work, like for like: driftdeck's drift work
+    plus ``Profile.build`` of the reference frame (as if it kept no profile),
+    NannyML's ``calculate`` plus ``fit`` on the reference frame, Evidently's
+    ``Report.run`` (which works through the reference on every run). The
+    reference frame is in memory for every tool (its read is not counted); the
+    build and the fit are the fastest of ``--repeat`` runs in the tool's worker.
+    The same speed ratios to the peers are the targets. Peak memory here includes ``read_parquet``'s own peak (over 2x the
     batch at every size we tried, so no drift tool could meet 2x on this
     measure); it is printed for information beside the read's.
 
@@ -191,7 +198,7 @@ def floor_worker(batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
     return timed_runs(lambda frame: [], batch, warmup, repeat)
 
 
-def driftdeck_worker(profile_path: Path, batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
+def driftdeck_worker(profile_path: Path, reference: Path, batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
     from app.stats import Profile, drifted_columns, feature_drift
 
     profile = Profile.from_json(profile_path.read_text())
@@ -199,7 +206,27 @@ def driftdeck_worker(profile_path: Path, batch: Path, warmup: Path, repeat: int)
     def work(frame: pd.DataFrame) -> list[str]:
         return drifted_columns(feature_drift(profile, profile.project(frame)))
 
-    return timed_runs(work, batch, warmup, repeat)
+    result = timed_runs(work, batch, warmup, repeat)
+    result["build_seconds"] = fastest(lambda: Profile.build(pd.read_parquet(reference), SCHEMA), repeat, read=reference)
+    return result
+
+
+def fastest(step, repeat: int, read: Path) -> float:
+    """Fastest of ``repeat`` runs of ``step``, less the fastest read of ``read`` it starts with.
+
+    The reference's frame is read inside ``step`` (a frame kept alive would skew
+    the batch's memory figures); its read is timed apart and taken off, as a
+    batch's read is in accounting (a).
+    """
+    seconds, reads = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        pd.read_parquet(read)
+        reads.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    return max(min(seconds) - min(reads), 0.0)
 
 
 def build_profile(reference: Path, profile_path: Path) -> float:
@@ -243,9 +270,9 @@ def nannyml_worker(reference: Path, batch: Path, warmup: Path, repeat: int) -> d
 
     calculator = nannyml.UnivariateDriftCalculator(column_names=NUMERIC + CATEGORICAL)
     reference_frame = pd.read_parquet(reference)  # kept alive: its freed pages would hide batch memory
-    start = time.perf_counter()
     calculator.fit(reference_frame)
-    fit_seconds = time.perf_counter() - start
+    fit_seconds = fastest(lambda: nannyml.UnivariateDriftCalculator(column_names=NUMERIC + CATEGORICAL).fit(
+        pd.read_parquet(reference)), repeat, read=reference)
 
     def work(frame: pd.DataFrame) -> list[str]:
         table = calculator.calculate(frame).filter(period="analysis").to_df()
@@ -261,7 +288,7 @@ def run_worker(args: argparse.Namespace) -> None:
     if args.worker == "floor":
         result = floor_worker(args.batch, args.warmup, args.repeat)
     elif args.worker == "driftdeck":
-        result = driftdeck_worker(args.profile, args.batch, args.warmup, args.repeat)
+        result = driftdeck_worker(args.profile, args.reference, args.batch, args.warmup, args.repeat)
     elif args.worker == "evidently":
         result = evidently_worker(args.reference, args.batch, args.warmup, args.repeat)
     else:
@@ -300,9 +327,10 @@ def verdict(ok: bool) -> str:
 def report(rows: int, batch_mib: float, build_seconds: float, results: dict[str, dict[str, object]]) -> None:
     ran = {tool: result for tool, result in results.items() if "total_seconds" in result}
     print(f"\n=== batch of {rows:,} rows ({batch_mib:.1f} MiB in memory), reference {REFERENCE_ROWS:,} rows ===")
-    print(f"driftdeck reference profile built in {build_seconds:.3f} s (once per model, not counted)")
-    if "build_seconds" in results["nannyml"]:
-        print(f"nannyml fitted on the reference in {results['nannyml']['build_seconds']:.3f} s (not counted)")
+    print(f"driftdeck reference profile built in {build_seconds:.3f} s by the driver (once per model)")
+    for tool, step in (("driftdeck", "reference profile built"), ("nannyml", "fitted on the reference")):
+        if "build_seconds" in results[tool]:
+            print(f"{tool} {step} in {results[tool]['build_seconds']:.3f} s in its worker (fastest run; counted in (c) only)")
     for tool, result in results.items():
         if tool not in ran:
             print(f"{tool}: {result.get('error', 'not run')}")
@@ -343,6 +371,13 @@ def report(rows: int, batch_mib: float, build_seconds: float, results: dict[str,
         if tool in ran:
             speedup = ran[tool]["total_seconds"] / ours["total_seconds"]
             print(f"  (b) >= {goal}x faster than {tool:<10}    {speedup:7.1f}x   {verdict(speedup >= goal)}")
+    with_reference = {tool: result["work_seconds"] + result.get("build_seconds", 0.0) for tool, result in ran.items()}
+    for tool, goal in (("evidently", 50), ("nannyml", 5)):
+        if tool in ran:
+            speedup = with_reference[tool] / with_reference["driftdeck"]
+            print(f"  (c) >= {goal}x faster than {tool:<10}    {speedup:7.1f}x   {verdict(speedup >= goal)}"
+                  f"   (each tool's reference work included: {with_reference['driftdeck']:.4f} s"
+                  f" against {with_reference[tool]:.4f} s)")
     print(f"  flags exactly the 5 shifted          {' '.join(ours['flagged']) or '-'}   "
           f"{verdict(ours['flagged'] == sorted(SHIFTED))}")
     print(f"  (b) peak memory, for information     {ours['total_peak_mib'] / batch_mib:7.2f}x batch"

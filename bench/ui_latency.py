@@ -227,7 +227,7 @@ def result_dict(rng: np.random.Generator, version: int, labeled: bool) -> dict:
         "labeled": labeled, "serving_version": version, "metric": "roc_auc", "feature_drift": drift,
         "drifted_features": [n for n, d in drift.items() if d["status"] == "drifted"],
         "multivariate_auc": float(rng.uniform(0.5, 0.6)), "multivariate_top": {"x1": 0.01},
-        "estimated_accuracy": 0.75, "prediction_psi": 0.01, "flags": [], "action": "none", "trainable": labeled,
+        "estimate": {"metric": "roc_auc", "value": 0.75, "calibrated": True, "why": ""}, "prediction_psi": 0.01, "flags": [], "action": "none", "trainable": labeled,
         **({"metrics": metrics, "baseline_metrics": {"roc_auc": 0.5}, "shadow_metrics": metrics} if labeled else {}),
     }
 

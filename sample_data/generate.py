@@ -1,4 +1,4 @@
-"""Write driftdeck's two sample scenarios as folders of weekly batch files.
+"""Write driftdeck's sample scenarios as folders of weekly batch files.
 
     python sample_data/generate.py [--out DIR] [--seed N]
 
@@ -7,6 +7,9 @@
                mildly, before Mother's Day: static training is not enough here.
 ``sea_level/`` sea level at four tide gauges (regression). The inputs move with
                the seasons but the physics never changes: static training is enough.
+``late_labels/`` the flower shop again, but a week's sales are known only a week
+               later: each week's visits come without ``bought_flowers``, and a
+               sales file (visitor id and the label) follows; one is lost and re-sent.
 
 One file is one batch, named after the Monday of its week so names sort
 chronologically. Most files are ``.csv.gz``; a few are ``.parquet``, ``.csv`` or
@@ -342,6 +345,88 @@ def write_sea_level(out: Path, seed: int = DEFAULT_SEED) -> list[Path]:
     return paths
 
 
+# --------------------------------------------------------------------------- late labels
+
+LATE_START = date(2025, 11, 3)  # a Monday; 22 weekly batches run to the end of March 2026
+LATE_WEEKS = 22
+LATE_ROWS = (900, 1100)
+LATE_LABELLED_WEEKS = 6  # the history the models first train on comes with its sales
+LOST_SALES_WEEK = date(2026, 1, 5)  # its sales file is lost, then re-sent three weeks late
+RESENT_AFTER_WEEKS = 3
+SALES_FORMATS = (".csv", ".csv.gz", ".parquet", ".jsonl")  # taken in turn, so every reader reads a sales file
+
+LATE_LABELS_CONFIG = """\
+# Written by sample_data/generate.py; the story is in README.md.
+target = "bought_flowers"
+timestamp = "date"
+id_column = "visitor_id"
+task = "classification"
+verdict_batches = 8
+
+[schema]
+age = "numeric"
+past_purchases = "numeric"
+sessions_7d = "numeric"
+basket_value = "numeric"
+days_to_holiday = "numeric"
+device = "categorical"
+region = "categorical"
+
+# A week's sales arrive the next week, in files named like 2025-12-15-sales-2025-12-08.csv.
+[labels]
+pattern = "*-sales-*"
+max_lag_batches = 2
+
+[[models]]
+name = "late-static"
+mode = "static"
+estimator = "logistic_regression"
+bootstrap_batches = 6
+
+[[models]]
+name = "late-dynamic"
+mode = "dynamic"
+estimator = "hist_gradient_boosting"
+window = 4
+bootstrap_batches = 6
+"""
+
+
+def write_late_labels(out: Path, seed: int = DEFAULT_SEED) -> list[Path]:
+    """Write late_labels/ under ``out``: weekly visits, the sales files that follow them, and driftdeck.toml.
+
+    Visits are named ``<monday>-visits.csv.gz``; the sales of week W arrive with
+    week W+1 as ``<monday of W+1>-sales-<W>.<format>``, so name order is
+    arrival order. Returns every path written, in name order.
+    """
+    folder = out / "late_labels"
+    rng = np.random.default_rng(seed)
+    paths = []
+    next_visitor_id = 500_001
+    for week in range(LATE_WEEKS + 1):
+        week_start = LATE_START + timedelta(weeks=week)
+        if week < LATE_WEEKS:
+            frame = flowers_week(rng, week_start, next_visitor_id)
+            frame = frame.iloc[: int(rng.integers(*LATE_ROWS, endpoint=True))]
+            next_visitor_id += len(frame)
+            sales = frame[["visitor_id", "bought_flowers"]]
+            if week >= LATE_LABELLED_WEEKS:
+                frame = frame.drop(columns="bought_flowers")
+            path = folder / f"{week_start.isoformat()}-visits.csv.gz"
+            atomic_write_bytes(path, batch_bytes(frame, ".csv.gz"))
+            paths.append(path)
+            if week >= LATE_LABELLED_WEEKS:
+                delay = RESENT_AFTER_WEEKS + 1 if week_start == LOST_SALES_WEEK else 1
+                sent = week_start + timedelta(weeks=delay)
+                suffix = SALES_FORMATS[week % len(SALES_FORMATS)]
+                resent = "-resent" if week_start == LOST_SALES_WEEK else ""
+                path = folder / f"{sent.isoformat()}-sales-{week_start.isoformat()}{resent}{suffix}"
+                atomic_write_bytes(path, batch_bytes(sales.sample(frac=1.0, random_state=week), suffix))
+                paths.append(path)
+    atomic_write_text(folder / CONFIG_NAME, LATE_LABELS_CONFIG)
+    return sorted(paths)
+
+
 # --------------------------------------------------------------------------- file formats
 
 
@@ -379,11 +464,11 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the flowers/ and sea_level/ sample scenarios.")
+    parser = argparse.ArgumentParser(description="Write the flowers/, sea_level/ and late_labels/ sample scenarios.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder to write into (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default: %(default)s)")
     args = parser.parse_args(argv)
-    for write in (write_flowers, write_sea_level):
+    for write in (write_flowers, write_sea_level, write_late_labels):
         paths = write(args.out, args.seed)
         print(f"{paths[0].parent}: {len(paths)} batches")
 

@@ -1,16 +1,27 @@
-"""Shared fixtures: real folders with real batch files and a real config."""
+"""Shared fixtures and helpers: real folders with real batch files and a real config, the CLI run for real."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import os
+import shutil
+import subprocess
+import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from app.cli import main
+from app.engine.monitor import Monitor
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STREAM_CONFIG = """
 target = "label"
 timestamp = "ts"
@@ -41,6 +52,9 @@ domain_classifier_rows = 500
 [watch]
 settle_seconds = 0.3
 """
+DYNAMIC_MODEL = '[[models]]\nname = "dynamic-lr"\nmode = "dynamic"\nestimator = "logistic_regression"\nwindow = 2\n'
+STATIC_ONLY_CONFIG = BASE_CONFIG.replace(DYNAMIC_MODEL, "")  # one model: the same keys, half the training
+assert DYNAMIC_MODEL in BASE_CONFIG
 
 
 def make_batch(index: int, rows: int = 600, flipped: bool = False, shuffled: bool = False,
@@ -129,6 +143,30 @@ def ingest_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def inotify_instances() -> int:
+    """How many inotify instances this process holds (a watching monitor takes one; closing it gives it back)."""
+    try:
+        entries = list(os.scandir("/proc/self/fd"))
+    except OSError:
+        return 0
+    held = 0
+    for entry in entries:
+        try:
+            held += os.readlink(entry.path) == "anon_inode:inotify"
+        except OSError:
+            continue
+    return held
+
+
+@pytest.fixture(autouse=True)
+def no_inotify_left_open():
+    """Every test gives back the inotify instances it took: a user may hold only 128 (the usual limit)."""
+    before = inotify_instances()
+    yield
+    assert wait_until(lambda: inotify_instances() <= before, timeout=5), (
+        f"{inotify_instances() - before} inotify instance(s) left open: a monitor or watcher not closed")
+
+
 def wait_until(condition, timeout: float = 30.0, interval: float = 0.05) -> bool:
     """Poll ``condition()`` until it is true or ``timeout`` seconds pass; return its last truth.
 
@@ -147,3 +185,61 @@ def backdate(path: Path, seconds: float = 60.0) -> Path:
     past = time.time() - seconds
     os.utime(path, (past, past))
     return path
+
+
+def run_once(folder: Path, events: list | None = None) -> None:
+    """Process every file in ``folder`` as ``watch --once`` does (collecting the events in ``events``)."""
+    monitor = Monitor(folder)
+    if events is not None:
+        monitor.subscribe(events.append)
+    try:
+        monitor.run_once()
+    finally:
+        monitor.close()
+
+
+def processed_folder(root: Path, config: str, batches: dict[str, pd.DataFrame], **replacements: str) -> Path:
+    """``root/data`` with ``config`` (after ``replacements``) and ``batches`` (already settled), processed once."""
+    folder = root / "data"
+    folder.mkdir()
+    write_config(folder, config, **replacements)
+    for name, frame in batches.items():
+        backdate(write_batch(folder, name, frame))
+    run_once(folder)
+    return folder
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    """A copy of ``folder`` (built once for a module) that one test may change; links stay links."""
+    return Path(shutil.copytree(folder, tmp_path / "data", symlinks=True))
+
+
+def tree(root: Path) -> dict[str, tuple[str | None, int, int, int]]:
+    """Every file and folder under ``root`` (itself as "."), by path relative to it: the SHA-256 of a file's
+    bytes (None for a folder), its mode, size and mtime. Equal only if nothing under ``root`` changed."""
+    found = {}
+    for path in sorted([root, *root.rglob("*")]):
+        info = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        found[str(path.relative_to(root))] = (digest, info.st_mode, info.st_size, info.st_mtime_ns)
+    return found
+
+
+def start_driftdeck(*args: str | Path, **popen) -> subprocess.Popen:
+    """Start ``python -m app ARGS`` from the repository, with text pipes; ``popen`` as for ``subprocess.Popen``."""
+    return subprocess.Popen([sys.executable, "-m", "app", *map(str, args)], cwd=REPO_ROOT, text=True, **popen)
+
+
+@dataclass
+class CliRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str | Path | bytes) -> CliRun:
+    """``driftdeck ARGS`` in this process, as ``python -m app`` runs it; an exception that escapes fails the test."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([os.fsdecode(arg) if isinstance(arg, bytes) else str(arg) for arg in args])
+    return CliRun(code, out.getvalue(), err.getvalue())

@@ -1,4 +1,5 @@
-"""The command line as a user runs it: ``python -m app`` in a subprocess, real folders, real SQLite."""
+"""The command line as a user runs it: ``python -m app`` in a subprocess, or ``main`` in this process where the
+interpreter's start-up proves nothing more; real folders, real SQLite."""
 
 from __future__ import annotations
 
@@ -11,30 +12,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from app.cli import main
 from app.config import load_config
-from app.engine.monitor import Monitor
 from app.store import Store
-from tests.conftest import BASE_CONFIG, backdate, make_batch, write_batch, write_config
+from tests.conftest import (BASE_CONFIG, REPO_ROOT, STATIC_ONLY_CONFIG, CliRun, backdate, make_batch, run_cli, run_once,
+                            start_driftdeck, write_batch, write_config)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMAND_TIMEOUT = 120
-DYNAMIC_MODEL = '[[models]]\nname = "dynamic-lr"\nmode = "dynamic"\nestimator = "logistic_regression"\nwindow = 2\n'
-ONE_MODEL_CONFIG = BASE_CONFIG.replace(DYNAMIC_MODEL, "")
 
 
 def driftdeck(*args: str | Path, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
     """Run ``python -m app ARGS`` to completion and capture its output."""
     return subprocess.run([sys.executable, "-m", "app", *map(str, args)], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=timeout)
-
-
-def start_driftdeck(*args: str | Path) -> subprocess.Popen:
-    """Start ``python -m app ARGS`` with line-buffered text pipes."""
-    return subprocess.Popen([sys.executable, "-m", "app", *map(str, args)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, bufsize=1)
 
 
 def read_until_kind(process: subprocess.Popen, kind: str, timeout: float = 60.0) -> list[dict]:
@@ -51,7 +41,7 @@ def read_until_kind(process: subprocess.Popen, kind: str, timeout: float = 60.0)
     raise AssertionError(f"no {kind} event within {timeout} s")
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+def assert_one_line_error(result: subprocess.CompletedProcess | CliRun, *fragments: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -65,18 +55,12 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 
 
 def test_status_json_lists_models_and_every_batch(data_dir: Path) -> None:
-    assert DYNAMIC_MODEL in BASE_CONFIG
-    write_config(data_dir, ONE_MODEL_CONFIG)  # one model: the keys are the same, training takes half the time
+    write_config(data_dir, STATIC_ONLY_CONFIG)
     good = write_batch(data_dir, "week-1.csv", make_batch(0, rows=200))
     (data_dir / "week-2-resent.csv").write_bytes(good.read_bytes())
     (data_dir / "broken.parquet").write_bytes(b"definitely not parquet")
-    monitor = Monitor(data_dir)  # ingest in this process: its training workers are already warm
-    try:
-        monitor.run_once()
-    finally:
-        monitor.close()
-
-    result = driftdeck("status", data_dir, "--json")
+    run_once(data_dir)  # in this process, as the status that reads it: no interpreter start-up to wait for
+    result = run_cli("status", data_dir, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
 
@@ -100,6 +84,8 @@ def test_status_json_lists_models_and_every_batch(data_dir: Path) -> None:
 
 
 # --- errors: one line, no traceback --------------------------------------------------------------
+# One error goes through ``python -m app`` (nothing the interpreter prints may add a line); the others
+# through ``main`` in this process, where an exception that escapes fails the test.
 
 
 def test_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
@@ -108,37 +94,30 @@ def test_missing_folder_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_folder_without_config_is_a_one_line_error(tmp_path: Path) -> None:
-    assert_one_line_error(driftdeck("watch", tmp_path, "--once"), "no config found", "driftdeck init")
+    assert_one_line_error(run_cli("watch", tmp_path, "--once"), "no config found", "driftdeck init")
 
 
 def test_bad_config_is_a_one_line_error_naming_the_key(data_dir: Path) -> None:
     write_config(data_dir, BASE_CONFIG.replace('mode = "dynamic"', 'mode = "online"'))
     assert_one_line_error(
-        driftdeck("status", data_dir, "--json"),
+        run_cli("status", data_dir, "--json"),
         'driftdeck.toml: models[1].mode must be "static" or "dynamic", got "online"',
     )
 
 
-def run_main(capsys: pytest.CaptureFixture, *args: str | Path) -> tuple[int, str]:
-    """``main(args)`` in this process (no interpreter start-up); return the exit status and stderr."""
-    status = main([str(arg) for arg in args])
-    return status, capsys.readouterr().err
-
-
-def test_damaged_state_database_is_a_one_line_error(ingest_dir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_damaged_state_database_is_a_one_line_error(ingest_dir: Path) -> None:
     state = ingest_dir / ".driftdeck"
     state.mkdir()
     (state / "state.db").write_bytes(b"this is not a SQLite database" * 200)
-    status, errors = run_main(capsys, "status", ingest_dir)
-    assert status != 0 and errors.startswith("driftdeck: ") and "state.db" in errors
+    result = run_cli("status", ingest_dir)
+    assert result.returncode != 0 and result.stderr.startswith("driftdeck: ") and "state.db" in result.stderr
 
 
-def test_state_path_that_is_a_file_is_a_one_line_error(tmp_path: Path, ingest_dir: Path,
-                                                       capsys: pytest.CaptureFixture) -> None:
+def test_state_path_that_is_a_file_is_a_one_line_error(tmp_path: Path, ingest_dir: Path) -> None:
     not_a_folder = tmp_path / "state-file"
     not_a_folder.write_text("")
-    status, errors = run_main(capsys, "status", ingest_dir, "--state", not_a_folder)
-    assert status != 0 and errors.startswith("driftdeck: ") and str(not_a_folder) in errors
+    result = run_cli("status", ingest_dir, "--state", not_a_folder)
+    assert result.returncode != 0 and result.stderr.startswith("driftdeck: ") and str(not_a_folder) in result.stderr
 
 
 # --- watch --headless ----------------------------------------------------------------------------
@@ -146,7 +125,8 @@ def test_state_path_that_is_a_file_is_a_one_line_error(tmp_path: Path, ingest_di
 
 def test_headless_json_prints_one_event_per_line_and_stops_on_sigint(ingest_dir: Path) -> None:
     write_batch(ingest_dir, "week-1.csv", make_batch(0, rows=50))
-    process = start_driftdeck("watch", ingest_dir, "--headless", "--json")
+    process = start_driftdeck("watch", ingest_dir, "--headless", "--json", bufsize=1,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         events = read_until_kind(process, "batch_ingested")
         process.send_signal(signal.SIGINT)
@@ -169,7 +149,8 @@ def test_sigkill_mid_ingestion_leaves_a_store_that_resumes(ingest_dir: Path) -> 
     total = 100
     for index in range(total):
         backdate(write_batch(ingest_dir, f"batch-{index:03d}.csv", make_batch(index, rows=10)))
-    process = start_driftdeck("watch", ingest_dir, "--headless", "--json")
+    process = start_driftdeck("watch", ingest_dir, "--headless", "--json", bufsize=1,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         read_until_kind(process, "batch_ingested")
         process.send_signal(signal.SIGKILL)
@@ -186,8 +167,7 @@ def test_sigkill_mid_ingestion_leaves_a_store_that_resumes(ingest_dir: Path) -> 
         ingested_before_kill = db.execute("SELECT COUNT(*) FROM files WHERE status = 'ingested'").fetchone()[0]
     assert 1 <= ingested_before_kill < total  # the kill landed mid-way, or this test proves nothing
 
-    resumed = driftdeck("watch", ingest_dir, "--once")
-    assert resumed.returncode == 0, resumed.stderr
+    assert main(["watch", str(ingest_dir), "--once"]) == 0  # the restart, in this process
 
     store = Store(database)
     try:
@@ -203,16 +183,14 @@ def test_sigkill_mid_ingestion_leaves_a_store_that_resumes(ingest_dir: Path) -> 
 # --- init ---------------------------------------------------------------------------------------------
 
 
-def test_init_writes_a_config_and_refuses_to_overwrite_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_init_writes_a_config_and_refuses_to_overwrite_it(tmp_path: Path) -> None:
     write_batch(tmp_path, "week-1.csv", make_batch(0, rows=60))
-    status, _ = run_main(capsys, "init", tmp_path, "--target", "label", "--timestamp", "ts")
-    assert status == 0
+    assert run_cli("init", tmp_path, "--target", "label", "--timestamp", "ts").returncode == 0
     config = load_config(tmp_path)
     assert (config.target, config.timestamp, config.task) == ("label", "ts", "classification")
 
-    refused = driftdeck("init", tmp_path, "--target", "label")
-    assert_one_line_error(refused, "already exists; pass --force")
+    assert_one_line_error(run_cli("init", tmp_path, "--target", "label"), "already exists; pass --force")
     assert load_config(tmp_path).timestamp == "ts"  # untouched
 
-    assert run_main(capsys, "init", tmp_path, "--target", "label", "--id-column", "x1", "--force")[0] == 0
+    assert run_cli("init", tmp_path, "--target", "label", "--id-column", "x1", "--force").returncode == 0
     assert load_config(tmp_path).id_column == "x1"

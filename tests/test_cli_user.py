@@ -11,7 +11,6 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,13 @@ from rich.cells import cell_len
 
 from app import demo
 from app.cli import main
-from app.engine.monitor import Monitor
 from app.replay import replay
 from app import report
 from app.snapshots import TRUSTED_TYPES
 from app.store import Store
-from tests.conftest import INGEST_ONLY_CONFIG, STREAM_CONFIG, backdate, make_batch, write_batch, write_config
+from tests.conftest import (INGEST_ONLY_CONFIG, STREAM_CONFIG, backdate, copy_of, make_batch, run_once,
+                            start_driftdeck, write_batch, write_config)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 LONG_NAMES_CONFIG = STREAM_CONFIG + """
 [[models]]
 name = "flowers-static"
@@ -59,18 +57,6 @@ def run_main(capsys: pytest.CaptureFixture, *args: str | Path) -> tuple[int, str
     return status, captured.out, captured.err
 
 
-def driftdeck(*args: str | Path, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "app", *map(str, args)], cwd=REPO_ROOT, text=True, **popen)
-
-
-def ingest(folder: Path) -> None:
-    monitor = Monitor(folder)
-    try:
-        monitor.run_once()
-    finally:
-        monitor.close()
-
-
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five labeled weeks, two models with long names: v1 of each trained on weeks 1-3, then two more weeks,
@@ -81,14 +67,14 @@ def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for week in range(1, 6):
         batch = make_batch(week, rows=300, shift=2.0 if week == 5 else 0.0)
         backdate(write_batch(folder, f"2025-07-{week:02d}.csv", batch), seconds=600 - week)
-    ingest(folder)
+    run_once(folder)
     return folder
 
 
 @pytest.fixture
 def trained_copy(trained_dir: Path, tmp_path: Path) -> Path:
     """A copy of ``trained_dir`` a test may change."""
-    return Path(shutil.copytree(trained_dir, tmp_path / "data"))
+    return copy_of(trained_dir, tmp_path)
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -97,7 +83,7 @@ def trained_copy(trained_dir: Path, tmp_path: Path) -> Path:
 def test_status_limit_counts_every_batch_in_the_header(ingest_dir: Path, capsys: pytest.CaptureFixture) -> None:
     for index in range(8):
         backdate(write_batch(ingest_dir, f"week-{index}.csv", make_batch(index, rows=20)))
-    ingest(ingest_dir)
+    run_once(ingest_dir)
     status, out, _ = run_main(capsys, "status", ingest_dir, "--limit", "3")
     assert status == 0
     assert "Batches (last 3 of 8)" in out
@@ -160,8 +146,9 @@ def test_snapshots_list_newest_first_and_fit_80_columns(trained_dir: Path, capsy
 def test_retrain_that_fails_exits_non_zero(ingest_dir: Path) -> None:
     write_config(ingest_dir, LONG_NAMES_CONFIG.replace("settle_seconds = 0.3", "settle_seconds = 0.3\ntrain_timeout = 0.001"))
     backdate(write_batch(ingest_dir, "week-1.csv", make_batch(1, rows=200)))
-    ingest(ingest_dir)  # the bootstrap times out too; the batch stays there to retrain on
-    process = driftdeck("retrain", ingest_dir, "--model", "flowers-static", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run_once(ingest_dir)  # the bootstrap times out too; the batch stays there to retrain on
+    process = start_driftdeck("retrain", ingest_dir, "--model", "flowers-static", stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
     out, errors = process.communicate(timeout=120)
     assert process.returncode != 0, out
     assert "Traceback" not in errors
@@ -215,8 +202,8 @@ def test_a_closed_pipe_ends_the_command_quietly(ingest_dir: Path, command: tuple
     for index in range(3):
         backdate(write_batch(ingest_dir, f"week-{index}.csv", make_batch(index, rows=20)))
     if command[0] == "status":
-        ingest(ingest_dir)
-    process = driftdeck(command[0], ingest_dir, *command[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        run_once(ingest_dir)
+    process = start_driftdeck(command[0], ingest_dir, *command[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()  # the reader is gone before the first line, as `| head -0` would be
     errors = process.stderr.read()
     process.wait(timeout=120)
@@ -317,7 +304,7 @@ def test_labels_keep_their_type_end_to_end(label_type: str, ingest_dir: Path, tm
         frame = make_batch(week, rows=200)
         frame["label"] = convert(frame["label"].to_numpy())
         backdate(write_batch(ingest_dir, f"week-{week}.csv", frame), seconds=100 - week)
-    ingest(ingest_dir)
+    run_once(ingest_dir)
     expected = pd.Series(convert(np.array([0, 1])))
 
     def assert_typed(values) -> None:

@@ -238,3 +238,16 @@ def test_source_and_scale_keys_load_and_default(data_dir: Path) -> None:
 ])
 def test_bad_source_and_scale_keys_are_named(data_dir: Path, text: str, message: str) -> None:
     assert message in config_error(data_dir, text)
+
+# --- label files ------------------------------------------------------------------------
+
+
+def test_the_labels_section_loads_with_defaults_and_names_each_bad_key(tmp_path: Path) -> None:
+    with_id = BASE_CONFIG.replace('task = "classification"', 'task = "classification"\nid_column = "row_id"')
+    write_config(tmp_path, with_id + '\n[labels]\npattern = "sales_*"\nwait_seconds = 30\n')
+    labels = load_config(tmp_path).labels
+    assert (labels.pattern, labels.wait_seconds, labels.labeled_share, labels.max_lag_batches) == ("sales_*", 30.0, 0.9, 4)
+    assert "labels.labeled_share must be a share in (0, 1]" in config_error(tmp_path, with_id + "\n[labels]\nlabeled_share = 1.5\n")
+    assert "labels.pattern must match file names" in config_error(tmp_path, with_id + '\n[labels]\npattern = "a/b*"\n')
+    assert "labels.wait_days is not a known key" in config_error(tmp_path, with_id + "\n[labels]\nwait_days = 1\n")
+    assert "[labels] needs id_column" in config_error(tmp_path, BASE_CONFIG + "\n[labels]\n")

@@ -13,17 +13,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from app.stats.drift import (
-    DRIFTED,
-    STABLE,
-    chi2_pvalue,
-    drifted_columns,
-    feature_drift,
-    holm_rejections,
-    numeric_groups,
-    pack_rare_categories,
-    psi,
-)
+from app.stats.calibration import benjamini_hochberg, chi2_pvalue, numeric_groups, pack_rare_categories, psi_floor
+from app.stats.drift import DRIFTED, STABLE, drifted_columns, feature_drift, psi
 from app.stats.profile import Profile, profile_numeric, reference_numeric
 
 REFERENCE_ROWS = 100_000
@@ -84,6 +75,29 @@ def test_unshifted_batches_flag_at_most_one_percent_of_their_columns(reference, 
     assert sum(1 for names in flagged if names) / len(flagged) <= 0.05
 
 
+def with_dates(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """``frame`` with columns derived from a timestamp spread over one year: many ties, few distinct values."""
+    rng = np.random.default_rng(seed)
+    stamps = pd.to_datetime(1_700_000_000 + rng.integers(0, 365 * 86_400, len(frame)), unit="s")
+    return frame.assign(weekday=stamps.day_of_week.to_numpy(float), month=stamps.month.to_numpy(float),
+                        day_of_year=stamps.day_of_year.to_numpy(float), hour=stamps.hour.to_numpy(float))
+
+
+DATED_SCHEMA = {**SCHEMA, **dict.fromkeys(["weekday", "month", "day_of_year", "hour"], "numeric")}
+
+
+@pytest.mark.parametrize(("rows", "batches"), [(50, 250), (300, 120)])
+def test_monte_carlo_false_alarms_stay_under_the_rate_with_rare_wide_and_date_columns(rows, batches):
+    """Unshifted batches (a rare 0/1, a 200-level categorical, date-derived columns, 24 columns in all):
+    at most 1% of column-batches flagged, and the batches flagging anything within the family rate."""
+    reference = Profile.build(with_dates(make_frame(REFERENCE_ROWS, seed=1), seed=2), DATED_SCHEMA)
+    flagged = [drifted_columns(feature_drift(reference, reference.project(with_dates(make_frame(rows, seed), seed))))
+               for seed in range(20_000, 20_000 + batches)]
+    assert sum(map(len, flagged)) / (batches * len(DATED_SCHEMA)) <= 0.01
+    family_rate = 0.01
+    assert np.mean([bool(names) for names in flagged]) <= family_rate + 3 * np.sqrt(family_rate * (1 - family_rate) / batches)
+
+
 def test_a_200_level_categorical_is_not_drifted_at_1000_rows(reference):
     statuses = [feature_drift(reference, reference.project(make_frame(1_000, seed)))["sku"].status
                 for seed in range(300, 320)]
@@ -98,7 +112,7 @@ def test_batches_of_10_to_20_rows_rarely_raise_drift(reference):
 # --- power --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("rows", "least_power"), [(200, 0.9), (1_000, 0.98), (10_000, 1.0)])
+@pytest.mark.parametrize(("rows", "least_power"), [(50, 0.9), (200, 0.9), (1_000, 0.98), (10_000, 1.0)])
 def test_a_known_shift_is_found(reference, rows, least_power):
     flagged = alarms(reference, rows, range(500, 510), shifted=True)
     found = sum(len(set(names) & set(SHIFTED)) for names in flagged)
@@ -162,12 +176,38 @@ def test_a_200_level_categorical_test_is_calibrated(rows):
     assert np.mean(pvalues < 0.05) >= 0.025  # calibrated, not merely conservative
 
 
-def test_holm_controls_the_family_and_rejects_in_order():
-    assert holm_rejections({"a": 0.001, "b": 0.03, "c": 0.04}, 0.05) == {"a"}  # 0.03 > 0.05 / 2
-    assert holm_rejections({"a": 0.001, "b": 0.02, "c": 0.04, "d": None}, 0.1) == {"a", "b", "c"}
+def test_benjamini_hochberg_steps_up_and_controls_the_family_when_nothing_changed():
+    assert benjamini_hochberg({"a": 0.01, "b": 0.04, "c": 0.2}, 0.05) == {"a"}  # 0.04 > 2 * 0.05 / 3
+    # Step-up: "a" misses its own bound (0.02 > 0.05 / 3), and is rejected with the 3rd, which meets 0.05.
+    assert benjamini_hochberg({"a": 0.02, "b": 0.025, "c": 0.04, "d": None}, 0.05) == {"a", "b", "c"}
     rng = np.random.default_rng(3)
-    family = [holm_rejections(dict(enumerate(rng.random(20))), 0.05) for _ in range(4_000)]
+    family = [benjamini_hochberg(dict(enumerate(rng.random(20))), 0.05) for _ in range(4_000)]
     assert np.mean([bool(rejected) for rejected in family]) <= 0.05 + 4 * np.sqrt(0.05 * 0.95 / 4_000)
+    # 5 of 20 hypotheses false: the share of true ones among the rejected stays under the rate on average.
+    false_shares = []
+    for _ in range(2_000):
+        pvalues = {**dict(enumerate(rng.random(15))), **{f"moved_{index}": value for index, value in enumerate(rng.random(5) * 1e-4)}}
+        rejected = benjamini_hochberg(pvalues, 0.05)
+        false_shares.append(sum(1 for name in rejected if isinstance(name, int)) / max(len(rejected), 1))
+    assert np.mean(false_shares) <= 0.05 + 4 * np.std(false_shares) / np.sqrt(2_000)
+
+
+def test_the_psi_floor_is_the_lower_tail_of_psi_for_a_change_of_the_threshold():
+    """Monte Carlo: batches from a distribution whose decile PSI is 0.2 fall under the floor about 5% of the time."""
+    reference = reference_numeric(np.random.default_rng(4).normal(size=REFERENCE_ROWS))
+    rng = np.random.default_rng(5)
+    for rows in (200, 2_000):
+        shift = 0.44  # a mean shift of 0.44 standard deviations: decile PSI about 0.2
+        below, true_psi = [], None
+        large = numeric_groups(reference, profile_numeric(rng.normal(shift, size=400_000), reference.edges))
+        true_psi = psi(large.reference, large.current)
+        for _ in range(600):
+            grouped = numeric_groups(reference, profile_numeric(rng.normal(shift, size=rows), reference.edges))
+            floor = psi_floor(true_psi, grouped.groups, REFERENCE_ROWS, rows)
+            below.append(psi(grouped.reference, grouped.current) < floor)
+        assert 0.01 <= np.mean(below) <= 0.1
+    assert psi_floor(0.2, 10, REFERENCE_ROWS, 1_000_000) == pytest.approx(0.2, abs=0.01)
+    assert psi_floor(0.2, 10, REFERENCE_ROWS, 50) < 9 * (1 / REFERENCE_ROWS + 1 / 50)  # under sampling's own PSI
 
 
 def test_a_10_row_reference_against_10_row_batches_rarely_raises_drift():

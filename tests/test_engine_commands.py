@@ -8,7 +8,6 @@ checks both that the probe fired and what the other thread could do meanwhile.
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -24,11 +23,9 @@ from app.events import Event, EventKind
 from app.engine.monitor import Monitor
 from app.registry import Registry, StatePaths
 from app.store import Store
-from tests.conftest import BASE_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
+from tests.conftest import (STATIC_ONLY_CONFIG, backdate, copy_of, make_batch, start_driftdeck, wait_until,
+                            write_batch, write_config)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DYNAMIC_MODEL = '[[models]]\nname = "dynamic-lr"\nmode = "dynamic"\nestimator = "logistic_regression"\nwindow = 2\n'
-STATIC_ONLY_CONFIG = BASE_CONFIG.replace(DYNAMIC_MODEL, "")
 MODEL = "static-lr"
 QUEUED_FILES = 30
 PROBE_PATIENCE = 1.0  # how long a stopped thread lets the other one try to slip in
@@ -38,7 +35,6 @@ CLI_TIMEOUT = 60  # a command that waited as before (up to an hour) fails the te
 @pytest.fixture(scope="module")
 def three_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder whose static model served v1, then v2, and now serves v3: a rollback goes to v2."""
-    assert DYNAMIC_MODEL in BASE_CONFIG
     folder = tmp_path_factory.mktemp("three-versions") / "data"
     folder.mkdir()
     write_config(folder, STATIC_ONLY_CONFIG)
@@ -57,9 +53,7 @@ def three_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def folder(three_versions: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "data"
-    shutil.copytree(three_versions, copy)
-    return copy
+    return copy_of(three_versions, tmp_path)
 
 
 def serving(folder: Path) -> int:
@@ -74,8 +68,7 @@ def command_rows(folder: Path) -> list[tuple[str, str]]:
 
 
 def driftdeck(*args: str | Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "app", *map(str, args)], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return start_driftdeck(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def queue_unlabeled_files(folder: Path, count: int = QUEUED_FILES) -> None:

@@ -12,13 +12,12 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_batch, wait_until, write_batch
+from tests.conftest import make_batch, run_cli, wait_until, write_batch
 from tests.tui.tui_support import base_folder, copy_folder
 
 from app.commands import Command
@@ -113,8 +112,7 @@ def test_stop_ends_the_engine_cleanly(headless):
 
 
 def test_stop_without_an_engine_says_so_in_one_line(folder):
-    run = subprocess.run([sys.executable, "-m", "app", "stop", str(folder)], capture_output=True, text=True,
-                         timeout=60)
+    run = run_cli("stop", folder)
     assert run.returncode != 0
     assert run.stderr.strip() == "driftdeck: no engine is running for this folder"
 

@@ -10,63 +10,22 @@ real files, real SQLite (a trigger makes a commit fail), no mocks.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
 import sqlite3
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from app.cli import main
 from app.events import EventKind
 from app.engine.monitor import Monitor
 from app.registry import StatePaths
 from app.serving import predictions_path
 from app.store import SCHEMA_VERSION, FileStat, Store, StoreIncompatible
-from tests.conftest import INGEST_ONLY_CONFIG, STREAM_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
-
-STATIC_ONLY_CONFIG = STREAM_CONFIG + """
-[[models]]
-name = "static-lr"
-mode = "static"
-estimator = "logistic_regression"
-
-[drift]
-domain_classifier_rows = 500
-
-[watch]
-settle_seconds = 0.3
-"""
-
-
-@dataclass
-class CliRun:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run_cli(*args: str | Path) -> CliRun:
-    """``driftdeck ARGS`` in this process, as ``python -m app`` runs it; an exception that escapes fails the test."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([os.fsdecode(arg) if isinstance(arg, bytes) else str(arg) for arg in args])
-    return CliRun(code, out.getvalue(), err.getvalue())
-
-
-def run_once(folder: Path, events: list | None = None) -> None:
-    monitor = Monitor(folder)
-    if events is not None:
-        monitor.subscribe(events.append)
-    try:
-        monitor.run_once()
-    finally:
-        monitor.close()
+from tests.conftest import (STATIC_ONLY_CONFIG, backdate, copy_of, make_batch, processed_folder, run_cli, run_once,
+                            wait_until, write_batch, write_config)
 
 
 def ledger(folder: Path) -> list:
@@ -79,18 +38,14 @@ def ledger(folder: Path) -> list:
 
 @pytest.fixture(scope="module")
 def trained_once(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("trained") / "data"
-    folder.mkdir()
-    write_config(folder, STATIC_ONLY_CONFIG)
-    write_batch(folder, "b00.csv", make_batch(0, rows=200))
-    run_once(folder)
-    return folder
+    return processed_folder(tmp_path_factory.mktemp("trained"), STATIC_ONLY_CONFIG,
+                            {"b00.csv": make_batch(0, rows=200)})
 
 
 @pytest.fixture
 def trained(trained_once: Path, tmp_path: Path) -> Path:
     """A copy of a folder where static-lr v1 serves, trained on one labeled batch."""
-    return Path(shutil.copytree(trained_once, tmp_path / "data", symlinks=True))
+    return copy_of(trained_once, tmp_path)
 
 
 # --- the store's schema version -------------------------------------------------------------------------
@@ -531,7 +486,7 @@ def test_a_model_trained_on_a_name_that_is_not_utf8_exports_its_card(trained: Pa
     monitor = Monitor(trained)
     try:
         monitor.run_once()
-        assert monitor.dispatcher.retrain_now("static-lr").result["action"] == "promoted"
+        assert monitor.dispatcher.retrain_now("static-lr").result.action == "promoted"
         written = monitor.workspace.export("static-lr", tmp_path / "export")
     finally:
         monitor.close()

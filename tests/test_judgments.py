@@ -25,10 +25,22 @@ from tests.conftest import backdate, make_batch, write_batch, write_config
 SCHEMA = {"x1": "numeric", "x2": "numeric", "x3": "numeric", "color": "categorical"}
 
 
+OPEN_MONITORS: list[Monitor] = []
+
+
+@pytest.fixture(autouse=True)
+def close_monitors():
+    """Each test reads the monitors it ran afterwards; they are closed (store, training process) once it ends."""
+    yield
+    while OPEN_MONITORS:
+        OPEN_MONITORS.pop().close()
+
+
 def run_stream(folder: Path, batches: list[pd.DataFrame], first: int = 0) -> Monitor:
     for index, frame in enumerate(batches, start=first):
         write_batch(folder, f"b{index:02d}.csv", frame)
     monitor = Monitor(folder)
+    OPEN_MONITORS.append(monitor)
     monitor.run_once()
     return monitor
 
@@ -182,7 +194,7 @@ def test_a_new_class_beside_the_known_ones_trains_only_by_an_explicit_retrain(da
         assert "new class '2'" in flag_details(new, "data_quality")[0]
         assert monitor.registry.serving("dynamic-lr").data["classes"] == ["0", "1"]
         outcome = monitor.dispatcher.retrain_now("dynamic-lr")
-        assert "b02.csv" in monitor.store.snapshot("dynamic-lr", outcome.result["candidate_version"]).data["files"]
+        assert "b02.csv" in monitor.store.snapshot("dynamic-lr", outcome.result.candidate_version).data["files"]
     finally:
         monitor.close()
 

@@ -192,7 +192,7 @@ def test_a_tampered_snapshot_is_refused_and_the_model_flagged(data_dir: Path):
 
 def test_a_manual_retrain_of_a_static_model_faces_the_gate(concept_flip: Monitor):
     outcome = concept_flip.dispatcher.retrain_now("static-lr")
-    assert outcome.result["action"] in ("promoted", "rejected")
+    assert outcome.result.action in ("promoted", "rejected")
     versions = [s.version for s in concept_flip.store.snapshots("static-lr")]
     assert versions == [1, 2]
     record = concept_flip.store.snapshot("static-lr", 2)

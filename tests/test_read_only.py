@@ -7,10 +7,8 @@ thread limits too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,35 +17,22 @@ import pytest
 
 from app.cli import main
 from app.engine.monitor import Monitor
-from tests.conftest import BASE_CONFIG, backdate, make_batch, write_batch, write_config
+from tests.conftest import (REPO_ROOT, STATIC_ONLY_CONFIG, backdate, copy_of, make_batch, processed_folder, tree,
+                            write_batch, write_config)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DYNAMIC_MODEL = '[[models]]\nname = "dynamic-lr"\nmode = "dynamic"\nestimator = "logistic_regression"\nwindow = 2\n'
 MODEL = "static-lr"
 
 
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder as ``watch`` leaves it: one labeled and one unlabeled batch in, v1 serving."""
-    assert DYNAMIC_MODEL in BASE_CONFIG
-    folder = tmp_path_factory.mktemp("watched") / "data"
-    folder.mkdir()
-    write_config(folder, BASE_CONFIG.replace(DYNAMIC_MODEL, ""))
-    backdate(write_batch(folder, "week-1.csv", make_batch(0, rows=200)))
-    backdate(write_batch(folder, "week-2.csv", make_batch(1, rows=50).drop(columns="label")))
-    monitor = Monitor(folder)
-    try:
-        monitor.run_once()
-    finally:
-        monitor.close()
-    return folder
+    batches = {"week-1.csv": make_batch(0, rows=200), "week-2.csv": make_batch(1, rows=50).drop(columns="label")}
+    return processed_folder(tmp_path_factory.mktemp("watched"), STATIC_ONLY_CONFIG, batches)
 
 
 @pytest.fixture
 def folder(watched: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "data"
-    shutil.copytree(watched, copy)
-    return copy
+    return copy_of(watched, tmp_path)
 
 
 def needing_repair(folder: Path) -> Path:
@@ -55,16 +40,6 @@ def needing_repair(folder: Path) -> Path:
     (folder / ".driftdeck" / "quarantine").chmod(0o755)
     (folder / ".driftdeck" / "serving" / f"{MODEL}.json").unlink()
     return folder
-
-
-def tree(root: Path) -> dict[str, tuple]:
-    """Every file and folder under ``root``: SHA-256 of its bytes (files), mode, size and mtime."""
-    found = {}
-    for path in sorted([root, *root.rglob("*")]):
-        info = path.lstat()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-        found[str(path.relative_to(root))] = (digest, info.st_mode, info.st_size, info.st_mtime_ns)
-    return found
 
 
 def read_only_commands(folder: Path, outside: Path) -> dict[str, list[str]]:

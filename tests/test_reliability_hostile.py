@@ -40,10 +40,10 @@ from app.readers import MAX_COLUMNS
 from app.replay import replay
 from app.snapshots import SnapshotError
 from app.validation import Batch, InvalidBatch
-from tests.conftest import INGEST_ONLY_CONFIG, make_batch, wait_until, write_batch, write_config
+from tests.conftest import (BASE_CONFIG, INGEST_ONLY_CONFIG, REPO_ROOT, copy_of, make_batch, processed_folder, tree,
+                            wait_until, write_batch, write_config)
 from tests.faults import marker_pickle_bytes, peak_rss_growth_mb
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ["x1", "x2", "x3", "color"]
 MAX_FILE_MB = 1
 SMALL_LIMIT_CONFIG = INGEST_ONLY_CONFIG.replace("settle_seconds = 0.3", f"settle_seconds = 0.3\nmax_file_mb = {MAX_FILE_MB}")
@@ -403,22 +403,14 @@ TWO_ESTIMATORS = {
 
 @pytest.fixture(scope="module")
 def trained_once(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("trained") / "data"
-    folder.mkdir()
-    write_config(folder, **TWO_ESTIMATORS)
-    write_batch(folder, "b00.csv", make_batch(0, rows=200))
-    monitor = Monitor(folder)
-    try:
-        monitor.run_once()
-    finally:
-        monitor.close()
-    return folder
+    return processed_folder(tmp_path_factory.mktemp("trained"), BASE_CONFIG, {"b00.csv": make_batch(0, rows=200)},
+                            **TWO_ESTIMATORS)
 
 
 @pytest.fixture
 def trained(trained_once: Path, tmp_path: Path) -> Path:
     """A copy of a folder with one labeled batch: static-lr v1 and dynamic-lr v1 (another model) serve."""
-    return Path(shutil.copytree(trained_once, tmp_path / "data", symlinks=True))
+    return copy_of(trained_once, tmp_path)
 
 
 def test_a_snapshot_swapped_in_from_another_model_is_refused(trained: Path) -> None:
@@ -518,10 +510,6 @@ def test_python_in_a_column_name_is_just_a_column_name(ingest_dir: Path) -> None
 # --- links and paths ----------------------------------------------------------------------------------------
 
 
-def files_under(folder: Path) -> set[Path]:
-    return {path for path in folder.rglob("*")}
-
-
 def test_quarantine_and_replay_never_write_outside_their_folders(tmp_path: Path) -> None:
     source, dest = tmp_path / "source", tmp_path / "data"
     source.mkdir()
@@ -531,7 +519,7 @@ def test_quarantine_and_replay_never_write_outside_their_folders(tmp_path: Path)
               "\u202egnp.csv", "\u2215etc\u2215evil.csv"]
     for index, name in enumerate(tricky):
         (source / name).write_bytes(b"x1,x2\n1,%d\n" % index if index % 2 else b"\x00garbage %d" % index)
-    before = files_under(tmp_path)
+    before = tree(tmp_path)
     replay(source, dest, interval=0)
     monitor = Monitor(dest)
     try:
@@ -539,8 +527,8 @@ def test_quarantine_and_replay_never_write_outside_their_folders(tmp_path: Path)
         quarantined = [record.name for record in monitor.store.files(status="quarantined")]
     finally:
         monitor.close()
-    new = files_under(tmp_path) - before
-    assert new and not {path for path in new if dest not in path.parents}
+    new = tree(tmp_path).keys() - before.keys()
+    assert new and all(Path(name).parts[0] == dest.name for name in new), new
     assert sorted(quarantined) == sorted(name for name in tricky if not name.startswith("."))
     assert len(list((dest / ".driftdeck" / "quarantine").iterdir())) == 2 * len(quarantined)
 

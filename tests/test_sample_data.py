@@ -29,7 +29,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
-SCENARIOS = ("flowers", "sea_level")
+SCENARIOS = ("flowers", "sea_level")  # the weekly-batch stories checked below
+GENERATED = (*SCENARIOS, "late_labels")
 HAND_WRITTEN = {"README.md"}
 MAX_COMMITTED_BYTES = 3 * 1024 * 1024
 FLOWERS_BOOTSTRAP = 9  # first training: the nine July-August weeks
@@ -121,6 +122,7 @@ def generated(tmp_path_factory) -> tuple[Path, Path]:
     for out in (first, second):
         generate.write_flowers(out)
         generate.write_sea_level(out)
+        generate.write_late_labels(out)
     return first, second
 
 
@@ -132,7 +134,8 @@ def test_the_same_seed_writes_the_same_bytes(generated):
     first, second = generated
     files = relative_files(first)
     assert files == relative_files(second)
-    assert len(files) == generate.FLOWERS_WEEKS + generate.SEA_WEEKS + 2
+    late_files = 2 * generate.LATE_WEEKS - generate.LATE_LABELLED_WEEKS  # visits, and sales for the unlabelled weeks
+    assert len(files) == generate.FLOWERS_WEEKS + generate.SEA_WEEKS + late_files + 3
     for name in files:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
@@ -144,7 +147,7 @@ def test_another_seed_writes_other_data(tmp_path):
     assert gunzip_prefix(other.read_bytes()) != gunzip_prefix(committed.read_bytes())
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", GENERATED)
 def test_committed_files_are_what_the_generator_writes(generated, scenario):
     """Text formats compare exactly; gzip by content (zlib builds may pack it
     differently); parquet as frames (the writer records its version)."""
@@ -167,9 +170,9 @@ def test_committed_files_are_what_the_generator_writes(generated, scenario):
 
 
 def test_committed_scenarios_are_small_and_documented():
-    total = sum(path.stat().st_size for scenario in SCENARIOS for path in scenario_files(SAMPLE_DATA / scenario))
+    total = sum(path.stat().st_size for scenario in GENERATED for path in scenario_files(SAMPLE_DATA / scenario))
     assert total < MAX_COMMITTED_BYTES
-    for scenario in SCENARIOS:
+    for scenario in GENERATED:
         assert (SAMPLE_DATA / scenario / "README.md").is_file()
 
 
@@ -366,3 +369,26 @@ def test_static_ridge_is_enough_for_sea_level(sea_frames):
 
     assert max(static_rmse) <= 1.05 * holdout_rmse
     assert abs(np.mean(rolling_rmse) / np.mean(static_rmse) - 1) <= 0.02
+
+
+# --------------------------------------------------------------------------- late labels
+
+
+def test_late_labels_every_unlabelled_visit_gets_its_sales_once_and_one_file_comes_late():
+    from app.config import load_config
+    from app.label_files import is_label_file
+
+    folder = SAMPLE_DATA / "late_labels"
+    config = load_config(folder)
+    files = [path for path in scenario_files(folder) if path.name not in HAND_WRITTEN | {generate.CONFIG_NAME}]
+    visits = [path for path in files if not is_label_file(path.name, config)]
+    sales = [path for path in files if is_label_file(path.name, config)]
+    assert len(visits) == generate.LATE_WEEKS and all(path.name.endswith("-visits.csv.gz") for path in visits)
+    unlabelled = [path for path in visits if "bought_flowers" not in read_batch(path).columns]
+    assert len(unlabelled) == generate.LATE_WEEKS - generate.LATE_LABELLED_WEEKS
+    sold_ids = pd.concat([read_batch(path)["visitor_id"] for path in sales])
+    visit_ids = pd.concat([read_batch(path)["visitor_id"] for path in unlabelled])
+    assert sold_ids.is_unique and set(sold_ids) == set(visit_ids)
+    resent = [path.name for path in sales if "resent" in path.name]
+    assert resent == [f"2026-02-02-sales-{generate.LOST_SALES_WEEK.isoformat()}-resent.csv.gz"]
+    assert {path.name.split(".", 1)[1] for path in sales} == {"csv", "csv.gz", "parquet", "jsonl"}

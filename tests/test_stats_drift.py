@@ -10,16 +10,8 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from app.stats.drift import (
-    DRIFTED,
-    STABLE,
-    WATCH,
-    chi2_pvalue,
-    drifted_columns,
-    feature_drift,
-    psi,
-    sparse_group_pvalue,
-)
+from app.stats.calibration import chi2_pvalue, sparse_group_pvalue
+from app.stats.drift import DRIFTED, STABLE, WATCH, drifted_columns, feature_drift, psi
 from app.stats.profile import Profile
 
 

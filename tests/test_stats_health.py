@@ -12,10 +12,9 @@ from app.stats.health import (
     classification_baseline,
     classification_metrics,
     REGRESSION_METRICS,
-    estimated_accuracy,
     regression_baseline,
     regression_metrics,
-    score_psi,
+    score_drift,
 )
 
 
@@ -161,27 +160,48 @@ def test_regression_baseline_of_the_mean_has_zero_r2():
     assert result["mae"] == pytest.approx(np.mean(np.abs(y_true - 4.0)))
 
 
-def test_estimated_accuracy_tracks_accuracy_for_a_calibrated_model():
-    rng = np.random.default_rng(4)
-    confidence = rng.uniform(0.5, 1.0, 20_000)
-    correct = rng.random(20_000) < confidence  # calibrated: right with the stated probability
-    proba = np.column_stack((confidence, 1 - confidence))
-    assert estimated_accuracy(proba) == pytest.approx(confidence.mean())
-    assert estimated_accuracy(proba) == pytest.approx(correct.mean(), abs=0.01)
-    assert estimated_accuracy(np.empty((0, 2))) is None
+def holdout_sketch(scores: np.ndarray) -> np.ndarray:
+    """What a snapshot keeps of its holdout scores: 201 evenly spaced quantiles."""
+    return np.quantile(scores, np.linspace(0, 1, 201))
 
 
-def test_score_psi_against_direct_deciles():
+def test_score_drift_psi_is_the_decile_psi_against_the_holdout():
     rng = np.random.default_rng(5)
     reference, current = rng.beta(2, 5, 8000), rng.beta(3, 4, 6000)
     deciles = np.quantile(reference, np.arange(1, 10) / 10)
-    expected_counts = np.bincount(np.searchsorted(deciles, reference, side="right"), minlength=10) / 8000
-    actual_counts = np.bincount(np.searchsorted(deciles, current, side="right"), minlength=10) / 6000
-    expected, actual = np.maximum(expected_counts, 1e-4), np.maximum(actual_counts, 1e-4)
-    assert score_psi(reference, current) == pytest.approx(np.sum((actual - expected) * np.log(actual / expected)))
-    assert score_psi(reference, rng.beta(2, 5, 6000)) < 0.02
+    actual = np.maximum(np.bincount(np.searchsorted(deciles, current, side="right"), minlength=10) / 6000, 1e-4)
+    expected_psi = np.sum((actual - 0.1) * np.log(actual / 0.1))  # the holdout's deciles hold a tenth each
+    drift = score_drift(holdout_sketch(reference), current, 8000, 0.2, 0.01)
+    assert drift.psi == pytest.approx(expected_psi, rel=1e-3)
+    assert drift.groups == 10 and drift.status == "drifted"
+    assert score_drift(holdout_sketch(reference), rng.beta(2, 5, 6000), 8000, 0.2, 0.01).status == "stable"
     with pytest.raises(ValueError):
-        score_psi(np.ones((3, 2)), np.ones((3, 2)))
+        score_drift(np.ones((3, 2)), np.ones((3, 2)), 10, 0.2, 0.01)
+
+
+@pytest.mark.parametrize("rows", [20, 50, 200])
+def test_prediction_drift_is_rare_on_small_batches_of_unchanged_scores(rows):
+    """Monte Carlo: a fixed PSI threshold of 0.2 flags many small batches by sampling alone; the calibrated rule
+    keeps within the false-alarm rate, and still finds a real move of the scores."""
+    rng = np.random.default_rng(rows)
+    sketch = holdout_sketch(rng.beta(2, 5, 2_000))
+    runs = 400
+    unchanged = [score_drift(sketch, rng.beta(2, 5, rows), 2_000, 0.2, 0.01) for _ in range(runs)]
+    drifted = np.mean([drift.status == "drifted" for drift in unchanged])
+    assert drifted <= 0.01 + 3 * np.sqrt(0.01 * 0.99 / runs)
+    if rows == 50:
+        assert np.mean([drift.psi >= 0.2 for drift in unchanged]) > 0.1  # what the fixed threshold flagged
+    moved = [score_drift(sketch, rng.beta(4, 3, rows), 2_000, 0.2, 0.01).status for _ in range(50)]
+    assert np.mean([status == "drifted" for status in moved]) >= 0.9
+
+
+def test_prediction_drift_of_a_few_distinct_scores():
+    """A model with five possible scores: the sketch's ties become one bin per score."""
+    rng = np.random.default_rng(6)
+    sketch = holdout_sketch(rng.integers(0, 5, 2_000) / 4)
+    unchanged = [score_drift(sketch, rng.integers(0, 5, 300) / 4, 2_000, 0.2, 0.01).status for _ in range(200)]
+    assert np.mean([status == "drifted" for status in unchanged]) <= 0.01 + 3 * np.sqrt(0.01 * 0.99 / 200)
+    assert score_drift(sketch, np.full(300, 1.0), 2_000, 0.2, 0.01).status == "drifted"
 
 
 def test_one_metric_table_covers_every_metric_computed_and_allowed():

@@ -1,8 +1,9 @@
 """The labeled batches kept in the state folder, so retraining and validation never depend on the producer's files.
 
-A labeled batch's rows are written to ``batches/`` in Parquet before its
-commit; retrains read them back through a small cache, under the config as it
-is now.
+A labeled batch's rows (or a batch's whose labels are to come in label files)
+are written to ``batches/`` in Parquet before its commit; retrains read them
+back through a small cache, under the config as it is now, with the labels
+that came later filled in.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from app.config import Config
+from app.label_ledger import labels_of, with_labels
 from app.models import NUMERIC, prepare_features
 from app.serving import parquet_bytes
 from app.store import Store
@@ -58,8 +60,8 @@ class BatchArchive:
 
     def read(self, sha256: str) -> pd.DataFrame:
         """An archived batch's rows under the config as it is now (it may have changed since the batch came):
-        each feature column of the kind the config gives it, and a column the batch did not have (a new
-        feature, a new target) missing throughout."""
+        each feature column of the kind the config gives it, a column the batch did not have (a new
+        feature, a new target) missing throughout, and the labels that came later in label files."""
         frame = pd.read_parquet(self.folder / f"{sha256[:16]}.parquet")
         for column in (*self.config.schema, *([self.config.target] if self.config.target else [])):
             if column not in frame:
@@ -67,4 +69,11 @@ class BatchArchive:
         for column, kind in self.config.schema.items():
             if (kind == NUMERIC) != pd.api.types.is_numeric_dtype(frame[column]):
                 frame[column] = prepare_features(frame[[column]], {column: kind})[column]
-        return frame
+        return self._with_late_labels(sha256, frame)
+
+    def _with_late_labels(self, sha256: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with the labels label files gave its rows since it came (see :mod:`app.label_ledger`)."""
+        record = self.store.file_by_sha(sha256)
+        if not self.config.target or record is None:
+            return frame
+        return with_labels(frame, labels_of(self.store.read, record.id), self.config.target, self.config.task)

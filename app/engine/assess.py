@@ -13,17 +13,18 @@ import numpy as np
 import pandas as pd
 
 from app.config import Config, ModelConfig, training_config_changes
+from app.engine.records import BatchResult
+from app.label_health import estimate, estimate_error
 from app.metrics import Metric, get_metric, primary_metric
 from app.models import Prediction, predict
 from app.registry import Registry
 from app.snapshots import SnapshotError
-from app.stats.drift import drifted_columns, feature_drift
+from app.stats.drift import DRIFTED, drifted_columns, feature_drift
 from app.stats.health import (
     baseline_output,
     classification_metrics,
-    estimated_accuracy,
     regression_metrics,
-    score_psi,
+    score_drift,
 )
 from app.stats.noise import paired_standard_error, standard_error
 from app.stats.multivariate import domain_classifier
@@ -58,28 +59,28 @@ class Assessor:
         """Why ``snapshot`` cannot be scored under the current config (empty when it can)."""
         return training_config_changes(snapshot.data.get("config"), self.config)
 
-    def measure_drift(self, result: dict, reference: Profile, frame: pd.DataFrame,
+    def measure_drift(self, result: BatchResult, reference: Profile, frame: pd.DataFrame,
                       current: Profile | None = None) -> Profile:
         """Fill ``result`` with each feature's drift; return the batch's profile on the reference's edges
         (``current`` when the intake already profiled all of a streamed batch's rows on them)."""
         current = current or reference.project(frame)
         settings = self.config.drift
         drift = feature_drift(reference, current, settings.psi_threshold, settings.psi_watch, settings.false_alarm_rate)
-        result["feature_drift"] = {column: value.to_dict() for column, value in drift.items()}
-        result["drifted_features"] = drifted_columns(drift)
+        result.feature_drift = {column: value.to_dict() for column, value in drift.items()}
+        result.drifted_features = drifted_columns(drift)
         return current
 
-    def measure_multivariate_drift(self, result: dict, frame: pd.DataFrame, serving: SnapshotRecord | None) -> None:
+    def measure_multivariate_drift(self, result: BatchResult, frame: pd.DataFrame, serving: SnapshotRecord | None) -> None:
         """Fill ``result`` with the domain classifier's drift: shown, never a flag, so it can wait for a training job."""
         sample = self._reference_sample(serving)
         if sample is not None and len(sample) >= 20 and len(frame) >= 20:
             multi = domain_classifier(sample, frame, self.config.schema, max_rows=self.config.drift.domain_classifier_rows,
                                       seed=self.model.seed, folds=DOMAIN_FOLDS)
-            result["multivariate_auc"] = multi.auc
-            result["multivariate_top"] = dict(list(multi.importances.items())[:5])
+            result.multivariate_auc = multi.auc
+            result.multivariate_top = dict(list(multi.importances.items())[:5])
         else:
-            result["multivariate_auc"] = None
-            result["multivariate_top"] = {}
+            result.multivariate_auc = None
+            result.multivariate_top = {}
 
     def quality_issues(self, reference: Profile, frame: pd.DataFrame, labeled: bool, serving: SnapshotRecord | None) -> list[str]:
         """Problems that keep a valid batch out of training (it is still monitored)."""
@@ -114,74 +115,77 @@ class Assessor:
         return (f"new class {names} beside the known classes ({', '.join(map(repr, known))}): "
                 f"it joins the model only by an explicit retrain"), new
 
-    def labels_carry_signal(self, result: dict) -> bool:
+    def labels_carry_signal(self, result: BatchResult) -> bool:
         """Whether the serving model beat the naive baseline on this batch by three of its standard errors.
 
         Labels a model already predicts that well carry signal: the check that
         fits a model on the batch alone (:mod:`app.labels`) could only agree.
         """
-        scoring = get_metric(result["metric"]) if result.get("metric") else None
-        served = (result.get("metrics") or {}).get(result.get("metric"))
-        baseline = (result.get("baseline_metrics") or {}).get(result.get("metric"))
-        error = result.get("skill_se")
+        scoring = get_metric(result.metric) if result.metric else None
+        served = (result.metrics or {}).get(result.metric)
+        baseline = (result.baseline_metrics or {}).get(result.metric)
+        error = result.skill_se
         if scoring is None or served is None or baseline is None or not error:
             return False
         return scoring.gain(baseline, served) > SIGNAL_SIGMAS * error
 
-    def load_serving(self, serving: SnapshotRecord, result: dict) -> Any | None:
+    def load_serving(self, serving: SnapshotRecord, result: BatchResult) -> Any | None:
         try:
             return self.registry.load(self.name, serving.version)
         except SnapshotError as error:
-            result["load_error"] = str(error)
+            result.load_error = str(error)
             return None
 
-    def score(self, result: dict, model: Any, serving: SnapshotRecord, frame: pd.DataFrame, labeled: bool,
+    def score(self, result: BatchResult, model: Any, serving: SnapshotRecord, frame: pd.DataFrame, labeled: bool,
               previous_labels: dict | None, shadow: Any | None) -> Prediction:
         """Score ``frame`` with the serving ``model`` (and on labeled rows its ``shadow`` and the naive baseline)."""
         prediction = predict(model, frame, self.config.task)
         scores = prediction_scores(prediction)
         sketch = serving.data.get("score_sketch")
-        result["prediction_psi"] = score_psi(np.asarray(sketch), scores) if sketch else None
-        result["metric"] = self.metric_name(serving)
-        if prediction.proba is not None:
-            result["estimated_accuracy"] = estimated_accuracy(prediction.proba)
+        if sketch:
+            drift = score_drift(sketch, scores, serving.data.get("holdout_rows"),
+                                self.config.drift.prediction_psi_threshold, self.config.drift.false_alarm_rate)
+            result.prediction_psi, result.prediction_drifted = drift.psi, drift.status == DRIFTED
+        result.metric = self.metric_name(serving)
+        result.estimate = estimate(prediction.proba, serving.data.get("calibration"), result.metric,
+                                   self.config.task).to_dict()
         if not labeled:
             return prediction
         rows = frame[self.config.target].notna().to_numpy()
         truth = frame[self.config.target][rows]
         served = _subset(prediction, rows)
-        result["metrics"] = self.metrics(truth, served)
-        scoring = get_metric(result["metric"])
+        result.metrics = self.metrics(truth, served)
+        result.estimate_error = estimate_error(result.estimate, result.metrics)
+        scoring = get_metric(result.metric)
         served_influence = self.influence(scoring, truth, served)
         known = previous_labels or serving.data.get("label_stats", {})
-        result["baseline_metrics"] = self.baseline(truth, known)
-        result["metric_se"] = standard_error(served_influence)
-        result["skill_se"] = paired_standard_error(served_influence, self.influence(scoring, truth, self.naive(truth, known)))
+        result.baseline_metrics = self.baseline(truth, known)
+        result.metric_se = standard_error(served_influence)
+        result.skill_se = paired_standard_error(served_influence, self.influence(scoring, truth, self.naive(truth, known)))
         if shadow is not None:
             shadow_prediction = predict(shadow, frame[rows], self.config.task)
-            result["shadow_metrics"] = self.metrics(truth, shadow_prediction)
+            result.shadow_metrics = self.metrics(truth, shadow_prediction)
             shadow_influence = self.influence(scoring, truth, shadow_prediction)
-            result["shadow_metric_se"] = standard_error(shadow_influence)
-            result["paired_se"] = paired_standard_error(served_influence, shadow_influence)
+            result.shadow_metric_se = standard_error(shadow_influence)
+            result.paired_se = paired_standard_error(served_influence, shadow_influence)
         return prediction
 
-    def flags(self, result: dict, serving: SnapshotRecord | None, labeled: bool) -> list[dict[str, str]]:
+    def flags(self, result: BatchResult, serving: SnapshotRecord | None, labeled: bool) -> list[dict[str, str]]:
         flags = []
-        if result.get("load_error"):
-            flags.append({"kind": "data_quality", "detail": f"serving model refused: {result['load_error']}"})
-        if result["drifted_features"]:
-            parts = [f"{c} (PSI {result['feature_drift'][c]['psi']:.2f})" for c in result["drifted_features"][:4]]
-            more = len(result["drifted_features"]) - 4
+        if result.load_error:
+            flags.append({"kind": "data_quality", "detail": f"serving model refused: {result.load_error}"})
+        if result.drifted_features:
+            parts = [f"{c} (PSI {result.feature_drift[c]['psi']:.2f})" for c in result.drifted_features[:4]]
+            more = len(result.drifted_features) - 4
             flags.append({"kind": "feature_drift", "detail": "drifted: " + ", ".join(parts) + (f" and {more} more" if more > 0 else "")})
-        for issue in result["quality_issues"]:
+        for issue in result.quality_issues:
             flags.append({"kind": "data_quality", "detail": issue})
-        psi = result.get("prediction_psi")
-        if psi is not None and psi >= self.config.drift.prediction_psi_threshold:
-            flags.append({"kind": "prediction_drift", "detail": f"prediction scores moved (PSI {psi:.2f})"})
-        if serving is not None and labeled and result.get("metrics"):
-            name = result["metric"]
+        if result.prediction_drifted:
+            flags.append({"kind": "prediction_drift", "detail": f"prediction scores moved (PSI {result.prediction_psi:.2f})"})
+        if serving is not None and labeled and result.metrics:
+            name = result.metric
             scoring = get_metric(name)
-            now, then = result["metrics"].get(name), serving.data.get("holdout_metrics", {}).get(name)
+            now, then = result.metrics.get(name), serving.data.get("holdout_metrics", {}).get(name)
             if now is not None and then is not None:
                 drop = -scoring.gain(then, now)
                 allowed = scoring.allowed(self.model.performance_tolerance, then)
@@ -198,16 +202,16 @@ class Assessor:
                 flags.append({"kind": "age", "detail": f"trained {age} batches ago (max_age_batches {self.model.max_age_batches})"})
         return sorted(flags, key=lambda f: FLAG_ORDER.index(f["kind"]))
 
-    def state(self, result: dict, current: Profile) -> dict[str, Any]:
-        kinds = {flag["kind"] for flag in result["flags"]}
+    def state(self, result: BatchResult, current: Profile) -> dict[str, Any]:
+        kinds = {flag["kind"] for flag in result.flags}
         if kinds & {"performance_drop", "no_skill", "age"}:
             state = "stale"
-        elif kinds or any(d["status"] == "watch" for d in result["feature_drift"].values()):
+        elif kinds or any(d["status"] == "watch" for d in result.feature_drift.values()):
             state = "watch"
         else:
             state = "healthy"
         verdict = self.verdict(pending=result)
-        return {"state": state, "flags": result["flags"], "verdict": verdict.to_dict(), "current_profile": current.to_dict()}
+        return {"state": state, "flags": result.flags, "verdict": verdict.to_dict(), "current_profile": current.to_dict()}
 
     def metric_name(self, serving: SnapshotRecord | None, train: pd.DataFrame | None = None) -> str:
         """The model's metric: its config's, or the task's primary one for the classes of ``train``
@@ -221,24 +225,25 @@ class Assessor:
             classes = train[self.config.target].dropna().unique()
         return primary_metric(self.config.task, max(2, len(classes))).name
 
-    def verdict(self, pending: dict | None = None) -> Verdict:
+    def verdict(self, pending: BatchResult | None = None) -> Verdict:
         """This model's own comparison of static and dynamic training (``pending``: a batch not yet stored)."""
-        results = [(file_id, data) for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK)]
+        results = [(file_id, BatchResult.from_dict(data))
+                   for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK)]
         if pending:
             results.append((results[-1][0] + 1 if results else 0, pending))
         evidence = evidence_from_results(self.name, self.model.mode, results,
                                          self.metric_name(self.registry.serving(self.name)))
         return decide([evidence], required=self.config.verdict_batches, min_gain=self.model.tolerance)
 
-    def _no_skill(self, result: dict, serving: SnapshotRecord) -> str | None:
+    def _no_skill(self, result: BatchResult, serving: SnapshotRecord) -> str | None:
         """Why the serving version predicts this labeled batch no better than the naive baseline, or None.
 
         Its gain over the baseline must exceed ``NOISE_SIGMAS`` standard errors
         of that gain (paired: both are scored on the batch's rows), whatever the policy.
         """
-        name, error = result.get("metric"), result.get("skill_se")
-        served = (result.get("metrics") or {}).get(name)
-        baseline = (result.get("baseline_metrics") or {}).get(name)
+        name, error = result.metric, result.skill_se
+        served = (result.metrics or {}).get(name)
+        baseline = (result.baseline_metrics or {}).get(name)
         if served is None or baseline is None or error is None:
             return None
         scoring = get_metric(name)
@@ -294,7 +299,7 @@ class Assessor:
         recent = self.store.results(self.name, limit=cap)
         served = 0
         for _, _, data in reversed(recent):
-            if data.get("serving_version") != serving.version:
+            if BatchResult.from_dict(data).serving_version != serving.version:
                 break
             served += 1
         return served + 1

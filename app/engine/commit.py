@@ -36,20 +36,25 @@ class Committer:
         self.emit = emit
 
     def commit(self, snapshot: FileSnapshot | None, batch: Batch | None, outcomes: dict[str, BatchOutcome],
-                serving_before: dict[str, int | None], folder: dict | None = None) -> None:
-        """Write a batch's ledger entry, results, snapshots and pointer changes in one transaction.
+               serving_before: dict[str, int | None], folder: dict | None = None, *, file_id: int | None = None,
+               with_entry: Callable[[Any, int], None] | None = None) -> int | None:
+        """Write a batch's ledger entry, results, snapshots and pointer changes in one transaction; return its file id.
 
         A batch's files (archive, predictions) are written before this: if the
         process dies before the commit, the batch is processed again and its
-        files are simply replaced.
+        files are simply replaced. ``file_id`` names a batch already in the
+        ledger whose results change (its labels came later, see
+        :mod:`app.engine.labels`); ``with_entry(db, file_id)`` writes more about
+        a new batch in the same transaction.
         """
         with self.pointer_lock, self.discarding_uncommitted_snapshots(outcomes):
             stale = {name for name in outcomes if self.store.serving_version(name) != serving_before[name]}
             with self.store.transaction() as db:
-                file_id = None
                 if batch is not None:
                     file_id = self.store.record_file(batch.name, snapshot.sha256, "ingested", rows=batch.rows,
                                                      labeled=batch.labeled, seen=snapshot.seen, db=db)
+                    if with_entry is not None:
+                        with_entry(db, file_id)
                 for name, outcome in outcomes.items():
                     for write in outcome.writes:
                         write(db)
@@ -59,7 +64,7 @@ class Committer:
                         for write in outcome.pointer_writes:
                             write(db)
                     if file_id is not None:
-                        self.store.save_result(file_id, name, outcome.result, db=db)
+                        self.store.save_result(file_id, name, outcome.result.to_dict(), db=db)
                     if outcome.state:
                         self.store.save_model_state(name, self._with_standing_flags(name, outcome.state), db=db)
                 if folder is not None:
@@ -79,6 +84,7 @@ class Committer:
                 self.emit(replace(event, time=time.time()))  # told now, after the commit made it true
             if batch is not None:
                 self.emit(self._result_event(name, batch.name, outcome))
+        return file_id
 
     def _with_standing_flags(self, name: str, state: dict[str, Any]) -> dict[str, Any]:
         """``state`` keeping what ``validate`` found: its ``code_regression`` flag stands until a validation
@@ -101,7 +107,7 @@ class Committer:
             if self.store.lost is not None:
                 raise  # those paths may now be another state's files
             for name, outcome in outcomes.items():
-                version = outcome.result.get("candidate_version")
+                version = outcome.result.candidate_version
                 if version is not None and self.store.snapshot(name, version) is None:
                     model_file = self.registry.snapshot_file(name, version)
                     for path in (model_file, model_file.with_suffix(".reference.parquet")):
@@ -111,23 +117,23 @@ class Committer:
     def _keep_manual_choice(self, name: str, outcome: BatchOutcome, db) -> None:
         """Someone moved the serving pointer by hand while this batch trained: their choice stands."""
         reason = "serving changed by hand while the candidate trained; not promoted"
-        version = outcome.result.get("candidate_version")
-        if version is not None and outcome.result.get("action") == "promoted":
+        version = outcome.result.candidate_version
+        if version is not None and outcome.result.action == "promoted":
             self.store.set_snapshot_status(name, version, "rejected", reason, db=db)
-        outcome.result["action"] = "rejected"
-        outcome.result["action_detail"] = reason
+        outcome.result.action = "rejected"
+        outcome.result.action_detail = reason
         outcome.events = [e for e in outcome.events if e.kind not in (EventKind.PROMOTED, EventKind.ROLLED_BACK)]
         outcome.events.append(Event(EventKind.REJECTED, f"{name}: {reason}", model=name))
 
     def _result_event(self, name: str, file: str, outcome: BatchOutcome) -> Event:
         result = outcome.result
         parts = [f"{name} on {file}:"]
-        metric = result.get("metric")
-        if result.get("metrics") and metric:
-            parts.append(f"{metric} {result['metrics'].get(metric) if result['metrics'].get(metric) is not None else float('nan'):.3f}")
-        if result.get("drifted_features"):
-            parts.append(f"drifted {', '.join(result['drifted_features'][:3])}")
-        parts.append(f"action {result.get('action', 'none')}")
-        kind = EventKind.FLAGGED if result.get("flags") and result.get("serving_version") else EventKind.BATCH_RESULT
+        metric = result.metric
+        if result.metrics and metric:
+            parts.append(f"{metric} {result.metrics.get(metric) if result.metrics.get(metric) is not None else float('nan'):.3f}")
+        if result.drifted_features:
+            parts.append(f"drifted {', '.join(result.drifted_features[:3])}")
+        parts.append(f"action {result.action}")
+        kind = EventKind.FLAGGED if result.flags and result.serving_version else EventKind.BATCH_RESULT
         return Event(kind, " ".join(parts), model=name, file=file,
-                     data={"action": result.get("action"), "flags": result.get("flags", []), "metrics": result.get("metrics")})
+                     data={"action": result.action, "flags": result.flags or [], "metrics": result.metrics})

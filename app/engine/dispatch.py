@@ -159,8 +159,8 @@ class Dispatcher:
                                  {"from": before, "to": after})
         if command.kind == "retrain":
             result = self.retrain_now(model).result
-            message = f"{model}: retrain {result.get('action', 'none')}: {result.get('action_detail', '')}"
-            failed = result.get("action") == "failed"  # failed, cancelled or timed out: no candidate to gate
-            return CommandResult(not failed, message.rstrip(": "), {"action": result.get("action")})
+            message = f"{model}: retrain {result.action}: {result.action_detail or ''}"
+            failed = result.action == "failed"  # failed, cancelled or timed out: no candidate to gate
+            return CommandResult(not failed, message.rstrip(": "), {"action": result.action})
         reproduction = self.validate(self.config.model(model).name)  # validate: pause and resume never queue
         return CommandResult(True, reproduction.summary, reproduction.to_dict())

@@ -4,7 +4,7 @@
 parser that kills the process is not run forever) and decides: skipped (not a
 regular file), already known, a duplicate of another file's content,
 quarantined (unreadable or refused by validation), or a :class:`Batch` for the
-models. Every decision but the batch is recorded here, with its event.
+models (or a label file, for :mod:`app.engine.labels`). Every decision but the batch is recorded here, with its event.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from app.errorlog import log_error
 from app.events import Event, EventKind
 from app.fsutil import NotRegularFile, file_kind
 from app.ingest import FileChanged, FileSnapshot, quarantine, read_batch
+from app.label_files import LabelFile, is_label_file, read_label_file
 from app.readers import UnreadableFile
 from app.registry import StatePaths
 from app.stats.profile import Profile
@@ -41,10 +42,11 @@ ENVIRONMENT_FAULTS = (OSError, sqlite3.Error, MemoryError, StateLost)
 
 @dataclass(frozen=True)
 class Arrival:
-    """A file read and validated into a batch the models have not seen: ``snapshot`` is what was read."""
+    """A file read and validated into a batch the models have not seen, or a label file (see
+    :mod:`app.label_files`): ``snapshot`` is what was read."""
 
     snapshot: FileSnapshot
-    batch: Batch
+    batch: Batch | LabelFile
 
 
 class Intake:
@@ -130,7 +132,7 @@ class Intake:
             return None
         return data if hashlib.sha256(data).hexdigest() == snapshot.sha256 else None
 
-    def _read_marked(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | InvalidBatch] | None:
+    def _read_marked(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | LabelFile | InvalidBatch] | None:
         """:meth:`_read`, with the file marked in the store as being read meanwhile.
 
         A mark left by a process that died reading the file (an abort inside a
@@ -150,12 +152,14 @@ class Intake:
         finally:
             self.store.end_reading(name)
 
-    def _read(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | InvalidBatch] | None:
+    def _read(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | LabelFile | InvalidBatch] | None:
         """Read and validate the file; None when that ended in an event instead (skipped, refused, unreadable)."""
         name = path.name
         # Parsed before the ledger lookup: the SHA-256 is taken as the bytes stream into the parser
         # (see read_batch), so the rare duplicate costs one parse thrown away.
         try:
+            if is_label_file(name, self.config):
+                return read_label_file(path, self.config, self._known_classes())
             if streamed(path, self.config.scale):
                 return self._read_streamed(path, stat)
             return read_batch(path, self.config)
@@ -173,6 +177,15 @@ class Intake:
         except Exception as error:  # noqa: BLE001 - a parser's surprise is this file's problem, not the monitor's
             self.quarantine_unhandled(FileSnapshot.unread(name, stat), error)
         return None
+
+    def _known_classes(self) -> set[str]:
+        """The classes the serving models know: a label file may give no other."""
+        known: set[str] = set()
+        for model in self.config.models:
+            version = self.store.serving_version(model.name)
+            record = self.store.snapshot(model.name, version) if version is not None else None
+            known.update((record.data.get("classes") or []) if record is not None else [])
+        return known
 
     def _read_streamed(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | InvalidBatch]:
         """A partitioned folder, or a file too large to hold, read in chunks against every reference drift needs.

@@ -33,11 +33,14 @@ from app.engine.commit import Committer
 from app.engine.dispatch import Dispatcher
 from app.cluster import stream_engine
 from app.engine.intake import ENVIRONMENT_FAULTS, Arrival, Intake
+from app.engine.labels import LabelStage
 from app.engine.lock import FolderLock
 from app.engine.records import FOLDER_KEY, BatchOutcome, Pending
 from app.engine.runner import ModelRunner
 from app.errorlog import log_error
 from app.events import Event, EventKind
+from app.label_files import LabelFile
+from app.label_ledger import LabelJoin
 from app.labels import label_signal_issue
 from app.models import NUMERIC
 from app.snapshots import SnapshotError
@@ -97,6 +100,8 @@ class Monitor:
         self.intake = Intake(self.data_dir, self.paths, self.config, self.store, self.emit,
                              defer=self._defer_if_paused, changed=self._read_again, streams=self.streams)
         self.committer = Committer(self.store, self.registry, self.archive, threading.RLock(), self.emit)
+        self.labels = LabelStage(self.config, self.store, self.paths, self.runners, self.archive, self.committer,
+                                 self.emit)
         self.dispatcher = Dispatcher(self.config, self.registry, self.runners, self.archive, self.committer,
                                      self.emit, self._set_training)
         for name in self.runners:
@@ -174,6 +179,7 @@ class Monitor:
             self.emit(Event(EventKind.FILE_SKIPPED, f"{name}: still changing after {patience:.3g} s; left for the next run",
                             file=name, data={"left": True}))
         if self.fatal is None:
+            self._guarded(self.labels.expire)
             self._serve_commands()
 
     def config_changes(self, model: str) -> list[str]:
@@ -199,6 +205,8 @@ class Monitor:
         if self._thread is not None:
             self._enqueue(STOP_PRIORITY, "stop", None)
             self._thread.join(timeout=30)
+        if self._watcher is not None:  # again: the worker may have started a new one for a folder that came back
+            self._watcher.stop()
         self._withdraw_queued()
         self.trainer.close()
         self.streams.close()
@@ -318,6 +326,7 @@ class Monitor:
                 item = self._queue.get(timeout=COMMAND_POLL_SECONDS)
             except queue.Empty:
                 self._guarded(self._check_data_folder)
+                self._guarded(self.labels.expire)  # between files: labels that waited too long for their ids
                 continue
             try:
                 if not self._serve(item):
@@ -360,6 +369,8 @@ class Monitor:
     def _check_data_folder(self) -> None:
         """Notice the data folder renamed or deleted (an event, and the header says so), and watch it again
         once a folder is back at its path."""
+        if self._stopping.is_set():
+            return
         now = _identity(self.data_dir)
         if not self.folder_missing:
             if now != self._watched_folder:
@@ -389,7 +400,11 @@ class Monitor:
     def _handle_file(self, path: Path) -> None:
         self.store.check_identity()
         arrival = self.intake.take(path)
-        if arrival is not None:
+        if arrival is None:
+            return
+        if isinstance(arrival.batch, LabelFile):
+            self.labels.take(arrival.snapshot, arrival.batch)
+        else:
             self._ingest(arrival)
 
     def _read_again(self, path: Path) -> None:
@@ -417,12 +432,15 @@ class Monitor:
             self._set_training(None)
             self.intake.quarantine_unhandled(arrival.snapshot, error)
             return
-        self.committer.commit(arrival.snapshot, batch, outcomes, serving_before=serving_before, folder=folder)
+        joined: list[LabelJoin] = []
+        self.committer.commit(arrival.snapshot, batch, outcomes, serving_before=serving_before, folder=folder,
+                              with_entry=self.labels.record(batch, joined) if self.labels.awaits(batch) else None)
+        self.labels.after_batch(joined)
 
     def _assess_and_train(self, batch: Batch, outcomes: dict[str, BatchOutcome]) -> dict[str, Any]:
         """Fill ``outcomes`` with each model's outcome for ``batch``; return the folder-wide facts to store."""
         pending = Pending()
-        if batch.labeled:
+        if batch.labeled or self.labels.awaits(batch):
             pending.add(lambda: self.archive.archive(batch))
         folder = self.store.model_state(FOLDER_KEY)
         if "reference" not in folder or not _profiles_schema(folder["reference"], self.config.schema):

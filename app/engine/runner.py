@@ -18,6 +18,7 @@ either all of a batch or none.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import pandas as pd
@@ -25,7 +26,7 @@ import pandas as pd
 from app.cluster import LocalEngine, StreamEngine
 from app.config import Config, ModelConfig
 from app.engine.assess import Assessor
-from app.engine.records import FOLDER_KEY, BatchOutcome, Pending
+from app.engine.records import FOLDER_KEY, BatchOutcome, BatchResult, Pending
 from app.engine.train import CandidateTrainer
 from app.events import Event, EventKind
 from app.metrics import get_metric
@@ -37,6 +38,13 @@ from app.store import SnapshotRecord, Store
 from app.training import TrainingFailed, Trainer
 from app.validation import Batch
 from app.verdict import VERDICT_LOOKBACK
+
+
+def label_coverage(frame: pd.DataFrame, target: str | None) -> float:
+    """Share of ``frame``'s rows that carry a label."""
+    if not target or target not in frame or not len(frame):
+        return 0.0
+    return float(frame[target].notna().mean())
 
 
 class ModelRunner:
@@ -82,14 +90,14 @@ class ModelRunner:
         """
         frame, labeled = batch.frame, batch.labeled
         serving = self.registry.serving(self.name)
-        outcome = BatchOutcome(result={"labeled": labeled, "serving_version": serving.version if serving else None})
+        outcome = BatchOutcome(BatchResult(labeled=labeled, serving_version=serving.version if serving else None))
         if serving is not None and (changes := self.assess.config_changes(serving)):
             return self._not_scored(outcome, serving, changes)
         result = outcome.result
         reference = Profile.from_dict(serving.data["profile"]) if serving else Profile.from_dict(folder["reference"])
         profiled = None
         if batch.streamed is not None:
-            result["sampled"] = batch.streamed.sampled
+            result.sampled = batch.streamed.sampled
             profiled = batch.streamed.profiles.get(self.name if serving else FOLDER_KEY)
         current = self.assess.measure_drift(result, reference, frame, profiled)
         pending.add(lambda: self.assess.measure_multivariate_drift(result, frame, serving))
@@ -107,20 +115,21 @@ class ModelRunner:
                 pending.add(lambda: write_predictions(path, rows))
         vocabulary, new_classes = self.assess.vocabulary_issue(frame, serving) if labeled else (None, [])
         if vocabulary:
-            result["new_classes"] = new_classes
-            result["held_for_retrain"] = not issues and new_classes != sorted(map(str, frame[self.config.target].dropna().unique()))
+            result.new_classes = new_classes
+            result.held_for_retrain = not issues and new_classes != sorted(map(str, frame[self.config.target].dropna().unique()))
             issues.append(vocabulary)
         elif label_check is not None and not self.assess.labels_carry_signal(result) and (issue := label_check()):
             issues.append(issue)
-        result["quality_issues"] = issues
-        result["trainable"] = labeled and not issues
+        result.quality_issues = issues
+        result.label_coverage = label_coverage(frame, self.config.target)
+        result.trainable = labeled and result.label_coverage >= self.config.labels.labeled_share and not issues
         flags = self.assess.flags(result, serving, labeled)
-        result["flags"] = flags
-        result["action"] = "flagged" if flags and serving else "none"
+        result.flags = flags
+        result.action = "flagged" if flags and serving else "none"
 
         if serving is None:
             self._maybe_bootstrap(outcome, batch, pending)
-        elif result["trainable"]:
+        elif result.trainable:
             if self.model.is_dynamic:
                 self._dynamic_step(outcome, serving, batch, pending)
             else:
@@ -128,23 +137,62 @@ class ModelRunner:
         outcome.state = self.assess.state(result, current)
         return outcome
 
+    def labels_came(self, batch: Batch, stored: BatchResult, folder: dict[str, Any],
+                    labels_from: list[str]) -> BatchOutcome:
+        """A batch whose labels came later, in label files (``batch.frame`` holds them now).
+
+        Its metrics are computed for the version that served it, with its
+        shadow and the naive baseline, from ``stored`` (the batch's result so
+        far). Once its coverage reaches ``[labels] labeled_share`` it becomes
+        trainable, and the model takes the step it would have taken had the
+        batch come labeled: its first training, a dynamic candidate, or a
+        fresh static shadow.
+        """
+        result = replace(stored, labeled=True, labels_from=labels_from,
+                         label_coverage=label_coverage(batch.frame, self.config.target))
+        outcome = BatchOutcome(result=result)
+        served = self.store.snapshot(self.name, stored.serving_version) if stored.serving_version else None
+        if served is not None and not self.assess.config_changes(served):
+            model = self.assess.load_serving(served, result)
+            if model is not None:
+                self.assess.score(result, model, served, batch.frame, True, folder.get("previous_labels"),
+                                  self._shadow_model(served))
+                result.flags = self.assess.flags(result, served, True)
+        newly = result.label_coverage >= self.config.labels.labeled_share and not stored.trainable
+        result.trainable = bool(stored.trainable) or (newly and not result.quality_issues)
+        if newly and result.trainable:
+            serving, pending = self.registry.serving(self.name), Pending()
+            if serving is None:
+                self._maybe_bootstrap(outcome, batch, pending)
+            elif self.model.is_dynamic and serving.version == stored.serving_version:
+                self._dynamic_step(outcome, serving, batch, pending)  # its rollback check compares on these labels
+            elif self.model.is_dynamic:
+                window = self.train.window(self.train.newest_trainable(self.model.window), batch)
+                self.train.train_and_gate(outcome, window, serving=serving, reason="promoted", pending=pending)
+            else:
+                self._refresh_static_shadow(outcome, batch, pending)
+            pending.run()
+        return outcome
+
     def _not_scored(self, outcome: BatchOutcome, serving: SnapshotRecord, changes: list[str]) -> BatchOutcome:
         """A serving model trained for another config: nothing is measured against it, it trains nothing by itself."""
         detail = f"v{serving.version} was trained on another config ({'; '.join(changes)}): not scored until retrained"
         flags = [{"kind": "config_changed", "detail": detail}]
-        outcome.result.update(config_changes=changes, flags=flags, action="none", feature_drift={},
-                              drifted_features=[], quality_issues=[], trainable=outcome.result["labeled"])
+        result = outcome.result
+        result.config_changes, result.flags, result.action = changes, flags, "none"
+        result.feature_drift, result.drifted_features, result.quality_issues = {}, [], []
+        result.trainable = result.labeled
         return outcome  # its state is left as it was: the report shows it trained for another config (app.report)
 
     # --- policies -------------------------------------------------------------------
 
     def _maybe_bootstrap(self, outcome: BatchOutcome, batch: Batch, pending: Pending) -> None:
-        if not outcome.result["trainable"]:
+        if not outcome.result.trainable:
             return
         needed = self.model.bootstrap_batches
         earlier = self.store.trainable_ids(self.name, newest=needed)
         if len(earlier) + 1 < needed:
-            outcome.result["action_detail"] = f"collecting labeled batches to train version 1 ({len(earlier) + 1} of {needed})"
+            outcome.result.action_detail = f"collecting labeled batches to train version 1 ({len(earlier) + 1} of {needed})"
             return
         window = self.train.window(self.train.newest_trainable(needed), batch)
         self.train.train_and_gate(outcome, window, serving=None, reason="bootstrap", pending=pending)
@@ -162,13 +210,14 @@ class ModelRunner:
         :meth:`~app.engine.assess.Assessor.vocabulary_issue`) count here: an explicit retrain is how a new class joins.
         """
         serving = self.registry.serving(self.name)
-        outcome = BatchOutcome(result={})
-        held = [file_id for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK) if data.get("held_for_retrain")]
+        outcome = BatchOutcome(BatchResult())
+        held = [file_id for file_id, _, data in self.store.results(self.name, limit=VERDICT_LOOKBACK)
+                if BatchResult.from_dict(data).held_for_retrain]
         ids = sorted(set(self.store.trainable_ids(self.name, newest=self.model.window)) | set(held))
         ids = ids[-self.model.window:] if self.model.window else ids
         if not ids:
             outcome.events.append(Event(EventKind.REJECTED, f"{self.name}: no labeled batches to retrain on", model=self.name))
-            outcome.result["action"] = "rejected"
+            outcome.result.action = "rejected"
             return outcome
         window = self.train.window(ids)
         self.train.train_and_gate(outcome, window, serving=serving, reason=reason)
@@ -179,16 +228,16 @@ class ModelRunner:
         if not (self.model.auto_rollback and history and history[-1].reason == "promoted"):
             return False
         previous = self.registry.previous_good(self.name)
-        metrics = outcome.result.get("metrics")
+        metrics = outcome.result.metrics
         if previous is None or not metrics:
             return False
         try:
             previous_model = self.registry.load(self.name, previous.version)
         except SnapshotError:
             return False
-        metric_name = outcome.result["metric"]
+        metric_name = outcome.result.metric
         previous_metrics = self.assess.evaluate(previous_model, frame)
-        outcome.result["previous_metrics"] = previous_metrics
+        outcome.result.previous_metrics = previous_metrics
         now, before = metrics.get(metric_name), previous_metrics.get(metric_name)
         if now is None or before is None:
             return False
@@ -200,13 +249,13 @@ class ModelRunner:
         outcome.pointer_writes.append(
             lambda db: self.registry.switch_serving(self.name, previous.version, "auto_rollback", detail, old_status="rolled_back", db=db)
         )
-        outcome.result["action"] = "rolled_back"
-        outcome.result["action_detail"] = detail
+        outcome.result.action = "rolled_back"
+        outcome.result.action_detail = detail
         outcome.events.append(Event(
             EventKind.ROLLED_BACK, f"{self.name}: rolled back v{serving.version} → v{previous.version}: {detail}",
             model=self.name, data={"from": serving.version, "to": previous.version, "automatic": True},
         ))
-        outcome.result["flags"].insert(0, {"kind": "performance_drop", "detail": f"automatic rollback: {detail}"})
+        outcome.result.flags.insert(0, {"kind": "performance_drop", "detail": f"automatic rollback: {detail}"})
         return True
 
     def _refresh_static_shadow(self, outcome: BatchOutcome, batch: Batch, pending: Pending) -> None:
@@ -216,9 +265,9 @@ class ModelRunner:
         try:
             self.static_shadow = self.train.trainer.run(self.train.training_job(window), meanwhile=pending.run).model
         except TrainingFailed as error:
-            outcome.result["shadow_error"] = str(error)
+            outcome.result.shadow_error = str(error)
             return
-        outcome.result["shadow_train_seconds"] = time.perf_counter() - started
+        outcome.result.shadow_train_seconds = time.perf_counter() - started
 
     def _shadow_model(self, serving: SnapshotRecord) -> Any | None:
         if not self.model.is_dynamic:

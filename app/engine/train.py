@@ -26,6 +26,7 @@ from app.models import Prediction, predict
 from app.registry import Registry
 from app.serving import parquet_bytes
 from app.snapshots import SnapshotError
+from app.stats.cbpe import fit_calibration
 from app.stats.multivariate import reservoir_sample
 from app.stats.noise import paired_standard_error
 from app.stats.profile import Profile
@@ -182,8 +183,8 @@ class CandidateTrainer:
         except TrainingFailed as error:
             self._record_failure(outcome, version, window, str(error), serving)
             return
-        result["train_seconds"] = candidate.seconds
-        result["candidate_version"] = version
+        result.train_seconds = candidate.seconds
+        result.candidate_version = version
         metric = self.assess.metric_name(serving, candidate.train)
         serving_metrics = self._serving_holdout_metrics(serving, candidate)
         decision = gate(
@@ -204,20 +205,20 @@ class CandidateTrainer:
             detail = decision.reason
             outcome.pointer_writes.append(lambda db: self.registry.switch_serving(self.name, version, reason, detail, db=db))
             outcome.promoted_models[version] = candidate.model
-            result["action"] = "promoted"
-            result["action_detail"] = detail
+            result.action = "promoted"
+            result.action_detail = detail
             frm = f"v{serving.version}" if serving else "nothing"
             outcome.events.append(Event(
                 EventKind.PROMOTED, f"{self.name}: v{version} serves (was {frm}): {detail}", model=self.name,
                 data={"version": version, "from": serving.version if serving else None, "metrics": candidate.metrics, "reason": reason},
             ))
         else:
-            result["action"] = "rejected"
-            result["action_detail"] = decision.reason
+            result.action = "rejected"
+            result.action_detail = decision.reason
             if decision.labels_suspect and pending is not None:
-                result["trainable"] = False
-                result["quality_issues"].append(decision.reason)
-                result["flags"].append({"kind": "data_quality", "detail": decision.reason})
+                result.trainable = False
+                result.quality_issues.append(decision.reason)
+                result.flags.append({"kind": "data_quality", "detail": decision.reason})
             outcome.events.append(Event(
                 EventKind.REJECTED, f"{self.name}: candidate v{version} rejected: {decision.reason}", model=self.name,
                 data={"version": version, "metrics": candidate.metrics, "serving_metrics": serving_metrics},
@@ -305,6 +306,7 @@ class CandidateTrainer:
             "score_sketch": candidate.score_sketch,
             "classes": sorted(map(str, candidate.train[self.config.target].dropna().unique())) if self.config.task == "classification" else None,
             "label_stats": label_stats(candidate.train[self.config.target], self.config.task),
+            "calibration": self._calibration(candidate),
             "holdout_files": candidate.files[-1:],
             "environment": environment_record(),
             "config_hash": model_config_hash(self.config_fields()),
@@ -320,6 +322,14 @@ class CandidateTrainer:
             path=str(path.relative_to(self.registry.paths.root)), sha256=sha, data=data,
         )
 
+    def _calibration(self, candidate: Candidate) -> dict | None:
+        """Isotonic maps from its holdout probabilities to the holdout's frequencies, for the estimates (CBPE)."""
+        if candidate.prediction.proba is None:
+            return None
+        calibration = fit_calibration(candidate.holdout[self.config.target], candidate.prediction.proba,
+                                      candidate.prediction.classes)
+        return calibration.to_dict() if calibration is not None else None
+
     def _record_failure(self, outcome: BatchOutcome, version: int, window: TrainingWindow, error: str,
                         serving: SnapshotRecord | None) -> None:
         record = SnapshotRecord(
@@ -327,8 +337,8 @@ class CandidateTrainer:
             status="failed", reason=error, path=None, sha256=None, data={"files": window.files, "rows": len(window.frame)},
         )
         outcome.writes.append(lambda db: self.store.add_snapshot(record, db=db))
-        outcome.result["action"] = "failed"
-        outcome.result["action_detail"] = error
+        outcome.result.action = "failed"
+        outcome.result.action_detail = error
         outcome.events.append(Event(EventKind.TRAINING_FAILED, f"{self.name}: training v{version} failed: {error}",
                                     model=self.name, data={"version": version, "error": error}))
 

@@ -10,10 +10,9 @@ from app.stats.drift import FeatureDrift, drifted_columns, feature_drift, psi
 from app.stats.health import (
     classification_baseline,
     classification_metrics,
-    estimated_accuracy,
     regression_baseline,
     regression_metrics,
-    score_psi,
+    score_drift,
 )
 from app.stats.multivariate import MultivariateDrift, domain_classifier, reservoir_sample
 from app.stats.profile import CategoricalProfile, NumericProfile, Profile
@@ -28,11 +27,10 @@ __all__ = [
     "classification_metrics",
     "domain_classifier",
     "drifted_columns",
-    "estimated_accuracy",
     "feature_drift",
     "psi",
     "regression_baseline",
     "regression_metrics",
     "reservoir_sample",
-    "score_psi",
+    "score_drift",
 ]

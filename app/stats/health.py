@@ -1,4 +1,4 @@
-"""Prediction health of a model on one batch: metrics with labels, estimates without.
+"""Prediction health of a model on one batch: metrics, and the naive baseline they are compared with.
 
 Classification metrics take the true labels and the predicted probabilities,
 shape (n, n_classes), columns in ``classes`` order (a model's ``classes_``).
@@ -11,16 +11,17 @@ scored as a class the model gave probability 0, so it always counts as wrong.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from app.stats.drift import numeric_psi
-from app.stats.profile import profile_numeric, quantile_edges
+from app.stats.drift import FeatureDrift, feature_drift
+from app.stats.profile import NumericProfile, Profile, profile_numeric, quantile_edges
 
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "log_loss", "f1", "brier")
 REGRESSION_METRICS = ("mae", "rmse", "r2")
+SCORE_COLUMN = "prediction score"
 # Probabilities are clipped to [eps, 1 - eps] in the log loss, as scikit-learn does.
 _PROBABILITY_EPS = np.finfo(np.float64).eps
 
@@ -89,28 +90,47 @@ def regression_baseline(y_true, constant: float) -> dict[str, float | None]:
     return regression_metrics(y_true, np.full(len(y_true), constant, dtype=np.float64))
 
 
-def estimated_accuracy(proba) -> float | None:
-    """Accuracy *estimate* without labels: the mean of each row's highest probability.
+def score_drift(
+    sketch, scores, reference_rows: int | None, psi_threshold: float, false_alarm_rate: float
+) -> FeatureDrift:
+    """Prediction drift: a batch's scores against the serving model's holdout scores, by the feature rule.
 
-    Only as good as the model's calibration, and blind to drift the model is
-    confidently wrong about; None for zero rows.
+    ``sketch``: evenly spaced quantiles of the holdout scores (the first and
+    last are its extremes), standing for ``reference_rows`` scores (the
+    sketch's own length when unknown). Scores are e.g. the positive-class
+    probability or a regression prediction. The score is judged as one more
+    numeric column (:func:`app.stats.drift.feature_drift`): drifted when its
+    test of change is significant at ``false_alarm_rate`` and its PSI reaches
+    the floor of ``psi_threshold`` at these sample sizes, so small batches
+    do not raise it by sampling alone. No watch state: the status is drifted or stable.
     """
-    proba = np.asarray(proba, dtype=np.float64)
-    return float(proba.max(axis=1).mean()) if len(proba) else None
+    sketch = np.asarray(sketch, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if sketch.ndim != 1 or scores.ndim != 1 or len(sketch) < 2:
+        raise ValueError("score_drift takes a 1-D sketch of two quantiles or more and 1-D scores")
+    reference = _sketch_profile(sketch, reference_rows or len(sketch))
+    current = profile_numeric(scores, reference.edges)
+    drift = feature_drift(Profile({SCORE_COLUMN: reference}, reference.rows), Profile({SCORE_COLUMN: current}, len(scores)),
+                          psi_threshold, psi_threshold, false_alarm_rate)
+    return drift[SCORE_COLUMN]
 
 
-def score_psi(reference_scores, current_scores, bins: int = 10) -> float:
-    """Prediction drift: PSI of 1-D scores over ``bins`` quantile bins of the reference scores.
+def _sketch_profile(sketch: np.ndarray, rows: int) -> NumericProfile:
+    """Profile of ``rows`` scores whose quantiles at 0, 1/s, ..., 1 are the ``s + 1`` points of ``sketch``.
 
-    Scores are e.g. the positive-class probability or a regression prediction.
-    Uses the same quantile cutting as the numeric feature PSI.
+    The fine edges are the sketch's own quantile edges, so each edge is a
+    sketch point and the share of scores below it is that point's level
+    (the first of equal points' for tied scores); counts are those shares
+    times ``rows``, rounded. Sum and squares are the sketch's, scaled.
     """
-    reference = np.asarray(reference_scores, dtype=np.float64)
-    current = np.asarray(current_scores, dtype=np.float64)
-    if reference.ndim != 1 or current.ndim != 1:
-        raise ValueError("score_psi takes 1-D score arrays")
-    edges = quantile_edges(reference, bins=max(100, bins))
-    return numeric_psi(profile_numeric(reference, edges), profile_numeric(current, edges), groups=bins)
+    ordered = np.sort(sketch[np.isfinite(sketch)])
+    edges = quantile_edges(ordered)
+    below = np.searchsorted(ordered, edges, side="left") / (len(ordered) - 1)
+    below[-1] = 1.0  # the last bin holds its edge: every score is at or below it
+    counts = np.round(np.diff(below, prepend=0.0, append=1.0) * rows).astype(np.int64)
+    points = profile_numeric(ordered, edges)
+    scale = counts.sum() / points.count
+    return replace(points, counts=counts, count=int(counts.sum()), total=points.total * scale, total_sq=points.total_sq * scale)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app.stats.selection import order_statistics
+
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 DEFAULT_BINS = 100
@@ -274,22 +276,22 @@ def quantile_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
     just above the largest (so a 0/1 column has bins {0} and {1}, and a constant
     column one bin holding exactly that constant). Empty when no value is finite.
     """
-    return _edges_of_sorted(_sorted_finite(values), bins)
+    return _edges_of_finite(values[np.isfinite(values)], bins)
 
 
 def reference_numeric(values: np.ndarray, bins: int = DEFAULT_BINS) -> NumericProfile:
     """Profile of a float64 array on its own :func:`quantile_edges` (what ``Profile.build`` keeps).
 
     Equal to ``profile_numeric(values, quantile_edges(values, bins))``; the
-    values are sorted once and serve both the edges and the bin counts.
+    finite values are picked out once and serve both the edges and the bin counts.
     """
-    ordered = _sorted_finite(values)
-    edges = _edges_of_sorted(ordered, bins)
+    finite = values[np.isfinite(values)]
+    edges = _edges_of_finite(finite, bins)
     moments = _Moments(center=_center(edges))
     scratch = np.empty(min(len(values), _CHUNK_VALUES))
     for chunk, low, high in _finite_chunks(values):
         moments.add(chunk, low, high, scratch)
-    return NumericProfile(edges=edges, counts=_counts_of_sorted(ordered, edges), **moments.fields(len(values)))
+    return NumericProfile(edges=edges, counts=count_in_bins(finite, edges), **moments.fields(len(values)))
 
 
 def profile_numeric(values: np.ndarray, edges: np.ndarray) -> NumericProfile:
@@ -374,51 +376,34 @@ class _Moments:
         }
 
 
-def _sorted_finite(values: np.ndarray) -> np.ndarray:
-    """The finite values of a float64 array, ascending (a new array)."""
-    finite = values[np.isfinite(values)]
-    finite.sort()
-    return finite
-
-
-def _edges_of_sorted(ordered: np.ndarray, bins: int) -> np.ndarray:
-    """:func:`quantile_edges` of values already finite and ascending."""
-    if ordered.size == 0:
+def _edges_of_finite(finite: np.ndarray, bins: int) -> np.ndarray:
+    """:func:`quantile_edges` of values already finite."""
+    if finite.size == 0:
         return np.empty(0, dtype=np.float64)
-    edges = np.unique(_sorted_quantiles(ordered, np.arange(bins + 1) / bins))
+    edges = np.unique(_quantiles(finite, np.arange(bins + 1) / bins))
     if len(edges) < bins + 1:
-        starts_a_value = np.empty(ordered.size, dtype=bool)
-        starts_a_value[0] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=starts_a_value[1:])
-        if np.count_nonzero(starts_a_value) <= bins:
-            distinct = ordered[starts_a_value]
+        distinct = np.unique(finite)
+        if len(distinct) <= bins:
             return np.append(distinct, np.nextafter(distinct[-1], np.inf))
     return edges
 
 
-def _sorted_quantiles(ordered: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
-    """``np.quantile(ordered, quantiles)`` (its default "linear" method) of an ascending array.
+def _quantiles(finite: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """``np.quantile(finite, quantiles)`` (its default "linear" method), bit for bit.
 
-    Reads the two neighbours of each quantile's position directly instead of
-    partitioning, with numpy's own interpolation arithmetic, so the result is
-    bit for bit numpy's.
+    Picks the two neighbours of each quantile's position with
+    :func:`order_statistics` instead of sorting, and interpolates with numpy's
+    own arithmetic.
     """
-    position = (len(ordered) - 1) * quantiles
+    position = (len(finite) - 1) * quantiles
     below = np.floor(position)
     weight = position - below
     below = below.astype(np.intp)
-    above = np.minimum(below + 1, len(ordered) - 1)
-    low, high = ordered[below], ordered[above]
+    above = np.minimum(below + 1, len(finite) - 1)
+    low, high = np.split(order_statistics(finite, np.concatenate((below, above))), 2)
     step = high - low
     # numpy interpolates from the nearer neighbour: from below under 0.5, from above from 0.5 on.
     return np.where(weight >= 0.5, high - step * (1 - weight), low + step * weight)
-
-
-def _counts_of_sorted(ordered: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Slot counts (see the module docstring) of values already finite and ascending, int64."""
-    if len(edges) == 0:
-        return np.array([ordered.size], dtype=np.int64)
-    return np.diff(_below_edges(ordered, edges), prepend=0, append=ordered.size)
 
 
 def _below_edges(ordered: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -72,6 +72,10 @@ class StoreConnection:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
+    def read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        """One query that changes nothing, for a module that owns its own tables (:mod:`app.label_ledger`)."""
+        return self._query(sql, params)
+
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
     """A connection that cannot change ``path``, nor create anything beside it.

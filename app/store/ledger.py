@@ -44,7 +44,7 @@ class Ledger(StoreConnection):
 
     def file_by_sha(self, sha256: str) -> FileRecord | None:
         rows = self._query(
-            "SELECT * FROM files WHERE sha256 = ? AND status = 'ingested' ORDER BY id LIMIT 1", (sha256,)
+            "SELECT * FROM files WHERE sha256 = ? AND status IN ('ingested', 'labels') ORDER BY id LIMIT 1", (sha256,)
         )
         return _file_record(rows[0]) if rows else None
 

@@ -37,6 +37,11 @@ class Results(StoreConnection):
         rows = self._query(sql, params)
         return [(row["file_id"], row["model"], json.loads(row["data"])) for row in reversed(rows)]
 
+    def results_of(self, file_id: int) -> list[tuple[int, str, dict[str, Any]]]:
+        """``(file_id, model, data)`` of one batch, one per model."""
+        rows = self._query("SELECT file_id, model, data FROM results WHERE file_id = ? ORDER BY model", (file_id,))
+        return [(row["file_id"], row["model"], json.loads(row["data"])) for row in rows]
+
     def trainable_ids(self, model: str, newest: int | None = None) -> list[int]:
         """Batches ``model`` may learn from (their result says ``trainable``), oldest first.
 

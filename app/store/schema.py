@@ -10,7 +10,9 @@ import functools
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 4  # PRAGMA user_version; 2: results.trainable; 3: files.ctime_ns and files.inode; 4: commands.expires, reading
+from app.label_ledger import LABEL_INDEXES, LABEL_TABLES
+
+SCHEMA_VERSION = 5  # PRAGMA user_version; 2: results.trainable; 3: files.ctime_ns and files.inode; 4: commands.expires, reading; 5: the label tables
 TABLES = """
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
@@ -18,7 +20,7 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT,
     size INTEGER,
     mtime_ns INTEGER,
-    status TEXT NOT NULL,           -- ingested | quarantined | duplicate | skipped
+    status TEXT NOT NULL,           -- ingested | labels (a label file) | quarantined | duplicate | skipped
     reason TEXT NOT NULL DEFAULT '',
     rows INTEGER NOT NULL DEFAULT 0,
     labeled INTEGER NOT NULL DEFAULT 0,
@@ -79,7 +81,7 @@ CREATE TABLE IF NOT EXISTS reading (          -- files being read: a row left be
     attempts INTEGER NOT NULL,
     started REAL NOT NULL
 );
-"""
+""" + LABEL_TABLES  # the labels that come later, in label files (app.label_ledger)
 # Columns added since the first release, oldest first: (table, column, definition). A store of an
 # earlier version gains the ones it lacks; the tables above never change again.
 ADDED_COLUMNS = (
@@ -95,7 +97,7 @@ CREATE INDEX IF NOT EXISTS results_model ON results(model, file_id);
 CREATE INDEX IF NOT EXISTS serving_model ON serving(model, id);
 CREATE INDEX IF NOT EXISTS results_trainable ON results(model, trainable, file_id);
 CREATE INDEX IF NOT EXISTS commands_status ON commands(status);
-"""
+""" + LABEL_INDEXES
 
 
 class StoreIncompatible(Exception):

@@ -140,7 +140,7 @@ class DriftDeckApp(App[int]):
         self.header_bar = Static(id="header")
         self.models_panel = ModelsPanel()
         self.features_panel = FeaturesPanel(drift)
-        self.health_panel = HealthPanel(drift)
+        self.health_panel = HealthPanel()
         self.snapshots_panel = SnapshotsPanel()
         self.events_panel = EventLogPanel()
         yield self.header_bar
@@ -272,6 +272,7 @@ class DriftDeckApp(App[int]):
             folder_missing=self.monitor.folder_missing,
             waiting=self.monitor.waiting_files if self.paused else 0,
             engine_stopped=self.engine_stopped,
+            label_lag=counts.get("label_lag"),
         )
         show_text(self.header_bar, header_text(state, self.header_bar.content_size.width))
 

@@ -195,10 +195,10 @@ def _file_axis(first: str, last: str, end: int) -> Text:
     return Text(left + " " * max(2, end - len(left) - len(last)) + last, style="dim")
 
 
-def latest_metrics_text(latest: dict[str, Any] | None, psi_threshold: float = 0.2) -> Text:
+def latest_metrics_text(latest: dict[str, Any] | None) -> Text:
     """The newest batch's metrics; without labels, the label-free estimate, marked as one.
 
-    ``psi_threshold`` is the prediction-drift PSI from which the score PSI shows in red.
+    The score PSI shows in red when the batch's prediction drift was decided drifted.
     """
     if latest is None:
         return Text("no batch scored yet", style="dim")
@@ -207,21 +207,50 @@ def latest_metrics_text(latest: dict[str, Any] | None, psi_threshold: float = 0.
     metric = latest.get("metric")
     metrics = latest.get("metrics") or {}
     if latest.get("labeled") and metrics:
-        text.append(f" (labeled, scored by v{latest.get('serving_version')})\n", style="dim")
+        sources = latest.get("labels_from") or []
+        labelled_by = f"labels from {', '.join(sources[:2])}{' …' if len(sources) > 2 else ''}, " if sources else ""
+        text.append(f" (labeled, {labelled_by}scored by v{latest.get('serving_version')})\n", style="dim")
         text.append("  ".join(f"{name} {number(value)}" for name, value in metrics.items()))
         shadow = (latest.get("shadow_metrics") or {}).get(metric)
         baseline = (latest.get("baseline_metrics") or {}).get(metric)
         text.append(f"\nshadow {metric} {number(shadow)}   naive baseline {number(baseline)}", style="dim")
-    elif latest.get("estimated_accuracy") is not None:
-        text.append(" (no labels)\n", style="dim")
-        text.append(f"accuracy ≈ {latest['estimated_accuracy']:.3f} ")
-        text.append("estimate", style="reverse yellow")
-        text.append(" from the model's own confidence", style="dim")
+        _estimate_after(text, latest)
+    elif latest.get("estimate") is not None:
+        _estimate_before(text, latest)
     elif latest.get("labeled"):
         text.append(" (labeled; no model serves yet to score it)", style="dim")
     else:
         text.append(" (no labels; no model serves yet)", style="dim")
     psi = latest.get("prediction_psi")
     if psi is not None:
-        text.append(f"\nprediction drift: PSI of scores {psi:.3f}", style="bold red" if psi >= psi_threshold else "dim")
+        text.append(f"\nprediction drift: PSI of scores {psi:.3f}", style="bold red" if latest.get("prediction_drifted") else "dim")
     return text
+
+
+def _estimate_before(text: Text, latest: dict[str, Any]) -> None:
+    """A batch still waiting for its labels: the estimate, marked as one, how it was made, and its track record."""
+    estimate = latest["estimate"]
+    coverage = latest.get("label_coverage")
+    text.append(f" (no labels yet{f'; {coverage:.0%} labelled' if coverage else ''})\n", style="dim")
+    if estimate.get("value") is None:
+        text.append(f"{estimate['metric']}: no estimate, {estimate.get('why', '')}", style="dim")
+        return
+    text.append(f"{estimate['metric']} ≈ {estimate['value']:.3f} ")
+    text.append("estimate", style="reverse yellow")
+    text.append(" (CBPE)" if estimate.get("calibrated") else " (uncalibrated probabilities)", style="dim")
+    _track_record(text, latest)
+
+
+def _estimate_after(text: Text, latest: dict[str, Any]) -> None:
+    """A labelled batch: what was estimated before its labels, the estimate's error, and its track record."""
+    estimate, error = latest.get("estimate") or {}, latest.get("estimate_error")
+    if estimate.get("value") is None or error is None:
+        return
+    text.append(f"\nestimated {estimate['value']:.3f} before the labels (error {error:+.3f})", style="dim")
+    _track_record(text, latest)
+
+
+def _track_record(text: Text, latest: dict[str, Any]) -> None:
+    record = latest.get("track_record") or {}
+    if record.get("mae") is not None:
+        text.append(f" · track record ±{record['mae']:.3f} over {record['batches']}", style="dim")

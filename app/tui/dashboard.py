@@ -65,7 +65,7 @@ def load_dashboard(monitor: Engine, model: str | None, after_event_id: int = 0,
         previous = monitor.registry.previous_good(summary["name"])
         targets[summary["name"]] = previous.version if previous else None
     events = store.events(limit=event_limit, after_id=after_event_id)
-    counts = dashboard_counts(store)
+    counts = dashboard_counts(store, monitor.config.labels)
     if model is None:
         return Dashboard(None, counts, models, targets, events=events)
     return Dashboard(
@@ -75,7 +75,7 @@ def load_dashboard(monitor: Engine, model: str | None, after_event_id: int = 0,
         rollback_targets=targets,
         features=feature_rows(store, model, history=history),
         distributions=feature_distributions(store, model),
-        latest=latest_result(store, model),
+        latest=latest_result(store, model, monitor.config.labels.track_batches),
         history=metric_history(store, model, limit=history),
         snapshots=list(reversed(snapshot_rows(store, model))),
         serving_history=serving_history_rows(store, model),

@@ -32,6 +32,7 @@ class HeaderState:
     folder_missing: bool = False
     waiting: int = 0
     engine_stopped: bool = False
+    label_lag: dict[str, Any] | None = None  # the oldest batch still waiting for labels (report.dashboard_counts)
 
 
 HEADER_SEPARATOR = " │ "
@@ -93,12 +94,23 @@ def header_parts(state: HeaderState, style: HeaderStyle = HeaderStyle(), folder:
     parts.append(Text(f"{state.quarantined:,} quarantined", style="bold red" if state.quarantined else ""))
     since = state.now - state.last_seen_at if state.last_seen_at is not None else None
     parts.append(Text(f"last file {time_ago(since)}" if since is not None else "no files yet"))
+    if state.label_lag:
+        parts.append(_lag_text(state.label_lag, state.now, style))
     if state.retrain_queued:
         parts.append(Text(f"retrain of {state.retrain_queued} queued" if style.training_model else "retrain queued",
                           style="cyan"))
     if state.training:
         parts.append(_training_text(state.training, style))
     return parts
+
+
+def _lag_text(lag: dict[str, Any], now: float, style: HeaderStyle) -> Text:
+    """How far labels lag: batches (and time) since the oldest batch still waiting; red beyond the limit."""
+    batches = lag["batches_since"]
+    words = f"labels lag {batches} batch{'es' if batches != 1 else ''}"
+    if style.wordy:
+        words += f" ({lag['file']}, {time_ago(now - lag['seen_at'])})"
+    return Text(words, style="bold red" if lag["over"] else "yellow")
 
 
 def _training_text(training: dict[str, Any], style: HeaderStyle) -> Text:

@@ -259,10 +259,9 @@ class FeaturesPanel(Panel):
 class HealthPanel(Panel):
     """The primary metric per batch (served, shadow, baseline) and the latest batch's numbers."""
 
-    def __init__(self, drift: DriftConfig) -> None:
+    def __init__(self) -> None:
         super().__init__("3 Prediction health", Drawing(id="health-chart", focusable=True),
                          Static(id="latest-metrics"), id="health")
-        self.drift = drift
 
     def show(self, dashboard: Dashboard) -> None:
         summary = dashboard.summary(dashboard.model) or {}
@@ -271,7 +270,7 @@ class HealthPanel(Panel):
         shadow = "shadow: static (first snapshot)" if summary.get("mode") == "dynamic" else "shadow: dynamic retrain"
         self.query_one("#health-chart", Drawing).show(health_chart, dashboard.history, shadow)
         show_text(self.query_one("#latest-metrics", Static),
-                  latest_metrics_text(dashboard.latest, self.drift.prediction_psi_threshold))
+                  latest_metrics_text(dashboard.latest))
 
 
 class SnapshotTable(RowTable):

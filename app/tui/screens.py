@@ -19,7 +19,7 @@ PANELS_HELP = (
                "On a narrow screen a model takes two lines and one other panel shows below: 2 to 5 choose it."),
     ("2 Feature distributions", "each feature's drift in the latest batch against the serving model's training "
                               "data, worst first; drifted: a change beyond what sampling gives at this batch size, whose PSI "
-                              "less its sampling part reaches psi_threshold (docs/drift.md). The trend shows PSI over "
+                              "shows a change of at least psi_threshold (docs/drift.md). The trend shows PSI over "
                               "recent batches. Below: the highlighted feature, reference against current, "
                               "in the reference's deciles (the bins PSI compares). Under the panel: the "
                               "domain classifier's AUC (0.5: reference and batch look alike) and what moved."),

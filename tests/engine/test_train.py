@@ -8,7 +8,7 @@ import pytest
 
 from app.engine.assess import Assessor
 from app.engine.monitor import Monitor
-from app.engine.records import BatchOutcome
+from app.engine.records import BatchOutcome, BatchResult
 from app.engine.train import CandidateTrainer, gate, split_holdout, training_window
 from app.events import Event
 from app.training import Trainer
@@ -75,7 +75,7 @@ def test_a_retrain_by_hand_on_noise_is_rejected_for_no_skill_and_serving_stays(s
         stage = CandidateTrainer(assess, trainer, load_batches=lambda ids: [], emit=events.append)
         noise = make_batch(5, shuffled=True, seed=3).astype({"label": str})  # labels as validation hands them on
         window = training_window([("noise.csv", "0" * 64, noise)], workspace.config)
-        outcome = BatchOutcome(result={})
+        outcome = BatchOutcome(BatchResult())
         try:
             stage.train_and_gate(outcome, window, serving, reason="manual")
         finally:
@@ -83,10 +83,10 @@ def test_a_retrain_by_hand_on_noise_is_rejected_for_no_skill_and_serving_stays(s
         with workspace.store.transaction() as db:
             for write in outcome.writes:
                 write(db)
-        assert outcome.result["action"] == "rejected"
-        assert "no skill" in outcome.result["action_detail"]
+        assert outcome.result.action == "rejected"
+        assert "no skill" in outcome.result.action_detail
         assert outcome.pointer_writes == [] and outcome.promoted_models == {}
         candidate = workspace.store.snapshot("static-lr", 2)
         assert candidate.status == "rejected" and "no skill" in candidate.reason
         assert workspace.store.serving_version("static-lr") == 1
-        assert "quality_issues" not in outcome.result  # a retrain by hand has no batch of its own to mark
+        assert outcome.result.quality_issues is None  # a retrain by hand has no batch of its own to mark

@@ -9,6 +9,7 @@ static-lr does not.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from pathlib import Path
 
@@ -57,10 +58,17 @@ def monitor(folder: Path):
 
 
 @pytest.fixture
-def slow_monitor(folder: Path):
-    """A monitor whose every fit takes a few seconds."""
-    monitor = Monitor(folder, trainer=Trainer(fit=slow_fit))
+def fit_release(tmp_path: Path) -> Path:
+    """The file whose creation lets the slow monitor's fits go on."""
+    return tmp_path / "release-the-fit"
+
+
+@pytest.fixture
+def slow_monitor(folder: Path, fit_release: Path):
+    """A monitor whose every fit waits until the test creates ``fit_release``."""
+    monitor = Monitor(folder, trainer=Trainer(fit=partial(slow_fit, fit_release)))
     yield monitor
+    fit_release.touch()
     monitor.close()
 
 
@@ -199,7 +207,7 @@ async def test_enter_on_a_rejected_snapshot_asks_before_serving_it(folder):
         monitor.close()
 
 
-async def test_r_trains_off_the_ui_thread_and_ends_with_a_verdict(slow_monitor):
+async def test_r_trains_off_the_ui_thread_and_ends_with_a_verdict(slow_monitor, fit_release):
     app = RecordingApp(slow_monitor, clock=lambda: FIXED_NOW)
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
@@ -215,6 +223,7 @@ async def test_r_trains_off_the_ui_thread_and_ends_with_a_verdict(slow_monitor):
         assert "paused" in header(app) and slow_monitor.paused
         assert slow_monitor.training is not None
 
+        fit_release.touch()
         await pilot.press("left_square_bracket")
         await wait_until(pilot, lambda: "2" in app.query_one("#snapshots-table", DataTable).rows,
                          what="the retrained v2 in the snapshot table", timeout=30)

@@ -344,3 +344,28 @@ def test_a_snapshot_served_again_sheds_the_reason_it_once_lost_its_place(base: P
         monitor.close()
     assert rolled_back[4]["reason"] == "rolled back from v4 to v3"
     assert served_again[4]["serving"] and served_again[4]["reason"] is None
+
+
+def test_the_header_says_how_far_labels_lag_and_turns_red_beyond_the_limit():
+    lag = {"file": "w1.csv", "seen_at": 1000.0 - 7200, "batches_since": 3, "over": True}
+    text = header.header_text(header_state(label_lag=lag))
+    assert "labels lag 3 batches (w1.csv, 2 h ago)" in text.plain
+    part = next(span for span in text.spans if text.plain[span.start:span.end].startswith("labels lag"))
+    assert "red" in str(part.style)
+    assert "labels lag" not in header.header_text(header_state()).plain
+
+
+def test_the_health_panel_marks_an_estimate_and_says_when_there_is_none():
+    waiting = {"file": "w2.csv", "labeled": False, "metric": "roc_auc", "serving_version": 3, "label_coverage": 0.25,
+               "estimate": {"metric": "roc_auc", "value": 0.812, "calibrated": True, "why": ""},
+               "track_record": {"mae": 0.021, "batches": 4}}
+    text = charts.latest_metrics_text(waiting).plain
+    assert "(no labels yet; 25% labelled)" in text and "roc_auc ≈ 0.812 estimate (CBPE) · track record ±0.021 over 4" in text
+    regression = {**waiting, "metric": "rmse", "estimate": {"metric": "rmse", "value": None, "calibrated": False,
+                                                            "why": "not available for regression"}}
+    assert "rmse: no estimate, not available for regression" in charts.latest_metrics_text(regression).plain
+    realised = {**waiting, "labeled": True, "metrics": {"roc_auc": 0.790}, "estimate_error": 0.022,
+                "labels_from": ["labels_1.csv"]}
+    text = charts.latest_metrics_text(realised).plain
+    assert "(labeled, labels from labels_1.csv, scored by v3)" in text
+    assert "estimated 0.812 before the labels (error +0.022) · track record ±0.021 over 4" in text

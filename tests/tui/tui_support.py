@@ -24,7 +24,6 @@ from app.environment import environment_record
 
 FIXED_EPOCH = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
 FIXED_NOW = FIXED_EPOCH + 86_400.0  # the injected clock: a day after the first file
-SLOW_FIT_SECONDS = 3.0
 READY_MARK = ".tui-base-ready"
 
 # (file name, how to make its frame); labeled unless the label column is dropped.
@@ -32,16 +31,20 @@ BASE_BATCHES: tuple[tuple[str, Callable], ...] = (
     ("2025-01-06.csv", lambda: make_batch(0, rows=400)),
     ("2025-01-13.parquet", lambda: make_batch(1, rows=400)),
     ("2025-01-20.csv", lambda: make_batch(2, rows=400, shift=1.5)),
-    ("2025-01-27.jsonl", lambda: make_batch(3, rows=400, flipped=True)),
+    ("2025-01-27.jsonl", lambda: make_batch(3, rows=1200, flipped=True, shift=1.5)),  # enough rows to learn the flip
     ("2025-02-03.csv", lambda: make_batch(4, rows=400).drop(columns=["label"])),
 )
 BROKEN_FILE = "2025-02-10.csv.gz"  # not gzip at all: quarantined
 
 
-def slow_fit(job: TrainJob, progress: Callable[[float, str], None]) -> FittedModel:
-    """A fit that takes a few seconds (runs in the training child process)."""
+def slow_fit(release: Path, job: TrainJob, progress: Callable[[float, str], None]) -> FittedModel:
+    """A fit that waits until the test creates ``release`` (at most a minute), then fits for real.
+
+    Runs in the training child process; bind ``release`` with ``functools.partial``."""
     progress(0.05, "pretending to be a big model")
-    time.sleep(SLOW_FIT_SECONDS)
+    deadline = time.monotonic() + 60
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     return fit_job(job, progress)
 
 

@@ -1,0 +1,46 @@
+"""The assessment stage on its own: drift, data quality, flags and state for one model and one batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.engine.assess import Assessor
+from app.engine.records import BatchResult
+from app.stats.profile import Profile
+from app.workspace import Workspace
+from tests.conftest import make_batch
+
+
+def test_a_shifted_feature_and_a_unit_change_become_flags_and_a_watch_state(data_dir: Path):
+    with Workspace.open(data_dir) as workspace:
+        config = workspace.config
+        assess = Assessor(config.model("static-lr"), config, workspace.registry)
+        reference = Profile.build(make_batch(0, rows=400), config.schema)
+        batch = make_batch(1, rows=400, shift=3.0)
+        batch["x1"] = batch["x1"] * 1000
+        result = BatchResult(labeled=True)
+        current = assess.measure_drift(result, reference, batch)
+        assert "x3" in result.drifted_features and "x2" not in result.drifted_features
+        assert result.feature_drift["x3"]["status"] == "drifted"
+        result.quality_issues = assess.quality_issues(reference, batch, labeled=True, serving=None)
+        assert len(result.quality_issues) == 1 and "'x1'" in result.quality_issues[0]
+        assert "change of unit" in result.quality_issues[0]
+        result.flags = assess.flags(result, serving=None, labeled=True)
+        assert [flag["kind"] for flag in result.flags] == ["data_quality", "feature_drift"]
+        state = assess.state(result, current)
+        assert state["state"] == "watch" and state["flags"] == result.flags
+        assert state["current_profile"]["rows"] == 400
+
+
+def test_a_batch_like_its_reference_is_healthy(data_dir: Path):
+    with Workspace.open(data_dir) as workspace:
+        config = workspace.config
+        assess = Assessor(config.model("static-lr"), config, workspace.registry)
+        reference = Profile.build(make_batch(0, rows=400), config.schema)
+        batch = make_batch(1, rows=400)
+        result = BatchResult(labeled=True)
+        current = assess.measure_drift(result, reference, batch)
+        result.quality_issues = assess.quality_issues(reference, batch, labeled=True, serving=None)
+        result.flags = assess.flags(result, serving=None, labeled=True)
+        assert result.drifted_features == [] and result.quality_issues == [] and result.flags == []
+        assert assess.state(result, current)["state"] == "healthy"
