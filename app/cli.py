@@ -19,7 +19,7 @@ from typing import Callable
 from rich.console import Console
 
 from app import __version__
-from app.config import ConfigError
+from app.config import CONFIG_NAME, ConfigError, load_config
 from app.commands import Command, CommandFailed, CommandResult, answer_within, asker, hand_over
 from app.engine_link import EngineUnavailable
 from app.errorlog import log_error
@@ -28,6 +28,8 @@ from app.headless import INTERRUPTED, event_printer, silence
 from app.engine.lock import MonitorBusy
 from app.engine.monitor import Monitor
 from app.lineage import taint_of
+from app.mirror import BucketMirror, list_objects, mirror_for
+from app.objectstore import StoreError, StoreLocation, is_store_url, open_store, parse_store_url
 from app.store import StateLost, StoreIncompatible
 from app.workspace import Workspace
 
@@ -54,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        local_side_of_store(args)
         return args.run(args) or 0
-    except (ConfigError, CommandFailed, EngineUnavailable, MonitorBusy, StoreIncompatible, StateLost, OSError,
-            ValueError) as error:
+    except (ConfigError, CommandFailed, EngineUnavailable, MonitorBusy, StoreIncompatible, StateLost, StoreError,
+            OSError, ValueError) as error:
         print(f"driftdeck: {printable(str(error))}", file=sys.stderr)
         return 2
     except sqlite3.DatabaseError as error:
@@ -70,6 +73,33 @@ def main(argv: list[str] | None = None) -> int:
         where = f"; details in {logged}" if logged else ""
         print(f"driftdeck: unexpected error: {type(error).__name__}: {printable(str(error))}{where}", file=sys.stderr)
         return 1
+
+
+def data_dir_argument(text: str) -> Path | StoreLocation:
+    """A local folder, or an object store URL (``s3://bucket/prefix``), which a Path would mangle."""
+    return parse_store_url(text) if is_store_url(text) else Path(text)
+
+
+def local_side_of_store(args: argparse.Namespace) -> None:
+    """Point a command on a store URL at the URL's local folder (``--state``, or ``./.driftdeck-<bucket>-<hash>``).
+
+    That folder is the URL's data folder: the mirrored objects, ``driftdeck.toml``
+    and the engine's state (``.driftdeck/``) all live in it.
+    """
+    location = getattr(args, "data_dir", None)
+    if not isinstance(location, StoreLocation):
+        args.source = None
+        return
+    folder = Path(args.state or location.default_local_folder()).resolve()
+    args.data_dir, args.state, args.source = folder, None, location
+    if args.command_name == "init":
+        return
+    if not (folder / CONFIG_NAME).is_file():
+        raise StoreError(f"{location.url}: no local folder for it at {folder}; run `driftdeck init {location.url}"
+                         " --target COLUMN` first (from the folder you run driftdeck in, or with the same --state)")
+    recorded = load_config(folder).source
+    if recorded is not None and parse_store_url(recorded) != location:
+        raise StoreError(f"{folder} stands for {recorded}, not {location.url}")
 
 
 def state_folder(args: argparse.Namespace) -> Path | None:
@@ -88,9 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, run: Callable, help_text: str, data_dir: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         if data_dir:
-            sub.add_argument("data_dir", type=Path, metavar="DATA_DIR")
-            sub.add_argument("--state", type=Path, metavar="DIR", help="state folder (default DATA_DIR/.driftdeck)")
-        sub.set_defaults(run=plain_spoken(run))
+            sub.add_argument("data_dir", type=data_dir_argument, metavar="DATA_DIR",
+                             help="a folder, or an object store URL such as s3://bucket/prefix")
+            sub.add_argument("--state", type=Path, metavar="DIR",
+                             help="state folder (default DATA_DIR/.driftdeck; for a URL, the URL's local folder,"
+                                  " default ./.driftdeck-<bucket>-<hash>)")
+        sub.set_defaults(run=plain_spoken(run), command_name=name)
         return sub
 
     init = command("init", run_init, "infer the schema of the files in DATA_DIR and write driftdeck.toml")
@@ -206,11 +239,27 @@ def os_error_in_words(error: OSError) -> str:
 def run_init(args) -> int:
     from app.scaffold import write_config
 
-    if not args.data_dir.is_dir():
+    if args.source is not None:
+        fetch_for_init(args.source, args.data_dir)
+    elif not args.data_dir.is_dir():
         raise CommandFailed(f"{args.data_dir}: no such folder")
-    path = write_config(args.data_dir, args.target, args.timestamp, args.id_column, args.force)
-    print(f"wrote {path}; check [schema] and [[models]], then run: driftdeck watch {args.data_dir}")
+    source = args.source.url if args.source else None
+    path = write_config(args.data_dir, args.target, args.timestamp, args.id_column, args.force, source=source)
+    print(f"wrote {path}; check [schema] and [[models]], then run: driftdeck watch {source or args.data_dir}")
     return 0
+
+
+def fetch_for_init(location: StoreLocation, folder: Path) -> None:
+    """Make the URL's local folder and bring the bucket's batch objects into it, for ``init`` to read."""
+    store = open_store(location)
+    list_objects(location, store)  # a missing bucket or a refusal is said before anything is made
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mirror = BucketMirror(location, folder, event_printer(as_json=False), filesystem=store)
+    try:
+        done = mirror.sync()
+    finally:
+        mirror.stop()
+    print(f"{location.url}: {len(done.fetched)} object(s) read into {folder}", file=sys.stderr)
 
 
 def run_watch(args) -> int:
@@ -228,6 +277,10 @@ def run_watch(args) -> int:
         monitor.subscribe(event_printer(args.json))
         monitor.subscribe(lambda event: failures.append(event) if event.kind in FAILURE_KINDS else None)
         try:
+            monitor.acquire()  # the bucket's objects land in the folder only under its lock
+            if mirror := store_mirror(monitor):
+                mirror.sync()
+                mirror.stop()
             monitor.run_once()
         finally:
             monitor.close()
@@ -254,6 +307,9 @@ def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | Non
     monitor.start()
     link = EngineServer(monitor, on_stop=stop.set)
     link.start()
+    mirror = store_mirror(monitor)
+    if mirror is not None:
+        mirror.start()
     try:
         while not stop.wait(0.2) and monitor.fatal is None:
             pass
@@ -261,9 +317,17 @@ def watch_headless(monitor: Monitor, as_json: bool, until: threading.Event | Non
         return INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if mirror is not None:
+            mirror.stop()
         link.close()
         monitor.close()
     return 2 if monitor.fatal else 0
+
+
+def store_mirror(monitor: Monitor) -> BucketMirror | None:
+    """The mirror of the object store the monitor's folder stands for (its config's ``source``), if any."""
+    watch = monitor.config.watch
+    return mirror_for(monitor.config.source, monitor.data_dir, monitor.emit, watch.list_seconds, watch.read_attempts)
 
 
 def run_stop(args) -> int:

@@ -7,11 +7,14 @@ checked here, with messages that name the file and the key, for example
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from app.objectstore import is_store_url
 
 CONFIG_NAME = "driftdeck.toml"
 COLUMN_KINDS = ("numeric", "categorical")
@@ -72,6 +75,22 @@ class WatchConfig:
     max_file_mb: float = 512.0
     train_timeout: float = 600.0
     max_memory_mb: float | None = None  # a file's read may take this much; default: half the memory available
+    list_seconds: float = 10.0  # how often an object store's listing is polled (a config with `source`)
+    read_attempts: int = 4  # reads of an object, with backoff, before an event says it failed
+
+
+SCALE_ENGINES = ("local", "dask")
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """How a batch larger than memory is read: streamed in chunks here, or per part on a Dask cluster."""
+
+    engine: str = "local"  # "local": streamed in this process; "dask": each part on a Dask cluster
+    scheduler: str = "local"  # "local": a LocalCluster of this machine's cores; or "tcp://host:8786"
+    sample_rows: int = 200_000  # the uniform sample the domain classifier and training take of a streamed batch
+    chunk_rows: int = 65_536  # rows per record batch while streaming
+    stream_above_mb: float = 256.0  # a single file larger than this is streamed rather than read whole
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,8 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     verdict_batches: int = 5
     labels: LabelsConfig = field(default_factory=LabelsConfig)
+    source: str | None = None  # the object store URL this folder stands for (see app/objectstore.py)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -145,7 +166,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     check.known_keys(
         raw,
         "",
-        {"target", "timestamp", "id_column", "task", "schema", "models", "drift", "watch", "verdict_batches", "labels"},
+        {"target", "timestamp", "id_column", "task", "schema", "models", "drift", "watch", "verdict_batches", "labels",
+         "source", "scale"},
     )
     schema = check.schema(raw.get("schema"))
     task = check.choice(raw, "task", TASKS, "classification")
@@ -164,13 +186,16 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         raise ConfigError(f"{check.file}: drift.false_alarm_rate must be a share in (0, 1), got {drift.false_alarm_rate}")
     if not 0 < watch.max_missing_share <= 1:
         raise ConfigError(f"{check.file}: watch.max_missing_share must be a share in (0, 1], got {watch.max_missing_share}")
-    for key in ("max_file_mb", "train_timeout", "max_memory_mb"):
+    for key in ("max_file_mb", "train_timeout", "max_memory_mb", "list_seconds"):
         if getattr(watch, key) is not None and getattr(watch, key) <= 0:
             raise ConfigError(f"{check.file}: watch.{key} must be > 0, got {getattr(watch, key)}")
     verdict_batches = check.positive_int(raw, "verdict_batches", 5, "")
     labels = check.labels(raw)
     if "labels" in raw and id_column is None:
         raise ConfigError(f"{check.file}: [labels] needs id_column: label files are joined to batches by id")
+    source = check.optional_str(raw, "source")
+    if source is not None and not is_store_url(source):
+        raise ConfigError(f"{check.file}: source must be an object store URL such as \"s3://bucket/prefix\", got {source!r}")
     return Config(
         path=path,
         schema=schema,
@@ -183,6 +208,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         watch=watch,
         verdict_batches=verdict_batches,
         labels=labels,
+        source=source,
+        scale=check.scale(raw.get("scale", {})),
     )
 
 
@@ -277,6 +304,24 @@ class _Checker:
             else:
                 checked[key] = self.number(values, key, default, f"{name}.")
         return kind(**checked)
+
+    def scale(self, raw: Any) -> ScaleConfig:
+        if not isinstance(raw, dict):
+            raise self.fail("[scale]", "must be a table")
+        self.known_keys(raw, "scale.", set(ScaleConfig.__dataclass_fields__))
+        engine = self.choice(raw, "engine", SCALE_ENGINES, "local", "scale.")
+        if engine == "dask" and importlib.util.find_spec("distributed") is None:
+            raise self.fail("scale.engine", "\"dask\" needs dask and distributed: pip install 'driftdeck[dask]'")
+        scheduler = self.optional_str(raw, "scheduler", "scale.") or "local"
+        if scheduler != "local" and not re.fullmatch(r"(tcp|tls|inproc|ucx)://\S+", scheduler):
+            raise self.fail("scale.scheduler", f'must be "local" or a scheduler address such as "tcp://host:8786", got {scheduler!r}')
+        stream_above_mb = self.number(raw, "stream_above_mb", 256.0, "scale.")
+        if stream_above_mb <= 0:
+            raise self.fail("scale.stream_above_mb", f"must be > 0, got {stream_above_mb}")
+        return ScaleConfig(engine=engine, scheduler=scheduler,
+                           sample_rows=self.positive_int(raw, "sample_rows", 200_000, "scale."),
+                           chunk_rows=self.positive_int(raw, "chunk_rows", 65_536, "scale."),
+                           stream_above_mb=stream_above_mb)
 
     def models(self, raw: Any, task: str, schema: dict[str, str], target: str | None) -> tuple[ModelConfig, ...]:
         from app.metrics import metrics_for

@@ -44,6 +44,17 @@ def taint_of(store: Store, record: SnapshotRecord, excluded: dict[str, str] | No
     return taints(chain, excluded).get(record.version)
 
 
+def taint_view(taint: Taint | None) -> dict[str, Any]:
+    """For a snapshot's row in a report: ``tainted`` (whether it learned from an excluded batch) and
+    ``tainted_by`` (which, oldest first)."""
+    return {"tainted": taint is not None, "tainted_by": list(taint.batches) if taint else []}
+
+
+def taint_words(batches: list[str]) -> str:
+    """"tainted: learned from excluded b2.csv", or nothing for a clean snapshot."""
+    return f"tainted: learned from excluded {', '.join(batches)}" if batches else ""
+
+
 def tainted_flag(version: int, batches: tuple[str, ...], data_dir, model: str) -> dict[str, str]:
     """The ``tainted`` flag of ``model`` while ``version``, which learned from ``batches``, serves."""
     return {"kind": TAINTED, "detail": f"v{version} learned from excluded {', '.join(batches)}: retrain it"

@@ -20,7 +20,7 @@ from app.config import OTHER_CONFIG, Config, LabelsConfig, training_config_chang
 from app.engine.records import FOLDER_KEY, BatchResult
 from app.environment import environment_diff, environment_record
 from app.events import printable
-from app.lineage import excluded_batches, exclusion_text, taints
+from app.lineage import excluded_batches, exclusion_text, taint_view, taint_words, taints
 from app.metrics import get_metric
 from app.label_health import track_record
 from app.label_ledger import batch_labels
@@ -84,8 +84,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
     results: dict[int, dict[str, Any]] = {}
     for file_id, model, data in store.results():
         results.setdefault(file_id, {})[model] = _result_view(BatchResult.from_dict(data))
-    exclusions = store.exclusions()
-    late = batch_labels(store.read)
+    late, exclusions = batch_labels(store.read), store.exclusions()
     batches = [
         {
             "file": record.name,
@@ -96,7 +95,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
             "labeled": record.labeled,
             **batch_label_view(record, late.get(record.id), config.labels.labeled_share),
             "seen_at": record.seen_at,
-            **({"exclusion": exclusions[record.id]} if record.id in exclusions else {}),
+            "exclusion": exclusions.get(record.id),
             "results": results.get(record.id, {}),
         }
         for record in store.files(limit=batch_limit)
@@ -133,8 +132,7 @@ def trained_on_text(files: list[str]) -> str:
 def snapshot_rows(store: Store, model: str) -> list[dict[str, Any]]:
     """Every snapshot of ``model``, oldest first, with its environment difference from the serving one.
 
-    ``trained_on`` names the training files in a few words (:func:`trained_on_text`); ``tainted`` says
-    whether it learned from an excluded batch, ``tainted_by`` which (see :mod:`app.lineage`).
+    ``trained_on`` names the training files in a few words (:func:`trained_on_text`).
     """
     serving = store.serving_version(model)
     records = store.snapshots(model)
@@ -159,8 +157,7 @@ def snapshot_rows(store: Store, model: str) -> list[dict[str, Any]]:
             "holdout_metrics": record.data.get("holdout_metrics", {}),
             "holdout": record.data.get("holdout_metrics", {}).get(record.data.get("metric")),
             "gate": record.data.get("gate", ""),
-            "tainted": record.version in tainted,
-            "tainted_by": list(tainted[record.version].batches) if record.version in tainted else [],
+            **taint_view(tainted.get(record.version)),
             "usable": bool(record.path),
             "sha256": record.sha256,
             "environment": environment,
@@ -288,11 +285,9 @@ def batches_table(batches: list[dict[str, Any]], total: int, width: int, limit: 
     shown = batches[-limit:] if limit else []
     rows = []
     for batch in shown:
-        style = {"quarantined": "red", "duplicate": "yellow", "excluded": "magenta"}.get(batch["status"], "")
-        if "exclusion" in batch:
-            actions = exclusion_text(batch["exclusion"])
-        else:
-            actions = ", ".join(f"{m}: {r.get('action', 'none')}" for m, r in batch["results"].items())
+        style = {"quarantined": "red", "duplicate": "yellow"}.get(batch["status"], "")
+        actions = exclusion_text(batch["exclusion"]) if batch.get("exclusion") else ", ".join(
+            f"{m}: {r.get('action', 'none')}" for m, r in batch["results"].items())
         rows.append((literal(batch["file"]), literal(batch["status"], style=style), Text(f"{batch['rows']}"),
                      Text(_labeled_word(batch)), literal(batch["reason"] or actions)))
     return fitted_table(f"Batches (last {len(shown)} of {total})", BATCH_COLUMNS, rows, width)
@@ -317,8 +312,7 @@ def snapshots_table(rows: list[dict[str, Any]], width: int, title: str = "Snapsh
         value = row["holdout_metrics"].get(metric) if metric else None
         trained = row["trained_on"] + (f", {row['rows']:,} rows" if row["rows"] else "")
         note = row["reason"] or ("; ".join(row["environment_vs_serving"]) if row["environment_vs_serving"] else "")
-        if row["tainted"]:
-            note = f"tainted: learned from excluded {', '.join(row['tainted_by'])}" + (f"; {note}" if note else "")
+        note = "; ".join(filter(None, [taint_words(row["tainted_by"]), note]))
         cells.append((
             literal(row["model"]),
             literal(f"v{row['version']}", style="bold" if row["serving"] else ""),

@@ -91,11 +91,16 @@ def infer_config_text(data_dir: Path, target: str, timestamp: str | None = None,
     return "\n".join(lines)
 
 
-def write_config(data_dir: Path, target: str, timestamp: str | None, id_column: str | None, force: bool) -> Path:
+def write_config(data_dir: Path, target: str, timestamp: str | None, id_column: str | None, force: bool,
+                 source: str | None = None) -> Path:
+    """Infer and write ``driftdeck.toml``; ``source`` is the object store URL the folder stands for, if any."""
     path = Path(data_dir) / CONFIG_NAME
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; pass --force to replace it")
     text = infer_config_text(data_dir, target, timestamp, id_column)
+    if source is not None:
+        header, rest = text.split("\n", 1)
+        text = f"{header}\n# The bucket this folder stands for: its objects are read into this folder.\nsource = {json.dumps(source)}\n{rest}"
     parse_config(tomllib.loads(text), path)
     path.write_text(text, encoding="utf-8")
     return path

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,12 +30,24 @@ class InvalidBatch(Exception):
         self.reasons = reasons
 
 
+@dataclass(frozen=True)
+class StreamedRows:
+    """A batch too large to hold, read in chunks (:mod:`app.bigbatch`): where its rows are, how many, and
+    their profile on each reference's edges (keyed by model name, or the folder's key)."""
+
+    path: Path
+    rows: int
+    sampled: str  # what the frame holds of them, in words
+    profiles: dict[str, Any]
+
+
 @dataclass
 class Batch:
     """One validated batch file.
 
     ``frame`` has one row per input row, in file order, with the schema's
-    feature columns, and the target, timestamp and id columns when present.
+    feature columns, and the target, timestamp and id columns when present;
+    for a ``streamed`` batch, a uniform sample of its rows.
     """
 
     name: str
@@ -41,10 +55,11 @@ class Batch:
     frame: pd.DataFrame
     labeled: bool
     warnings: list[str] = field(default_factory=list)
+    streamed: StreamedRows | None = None
 
     @property
     def rows(self) -> int:
-        return len(self.frame)
+        return self.streamed.rows if self.streamed else len(self.frame)
 
 
 @dataclass

@@ -1,7 +1,11 @@
 """Notice batch files in the data folder and report each one once it is complete.
 
 A file is complete when it was moved into place (a rename), or when its size
-and mtime have not changed for ``settle_seconds``. The watchdog observer only
+and mtime have not changed for ``settle_seconds``. A sub-folder that holds
+Parquet parts is one partitioned batch (see :mod:`app.bigbatch`), complete
+when its ``_SUCCESS`` marker appears or its parts have settled; it is
+looked at about once a second, since a watch of the folder alone does not
+see files land inside it. The watchdog observer only
 marks paths as pending; a small settle thread decides completeness and hands
 complete paths, oldest-settled first and in name order within a tick, to the
 ``on_complete`` callback. A start-up scan puts files that landed while
@@ -21,9 +25,11 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from app.bigbatch import folder_complete, is_batch_folder
 from app.readers import is_batch_name
 
 TICK_SECONDS = 0.1
+FOLDER_CHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -40,10 +46,10 @@ def watched_file(data_dir: Path, path: Path, state_dir: Path) -> bool:
     Sub-folders, the state folder, ignored names, and links that point outside
     the data folder are not read.
     """
-    if path.parent != data_dir or not is_batch_name(path.name):
+    if path.parent != data_dir or state_dir in path.parents or path == state_dir:
         return False
-    if state_dir in path.parents:
-        return False
+    if not is_batch_name(path.name):
+        return is_batch_folder(path)
     if path.is_symlink():
         try:
             resolved = path.resolve(strict=True)
@@ -74,6 +80,7 @@ class FolderWatcher:
         self.settle_seconds = settle_seconds
         self._observer = PollingObserver(timeout=0.5) if poll else Observer()
         self._pending: dict[Path, _Pending] = {}
+        self._folders: dict[Path, float] = {}  # sub-folders that may become batches -> when last looked at
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._settler = threading.Thread(target=self._settle_loop, name="driftdeck-settle", daemon=True)
@@ -94,7 +101,16 @@ class FolderWatcher:
     def scan(self) -> None:
         """Mark every batch file already in the folder as pending."""
         for entry in sorted(os.scandir(self.data_dir), key=lambda e: e.name):
-            self.touch(Path(entry.path))
+            if entry.is_dir(follow_symlinks=False) and not is_batch_name(entry.name):
+                self.touch_folder(Path(entry.path))
+            else:
+                self.touch(Path(entry.path))
+
+    def touch_folder(self, path: Path) -> None:
+        """Note a sub-folder that may be (or become) a partitioned batch."""
+        if path.parent == self.data_dir and path != self.state_dir and not path.name.startswith((".", "_")):
+            with self._lock:
+                self._folders.setdefault(path, 0.0)
 
     def touch(self, path: Path, moved_in: bool = False) -> None:
         """Note that ``path`` appeared or changed."""
@@ -118,15 +134,16 @@ class FolderWatcher:
     def forget(self, path: Path) -> None:
         with self._lock:
             self._pending.pop(path, None)
+            self._folders.pop(path, None)
 
     def pending_count(self) -> int:
-        with self._lock:
-            return len(self._pending)
+        return len(self.pending_paths())
 
     def pending_paths(self) -> list[Path]:
-        """The paths seen but not complete yet (still changing, or not settled)."""
+        """The paths seen but not complete yet (still changing, or not settled); folders once they hold parts."""
         with self._lock:
-            return list(self._pending)
+            files, folders = list(self._pending), list(self._folders)
+        return files + [folder for folder in folders if is_batch_folder(folder)]
 
     def complete_now(self) -> list[Path]:
         """Pop and return the pending paths that are complete, in name order."""
@@ -145,6 +162,15 @@ class FolderWatcher:
                 if pending.moved_in or now - pending.unchanged_since >= self.settle_seconds:
                     ready.append(path)
                     del self._pending[path]
+            folders = [path for path, looked in self._folders.items() if now - looked >= FOLDER_CHECK_SECONDS]
+            for path in folders:
+                self._folders[path] = now
+        for path in folders:
+            if not path.is_dir():
+                self.forget(path)
+            elif is_batch_folder(path) and folder_complete(path, self.settle_seconds):
+                self.forget(path)
+                ready.append(path)
         return sorted(ready, key=lambda p: p.name)
 
     def _settle_loop(self) -> None:
@@ -158,7 +184,9 @@ class _Handler(FileSystemEventHandler):
         self.watcher = watcher
 
     def on_created(self, event: FileSystemEvent) -> None:
-        if not event.is_directory:
+        if event.is_directory:
+            self.watcher.touch_folder(Path(event.src_path))
+        else:
             self.watcher.touch(Path(event.src_path))
 
     def on_modified(self, event: FileSystemEvent) -> None:
@@ -170,8 +198,10 @@ class _Handler(FileSystemEventHandler):
             self.watcher.touch(Path(event.src_path))
 
     def on_moved(self, event: FileSystemEvent) -> None:
-        if not event.is_directory:
-            self.watcher.forget(Path(event.src_path))
+        self.watcher.forget(Path(event.src_path))
+        if event.is_directory:
+            self.watcher.touch_folder(Path(event.dest_path))
+        else:
             self.watcher.touch(Path(event.dest_path), moved_in=True)
 
     def on_deleted(self, event: FileSystemEvent) -> None:

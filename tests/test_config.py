@@ -216,6 +216,29 @@ def test_false_alarm_rate_must_be_a_share(data_dir: Path, rate: str) -> None:
     assert message.startswith("driftdeck.toml: drift.false_alarm_rate must be a share in (0, 1)")
 
 
+# --- a bucket, and batches larger than memory ----------------------------------------------------
+
+
+def test_source_and_scale_keys_load_and_default(data_dir: Path) -> None:
+    config = load_config(data_dir)
+    assert config.source is None and config.scale.engine == "local" and config.scale.sample_rows == 200_000
+    write_config(data_dir, 'source = "s3://bkt/in"\n' + BASE_CONFIG + '\n[scale]\nengine = "dask"\n'
+                 'scheduler = "tcp://10.0.0.5:8786"\nsample_rows = 1000\n')
+    config = load_config(data_dir)
+    assert config.source == "s3://bkt/in"
+    assert (config.scale.engine, config.scale.scheduler, config.scale.sample_rows) == ("dask", "tcp://10.0.0.5:8786", 1000)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('source = "/data/in"\n' + BASE_CONFIG, 'source must be an object store URL such as "s3://bucket/prefix", got \'/data/in\''),
+    (BASE_CONFIG + '\n[scale]\nengine = "spark"\n', 'scale.engine must be "local" or "dask", got "spark"'),
+    (BASE_CONFIG + '\n[scale]\nscheduler = "host:8786"\n', "scale.scheduler must be \"local\" or a scheduler address"),
+    (BASE_CONFIG + '\n[scale]\nsample_rows = 0\n', "scale.sample_rows must be a whole number >= 1, got 0"),
+    (BASE_CONFIG + '\n[scale]\nwidth = 3\n', "scale.width is not a known key"),
+])
+def test_bad_source_and_scale_keys_are_named(data_dir: Path, text: str, message: str) -> None:
+    assert message in config_error(data_dir, text)
+
 # --- label files ------------------------------------------------------------------------
 
 

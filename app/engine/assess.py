@@ -61,9 +61,11 @@ class Assessor:
         """Why ``snapshot`` cannot be scored under the current config (empty when it can)."""
         return training_config_changes(snapshot.data.get("config"), self.config)
 
-    def measure_drift(self, result: BatchResult, reference: Profile, frame: pd.DataFrame) -> Profile:
-        """Fill ``result`` with each feature's drift; return the batch's profile on the reference's edges."""
-        current = reference.project(frame)
+    def measure_drift(self, result: BatchResult, reference: Profile, frame: pd.DataFrame,
+                      current: Profile | None = None) -> Profile:
+        """Fill ``result`` with each feature's drift; return the batch's profile on the reference's edges
+        (``current`` when the intake already profiled all of a streamed batch's rows on them)."""
+        current = current or reference.project(frame)
         settings = self.config.drift
         drift = feature_drift(reference, current, settings.psi_threshold, settings.psi_watch, settings.false_alarm_rate)
         result.feature_drift = {column: value.to_dict() for column, value in drift.items()}

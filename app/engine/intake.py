@@ -14,10 +14,13 @@ import os
 import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISREG
 from typing import Callable
 
+from app.bigbatch import batch_sha256, is_batch_folder, parts_stamp, streamed
+from app.cluster import StreamEngine
 from app.config import Config
+from app.engine.records import FOLDER_KEY
 from app.errorlog import log_error
 from app.events import Event, EventKind
 from app.fsutil import NotRegularFile, file_kind
@@ -25,6 +28,7 @@ from app.ingest import FileChanged, FileSnapshot, quarantine, read_batch
 from app.label_files import LabelFile, is_label_file, read_label_file
 from app.readers import UnreadableFile
 from app.registry import StatePaths
+from app.stats.profile import Profile
 from app.store import FileStat, StateLost, Store
 from app.validation import Batch, InvalidBatch
 from app.watcher import watched_file
@@ -53,7 +57,8 @@ class Intake:
     """
 
     def __init__(self, data_dir: Path, paths: StatePaths, config: Config, store: Store, emit: Callable[[Event], None],
-                 defer: Callable[[Path], bool], changed: Callable[[Path], None]) -> None:
+                 defer: Callable[[Path], bool], changed: Callable[[Path], None], streams: StreamEngine) -> None:
+        self.streams = streams
         self.data_dir = data_dir
         self.paths = paths
         self.config = config
@@ -78,7 +83,7 @@ class Intake:
             return None
         if self.defer(path):  # a file already in the ledger never waits: nothing is left to do for it
             return None
-        if not S_ISREG(stat.st_mode):
+        if not S_ISREG(stat.st_mode) and not (S_ISDIR(stat.st_mode) and is_batch_folder(path)):
             self._skip(name, stat, f"not a regular file ({file_kind(stat.st_mode)}); only regular files are read")
             return None
         read = self._read_marked(path, stat)
@@ -155,6 +160,8 @@ class Intake:
         try:
             if is_label_file(name, self.config):
                 return read_label_file(path, self.config, self._known_classes())
+            if streamed(path, self.config.scale):
+                return self._read_streamed(path, stat)
             return read_batch(path, self.config)
         except NotRegularFile as error:
             self._skip(name, stat, str(error))
@@ -179,6 +186,33 @@ class Intake:
             record = self.store.snapshot(model.name, version) if version is not None else None
             known.update((record.data.get("classes") or []) if record is not None else [])
         return known
+
+    def _read_streamed(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | InvalidBatch]:
+        """A partitioned folder, or a file too large to hold, read in chunks against every reference drift needs.
+
+        A refused one is quarantined by its reasons only: its bytes are not copied.
+        """
+        before = parts_stamp(path)
+        sha256 = batch_sha256(path)
+        scanned = self.streams.scan(path, self.config, self._references())
+        if parts_stamp(path) != before:
+            raise FileChanged(f"{path.name} changed while it was read")
+        # A folder is known again by its own stat, which changes as parts are added, removed or renamed into it.
+        snapshot = FileSnapshot(path.name, stat.st_size, stat.st_mtime_ns, sha256, ctime_ns=stat.st_ctime_ns,
+                                inode=stat.st_ino)
+        return snapshot, scanned.as_batch(path)
+
+    def _references(self) -> dict[str, Profile]:
+        """The profiles a batch's drift is measured against: each serving model's, and the folder's first batch's."""
+        references = {}
+        if reference := self.store.model_state(FOLDER_KEY).get("reference"):
+            references[FOLDER_KEY] = Profile.from_dict(reference)
+        for model in self.config.models:
+            version = self.store.serving_version(model.name)
+            record = self.store.snapshot(model.name, version) if version is not None else None
+            if record is not None and "profile" in record.data:
+                references[model.name] = Profile.from_dict(record.data["profile"])
+        return references
 
     def _skip(self, name: str, stat: os.stat_result, reason: str) -> None:
         """Record once that ``name`` is not a batch to read (a FIFO, a folder, a device), with why."""

@@ -31,6 +31,7 @@ from app.engine.archive import BatchArchive
 from app.engine.assess import label_stats
 from app.engine.commit import Committer
 from app.engine.dispatch import Dispatcher
+from app.cluster import stream_engine
 from app.engine.intake import ENVIRONMENT_FAULTS, Arrival, Intake
 from app.engine.labels import LabelStage
 from app.engine.lock import FolderLock
@@ -90,12 +91,14 @@ class Monitor:
         self._stopping = threading.Event()
         self.fatal: str | None = None  # why the monitor stopped for good (its state is gone), or None
         self.archive = BatchArchive(self.paths.batches, self.store, self.config)
+        self.streams = stream_engine(self.config.scale)  # reads batches too large to hold (app.bigbatch)
         self.runners = {
-            model.name: ModelRunner(model, self.config, self.registry, self.trainer, self.archive.load, self.emit)
+            model.name: ModelRunner(model, self.config, self.registry, self.trainer, self.archive.load, self.emit,
+                                    self.streams)
             for model in self.config.models
         }
         self.intake = Intake(self.data_dir, self.paths, self.config, self.store, self.emit,
-                             defer=self._defer_if_paused, changed=self._read_again)
+                             defer=self._defer_if_paused, changed=self._read_again, streams=self.streams)
         self.committer = Committer(self.store, self.registry, self.archive, threading.RLock(), self.emit)
         self.labels = LabelStage(self.config, self.store, self.paths, self.runners, self.archive, self.committer,
                                  self.emit)
@@ -206,6 +209,7 @@ class Monitor:
             self._watcher.stop()
         self._withdraw_queued()
         self.trainer.close()
+        self.streams.close()
         self.store.close()
         self.lock.release()
 

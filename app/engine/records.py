@@ -27,6 +27,7 @@ class BatchResult:
     """
 
     labeled: bool = False
+    sampled: str | None = None  # what the models saw of a streamed batch's rows (app.bigbatch), in words
     serving_version: int | None = None  # always stored, None before any model serves
     config_changes: list[str] | None = None  # why the serving model was not scored (trained for another config)
     feature_drift: dict[str, dict[str, Any]] | None = None  # column -> FeatureDrift.to_dict()

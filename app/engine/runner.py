@@ -23,9 +23,10 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from app.cluster import LocalEngine, StreamEngine
 from app.config import Config, ModelConfig
 from app.engine.assess import Assessor
-from app.engine.records import BatchOutcome, BatchResult, Pending
+from app.engine.records import FOLDER_KEY, BatchOutcome, BatchResult, Pending
 from app.engine.train import CandidateTrainer
 from app.events import Event, EventKind
 from app.metrics import get_metric
@@ -57,7 +58,9 @@ class ModelRunner:
         trainer: Trainer,
         load_batches: Callable[[list[int]], list[tuple[str, str, pd.DataFrame]]],
         emit: Callable[[Event], None],
+        streams: StreamEngine | None = None,
     ) -> None:
+        self.streams = streams or LocalEngine()
         self.model = model
         self.config = config
         self.registry = registry
@@ -92,16 +95,24 @@ class ModelRunner:
             return self._not_scored(outcome, serving, changes)
         result = outcome.result
         reference = Profile.from_dict(serving.data["profile"]) if serving else Profile.from_dict(folder["reference"])
-        current = self.assess.measure_drift(result, reference, frame)
+        profiled = None
+        if batch.streamed is not None:
+            result.sampled = batch.streamed.sampled
+            profiled = batch.streamed.profiles.get(self.name if serving else FOLDER_KEY)
+        current = self.assess.measure_drift(result, reference, frame, profiled)
         pending.add(lambda: self.assess.measure_multivariate_drift(result, frame, serving))
         issues = self.assess.quality_issues(reference, frame, labeled, serving)
         model = self.assess.load_serving(serving, result) if serving else None
         if model is not None:
             prediction = self.assess.score(result, model, serving, frame, labeled, folder.get("previous_labels"),
                                           self._shadow_model(serving) if labeled else None)
-            rows = predictions_frame(prediction, frame, serving.version, self.config.id_column)
             path = predictions_path(self.registry.paths.predictions, self.name, batch.name, batch.sha256)
-            pending.add(lambda: write_predictions(path, rows))
+            if batch.streamed is not None:  # every row, part by part, not only the sample scored here
+                source = batch.streamed.path
+                pending.add(lambda: self.streams.predict(source, model, self.config, serving.version, path))
+            else:
+                rows = predictions_frame(prediction, frame, serving.version, self.config.id_column)
+                pending.add(lambda: write_predictions(path, rows))
         vocabulary, new_classes = self.assess.vocabulary_issue(frame, serving) if labeled else (None, [])
         if vocabulary:
             result.new_classes = new_classes

@@ -265,7 +265,7 @@ class DriftDeckApp(App[int]):
     def _show_header(self) -> None:
         counts = self.dashboard.counts if self.dashboard else {}
         state = HeaderState(
-            folder=display_path(self.monitor.data_dir),
+            folder=self.monitor.config.source or display_path(self.monitor.data_dir),  # a bucket by its URL
             paused=self.paused,
             ingested=counts.get("ingested", 0),
             quarantined=counts.get("quarantined", 0),

@@ -452,3 +452,21 @@ async def test_the_command_palette_lists_each_action_once_with_promote_and_a_scr
         await promote.callback()  # as the palette runs it
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
         assert "v2" in app.screen.question.plain
+
+
+async def test_a_folder_standing_for_a_bucket_shows_the_bucket_in_the_header(tmp_path):
+    from tests.conftest import write_config
+
+    folder = tmp_path / ".driftdeck-sales-0123456789"
+    folder.mkdir()
+    config = write_config(folder)
+    config.write_text('source = "s3://sales/daily"\n' + config.read_text())
+    monitor = Monitor(folder)
+    try:
+        app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            assert "│ s3://sales/daily │" in header(app)
+            assert ".driftdeck-sales" not in header(app)
+    finally:
+        monitor.close()

@@ -1,0 +1,355 @@
+"""Batches larger than memory: a folder of Parquet parts, or one big file, read in bounded memory.
+
+A partitioned batch is a folder in the data folder (``2026-02-09/part-*.parquet``),
+complete when its ``_SUCCESS`` marker appears or, without one, when its parts
+have not changed for ``watch.settle_seconds``. A single file above
+``scale.stream_above_mb`` is read the same way. Each part is streamed in record
+batches of ``scale.chunk_rows`` (``pyarrow.dataset``): every chunk is validated
+with the same rules as a whole file, projected onto each reference profile's
+edges (profiles add up exactly), and offered to a uniform sample. So the memory
+a batch takes depends on the chunk and the sample, never on the batch's size.
+
+The sample is a *bottom-k* sample: every row draws a random key (seeded per part)
+and the ``scale.sample_rows`` rows with the smallest keys are kept; that is a
+uniform sample without replacement, and two parts' samples merge into the
+sample of both. The domain classifier and training take it, and the result says
+so. Each part is one unit of work (:func:`scan_part`), merged in part order by
+:func:`merge_scans`, so a Dask cluster (:mod:`app.cluster`) that scans the parts
+gives exactly the result of this process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
+
+from app.config import Config, ScaleConfig
+from app.fsutil import FILE_MODE, fsync_dir, sha256_file
+from app.models import CATEGORICAL, columns_of_kind, predict
+from app.readers import batch_suffix
+from app.stats.profile import Profile
+from app.validation import Batch, InvalidBatch, StreamedRows, validate_table
+
+SUCCESS_MARKER = "_SUCCESS"
+PART_SUFFIXES = (".parquet",)
+MAX_REASONS = 10
+# Arrow reads 16 record batches ahead by default: hundreds of megabytes of decoded row groups at 20 columns.
+ONE_AHEAD = {"batch_readahead": 1, "fragment_readahead": 1}
+_KEY = "__sample_key"  # a sampled row's random key, and its place: columns of a part's sample only
+_PART = "__part"
+_ROW = "__row"
+
+
+def batch_parts(path: Path) -> list[Path]:
+    """The Parquet files of a partitioned batch folder (hive sub-folders too), in name order; ``[path]`` for a file.
+
+    Hidden and ``_``-prefixed names (``_SUCCESS``, ``.part-0.parquet.tmp``) are not parts.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    parts = []
+    for found in path.rglob("*"):
+        relative = found.relative_to(path).parts
+        if any(part.startswith((".", "_")) for part in relative):
+            continue
+        if found.name.lower().endswith(PART_SUFFIXES) and found.is_file():
+            parts.append(found)
+    return sorted(parts, key=lambda part: part.relative_to(path).as_posix())
+
+
+def is_batch_folder(path: Path) -> bool:
+    """True for a folder (not a link, not hidden or ``_``-prefixed) that holds Parquet parts: a partitioned batch."""
+    path = Path(path)
+    if path.name.startswith((".", "_")) or path.is_symlink() or not path.is_dir():
+        return False
+    return bool(batch_parts(path))
+
+
+def parts_stamp(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Each part's path, size and mtime: a batch that changed while it was read has another stamp."""
+    path = Path(path)
+    stamp = []
+    for part in batch_parts(path):
+        stat = part.stat()
+        stamp.append((part.as_posix(), stat.st_size, stat.st_mtime_ns))
+    return tuple(stamp)
+
+
+def folder_complete(folder: Path, settle_seconds: float, now: float | None = None) -> bool:
+    """True when the folder's ``_SUCCESS`` marker is there, or it holds parts none of which changed for
+    ``settle_seconds`` (nor did the folder, which changes when a part is added or renamed into it)."""
+    folder = Path(folder)
+    if (folder / SUCCESS_MARKER).is_file():
+        return True
+    parts = batch_parts(folder)
+    if not parts:
+        return False
+    try:
+        newest = max([folder.stat().st_mtime, *(part.stat().st_mtime for part in parts)])
+    except OSError:
+        return False  # a part went away while looked at: not settled
+    return (time.time() if now is None else now) - newest >= settle_seconds
+
+
+def streamed(path: Path, scale: ScaleConfig) -> bool:
+    """True for a batch read in chunks: a folder of parts, or a Parquet file above ``scale.stream_above_mb``."""
+    path = Path(path)
+    if path.is_dir():
+        return True
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return batch_suffix(path.name) == ".parquet" and size > scale.stream_above_mb * (1 << 20)
+
+
+def batch_sha256(path: Path) -> str:
+    """The content hash the ledger keeps: a file's SHA-256; for a folder, the SHA-256 of each part's path and SHA-256."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for part in batch_parts(path):
+        digest.update(f"{part.relative_to(path).as_posix()}\0{sha256_file(part)}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class PartScan:
+    """What streaming one part found: its rows, validation outcome, profiles and sample."""
+
+    rows: int = 0
+    labeled: bool = False
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    missing: dict[str, int] = field(default_factory=dict)
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    sample: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class ScannedBatch:
+    """A streamed batch: its totals over every row, and the uniform sample the models see."""
+
+    name: str
+    sha256: str
+    rows: int
+    labeled: bool
+    reasons: list[str]
+    warnings: list[str]
+    profiles: dict[str, Profile]
+    sample: pd.DataFrame
+
+    @property
+    def sampled(self) -> str:
+        """What the models saw of it, in words (stated in the batch's result)."""
+        if len(self.sample) == self.rows:
+            return f"all {self.rows:,} rows"
+        return f"a uniform sample of {len(self.sample):,} of {self.rows:,} rows"
+
+    def as_batch(self, path: Path) -> Batch | InvalidBatch:
+        """The batch the stages after intake take: its sample as the frame, or the reasons it is refused."""
+        if self.reasons:
+            return InvalidBatch(self.reasons)
+        return Batch(name=self.name, sha256=self.sha256, frame=self.sample, labeled=self.labeled,
+                     warnings=[*self.warnings, f"streamed: drift and predictions on all rows, scores, the domain"
+                               f" classifier and training on {self.sampled}"],
+                     streamed=StreamedRows(Path(path), self.rows, self.sampled, self.profiles))
+
+
+def scan_part(path: Path, part_index: int, config: Config, references: dict[str, Profile]) -> PartScan:
+    """Stream one part: validate each chunk, project it onto each reference, and keep its bottom-k sample.
+
+    ``references`` maps a name (a model, or the folder) to the profile whose
+    edges the part is projected onto. A chunk that fails validation ends the
+    part's scan with its reasons, each saying where in the part it was found.
+    """
+    scale = config.scale
+    lenient = replace(config, watch=replace(config.watch, max_missing_share=1.0))  # the share is judged on all rows
+    scan = PartScan(missing={column: 0 for column in config.schema})
+    rng = np.random.default_rng([scale_seed(config), part_index])
+    try:
+        dataset = pads.dataset(str(path), format=_format(path, config))
+        wanted = [c for c in (*config.schema, config.target, config.timestamp, config.id_column) if c]
+        present = [c for c in dict.fromkeys(wanted) if c in dataset.schema.names]
+        for chunk in dataset.to_batches(columns=present, batch_size=scale.chunk_rows, **ONE_AHEAD):
+            if not chunk.num_rows:
+                continue
+            table = pa.Table.from_batches([chunk])
+            try:
+                clean = validate_table(table, lenient)
+            except InvalidBatch as invalid:
+                where = f" (rows counted from row {scan.rows + 1:,} of {Path(path).name})"
+                scan.reasons = [reason + where for reason in invalid.reasons]
+                break
+            frame = clean.frame
+            for column in config.schema:
+                scan.missing[column] += int(frame[column].isna().sum())
+            for name, reference in references.items():
+                projected = reference.project(frame)
+                scan.profiles[name] = scan.profiles[name].merge(projected) if name in scan.profiles else projected
+            scan.sample = _offer(scan.sample, frame, rng.random(len(frame)), part_index, scan.rows, scale.sample_rows)
+            scan.rows += len(frame)
+            scan.labeled = scan.labeled or clean.labeled
+            scan.warnings = list(dict.fromkeys([*scan.warnings, *clean.warnings]))
+    except (pa.ArrowException, OSError, ValueError) as error:
+        scan.reasons = [f"{Path(path).name}: not a readable Parquet file: {str(error).strip().splitlines()[0][:300]}"]
+    return scan
+
+
+def merge_scans(name: str, sha256: str, scans: Iterable[PartScan], config: Config) -> ScannedBatch:
+    """One batch from its parts' scans, taken in part order one at a time (only one part's sample is held
+    beside the running one): sums, merged profiles, the sample of the samples."""
+    total = PartScan()
+    sample: pd.DataFrame | None = None
+    for scan in scans:
+        total.rows += scan.rows
+        total.labeled = total.labeled or scan.labeled
+        total.reasons = list(dict.fromkeys([*total.reasons, *scan.reasons]))[:MAX_REASONS]
+        total.warnings = list(dict.fromkeys([*total.warnings, *scan.warnings]))
+        for column, count in scan.missing.items():
+            total.missing[column] = total.missing.get(column, 0) + count
+        for key, profile in scan.profiles.items():
+            total.profiles[key] = total.profiles[key].merge(profile) if key in total.profiles else profile
+        if scan.sample is not None:
+            sample = _bottom_k(scan.sample if sample is None else pd.concat([sample, scan.sample]),
+                               config.scale.sample_rows)
+    reasons = total.reasons
+    if not reasons and total.rows == 0:
+        reasons = ["header only: the batch has no rows"]
+    if not reasons:
+        for column in config.schema:
+            share = total.missing.get(column, 0) / total.rows
+            if share > config.watch.max_missing_share:
+                reasons.append(f"column {column!r} is {share:.0%} missing (limit {config.watch.max_missing_share:.0%},"
+                               " watch.max_missing_share)")
+    if sample is None:
+        sample = pd.DataFrame()
+    else:
+        sample = sample.sort_values([_PART, _ROW]).drop(columns=[_KEY, _PART, _ROW]).reset_index(drop=True)
+    return ScannedBatch(name=name, sha256=sha256, rows=total.rows, labeled=total.labeled, reasons=reasons,
+                        warnings=total.warnings, profiles=total.profiles, sample=sample)
+
+
+def scan_batch(path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
+    """Stream a whole batch (a folder of parts, or one file) in this process; see :mod:`app.cluster` for Dask."""
+    scans = (scan_part(part, index, config, references) for index, part in enumerate(batch_parts(path)))
+    return merge_scans(Path(path).name, batch_sha256(path), scans, config)
+
+
+def predict_part(path: Path, pipeline, config: Config, version: int) -> pd.DataFrame:
+    """Predictions for every row of one part (``row`` counts from the part's start), streamed in chunks.
+
+    The part's predictions are returned whole: a part is the unit a producer
+    sizes (and a cluster ships), a batch is any number of them.
+    """
+    from app.serving import predictions_frame  # skops comes with it: a Dask worker that only scans never loads it
+
+    frames = []
+    offset = 0
+    lenient = replace(config, watch=replace(config.watch, max_missing_share=1.0))
+    with threadpool_limits(1):
+        dataset = pads.dataset(str(path), format=_format(path, config))
+        for chunk in dataset.to_batches(batch_size=config.scale.chunk_rows, **ONE_AHEAD):
+            if not chunk.num_rows:
+                continue
+            frame = validate_table(pa.Table.from_batches([chunk]), lenient).frame
+            predicted = predictions_frame(predict(pipeline, frame, config.task), frame, version, config.id_column)
+            predicted["row"] += offset
+            offset += len(frame)
+            frames.append(predicted)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class PredictionWriter:
+    """Writes a streamed batch's predictions part after part into one Parquet file, renamed into place at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def add(self, predictions: pd.DataFrame) -> None:
+        if predictions.empty:
+            return
+        predictions = predictions.assign(row=predictions["row"] + self.rows)
+        table = pa.Table.from_pandas(predictions, preserve_index=False)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._partial, table.schema)
+        self._writer.write_table(table.cast(self._writer.schema))
+        self.rows += len(predictions)
+
+    def close(self) -> None:
+        """Finish the file and rename it into place (an empty batch writes none)."""
+        if self._writer is None:
+            return
+        self._writer.close()
+        os.chmod(self._partial, FILE_MODE)
+        os.replace(self._partial, self.path)
+        fsync_dir(self.path.parent)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._partial.unlink(missing_ok=True)
+
+
+def predict_batch(path: Path, pipeline, config: Config, version: int, out: Path) -> int:
+    """Predict every row of a streamed batch into ``out`` (Parquet), part by part; the rows written."""
+    writer = PredictionWriter(out)
+    try:
+        for part in batch_parts(path):
+            writer.add(predict_part(part, pipeline, config, version))
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return writer.rows
+
+
+def scale_seed(config: Config) -> int:
+    """The sample's seed: the first model's, so a folder's runs draw the same rows."""
+    return config.models[0].seed if config.models else 0
+
+
+def _format(path: Path, config: Config) -> pads.FileFormat:
+    """How to read a part: Parquet with categorical text dictionary-encoded (as a whole-file read gives it), or CSV."""
+    if batch_suffix(Path(path).name) == ".csv":
+        return pads.CsvFileFormat()
+    categorical = columns_of_kind(config.schema, CATEGORICAL)
+    return pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=categorical))
+
+
+def _offer(sample: pd.DataFrame | None, frame: pd.DataFrame, keys: np.ndarray, part_index: int, first_row: int,
+           k: int) -> pd.DataFrame:
+    """``sample`` with the rows of ``frame`` whose random ``keys`` make the bottom ``k``; each kept row carries
+    its key and place. Once the sample is full only keys below its largest can enter, so most chunks add nothing."""
+    candidates = np.arange(len(frame))
+    if sample is not None and len(sample) >= k:
+        candidates = np.flatnonzero(keys < sample[_KEY].max())
+        if not len(candidates):
+            return sample
+    keyed = frame.iloc[candidates].assign(**{_KEY: keys[candidates], _PART: part_index, _ROW: first_row + candidates})
+    return _bottom_k(keyed if sample is None else pd.concat([sample, keyed]), k)
+
+
+def _bottom_k(frame: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The ``k`` rows of ``frame`` with the smallest sample keys."""
+    if len(frame) <= k:
+        return frame
+    keys = frame[_KEY].to_numpy()
+    return frame.iloc[np.sort(np.argpartition(keys, k - 1)[:k])]

@@ -1,0 +1,107 @@
+"""Where a streamed batch's parts are read: in this process, or on a Dask cluster (``[scale] engine = "dask"``).
+
+Both engines run the same per-part work (:func:`app.bigbatch.scan_part`,
+:func:`app.bigbatch.predict_part`) and merge it in part order in this process,
+so their results are identical. ``scheduler = "local"`` starts a LocalCluster
+of this machine's cores (one single-threaded worker process per core) the
+first time a batch needs it; ``"tcp://host:8786"`` joins a running cluster,
+whose workers must have driftdeck installed and see the data folder at the
+same path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from app.bigbatch import (PredictionWriter, ScannedBatch, batch_parts, batch_sha256, merge_scans, predict_batch,
+                          predict_part, scan_batch, scan_part)
+from app.config import Config, ScaleConfig
+from app.stats.profile import Profile
+
+
+class StreamEngine(Protocol):
+    """Reads a streamed batch's parts and merges what they hold."""
+
+    def scan(self, path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch: ...
+    def predict(self, path: Path, pipeline: Any, config: Config, version: int, out: Path) -> int: ...
+    def close(self) -> None: ...
+
+
+class LocalEngine:
+    """The parts streamed one after another in this process."""
+
+    def scan(self, path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
+        return scan_batch(path, config, references)
+
+    def predict(self, path: Path, pipeline: Any, config: Config, version: int, out: Path) -> int:
+        return predict_batch(path, pipeline, config, version, out)
+
+    def close(self) -> None:
+        pass
+
+
+class DaskEngine:
+    """The parts scanned on a Dask cluster, one task per part, merged here in part order."""
+
+    def __init__(self, scheduler: str) -> None:
+        self.scheduler = scheduler
+        self._client: Any = None
+        self._cluster: Any = None
+
+    def client(self) -> Any:
+        """The cluster's client, connected (or the LocalCluster started) on first use."""
+        if self._client is None:
+            import dask
+            from distributed import Client, LocalCluster  # installed: the config checks (app.config)
+
+            if self.scheduler == "local":
+                # The workers' sampling profiler holds the GIL every 10 ms: a part's scan, much of it pandas
+                # in Python, took two to three times as long with it.
+                dask.config.set({"distributed.worker.profile.enabled": False})
+                self._cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                                             dashboard_address=None)
+                self._client = Client(self._cluster)
+            else:
+                self._client = Client(self.scheduler, timeout="10s")
+        return self._client
+
+    def scan(self, path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
+        parts = batch_parts(path)
+        client = self.client()
+        futures = client.map(scan_part, parts, range(len(parts)), config=config, references=references, pure=False)
+        return merge_scans(Path(path).name, batch_sha256(path), _in_order(futures), config)
+
+    def predict(self, path: Path, pipeline: Any, config: Config, version: int, out: Path) -> int:
+        client = self.client()
+        model = client.scatter(pipeline, broadcast=True)
+        futures = client.map(predict_part, batch_parts(path), pipeline=model, config=config, version=version, pure=False)
+        writer = PredictionWriter(out)
+        try:
+            for predictions in _in_order(futures):
+                writer.add(predictions)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        return writer.rows
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = None
+
+
+def _in_order(futures: list) -> Iterator[Any]:
+    """Each task's result in part order, let go on the cluster once taken: one part's result is held at a time."""
+    for future in futures:
+        yield future.result()
+        future.release()
+
+
+def stream_engine(scale: ScaleConfig) -> StreamEngine:
+    return DaskEngine(scale.scheduler) if scale.engine == "dask" else LocalEngine()

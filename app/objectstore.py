@@ -1,0 +1,95 @@
+"""Object storage as a data folder: what a store URL names, where its local side lives, how to reach it.
+
+``s3://bucket/prefix`` (or ``gs://``, ``az://``, any fsspec URL) is watched by
+mirroring its batch objects into a local folder (:mod:`app.mirror`) that is a
+data folder like any other: its ``driftdeck.toml`` (with ``source`` naming the
+URL), ledger, quarantine and snapshots stay on this machine. Credentials come
+from the store's own environment (AWS variables, profiles, ``AWS_ENDPOINT_URL``);
+driftdeck never asks for, stores or prints them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STORE_URL = re.compile(r"(?P<protocol>[a-z][a-z0-9+.-]*)://(?P<bucket>[^/]+)(?:/(?P<prefix>.*))?")
+LOCAL_PROTOCOLS = ("file", "local")
+# The library fsspec needs for each common protocol, named in the error when it is missing.
+STORE_LIBRARIES = {"s3": "s3fs (pip install 'driftdeck[s3]')", "s3a": "s3fs (pip install 'driftdeck[s3]')",
+                   "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
+
+
+class StoreError(Exception):
+    """The object store cannot be used: the message is one line a person can act on."""
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """A bucket and a prefix in an object store, as ``protocol://bucket/prefix``."""
+
+    protocol: str
+    bucket: str
+    prefix: str  # without a leading or trailing "/", "" for the whole bucket
+
+    @property
+    def url(self) -> str:
+        return f"{self.protocol}://{self.bucket}/{self.prefix}".rstrip("/")
+
+    @property
+    def root(self) -> str:
+        """The prefix as the store's file system names it (``bucket/prefix``)."""
+        return f"{self.bucket}/{self.prefix}".rstrip("/")
+
+    def default_local_folder(self) -> Path:
+        """``./.driftdeck-<bucket>-<hash of the URL>``: one local folder per bucket and prefix."""
+        bucket = re.sub(r"[^A-Za-z0-9_.-]", "_", self.bucket)[:40]
+        return Path.cwd() / f".driftdeck-{bucket}-{hashlib.sha256(self.url.encode()).hexdigest()[:10]}"
+
+    def key_of(self, path: str) -> str:
+        """The object's key below the prefix (``2026-02-09/part-0.parquet``) from its full store path."""
+        return path[len(self.root):].lstrip("/") if path.startswith(self.root) else path
+
+
+def is_store_url(text: str) -> bool:
+    match = STORE_URL.fullmatch(str(text))
+    return match is not None and match["protocol"] not in LOCAL_PROTOCOLS
+
+
+def parse_store_url(text: str) -> StoreLocation:
+    match = STORE_URL.fullmatch(text.strip())
+    if match is None or match["protocol"] in LOCAL_PROTOCOLS:
+        raise StoreError(f"{text!r} is not an object store URL (protocol://bucket/prefix)")
+    return StoreLocation(match["protocol"], match["bucket"], (match["prefix"] or "").strip("/"))
+
+
+def open_store(location: StoreLocation) -> Any:
+    """The fsspec file system for ``location``, with its credentials from the environment."""
+    import fsspec
+
+    try:
+        # A fresh instance: fsspec's shared one would keep the endpoint and credentials it was first made with.
+        return fsspec.filesystem(location.protocol, skip_instance_cache=True)
+    except ImportError:
+        needed = STORE_LIBRARIES.get(location.protocol, f"the fsspec library for {location.protocol}://")
+        raise StoreError(f"{location.url}: reading {location.protocol}:// needs {needed}") from None
+    except ValueError as error:
+        raise StoreError(f"{location.url}: {first_line(error)}") from None
+
+
+def store_error_in_words(location: StoreLocation, error: BaseException, what: str = "listing") -> str:
+    """One line for a failed call to the store: a missing bucket and a refusal said as such."""
+    text = first_line(error)
+    if isinstance(error, FileNotFoundError) and "bucket" in text.lower():
+        return f"{location.url}: bucket {location.bucket!r} does not exist (or is not visible with these credentials)"
+    if isinstance(error, PermissionError) or "accessdenied" in text.replace(" ", "").lower():
+        return f"{location.url}: access denied ({what}); check the credentials in the environment"
+    return f"{location.url}: {what} failed: {type(error).__name__}: {text}"
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]

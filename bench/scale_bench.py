@@ -1,0 +1,246 @@
+"""Batches larger than memory: wall time and peak memory of streaming a partitioned Parquet batch.
+
+For each size in ``--rows`` (default 10M and 50M rows; 20 columns: 18 numeric
+features, a category and a label) a partitioned batch (parts of ``--part-rows``
+rows and a ``_SUCCESS`` marker) is generated in a temp folder, and each of these
+runs in a fresh interpreter that reports its peak resident memory (VmHWM):
+
+- ``floor``: a plain ``pyarrow.dataset`` scan of the same columns, the least any reader pays
+  (reading one record batch ahead, as driftdeck does: Arrow's default of 16 takes hundreds of MB);
+- ``stream``: driftdeck's in-process engine (content hash, validation, profile on a
+  reference's edges, uniform sample of ``scale.sample_rows``);
+- ``dask``: the same on a LocalCluster of 2 single-threaded worker processes (peak memory:
+  the client's plus each worker's peak), checked identical to ``stream``.
+
+Then, at ``--s3-rows`` (default 1M), the object store path: the parts uploaded to
+a moto S3 server on localhost (its own process), mirrored into a local folder by
+``BucketMirror`` and streamed, against a ``floor`` scan of the same parts.
+Targets: peak memory below 1 GB whatever the size; ``stream`` within 3x the floor;
+``dask`` identical. The temp folders are deleted at the end.
+
+Run: ``.venv/bin/python bench/scale_bench.py [--rows 1000000,10000000] [--s3-rows 1000000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FEATURES = 18
+CATEGORIES = ["north", "south", "east", "west", "centre"]
+CONFIG = "target = \"label\"\n\n[schema]\n" + "".join(f"f{i:02d} = \"numeric\"\n" for i in range(FEATURES)) + """\
+region = "categorical"
+
+[[models]]
+name = "m"
+mode = "static"
+estimator = "logistic_regression"
+"""
+
+
+def generate(folder: Path, rows: int, part_rows: int, seed: int = 0) -> Path:
+    """A partitioned batch of ``rows`` rows in parts of ``part_rows``, written part by part (bounded memory)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for index, start in enumerate(range(0, rows, part_rows)):
+        count = min(part_rows, rows - start)
+        columns = {f"f{i:02d}": rng.normal(i % 3, 1 + i % 2, count) for i in range(FEATURES)}
+        columns["region"] = pa.array(rng.choice(CATEGORIES, count)).dictionary_encode()
+        columns["label"] = (columns["f00"] + rng.normal(0, 1, count) > 0).astype(np.int64)
+        pq.write_table(pa.table(columns), folder / f"part-{index:04d}.parquet", row_group_size=256_000)
+    (folder / "_SUCCESS").write_bytes(b"")
+    return folder
+
+
+def measure(mode: str, path: Path, extra: str) -> dict:
+    """Run ``mode`` on ``path`` in a fresh interpreter; its wall time, peak memory and result figures."""
+    command = [sys.executable, __file__, "--measure", mode, "--path", str(path), "--extra", extra]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peak_mb() -> float:
+    for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_measurement(mode: str, path: Path, extra: str) -> dict:
+    """Inside the fresh interpreter: do ``mode`` once and report.
+
+    Every mode imports the same libraries before its clock starts, so ``idle_mb``
+    (the peak after the imports) is the same floor under every figure.
+    """
+    import pandas as pd
+    import pyarrow.dataset as pads
+
+    from app.bigbatch import ONE_AHEAD, batch_parts
+    from app.cluster import DaskEngine, LocalEngine
+    from app.config import parse_config
+    from app.mirror import BucketMirror
+    from app.objectstore import parse_store_url
+    from app.stats.profile import Profile
+
+    config = parse_config(tomllib.loads(CONFIG), path.parent / "driftdeck.toml")
+    reference = Profile.build(pq.ParquetFile(batch_parts(path)[0]).read_row_group(0).to_pandas(), config.schema)
+    figures: dict = {"idle_mb": peak_mb()}
+    engine = DaskEngine(extra) if mode == "dask" else LocalEngine()
+    if mode == "dask":  # each worker process imports driftdeck once, before its first batch: timed apart
+        warming = time.perf_counter()
+        engine.client().run(lambda: __import__("app.bigbatch"))
+        figures["warm_up_seconds"] = time.perf_counter() - warming
+    started = time.perf_counter()
+    if mode == "floor":
+        columns = [*config.schema, config.target]
+        batches = pads.dataset(str(path)).to_batches(columns=columns, batch_size=65_536, **ONE_AHEAD)
+        figures["rows"] = sum(batch.num_rows for batch in batches)
+    else:
+        if mode == "s3":
+            local = Path(extra)
+            local.mkdir()
+            mirror = BucketMirror(parse_store_url("s3://bench/batches"), local, lambda event: None)
+            fetched = mirror.sync()
+            mirror.stop()
+            figures["mirror_seconds"] = time.perf_counter() - started
+            figures["objects"] = len(fetched.fetched)
+            path = local / path.name
+        scanned = engine.scan(path, config, {"m": reference})
+        figures.update(rows=scanned.rows, reasons=scanned.reasons, sample=len(scanned.sample),
+                       profile=scanned.profiles["m"].to_json(),
+                       sample_hash=int(pd.util.hash_pandas_object(scanned.sample, index=False).sum()))
+    figures["seconds"] = time.perf_counter() - started
+    if mode == "dask":
+        figures["worker_peak_mb"] = sum(engine.client().run(peak_mb).values())
+    engine.close()
+    figures["peak_mb"] = peak_mb() + figures.get("worker_peak_mb", 0.0)
+    return figures
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def dask_cluster() -> tuple[subprocess.Popen, str]:
+    """A LocalCluster of 2 single-threaded worker processes, in a process of its own; its address."""
+    port = free_port()
+    code = textwrap.dedent(f"""
+        import time
+        from distributed import LocalCluster
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, scheduler_port={port},
+                               dashboard_address=None)
+        print("ready", flush=True)
+        while True:
+            time.sleep(1)
+    """)
+    environment = {**os.environ, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}  # as DaskEngine's own
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=environment)
+    process.stdout.readline()
+    return process, f"tcp://127.0.0.1:{port}"
+
+
+def row(label: str, figures: dict, floor: dict) -> str:
+    ratio = figures["seconds"] / floor["seconds"]
+    workers = f", of which workers {figures['worker_peak_mb']:,.0f} MB" if "worker_peak_mb" in figures else ""
+    return (f"  {label:<28} {figures['seconds']:8.1f} s {ratio:6.2f}x floor  peak {figures['peak_mb']:6,.0f} MB"
+            f" ({figures['peak_mb'] - figures['idle_mb']:+,.0f} MB over the {figures['idle_mb']:,.0f} MB of the"
+            f" interpreter and its libraries{workers})")
+
+
+def bench_local(rows: int, part_rows: int, root: Path) -> None:
+    path = generate(root / f"rows-{rows}" / "batch", rows, part_rows)
+    size = sum(p.stat().st_size for p in path.iterdir()) / (1 << 20)
+    print(f"\n{rows:,} rows x 20 columns, {len(list(path.glob('*.parquet')))} parts, {size:,.0f} MB on disk")
+    floor = measure("floor", path, "")
+    stream = measure("stream", path, "")
+    cluster, address = dask_cluster()
+    try:
+        dask = measure("dask", path, address)
+    finally:
+        cluster.terminate()
+        cluster.wait()
+    print(row("pyarrow.dataset scan (floor)", floor, floor))
+    print(row("streaming, in process", stream, floor))
+    print(row("Dask LocalCluster(2 workers)", dask, floor) + f"; workers' first import {dask['warm_up_seconds']:.1f} s")
+    same = all(stream[key] == dask[key] for key in ("rows", "reasons", "sample", "profile", "sample_hash"))
+    print(f"  Dask result identical to in-process: {'yes' if same else 'NO'}")
+    shutil.rmtree(path.parent)
+
+
+def bench_s3(rows: int, part_rows: int, root: Path) -> None:
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+                      AWS_ENDPOINT_URL=endpoint, AWS_EC2_METADATA_DISABLED="true")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import boto3
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = boto3.client("s3", endpoint_url=endpoint)
+                client.create_bucket(Bucket="bench")
+                break
+            except Exception:  # noqa: BLE001 - the server is still starting
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        path = generate(root / "s3" / "batch", rows, part_rows)
+        for part in sorted(path.iterdir()):
+            client.upload_file(str(part), "bench", f"batches/batch/{part.name}")
+        floor = measure("floor", path, "")
+        s3 = measure("s3", path, str(root / "s3" / "mirror"))
+        print(f"\nS3 (moto on localhost), {rows:,} rows x 20 columns, {s3['objects']} objects")
+        print(row("pyarrow.dataset scan (floor)", floor, floor))
+        print(row("mirror + streaming", s3, floor) + f"; of which the mirror {s3['mirror_seconds']:.1f} s")
+        shutil.rmtree(root / "s3")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="10000000,50000000", help="comma-separated batch sizes")
+    parser.add_argument("--part-rows", type=int, default=1_000_000)
+    parser.add_argument("--s3-rows", type=int, default=1_000_000, help="0 to skip the S3 run")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--extra", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(run_measurement(args.measure, args.path, args.extra)))
+        return
+    print(f"scale_bench: {os.cpu_count()} cores; parts of {args.part_rows:,} rows; peak memory is VmHWM")
+    root = Path(tempfile.mkdtemp(prefix="driftdeck-scale-bench-"))
+    try:
+        for rows in (int(text) for text in args.rows.split(",") if text):
+            bench_local(rows, min(args.part_rows, rows), root)
+        if args.s3_rows:
+            bench_s3(args.s3_rows, min(args.part_rows, args.s3_rows) // 4 or 1, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
