@@ -342,7 +342,8 @@ def run_stop(args) -> int:
 
 
 def run_status(args) -> int:
-    from app.report import batches_table, models_table, status_report
+    from app.cli_tables import batches_table, models_table
+    from app.report import status_report
 
     with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
         report = status_report(workspace.store, workspace.config, batch_limit=args.limit)
@@ -352,15 +353,17 @@ def run_status(args) -> int:
     console = Console()
     counts = report["counts"]
     excluded = f", {counts['excluded']} excluded" if counts["excluded"] else ""
+    skipped = f", {counts['skipped']} skipped (not regular files)" if counts["skipped"] else ""
     console.print(f"{printable(report['data_dir'])}: {counts['ingested']} ingested{excluded}, {counts['quarantined']}"
-                  f" quarantined, {counts['duplicate']} duplicate", markup=False, highlight=False)
+                  f" quarantined, {counts['duplicate']} duplicate{skipped}", markup=False, highlight=False)
     console.print(models_table(report["models"], console.width))
     console.print(batches_table(report["batches"], sum(counts.values()), console.width))
     return 0
 
 
 def run_snapshots(args) -> int:
-    from app.report import serving_history_rows, snapshot_rows, snapshots_table
+    from app.cli_tables import snapshots_table
+    from app.report import serving_history_rows, snapshot_rows
 
     with Workspace.open(args.data_dir, args.state, read_only=True) as workspace:
         config, store = workspace.config, workspace.store

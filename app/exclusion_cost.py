@@ -30,7 +30,7 @@ from app.config import CONFIG_NAME
 from app.engine.archive import BatchArchive
 from app.engine.monitor import Monitor
 from app.metrics import get_metric
-from app.report import TableColumn, fitted_table, literal
+from app.cli_tables import TableColumn, fitted_table, literal
 from app.workspace import Workspace
 
 SETTLED_AGO_SECONDS = 3600  # replay files are dated back this far, so the engine reads them at once

@@ -1,27 +1,17 @@
 """Read-only views of the store, shared by ``status``/``snapshots`` and the TUI.
 
-Plain dicts for ``--json`` and plain functions that build Rich tables from
-them, so the CLI and the TUI show the same numbers the same way. Every text
-that comes from data (file names, columns, categories, reasons) is wrapped in
-``rich.text.Text`` so markup in it is shown literally, never interpreted.
+Plain dicts for ``--json``, the CLI's tables (:mod:`app.cli_tables`) and the
+TUI, so every surface shows the same numbers.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Any
-
-from rich.cells import cell_len
-from rich.table import Table
-from rich.text import Text
 
 from app.config import OTHER_CONFIG, Config, LabelsConfig, training_config_changes
 from app.engine.records import FOLDER_KEY, BatchResult
 from app.environment import environment_diff, environment_record
-from app.events import printable
-from app.lineage import excluded_batches, exclusion_text, taint_view, taint_words, taints
-from app.metrics import get_metric
+from app.lineage import excluded_batches, taint_view, taints
 from app.label_health import track_record
 from app.label_ledger import batch_labels
 from app.label_report import batch_label_view, label_summary, lag_view
@@ -33,10 +23,6 @@ FEATURE_DRIFT_KEYS = ("psi", "ks", "ks_pvalue", "js", "wasserstein", "chi2_pvalu
 RESULT_KEYS = ("serving_version", "labeled", "metric", "metrics", "baseline_metrics", "shadow_metrics",
                "estimate", "estimate_error", "prediction_psi", "drifted_features", "multivariate_auc", "multivariate_top",
                "flags", "action", "action_detail", "candidate_version", "train_seconds", "quality_issues", "trainable")
-STATUS_STYLES = {"serving": "bold green", "rejected": "red", "failed": "bold red", "rolled_back": "yellow",
-                 "retired": "dim", "candidate": "cyan"}
-STATE_STYLES = {"healthy": "green", "watch": "yellow", "stale": "bold red", "training": "cyan", "untrained": "dim",
-                OTHER_CONFIG: "bold red"}
 
 
 def model_summaries(store: Store, config: Config, training: dict | None = None,
@@ -61,7 +47,8 @@ def model_summaries(store: Store, config: Config, training: dict | None = None,
             "serving_version": serving,
             "state": current_state if serving is not None or current_state == "training" else "untrained",
             "flags": state.get("flags", []),
-            "comparison": state.get("verdict") or {},
+            "comparison": (state.get("verdict") or {}) if serving is not None else {
+                "needs": "undecided", "reason": "no model serves yet", "text": "no model serves yet: nothing to compare"},
             "verdict": verdict["text"],
             "verdict_detail": verdict,
             "snapshots": len(store.snapshots(model.name)),
@@ -104,7 +91,7 @@ def status_report(store: Store, config: Config, training: dict | None = None, ba
     verdict = stream_verdict(store, config).to_dict()
     return {
         "data_dir": str(config.data_dir),
-        "counts": {status: counts.get(status, 0) for status in ("ingested", "excluded", "quarantined", "duplicate")},
+        "counts": {status: counts.get(status, 0) for status in ("ingested", "excluded", "quarantined", "duplicate", "skipped")},
         "verdict": verdict,
         "models": model_summaries(store, config, training, verdict),
         "labels": label_summary(store, config),
@@ -178,154 +165,6 @@ def serving_history_rows(store: Store, model: str) -> list[dict[str, Any]]:
 
 # --- Rich tables ----------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class TableColumn:
-    """One column of a CLI table: its header, and how readily it is dropped when the terminal is narrow
-    (``keep``: higher stays longer). ``no_wrap`` columns hold names and numbers shown whole on one line."""
-
-    header: str
-    keep: int
-    no_wrap: bool = False
-
-
-# A rich table's frame: one border per column plus one, and a space either side of every cell.
-EDGE_WIDTH = 1
-CELL_FRAME_WIDTH = 3
-
-
-def literal(value: object, style: str = "") -> Text:
-    """Data shown as it is: no markup, and control characters as visible escapes."""
-    return Text(printable(str(value)), style=style)
-
-
-def fitted_table(title: str, columns: list[TableColumn], rows: list[tuple[Text, ...]], width: int) -> Table:
-    """A table of ``rows`` that fits ``width`` terminal cells without cutting a word.
-
-    Columns are dropped, least needed first, until each one can be as wide as
-    its longest word (its whole text for ``no_wrap`` columns); the room left
-    goes to the columns that wrap, in proportion to what their text would take.
-    """
-    shown = list(range(len(columns)))
-    needs = [_column_needs(column, [row[index] for row in rows]) for index, column in enumerate(columns)]
-    while len(shown) > 1 and sum(needs[index][0] for index in shown) + _frame_width(shown) > width:
-        shown.remove(min(shown, key=lambda index: (columns[index].keep, -index)))
-    widths = _share_room(shown, needs, width - _frame_width(shown))
-    table = Table(title=title)
-    for index in shown:
-        table.add_column(columns[index].header, no_wrap=columns[index].no_wrap, overflow="ellipsis", width=widths[index])
-    for row in rows:
-        table.add_row(*(row[index] for index in shown))
-    return table
-
-
-def _frame_width(shown: list[int]) -> int:
-    return CELL_FRAME_WIDTH * len(shown) + EDGE_WIDTH
-
-
-def _column_needs(column: TableColumn, cells: list[Text]) -> tuple[int, int]:
-    """(narrowest, widest) a column can be: its longest word (whole text if ``no_wrap``), its longest text."""
-    texts = [column.header, *(cell.plain for cell in cells)]
-    widest = max(cell_len(text) for text in texts)
-    if column.no_wrap:
-        return widest, widest
-    return max((cell_len(word) for text in texts for word in text.split()), default=1), widest
-
-
-def _share_room(shown: list[int], needs: list[tuple[int, int]], room: int) -> dict[int, int]:
-    widths = {index: needs[index][0] for index in shown}
-    spare = room - sum(widths.values())
-    wants = {index: needs[index][1] - needs[index][0] for index in shown}
-    wanted = sum(wants.values())
-    for index in shown:
-        if wanted:
-            widths[index] += min(wants[index], spare * wants[index] // wanted)
-    return widths
-
-
-MODEL_COLUMNS = [TableColumn("model", 9, no_wrap=True), TableColumn("policy", 3, no_wrap=True),
-                 TableColumn("serving", 5, no_wrap=True), TableColumn("state", 6, no_wrap=True),
-                 TableColumn("top flag", 4), TableColumn("verdict", 8)]
-
-
-def models_table(summaries: list[dict[str, Any]], width: int) -> Table:
-    rows = []
-    for model in summaries:
-        flag = model["flags"][0] if model["flags"] else None
-        rows.append((
-            literal(model["name"]),
-            literal(model["mode"].upper(), style="bold magenta" if model["mode"] == "dynamic" else "bold blue"),
-            literal(f"v{model['serving_version']}" if model["serving_version"] else "—"),
-            literal(model["state"], style=STATE_STYLES.get(model["state"], "")),
-            literal(f"{flag['kind']}: {flag['detail']}" if flag else "—"),
-            literal(comparison_words(model["comparison"])),
-        ))
-    table = fitted_table("Models", MODEL_COLUMNS, rows, width)
-    if summaries:
-        table.caption = literal(f"verdict: {summaries[0]['verdict']}")
-    return table
-
-
-def comparison_words(comparison: dict[str, Any]) -> str:
-    """A model's own comparison in a few words: dynamic's gain over static ± the noise, or why there is none."""
-    gain, noise = comparison.get("gain"), comparison.get("noise")
-    if gain is None or noise is None:
-        return "not enough labels yet"
-    unit = "%" if get_metric(comparison["metric"]).relative else " pts"
-    return f"dynamic {gain * 100:+.1f} ± {noise * 100:.1f}{unit}"
-
-
-BATCH_COLUMNS = [TableColumn("file", 9, no_wrap=True), TableColumn("status", 8, no_wrap=True),
-                 TableColumn("rows", 5, no_wrap=True), TableColumn("labeled", 4, no_wrap=True),
-                 TableColumn("actions / reason", 6)]
-
-
-def batches_table(batches: list[dict[str, Any]], total: int, width: int, limit: int = 20) -> Table:
-    """The newest ``limit`` of ``batches`` (themselves the newest of ``total`` in the ledger)."""
-    shown = batches[-limit:] if limit else []
-    rows = []
-    for batch in shown:
-        style = {"quarantined": "red", "duplicate": "yellow"}.get(batch["status"], "")
-        actions = exclusion_text(batch["exclusion"]) if batch.get("exclusion") else ", ".join(
-            f"{m}: {r.get('action', 'none')}" for m, r in batch["results"].items())
-        rows.append((literal(batch["file"]), literal(batch["status"], style=style), Text(f"{batch['rows']}"),
-                     Text(_labeled_word(batch)), literal(batch["reason"] or actions)))
-    return fitted_table(f"Batches (last {len(shown)} of {total})", BATCH_COLUMNS, rows, width)
-
-
-def _labeled_word(batch: dict[str, Any]) -> str:
-    """yes / no, or the share labelled so far of a batch whose labels come in label files."""
-    coverage = batch.get("label_coverage")
-    return f"{coverage:.0%}" if coverage is not None and 0 < coverage < 1 else ("yes" if batch["labeled"] else "no")
-
-
-SNAPSHOT_COLUMNS = [TableColumn("model", 7, no_wrap=True), TableColumn("version", 9, no_wrap=True),
-                    TableColumn("created", 3, no_wrap=True), TableColumn("trained on", 4),
-                    TableColumn("holdout", 6, no_wrap=True), TableColumn("status", 8, no_wrap=True),
-                    TableColumn("note", 5)]
-
-
-def snapshots_table(rows: list[dict[str, Any]], width: int, title: str = "Snapshots") -> Table:
-    cells = []
-    for row in rows:
-        metric = row["metric"]
-        value = row["holdout_metrics"].get(metric) if metric else None
-        trained = row["trained_on"] + (f", {row['rows']:,} rows" if row["rows"] else "")
-        note = row["reason"] or ("; ".join(row["environment_vs_serving"]) if row["environment_vs_serving"] else "")
-        note = "; ".join(filter(None, [taint_words(row["tainted_by"]), note]))
-        cells.append((
-            literal(row["model"]),
-            literal(f"v{row['version']}", style="bold" if row["serving"] else ""),
-            Text(time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created"]))),
-            literal(trained),
-            Text(f"{metric} {value:.3f}" if value is not None else "—"),
-            literal(row["status"], style=STATUS_STYLES.get(row["status"], "")),
-            literal(note),
-        ))
-    return fitted_table(title, SNAPSHOT_COLUMNS, cells, width)
-
-
-# --- views for the live monitor (plain data; the TUI draws them) ----------------------
 
 DRIFT_STATUS_ORDER = {"drifted": 0, "watch": 1, "stable": 2}
 DISPLAY_GROUPS = 10

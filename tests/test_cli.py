@@ -80,7 +80,7 @@ def test_status_json_lists_models_and_every_batch(data_dir: Path) -> None:
                                                                       ingested["sha256"])
     assert batches["broken.parquet"]["status"] == "quarantined"
     assert batches["broken.parquet"]["reason"].startswith("not a readable .parquet file")
-    assert report["counts"] == {"ingested": 1, "excluded": 0, "quarantined": 1, "duplicate": 1}
+    assert report["counts"] == {"ingested": 1, "excluded": 0, "quarantined": 1, "duplicate": 1, "skipped": 0}
 
 
 # --- errors: one line, no traceback --------------------------------------------------------------

@@ -43,7 +43,7 @@ def flowers() -> dict:
 
 def test_flowers_every_batch_is_accounted_for(flowers: dict):
     assert len(flowers["batches"]) == 39
-    assert flowers["counts"] == {"ingested": 38, "excluded": 0, "quarantined": 1, "duplicate": 0}
+    assert flowers["counts"] == {"ingested": 38, "excluded": 0, "quarantined": 1, "duplicate": 0, "skipped": 0}
 
 
 def test_flowers_malformed_and_corrupted_batches_are_caught(flowers: dict):

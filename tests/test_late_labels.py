@@ -12,7 +12,8 @@ from rich.console import Console
 from app.commands import Command
 from app.engine.monitor import Monitor
 from app.events import EventKind
-from app.report import batches_table, status_report
+from app.cli_tables import batches_table
+from app.report import status_report
 from tests.conftest import STREAM_CONFIG, make_batch, wait_until, write_batch, write_config
 
 LATE_CONFIG = STREAM_CONFIG.replace('task = "classification"', 'task = "classification"\nid_column = "order"') + """

@@ -227,6 +227,8 @@ class DriftDeckApp(App[int]):
             self.post_message(DashboardLoaded(dashboard))
 
     def on_dashboard_loaded(self, message: DashboardLoaded) -> None:
+        if not self.models_panel.is_attached:  # a load that lands while the app closes has nowhere to show
+            return
         dashboard = message.dashboard
         first = self.dashboard is None
         self.dashboard = dashboard

@@ -20,7 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Static
 
 from app.lineage import exclusion_text
-from app.report import literal
+from app.cli_tables import literal
 from app.tui.panels import row_table, selected_key
 
 BATCH_COLUMNS = ("batch", "rows", "labels", "status", "learned by")

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from rich.text import Text
 
-from app.report import STATUS_STYLES
+from app.cli_tables import STATUS_STYLES
 from app.tui.formatting import date_time
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from app.report import STATE_STYLES, STATUS_STYLES, comparison_words
+from app.cli_tables import STATE_STYLES, STATUS_STYLES, comparison_words
 from app.tui.formatting import DRIFT_STYLES, NO_VALUE, fit_words, number, sparkline
 
 
