@@ -32,7 +32,7 @@ demo: install
 	@$(BIN)/driftdeck demo
 
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # NannyML, Evidently (needs pandas < 3) and river for bench/alarm_bench.py, kept out of driftdeck's own environment.
 bench-peers:
