@@ -12,7 +12,7 @@ from app.exclusion_cost import ArchivedBatch, cost_table, replay_cost
 from app.lineage import Taint, repair_batches, taints
 from app.engine.monitor import Monitor
 from app.store import SnapshotRecord
-from tests.conftest import make_batch, write_batch, write_config
+from tests.conftest import make_batch, run_once, write_batch, write_config
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +24,7 @@ def stream(tmp_path_factory) -> Path:
     for index in range(5):
         frame = make_batch(index)
         write_batch(folder, f"b{index}.csv", frame.assign(label=(frame["x3"] > 0).astype(int)) if index == 2 else frame)
-    monitor = Monitor(folder)
-    try:
-        monitor.run_once()
-    finally:
-        monitor.close()
+    run_once(folder)
     return folder
 
 

@@ -7,13 +7,12 @@ from pathlib import Path
 import pytest
 
 from app.engine.assess import Assessor
-from app.engine.monitor import Monitor
 from app.engine.records import BatchOutcome, BatchResult
 from app.engine.train import CandidateTrainer, gate, split_holdout, training_window
 from app.events import Event
 from app.training import Trainer
 from app.workspace import Workspace
-from tests.conftest import STREAM_CONFIG, make_batch, write_batch, write_config
+from tests.conftest import STREAM_CONFIG, make_batch, run_once, write_batch, write_config
 
 ONE_STATIC_MODEL = STREAM_CONFIG + """
 [[models]]
@@ -57,11 +56,7 @@ def serving_folder(tmp_path: Path) -> Path:
     folder.mkdir()
     write_config(folder, ONE_STATIC_MODEL)
     write_batch(folder, "b00.csv", make_batch(0))
-    monitor = Monitor(folder)
-    try:
-        monitor.run_once()
-    finally:
-        monitor.close()
+    run_once(folder)
     return folder
 
 
