@@ -6,16 +6,17 @@ TUI, so every surface shows the same numbers.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from app.config import OTHER_CONFIG, Config, LabelsConfig, training_config_changes
-from app.engine.records import FOLDER_KEY, BatchResult
+from app.engine.records import BatchResult
 from app.environment import environment_diff, environment_record
 from app.lineage import excluded_batches, taint_view, taints
 from app.label_health import track_record
 from app.label_ledger import batch_labels
 from app.label_report import batch_label_view, label_summary, lag_view
-from app.store import Store
+from app.store import ModelState, Store
 from app.verdict import stream_verdict
 
 FEATURE_DRIFT_KEYS = ("psi", "ks", "ks_pvalue", "js", "wasserstein", "chi2_pvalue", "missing_change",
@@ -32,12 +33,12 @@ def model_summaries(store: Store, config: Config, training: dict | None = None,
     summaries = []
     verdict = verdict or stream_verdict(store, config).to_dict()
     for model in config.models:
-        state = store.model_state(model.name)
+        state = store.model_state(model.name) or ModelState()
         serving = store.serving_version(model.name)
-        current_state = state.get("state", "untrained" if serving is None else "healthy")
+        current_state = state.state or ("untrained" if serving is None else "healthy")
         if (note := _config_note(store, config, model.name, serving)) is not None:
             current_state = OTHER_CONFIG
-            state = {**state, "flags": [note] + [f for f in state.get("flags", []) if f["kind"] != "config_changed"]}
+            state = replace(state, flags=[note] + [f for f in state.flags if f["kind"] != "config_changed"])
         if training and training.get("model") == model.name:
             current_state = "training"
         summaries.append({
@@ -46,8 +47,8 @@ def model_summaries(store: Store, config: Config, training: dict | None = None,
             "estimator": model.estimator,
             "serving_version": serving,
             "state": current_state if serving is not None or current_state == "training" else "untrained",
-            "flags": state.get("flags", []),
-            "comparison": (state.get("verdict") or {}) if serving is not None else {
+            "flags": state.flags,
+            "comparison": (state.verdict or {}) if serving is not None else {
                 "needs": "undecided", "reason": "no model serves yet", "text": "no model serves yet: nothing to compare"},
             "verdict": verdict["text"],
             "verdict_detail": verdict,
@@ -223,7 +224,7 @@ def reference_profile(store: Store, model: str, version: int | None) -> dict[str
     if version is not None:
         record = store.snapshot(model, version)
         return record.data.get("profile") if record else None
-    return store.model_state(FOLDER_KEY).get("reference")
+    return store.folder_state().reference
 
 
 def feature_distributions(store: Store, model: str,
@@ -233,7 +234,7 @@ def feature_distributions(store: Store, model: str,
     ``reference`` is the profile the latest batch was measured against (read
     from the store when not given). Empty before the first batch.
     """
-    current = store.model_state(model).get("current_profile")
+    current = (store.model_state(model) or ModelState()).current_profile
     latest = store.results(model, limit=1)
     if not current or not latest:
         return {}

@@ -27,6 +27,7 @@ from app.fsutil import atomic_write_bytes, atomic_write_text
 from app.models import Prediction, predict
 from app.names import derived_name
 from app.snapshots import TRUSTED_TYPES
+from app.store import ModelState
 
 OUTPUT_FORMATS = (".csv", ".parquet")
 
@@ -90,7 +91,7 @@ def score(model: Any, frame: pd.DataFrame, version: int, config: Config) -> pd.D
 
 
 def model_card(config: Config, model: str, record, serving_version: int | None, recent: list[BatchResult],
-               state: dict) -> dict[str, Any]:
+               state: ModelState | None) -> dict[str, Any]:
     """Everything someone needs to use or audit one snapshot, as a JSON-ready dict."""
     model_config = config.model(model)
     data = record.data
@@ -112,9 +113,9 @@ def model_card(config: Config, model: str, record, serving_version: int | None, 
         "drift_at_export": {
             "drifted_features": latest.drifted_features or [],
             "multivariate_auc": latest.multivariate_auc,
-            "flags": state.get("flags", []),
+            "flags": state.flags if state is not None else [],
         },
-        "verdict": (state.get("verdict") or {}).get("text"),
+        "verdict": (state.verdict or {}).get("text") if state is not None else None,
         "environment": data.get("environment", {}),
         "config_hash": data.get("config_hash"),
         "seed": data.get("seed"),

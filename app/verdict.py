@@ -31,7 +31,7 @@ from app.metrics import Metric, get_metric, primary_metric
 
 if TYPE_CHECKING:
     from app.config import Config
-    from app.store import Store
+    from app.store import ModelState, Store
 
 VERDICT_LOOKBACK = 50
 
@@ -98,12 +98,12 @@ def evidence_from_results(model: str, mode: str, results: list[tuple[int, BatchR
 
 
 def decide(evidence: list[Evidence], *, required: int, min_gain: float = 0.01,
-           states: dict[str, dict] | None = None) -> Verdict:
+           states: dict[str, ModelState] | None = None) -> Verdict:
     """The verdict from ``evidence`` over the last ``required`` labeled batches.
 
     Comparisons on the same batch are averaged (their errors too, as if fully
     correlated: they share the rows); batches are independent of each other.
-    ``states`` (model name -> its state and flags) lets the text say why a
+    ``states`` (model name -> its stored state) lets the text say why a
     stale model does not contradict the verdict.
     """
     used = [e for e in evidence if e.batches]
@@ -121,7 +121,7 @@ def decide(evidence: list[Evidence], *, required: int, min_gain: float = 0.01,
     if n < required or n < 2:
         text = (f"undecided: not enough labeled batches yet to compare static and dynamic training "
                 f"({n} of {max(required, 2)})")
-        return Verdict("undecided", _with_states(text, "undecided", states), name, None, None, n, retrains, seconds, labels)
+        return Verdict("undecided", _with_states(text, "undecided", states, evidence), name, None, None, n, retrains, seconds, labels)
     gain, noise = _gain_and_noise(per_batch)
     cost = f"cost: {retrains} retrain{'s' if retrains != 1 else ''}, {seconds:.1f} s of training"
     change = f"{_change(scoring, gain)} ± {scoring.amount(noise)} over the last {n} batches"
@@ -131,7 +131,7 @@ def decide(evidence: list[Evidence], *, required: int, min_gain: float = 0.01,
         needs, head = "static", f"static is enough for this data: dynamic training {change}, below the {scoring.amount(min_gain)} worth retraining for ({cost})"
     else:
         needs, head = "undecided", f"undecided: dynamic training {change}, within the noise ({cost})"
-    return Verdict(needs, _with_states(head, needs, states), name, gain, noise, n, retrains, seconds, labels)
+    return Verdict(needs, _with_states(head, needs, states, evidence), name, gain, noise, n, retrains, seconds, labels)
 
 
 def _pooled(evidence: list[Evidence], scoring: Metric) -> list[tuple[int, float, float | None]]:
@@ -170,19 +170,20 @@ def _change(scoring: Metric, gain: float) -> str:
     return f"{'gains' if gain >= 0 else 'loses'} {amount} of {scoring.label}"
 
 
-def _with_states(text: str, needs: str, states: dict[str, dict] | None) -> str:
+def _with_states(text: str, needs: str, states: dict[str, ModelState] | None, evidence: list[Evidence]) -> str:
     """``text`` plus, for each stale model, why its state and the verdict can both hold."""
     notes = []
+    modes = {e.model: e.mode for e in evidence}
     for model, state in (states or {}).items():
-        if state.get("state") != "stale":
+        if state.state != "stale":
             continue
-        kinds = [flag["kind"] for flag in state.get("flags", [])]
+        kinds = [flag["kind"] for flag in state.flags]
         why = kinds[0].replace("_", " ") if kinds else "stale"
-        if needs != "dynamic" and state.get("mode") != "dynamic":
+        if needs != "dynamic" and modes.get(model) != "dynamic":
             notes.append(f"{model} is stale now ({why}), but retraining has not beaten it beyond the noise")
         elif needs != "dynamic":
             notes.append(f"{model} is stale now ({why}), and its own retrains have not recovered it")
-        elif state.get("mode") == "dynamic":
+        elif modes.get(model) == "dynamic":
             notes.append(f"{model} is stale now ({why}) although dynamic training gains overall")
     return text if not notes else f"{text}; {'; '.join(notes)}"
 
@@ -205,6 +206,7 @@ def stream_verdict(store: Store, config: Config) -> Verdict:
         results = [(file_id, BatchResult.from_dict(data))
                    for file_id, _, data in store.results(model.name, limit=VERDICT_LOOKBACK, counted=True)]
         evidence.append(evidence_from_results(model.name, model.mode, results, model.metric or default))
-        states[model.name] = {**store.model_state(model.name), "mode": model.mode}
+        if (state := store.model_state(model.name)) is not None:
+            states[model.name] = state
     min_gain = min((model.tolerance for model in config.models), default=0.01)
     return decide(evidence, required=config.verdict_batches, min_gain=min_gain, states=states)

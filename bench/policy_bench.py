@@ -137,7 +137,7 @@ def run_stream(stream: str, rows: int, batches: int, clock: Clock) -> None:
     seconds = sum(d.get("train_seconds") or 0 for d in dynamic)
     print(f"dynamic training: {sum(1 for d in dynamic if d.get('train_seconds'))} retrains, {seconds:.1f} s")
     for name in ("static", "dynamic"):
-        print(f"verdict ({name}): {monitor.store.model_state(name)['verdict']['text']}")
+        print(f"verdict ({name}): {monitor.store.model_state(name).verdict['text']}")
     own = total - clock.fit - clock.predict
     print(f"time: total {total:.1f} s, estimator fit {clock.fit:.1f} s, predict {clock.predict:.1f} s, "
           f"driftdeck's own {own:.1f} s = {own / (clock.fit + clock.predict):.0%} of fit+predict "

@@ -52,7 +52,7 @@ from textual import events  # noqa: E402
 
 from app.engine_link import EngineClient  # noqa: E402
 from app.engine.monitor import Monitor  # noqa: E402
-from app.store import SnapshotRecord, Store  # noqa: E402
+from app.store import ModelState, SnapshotRecord, Store  # noqa: E402
 from app.tui.app import DriftDeckApp, prefer_ui_thread  # noqa: E402
 
 SIZE = (160, 48)
@@ -262,8 +262,8 @@ def big_store(root: Path, batches: int, snapshots: int) -> Path:
             for model in models:
                 store.save_result(file_id, model, result_dict(rng, per_model, index % 2 == 0), db=db)
         for model in models:
-            store.save_model_state(model, {"state": "healthy", "flags": [], "current_profile": profile,
-                                           "verdict": {"needs": "static", "text": "static is enough"}}, db=db)
+            store.save_model_state(model, ModelState(state="healthy", current_profile=profile,
+                                                     verdict={"needs": "static", "text": "static is enough"}), db=db)
     for index in range(batches * 3):
         store.append_event("batch_result", f"static-lr on batch-{index // 3:05d}.csv: action none",
                            model="static-lr", file=None, data={}, when=start + index)

@@ -61,7 +61,7 @@ def test_watch_once_streams_a_partitioned_folder_against_the_serving_model(tmp_p
     assert streamed["rows"] == 9000
     assert streamed["sampled"] == "a uniform sample of 1,500 of 9,000 rows"
     with Workspace.open(data, read_only=True) as workspace:  # drift measured on every row, not the sample
-        assert workspace.store.model_state("static-lr")["current_profile"]["rows"] == 9000
+        assert workspace.store.model_state("static-lr").current_profile["rows"] == 9000
     predictions = list((data / ".driftdeck" / "predictions" / "static-lr").glob("*week-01.parquet"))
     assert len(predictions) == 1
     table = pq.read_table(predictions[0])

@@ -90,7 +90,7 @@ def test_excluding_a_batch_retrains_the_serving_dynamic_model_without_it(folder:
         served = json.loads((workspace.paths.serving / "dynamic-lr.json").read_text())
         assert (served["version"], served["sha256"]) == (serving.version, serving.sha256)
         assert served["why"] == f"excluded {BAD}"
-        assert all(flag["kind"] != "tainted" for flag in store.model_state("dynamic-lr")["flags"])
+        assert all(flag["kind"] != "tainted" for flag in store.model_state("dynamic-lr").flags)
     assert f"v{serving.version} serves" in out
 
     write_batch(folder, "b3.csv", make_batch(3, rows=400))
@@ -140,8 +140,8 @@ def test_a_static_model_is_flagged_never_retrained_and_include_undoes_the_taint(
         assert [r.version for r in store.snapshots("static-lr")] == [1]  # never retrained on its own
         assert store.serving_version("static-lr") == 1
         state = store.model_state("static-lr")
-        assert state["flags"][0]["kind"] == "tainted" and "b0.csv" in state["flags"][0]["detail"]
-        assert "driftdeck retrain" in state["flags"][0]["detail"] and state["state"] == "stale"
+        assert state.flags[0]["kind"] == "tainted" and "b0.csv" in state.flags[0]["detail"]
+        assert "driftdeck retrain" in state.flags[0]["detail"] and state.state == "stale"
     listed = snapshots_json(capsys, folder)
     taint = {(row["model"], row["version"]): (row["tainted"], row["tainted_by"]) for row in listed["snapshots"]}
     assert taint[("static-lr", 1)] == (True, ["b0.csv"])
@@ -156,7 +156,7 @@ def test_a_static_model_is_flagged_never_retrained_and_include_undoes_the_taint(
     assert status == 0, err
     assert not any(row["tainted"] for row in snapshots_json(capsys, folder)["snapshots"])
     with Workspace.open(folder, read_only=True) as workspace:
-        assert all(flag["kind"] != "tainted" for flag in workspace.store.model_state("static-lr")["flags"])
+        assert all(flag["kind"] != "tainted" for flag in workspace.store.model_state("static-lr").flags)
         assert next(r for r in workspace.store.files() if r.name == "b0.csv").status == "ingested"
         assert workspace.store.exclusions() == {}
 

@@ -23,7 +23,7 @@ from app.events import EventKind
 from app.engine.monitor import Monitor
 from app.registry import StatePaths
 from app.serving import predictions_path
-from app.store import SCHEMA_VERSION, FileStat, Store, StoreIncompatible
+from app.store import SCHEMA_VERSION, FileStat, ModelState, Store, StoreIncompatible
 from tests.conftest import (STATIC_ONLY_CONFIG, backdate, copy_of, make_batch, processed_folder, run_cli, run_once,
                             wait_until, write_batch, write_config)
 
@@ -308,7 +308,7 @@ CRIPPLED = {'estimator = "logistic_regression"': 'estimator = "hist_gradient_boo
 def flags_of(folder: Path) -> list[str]:
     store = Store(folder / ".driftdeck" / "state.db")
     try:
-        return [flag["kind"] for flag in store.model_state("static-lr").get("flags", [])]
+        return [flag["kind"] for flag in (store.model_state("static-lr") or ModelState()).flags]
     finally:
         store.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +157,7 @@ def test_a_serving_model_no_better_than_chance_is_flagged_no_skill_and_stale(dat
             assert "not beyond the naive baseline" in detail and "no better than guessing" in detail
             assert not flag_details(result, "performance_drop")
         state = monitor.store.model_state("static-lr")
-        assert state["state"] == "stale" and state["flags"][0]["kind"] == "no_skill"
+        assert state.state == "stale" and state.flags[0]["kind"] == "no_skill"
     finally:
         monitor.close()
 
@@ -292,13 +293,13 @@ def test_a_validation_that_could_not_complete_keeps_the_code_regression_flag(dat
         name = monitor.config.models[0].name
         assert monitor.store.serving_version(name) is not None
         state = monitor.store.model_state(name)
-        monitor.store.save_model_state(name, {**state, "flags": [{"kind": "code_regression", "detail": "earlier"}]})
+        monitor.store.save_model_state(name, replace(state, flags=[{"kind": "code_regression", "detail": "earlier"}]))
         shutil.rmtree(monitor.paths.batches)  # the training batches are gone: the check cannot be completed
         seen = []
         monitor.subscribe(seen.append)
         result = monitor.dispatcher.validate(name)
         assert result.outcome == "not_validated"
         assert [event.kind for event in seen if event.model == name][-1] == EventKind.NOT_VALIDATED
-        assert monitor.store.model_state(name)["flags"][0]["kind"] == "code_regression"
+        assert monitor.store.model_state(name).flags[0]["kind"] == "code_regression"
     finally:
         monitor.close()

@@ -186,18 +186,18 @@ def test_the_lag_flag_is_raised_beyond_the_limit_and_cleared_when_the_labels_com
         deliver(monitor, "b1.csv", frames[1].drop(columns="label"))
         deliver(monitor, "b2.csv", frames[2].drop(columns="label"))
         assert status_report(monitor.store, monitor.config)["labels"]["lag"]["over"] is False  # one batch since b1
-        assert not any(f["kind"] == "label_lag" for f in monitor.store.model_state("static-lr")["flags"])
+        assert not any(f["kind"] == "label_lag" for f in monitor.store.model_state("static-lr").flags)
         deliver(monitor, "b3.csv", batch_with_ids(3).drop(columns="label"))
         lag = status_report(monitor.store, monitor.config)["labels"]["lag"]
         assert (lag["file"], lag["batches_since"], lag["over"]) == ("b1.csv", 2, True)
-        flags = {model: [f["kind"] for f in monitor.store.model_state(model)["flags"]] for model in ("static-lr", "dynamic-lr")}
+        flags = {model: [f["kind"] for f in monitor.store.model_state(model).flags] for model in ("static-lr", "dynamic-lr")}
         assert all("label_lag" in kinds for kinds in flags.values()), flags
         deliver(monitor, "b4.csv", batch_with_ids(4).drop(columns="label"))  # still lagging: told once
         raised = [e for e in events if e.kind == EventKind.FLAGGED and "label_lag" in e.message]
         assert len(raised) == 1 and "b1.csv still waits for its labels, 2 batches later" in raised[0].message
-        assert "label_lag" in [f["kind"] for f in monitor.store.model_state("static-lr")["flags"]]
+        assert "label_lag" in [f["kind"] for f in monitor.store.model_state("static-lr").flags]
         deliver(monitor, "labels_1.csv", pd.concat([sales(frames[1], slice(0, 400)), sales(frames[2], slice(0, 400))]))
         assert status_report(monitor.store, monitor.config)["labels"]["lag"]["file"] == "b3.csv"
-        assert not any(f["kind"] == "label_lag" for f in monitor.store.model_state("static-lr")["flags"])
+        assert not any(f["kind"] == "label_lag" for f in monitor.store.model_state("static-lr").flags)
     finally:
         monitor.close()

@@ -18,6 +18,7 @@ from app.commands import CommandFailed
 from app.engine.monitor import Monitor
 from app.engine.train import gate, split_holdout
 from app.snapshots import SnapshotError
+from app.store import ModelState
 from app.training import Trainer
 from app.verdict import BatchEvidence, Evidence, decide
 from tests.conftest import make_batch, write_batch, write_config
@@ -52,8 +53,8 @@ def test_static_model_goes_stale_with_a_performance_drop(concept_flip: Monitor):
     assert [r["action"] for r in static[:4]][1:] == ["none", "none", "none"]
     assert all("performance_drop" in {f["kind"] for f in r["flags"]} for r in static[4:])
     state = concept_flip.store.model_state("static-lr")
-    assert state["state"] == "stale"
-    assert state["flags"][0]["kind"] == "performance_drop"
+    assert state.state == "stale"
+    assert state.flags[0]["kind"] == "performance_drop"
     # never retrained on its own
     assert [s.version for s in concept_flip.store.snapshots("static-lr")] == [1]
 
@@ -64,14 +65,14 @@ def test_dynamic_model_recovers_within_two_batches(concept_flip: Monitor):
     assert dynamic[4]["metrics"]["roc_auc"] < 0.5  # the change hits the serving model too
     assert dynamic[6]["metrics"]["roc_auc"] > before - 0.05
     assert dynamic[7]["metrics"]["roc_auc"] > before - 0.05
-    assert concept_flip.store.model_state("dynamic-lr")["state"] in ("healthy", "watch")
+    assert concept_flip.store.model_state("dynamic-lr").state in ("healthy", "watch")
 
 
 def test_verdict_says_dynamic_training_is_worth_it_after_a_change(concept_flip: Monitor):
-    verdict = concept_flip.store.model_state("static-lr")["verdict"]
+    verdict = concept_flip.store.model_state("static-lr").verdict
     assert verdict["needs"] == "dynamic", verdict["text"]
     assert verdict["text"].startswith("dynamic training gains")
-    dynamic_verdict = concept_flip.store.model_state("dynamic-lr")["verdict"]
+    dynamic_verdict = concept_flip.store.model_state("dynamic-lr").verdict
     assert dynamic_verdict["needs"] == "dynamic", dynamic_verdict["text"]
     assert dynamic_verdict["retrains"] >= 5
 
@@ -80,10 +81,10 @@ def test_stable_stream_keeps_static_healthy_and_says_static_is_enough(data_dir: 
     monitor = run_stream(data_dir, [make_batch(i) for i in range(7)])
     try:
         state = monitor.store.model_state("static-lr")
-        assert state["state"] == "healthy", state["flags"]
+        assert state.state == "healthy", state.flags
         assert not any(f["kind"] == "performance_drop" for r in results(monitor, "static-lr") for f in r["flags"])
-        assert state["verdict"]["needs"] == "static", state["verdict"]["text"]
-        assert state["verdict"]["text"].startswith("static is enough for this data")
+        assert state.verdict["needs"] == "static", state.verdict["text"]
+        assert state.verdict["text"].startswith("static is enough for this data")
     finally:
         monitor.close()
 
@@ -328,8 +329,8 @@ def test_verdict_with_sampling_errors_sees_a_regime_change_as_a_gain():
 def test_one_verdict_pools_every_model_and_explains_a_stale_model():
     served_static = evidence([0.80] * 5, [0.801] * 5, [0.004] * 5, model="a-static")
     served_dynamic = evidence([0.80] * 5, [0.80] * 5, [0.004] * 5, model="a-dynamic", mode="dynamic")
-    states = {"a-static": {"state": "stale", "mode": "static", "flags": [{"kind": "performance_drop", "detail": "..."}]},
-              "a-dynamic": {"state": "healthy", "mode": "dynamic", "flags": []}}
+    states = {"a-static": ModelState(state="stale", flags=[{"kind": "performance_drop", "detail": "..."}]),
+              "a-dynamic": ModelState(state="healthy")}
     verdict = decide([served_static, served_dynamic], required=5, states=states)
     assert verdict.needs == "static" and verdict.batches == 5
     assert [c.split(" ")[0] for c in verdict.comparisons] == ["a-static", "a-dynamic"]

@@ -61,7 +61,7 @@ def test_a_crippling_config_edit_is_a_code_regression(trained: Path):
     try:
         events = [e for e in monitor.store.events() if e.kind == EventKind.CODE_REGRESSION]
         assert events and "dynamic-hgb" in events[-1].message
-        assert monitor.store.model_state("dynamic-hgb")["flags"][0]["kind"] == "code_regression"
+        assert monitor.store.model_state("dynamic-hgb").flags[0]["kind"] == "code_regression"
     finally:
         monitor.close()
 

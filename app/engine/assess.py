@@ -30,7 +30,7 @@ from app.stats.health import (
 from app.stats.noise import paired_standard_error, standard_error
 from app.stats.multivariate import domain_classifier
 from app.stats.profile import NumericProfile, Profile
-from app.store import SnapshotRecord, Store
+from app.store import ModelState, SnapshotRecord, Store
 from app.verdict import VERDICT_LOOKBACK, Verdict, decide, evidence_from_results
 
 UNIT_CHANGE_FACTOR = 20
@@ -206,10 +206,10 @@ class Assessor:
                 flags.append({"kind": "age", "detail": f"trained {age} batches ago (max_age_batches {self.model.max_age_batches})"})
         return sorted(flags, key=lambda f: FLAG_ORDER.index(f["kind"]))
 
-    def state(self, result: BatchResult, current: Profile) -> dict[str, Any]:
+    def state(self, result: BatchResult, current: Profile) -> ModelState:
         verdict = self.verdict(pending=result)
-        return {"state": state_word(result.flags, result.feature_drift), "flags": result.flags,
-                "verdict": verdict.to_dict(), "current_profile": current.to_dict()}
+        return ModelState(state=state_word(result.flags, result.feature_drift), flags=result.flags or [],
+                          verdict=verdict.to_dict(), current_profile=current.to_dict())
 
     def metric_name(self, serving: SnapshotRecord | None, train: pd.DataFrame | None = None) -> str:
         """The model's metric: its config's, or the task's primary one for the classes of ``train``

@@ -16,11 +16,11 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from app.engine.archive import BatchArchive
-from app.engine.records import FOLDER_KEY, BatchOutcome
+from app.engine.records import BatchOutcome
 from app.events import Event, EventKind
 from app.ingest import FileSnapshot
 from app.registry import Registry
-from app.store import Store
+from app.store import FolderState, ModelState, Store
 from app.validation import Batch
 
 
@@ -36,7 +36,7 @@ class Committer:
         self.emit = emit
 
     def commit(self, snapshot: FileSnapshot | None, batch: Batch | None, outcomes: dict[str, BatchOutcome],
-               serving_before: dict[str, int | None], folder: dict | None = None, *, file_id: int | None = None,
+               serving_before: dict[str, int | None], folder: FolderState | None = None, *, file_id: int | None = None,
                with_entry: Callable[[Any, int], None] | None = None) -> int | None:
         """Write a batch's ledger entry, results, snapshots and pointer changes in one transaction; return its file id.
 
@@ -65,10 +65,10 @@ class Committer:
                             write(db)
                     if file_id is not None:
                         self.store.save_result(file_id, name, outcome.result.to_dict(), db=db)
-                    if outcome.state:
+                    if outcome.state is not None:
                         self.store.save_model_state(name, self._with_standing_flags(name, outcome.state), db=db)
                 if folder is not None:
-                    self.store.save_model_state(FOLDER_KEY, folder, db=db)
+                    self.store.save_folder_state(folder, db=db)
             for name, outcome in outcomes.items():
                 for version, pipeline in outcome.promoted_models.items():
                     self.registry.remember(name, version, pipeline)  # the next batch scores with it: no reload
@@ -86,16 +86,16 @@ class Committer:
                 self.emit(self._result_event(name, batch.name, outcome))
         return file_id
 
-    def _with_standing_flags(self, name: str, state: dict[str, Any]) -> dict[str, Any]:
+    def _with_standing_flags(self, name: str, state: ModelState) -> ModelState:
         """``state`` keeping what ``validate`` found: its ``code_regression`` flag stands until a validation
         passes or the snapshot it concerns stops serving (the serving version read in the caller's transaction)."""
         before = self.store.model_state(name)
-        validation = before.get("validation")
+        validation = before.validation if before is not None else None
         if not validation or validation.get("version") != self.store.serving_version(name):
             return state
-        standing = [flag for flag in before.get("flags", []) if flag["kind"] == "code_regression"]
-        others = [flag for flag in state.get("flags", []) if flag["kind"] != "code_regression"]
-        return {**state, "flags": standing + others, "validation": validation}
+        standing = [flag for flag in before.flags if flag["kind"] == "code_regression"]
+        others = [flag for flag in state.flags if flag["kind"] != "code_regression"]
+        return replace(state, flags=standing + others, validation=validation)
 
     @contextlib.contextmanager
     def discarding_uncommitted_snapshots(self, outcomes: dict[str, BatchOutcome]):

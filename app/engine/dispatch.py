@@ -8,6 +8,7 @@ exception.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from app.commands import Command, CommandFailed, CommandResult
@@ -60,12 +61,11 @@ class Dispatcher:
             self.emit(Event(EventKind.NOT_VALIDATED, result.summary, model=model, data=result.to_dict()))
             return result
         kind = EventKind.CODE_REGRESSION if result.regression else EventKind.VALIDATED
-        state = self.store.model_state(model)
-        flags = [flag for flag in state.get("flags", []) if flag["kind"] != "code_regression"]
-        if result.regression:
-            flags.insert(0, {"kind": "code_regression", "detail": result.summary})
-        if state:
-            self.store.save_model_state(model, {**state, "flags": flags, "validation": result.to_dict()})
+        if (state := self.store.model_state(model)) is not None:
+            flags = [flag for flag in state.flags if flag["kind"] != "code_regression"]
+            if result.regression:
+                flags.insert(0, {"kind": "code_regression", "detail": result.summary})
+            self.store.save_model_state(model, replace(state, flags=flags, validation=result.to_dict()))
         self.emit(Event(kind, result.summary, model=model, data=result.to_dict()))
         return result
 

@@ -25,6 +25,7 @@ Both run on the monitor's thread, as every command does (through :mod:`app.engin
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any, Callable
 
 from app.commands import CommandFailed, CommandResult
@@ -32,7 +33,7 @@ from app.config import Config
 from app.engine.archive import BatchArchive
 from app.engine.assess import state_word
 from app.engine.commit import Committer
-from app.engine.records import FOLDER_KEY, BatchOutcome, BatchResult
+from app.engine.records import BatchOutcome, BatchResult
 from app.engine.runner import ModelRunner
 from app.events import Event, EventKind
 from app.lineage import TAINTED, excluded_batches, exclusion_text, repair_batches, taint_of, tainted_flag
@@ -189,11 +190,11 @@ class Excluder:
         the serving snapshot learned from an excluded batch.
         """
         state = self.store.model_state(name)
-        if not state:
+        if state is None:
             return
         newest = self.store.results(name, limit=1, counted=True)
         result = BatchResult.from_dict(newest[0][2]) if newest else BatchResult()
-        flags = state.get("flags", [])
+        flags = state.flags
         if not newest or toggled.id >= newest[0][0]:
             standing = [flag for flag in flags if flag["kind"] == "code_regression"]
             flags = standing + [flag for flag in result.flags or [] if flag["kind"] != "code_regression"]
@@ -201,8 +202,8 @@ class Excluder:
         serving = self.registry.serving(name)
         if serving is not None and (taint := taint_of(self.store, serving, excluded)) is not None:
             flags.insert(0, tainted_flag(serving.version, taint.batches, self.config.data_dir, name))
-        self.store.save_model_state(name, {**state, "flags": flags, "verdict": self.runners[name].assess.verdict().to_dict(),
-                                           "state": state_word(flags, result.feature_drift or {})})
+        self.store.save_model_state(name, replace(state, flags=flags, verdict=self.runners[name].assess.verdict().to_dict(),
+                                                  state=state_word(flags, result.feature_drift or {})))
 
     # --- the folder's reference -----------------------------------------------------
 
@@ -215,19 +216,18 @@ class Excluder:
         batch's rows were not archived (it was unlabeled), it is dropped and the
         next batch makes it, as the first batch of a new folder does.
         """
-        folder = self.store.model_state(FOLDER_KEY)
-        if "reference" not in folder:
+        folder = self.store.folder_state()
+        if folder.reference is None:
             return
         first = next(iter(self.store.files("ingested")), None)
-        source = folder.get("reference_sha") or next(
+        source = folder.reference_sha or next(
             (record.sha256 for record in self.store.files() if record.status in ("ingested", "excluded")), None)
         if first is None or source == first.sha256:
             return
         try:
-            folder["reference"] = Profile.build(self.archive.read(first.sha256), self.config.schema).to_dict()
-            folder["reference_sha"] = first.sha256
+            folder = replace(folder, reference=Profile.build(self.archive.read(first.sha256), self.config.schema).to_dict(),
+                             reference_sha=first.sha256)
         except OSError:
-            folder.pop("reference", None)
-            folder.pop("reference_sha", None)
-        self.store.save_model_state(FOLDER_KEY, folder)
+            folder = replace(folder, reference=None, reference_sha=None)
+        self.store.save_folder_state(folder)
 

@@ -20,7 +20,6 @@ from typing import Callable
 from app.bigbatch import batch_sha256, is_batch_folder, parts_stamp, streamed
 from app.cluster import StreamEngine
 from app.config import Config
-from app.engine.records import FOLDER_KEY
 from app.errorlog import log_error
 from app.events import Event, EventKind
 from app.fsutil import NotRegularFile, file_kind
@@ -29,7 +28,7 @@ from app.label_files import LabelFile, is_label_file, read_label_file
 from app.readers import UnreadableFile
 from app.registry import StatePaths
 from app.stats.profile import Profile
-from app.store import FileStat, StateLost, Store
+from app.store import FOLDER_KEY, FileStat, StateLost, Store
 from app.validation import Batch, InvalidBatch
 from app.watcher import watched_file
 
@@ -205,7 +204,7 @@ class Intake:
     def _references(self) -> dict[str, Profile]:
         """The profiles a batch's drift is measured against: each serving model's, and the folder's first batch's."""
         references = {}
-        if reference := self.store.model_state(FOLDER_KEY).get("reference"):
+        if reference := self.store.folder_state().reference:
             references[FOLDER_KEY] = Profile.from_dict(reference)
         for model in self.config.models:
             version = self.store.serving_version(model.name)

@@ -19,6 +19,7 @@ After each of these every model's state is brought up to date: its verdict
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -26,7 +27,7 @@ import numpy as np
 from app.config import Config
 from app.engine.archive import BatchArchive
 from app.engine.commit import Committer
-from app.engine.records import FOLDER_KEY, BatchResult
+from app.engine.records import BatchResult
 from app.engine.runner import ModelRunner
 from app.events import Event, EventKind
 from app.fsutil import sha256_bytes
@@ -43,7 +44,7 @@ from app.label_ledger import (
 )
 from app.models import category_texts
 from app.registry import StatePaths
-from app.store import Store
+from app.store import ModelState, Store
 from app.validation import Batch
 
 SHOWN = 5
@@ -62,7 +63,7 @@ class LabelStage:
         self.committer = committer
         self.emit = emit
         self._lagging = any(flag["kind"] == "label_lag" for name in runners  # told once each time it is raised
-                            for flag in store.model_state(name).get("flags", []))
+                            for flag in (store.model_state(name) or ModelState()).flags)
 
     # --- batches -------------------------------------------------------------------
 
@@ -105,7 +106,7 @@ class LabelStage:
     def backfill(self, file_ids: list[int]) -> None:
         """Score each batch of ``file_ids`` again with the labels it has now, for every model, and commit it."""
         coverage = batch_labels(self.store.read, file_ids)
-        folder = self.store.model_state(FOLDER_KEY)
+        folder = self.store.folder_state()
         for file_id in file_ids:
             record = self.store.file(file_id)
             frame = self.archive.read(record.sha256)  # with the labels it has now
@@ -144,12 +145,12 @@ class LabelStage:
         flagged = []
         for name, runner in self.runners.items():
             state = self.store.model_state(name)
-            if not state:
+            if state is None:
                 continue
-            flags = [f for f in state.get("flags", []) if f["kind"] != "label_lag"] + ([flag] if flag else [])
+            flags = [f for f in state.flags if f["kind"] != "label_lag"] + ([flag] if flag else [])
             verdict = runner.assess.verdict().to_dict()
-            if flags != state.get("flags", []) or verdict != state.get("verdict"):
-                self.store.save_model_state(name, {**state, "flags": flags, "verdict": verdict})
+            if flags != state.flags or verdict != state.verdict:
+                self.store.save_model_state(name, replace(state, flags=flags, verdict=verdict))
             flagged.append(name)
         if flag and flagged and not self._lagging:
             self.emit(Event(EventKind.FLAGGED, f"{', '.join(flagged)}: label_lag: {flag['detail']}",

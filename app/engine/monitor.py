@@ -19,6 +19,7 @@ import os
 import queue
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from stat import S_ISDIR
 from typing import Any, Callable
@@ -35,7 +36,7 @@ from app.cluster import stream_engine
 from app.engine.intake import ENVIRONMENT_FAULTS, Arrival, Intake
 from app.engine.labels import LabelStage
 from app.engine.lock import FolderLock
-from app.engine.records import FOLDER_KEY, BatchOutcome, Pending
+from app.engine.records import BatchOutcome, Pending
 from app.engine.runner import ModelRunner
 from app.errorlog import log_error
 from app.events import Event, EventKind
@@ -45,7 +46,7 @@ from app.labels import label_signal_issue
 from app.models import NUMERIC
 from app.snapshots import SnapshotError
 from app.stats.profile import NumericProfile, Profile
-from app.store import StateLost
+from app.store import FolderState, StateLost
 from app.training import Trainer
 from app.validation import Batch
 from app.watcher import FolderWatcher
@@ -437,15 +438,15 @@ class Monitor:
                               with_entry=self.labels.record(batch, joined) if self.labels.awaits(batch) else None)
         self.labels.after_batch(joined)
 
-    def _assess_and_train(self, batch: Batch, outcomes: dict[str, BatchOutcome]) -> dict[str, Any]:
+    def _assess_and_train(self, batch: Batch, outcomes: dict[str, BatchOutcome]) -> FolderState:
         """Fill ``outcomes`` with each model's outcome for ``batch``; return the folder-wide facts to store."""
         pending = Pending()
         if batch.labeled or self.labels.awaits(batch):
             pending.add(lambda: self.archive.archive(batch))
-        folder = self.store.model_state(FOLDER_KEY)
-        if "reference" not in folder or not _profiles_schema(folder["reference"], self.config.schema):
-            folder["reference"] = Profile.build(batch.frame, self.config.schema).to_dict()
-            folder["reference_sha"] = batch.sha256  # an exclusion of this batch builds it again (app.engine.exclusion)
+        folder = self.store.folder_state()
+        if folder.reference is None or not _profiles_schema(folder.reference, self.config.schema):
+            folder = replace(folder, reference=Profile.build(batch.frame, self.config.schema).to_dict(),
+                             reference_sha=batch.sha256)  # an exclusion of this batch builds it again (app.engine.exclusion)
         label_check = None
         if batch.labeled:  # run at most once per batch, and only if a runner asks (see ModelRunner.process)
             label_check = functools.cache(functools.partial(
@@ -457,7 +458,7 @@ class Monitor:
         self.store.check_identity()  # the batch's files go into the state folder: only the one opened
         pending.run()
         if batch.labeled and self.config.target:
-            folder["previous_labels"] = label_stats(batch.frame[self.config.target], self.config.task)
+            folder = replace(folder, previous_labels=label_stats(batch.frame[self.config.target], self.config.task))
         return folder
 
     def _repair_serving_file(self, name: str) -> None:

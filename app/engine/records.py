@@ -11,8 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from app.events import Event
-
-FOLDER_KEY = "__folder__"  # the model_state row of folder-wide facts (the reference profile, the previous labels)
+from app.store.records import ModelState
 
 Write = Callable[[Any], None]
 Flag = dict[str, str]  # {"kind": one of assess.FLAG_ORDER or "config_changed", "detail": the words shown}
@@ -87,7 +86,7 @@ class BatchOutcome:
     writes: list[Write] = field(default_factory=list)
     pointer_writes: list[Write] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)
+    state: ModelState | None = None  # None: the model's stored state stays as it was
     promoted_models: dict[int, Any] = field(default_factory=dict)  # version -> the fitted pipeline, already verified
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 from app.cluster import LocalEngine, StreamEngine
 from app.config import Config, ModelConfig
 from app.engine.assess import Assessor
-from app.engine.records import FOLDER_KEY, BatchOutcome, BatchResult, Pending
+from app.engine.records import BatchOutcome, BatchResult, Pending
 from app.engine.train import CandidateTrainer
 from app.events import Event, EventKind
 from app.metrics import get_metric
@@ -34,7 +34,7 @@ from app.registry import Registry
 from app.serving import predictions_frame, predictions_path, write_predictions
 from app.snapshots import SnapshotError
 from app.stats.profile import Profile
-from app.store import SnapshotRecord, Store
+from app.store import FOLDER_KEY, FolderState, SnapshotRecord, Store
 from app.training import TrainingFailed, Trainer
 from app.validation import Batch
 from app.verdict import VERDICT_LOOKBACK
@@ -76,7 +76,7 @@ class ModelRunner:
 
     # --- one batch ---------------------------------------------------------------
 
-    def process(self, batch: Batch, folder: dict[str, Any], pending: Pending,
+    def process(self, batch: Batch, folder: FolderState, pending: Pending,
                 label_check: Callable[[], str | None] | None = None) -> BatchOutcome:
         """Everything this model does with one validated batch.
 
@@ -94,7 +94,7 @@ class ModelRunner:
         if serving is not None and (changes := self.assess.config_changes(serving)):
             return self._not_scored(outcome, serving, changes)
         result = outcome.result
-        reference = Profile.from_dict(serving.data["profile"]) if serving else Profile.from_dict(folder["reference"])
+        reference = Profile.from_dict(serving.data["profile"]) if serving else Profile.from_dict(folder.reference)
         profiled = None
         if batch.streamed is not None:
             result.sampled = batch.streamed.sampled
@@ -104,7 +104,7 @@ class ModelRunner:
         issues = self.assess.quality_issues(reference, frame, labeled, serving)
         model = self.assess.load_serving(serving, result) if serving else None
         if model is not None:
-            prediction = self.assess.score(result, model, serving, frame, labeled, folder.get("previous_labels"),
+            prediction = self.assess.score(result, model, serving, frame, labeled, folder.previous_labels,
                                           self._shadow_model(serving) if labeled else None)
             path = predictions_path(self.registry.paths.predictions, self.name, batch.name, batch.sha256)
             if batch.streamed is not None:  # every row, part by part, not only the sample scored here
@@ -137,7 +137,7 @@ class ModelRunner:
         outcome.state = self.assess.state(result, current)
         return outcome
 
-    def labels_came(self, batch: Batch, stored: BatchResult, folder: dict[str, Any],
+    def labels_came(self, batch: Batch, stored: BatchResult, folder: FolderState,
                     labels_from: list[str]) -> BatchOutcome:
         """A batch whose labels came later, in label files (``batch.frame`` holds them now).
 
@@ -155,7 +155,7 @@ class ModelRunner:
         if served is not None and not self.assess.config_changes(served):
             model = self.assess.load_serving(served, result)
             if model is not None:
-                self.assess.score(result, model, served, batch.frame, True, folder.get("previous_labels"),
+                self.assess.score(result, model, served, batch.frame, True, folder.previous_labels,
                                   self._shadow_model(served))
                 result.flags = self.assess.flags(result, served, True)
         newly = result.label_coverage >= self.config.labels.labeled_share and not stored.trainable

@@ -16,12 +16,13 @@ from app.store.history import History
 from app.store.identity import StateLost
 from app.store.inbox import Inbox
 from app.store.ledger import Ledger
-from app.store.records import FileRecord, FileStat, ServingChange, SnapshotRecord, StoredEvent
+from app.store.records import (FOLDER_KEY, FileRecord, FileStat, FolderState, ModelState, ServingChange, SnapshotRecord,
+                               StoredEvent)
 from app.store.results import Results
 from app.store.schema import SCHEMA_VERSION, StoreIncompatible
 
 __all__ = [
-    "SCHEMA_VERSION", "FileRecord", "FileStat", "ServingChange", "SnapshotRecord", "StateLost", "Store",
+    "FOLDER_KEY", "SCHEMA_VERSION", "FileRecord", "FileStat", "FolderState", "ModelState", "ServingChange", "SnapshotRecord", "StateLost", "Store",
     "StoreIncompatible", "StoredEvent",
 ]
 

@@ -4,9 +4,60 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+
+FOLDER_KEY = "__folder__"  # the model_state row of folder-wide facts (FolderState); also the folder's key among profiles
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What a model's next batch, the report and the verdict need from its latest batch: one ``model_state`` row."""
+
+    state: str | None = None  # healthy, watch, stale (app.engine.assess.state_word); None before any batch set it
+    flags: list[dict[str, str]] = field(default_factory=list)  # as BatchResult keeps them: {"kind", "detail"}
+    verdict: dict[str, Any] | None = None  # the model's comparison of the two policies (Verdict.to_dict())
+    current_profile: dict[str, Any] | None = None  # the latest batch's profile (Profile.to_dict())
+    validation: dict[str, Any] | None = None  # the last ``validate`` run's result (ValidationResult.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object stored: the fields set (``flags`` always)."""
+        return _set_fields(self, always={"flags"})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelState:
+        """A stored state; keys it does not know are ignored."""
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """The folder-wide facts kept in the ``FOLDER_KEY`` row of ``model_state``."""
+
+    reference: dict[str, Any] | None = None  # profile of the first batch that counts: drift's reference before any model serves
+    reference_sha: str | None = None  # the batch it was built from (an exclusion of that batch builds it again)
+    previous_labels: dict[str, Any] | None = None  # label stats of the previous labeled batch (the naive baseline)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object stored: the fields set."""
+        return _set_fields(self, always=set())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FolderState:
+        """A stored folder row; keys it does not know are ignored."""
+        return cls(**_known(cls, data))
+
+
+def _set_fields(record: Any, always: set[str]) -> dict[str, Any]:
+    return {item.name: value for item in fields(record)
+            if (value := getattr(record, item.name)) is not None or item.name in always}
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    known = {item.name for item in fields(cls)}
+    return {key: value for key, value in data.items() if key in known}
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import sqlite3
 from typing import Any
 
 from app.store.connection import StoreConnection
-from app.store.records import dumps
+from app.store.records import FOLDER_KEY, FolderState, ModelState, dumps
 
 COUNTED = "file_id NOT IN (SELECT id FROM files WHERE status = 'excluded')"  # results of batches not excluded
 
@@ -60,14 +60,29 @@ class Results(StoreConnection):
             params += (newest,)
         return [row["file_id"] for row in reversed(self._query(sql, params))]
 
-    def save_model_state(self, model: str, data: dict[str, Any], db: sqlite3.Connection | None = None) -> None:
+    def save_model_state(self, model: str, state: ModelState, db: sqlite3.Connection | None = None) -> None:
+        self._save_state_row(model, state.to_dict(), db)
+
+    def model_state(self, model: str) -> ModelState | None:
+        """``model``'s state, or None before any batch (or validation) left one."""
+        data = self._state_row(model)
+        return ModelState.from_dict(data) if data is not None else None
+
+    def save_folder_state(self, folder: FolderState, db: sqlite3.Connection | None = None) -> None:
+        self._save_state_row(FOLDER_KEY, folder.to_dict(), db)
+
+    def folder_state(self) -> FolderState:
+        """The folder-wide facts; all None before the first batch."""
+        return FolderState.from_dict(self._state_row(FOLDER_KEY) or {})
+
+    def _save_state_row(self, key: str, data: dict[str, Any], db: sqlite3.Connection | None) -> None:
         sql = "INSERT OR REPLACE INTO model_state (model, data) VALUES (?, ?)"
         if db is not None:
-            db.execute(sql, (model, dumps(data)))
+            db.execute(sql, (key, dumps(data)))
             return
         with self.transaction() as tx:
-            tx.execute(sql, (model, dumps(data)))
+            tx.execute(sql, (key, dumps(data)))
 
-    def model_state(self, model: str) -> dict[str, Any]:
-        rows = self._query("SELECT data FROM model_state WHERE model = ?", (model,))
-        return json.loads(rows[0]["data"]) if rows else {}
+    def _state_row(self, key: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT data FROM model_state WHERE model = ?", (key,))
+        return json.loads(rows[0]["data"]) if rows else None

@@ -28,8 +28,8 @@ def test_a_shifted_feature_and_a_unit_change_become_flags_and_a_watch_state(data
         result.flags = assess.flags(result, serving=None, labeled=True)
         assert [flag["kind"] for flag in result.flags] == ["data_quality", "feature_drift"]
         state = assess.state(result, current)
-        assert state["state"] == "watch" and state["flags"] == result.flags
-        assert state["current_profile"]["rows"] == 400
+        assert state.state == "watch" and state.flags == result.flags
+        assert state.current_profile["rows"] == 400
 
 
 def test_a_batch_like_its_reference_is_healthy(data_dir: Path):
@@ -43,4 +43,4 @@ def test_a_batch_like_its_reference_is_healthy(data_dir: Path):
         result.quality_issues = assess.quality_issues(reference, batch, labeled=True, serving=None)
         result.flags = assess.flags(result, serving=None, labeled=True)
         assert result.drifted_features == [] and result.quality_issues == [] and result.flags == []
-        assert assess.state(result, current)["state"] == "healthy"
+        assert assess.state(result, current).state == "healthy"

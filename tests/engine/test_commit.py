@@ -13,6 +13,7 @@ from app.engine.commit import Committer
 from app.engine.records import BatchOutcome, BatchResult
 from app.events import Event, EventKind
 from app.ingest import read_batch
+from app.store import FolderState, ModelState
 from app.workspace import Workspace
 from tests.conftest import make_batch, write_batch
 
@@ -35,15 +36,15 @@ def test_a_batch_is_recorded_with_its_results_and_state_then_told(committing):
     committer, events, workspace, snapshot, batch = committing
     result = BatchResult(labeled=True, feature_drift={}, drifted_features=[], quality_issues=[], trainable=True,
                          flags=[], action_detail="collecting labeled batches to train version 1 (1 of 2)")
-    outcome = BatchOutcome(result, state={"state": "healthy", "flags": []})
+    outcome = BatchOutcome(result, state=ModelState(state="healthy"))
     committer.commit(snapshot, batch, {"static-lr": outcome}, serving_before={"static-lr": None},
-                     folder={"reference": {"columns": {}, "rows": 0}})
+                     folder=FolderState(reference={"columns": {}, "rows": 0}))
     [record] = workspace.store.files()
     assert (record.name, record.status, record.rows, record.sha256) == ("b00.csv", "ingested", 40, snapshot.sha256)
     assert workspace.store.results("static-lr") == [(record.id, "static-lr", result.to_dict())]
     assert workspace.store.trainable_ids("static-lr") == [record.id]
-    assert workspace.store.model_state("static-lr")["state"] == "healthy"
-    assert workspace.store.model_state("__folder__") == {"reference": {"columns": {}, "rows": 0}}
+    assert workspace.store.model_state("static-lr") == ModelState(state="healthy")
+    assert workspace.store.folder_state() == FolderState(reference={"columns": {}, "rows": 0})
     assert [event.kind for event in events] == [EventKind.BATCH_INGESTED, EventKind.BATCH_RESULT]
 
 
