@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from app.cluster import LocalEngine
 from app.engine.intake import Intake
 from app.events import Event, EventKind
 from app.workspace import Workspace
@@ -26,7 +27,7 @@ def opened(ingest_dir: Path):
 
     workspace = Workspace.open(ingest_dir)
     intake = Intake(ingest_dir, workspace.paths, workspace.config, workspace.store, events.append,
-                    defer=defer, changed=lambda path: None)
+                    defer=defer, changed=lambda path: None, streams=LocalEngine())
     try:
         yield intake, events, deferred, workspace
     finally:
