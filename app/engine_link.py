@@ -287,6 +287,9 @@ def engine_running(paths: StatePaths) -> EngineAddress | None:
         probe.close()
 
 
+ENGINE_NICENESS = 10
+
+
 def start_engine(data_dir: Path, state_dir: Path | None, paths: StatePaths, poll: bool = False) -> subprocess.Popen:
     """Start ``driftdeck watch --headless`` as a child and wait until its socket answers.
 
@@ -305,6 +308,9 @@ def start_engine(data_dir: Path, state_dir: Path | None, paths: StatePaths, poll
                                  start_new_session=True)
     finally:
         log.close()
+    # The batch work yields the cores to the dashboard's keys: an engine (and the training process it starts,
+    # which inherits this) at a lower priority than the window onto it.
+    os.setpriority(os.PRIO_PROCESS, child.pid, ENGINE_NICENESS)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if child.poll() is not None:
