@@ -63,13 +63,13 @@ def _serving_cell(summary: dict[str, Any]) -> Text:
 
 
 def model_detail(summary: dict[str, Any]) -> Text:
-    """The selected model in full: its top flag, then the verdict's sentence."""
+    """The selected model in full: its top flag, then the stream's verdict (the same for every model)."""
     text = Text(summary["name"], style="bold")
     flag = flag_text(summary)
     if flag:
         text.append(" ⚑ ", style="yellow")
         text.append(Text(flag, style="yellow"))
-    text.append(" · " if flag else ": ", style="dim")
+    text.append(" · verdict for the data: " if flag else ": no flag · verdict for the data: ", style="dim")
     text.append(Text(summary["verdict"]))
     return text
 
