@@ -34,7 +34,7 @@ x3 = "numeric"
 color = "categorical"
 """  # the stream every test folder holds: its target, time column and schema
 
-BASE_CONFIG = STREAM_CONFIG + """
+TWO_MODELS = """
 [[models]]
 name = "static-lr"
 mode = "static"
@@ -45,7 +45,9 @@ name = "dynamic-lr"
 mode = "dynamic"
 estimator = "logistic_regression"
 window = 2
+"""  # one model of each policy, both logistic regressions
 
+BASE_CONFIG = STREAM_CONFIG + TWO_MODELS + """
 [drift]
 domain_classifier_rows = 500
 

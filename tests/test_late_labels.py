@@ -14,20 +14,9 @@ from app.engine.monitor import Monitor
 from app.events import EventKind
 from app.cli_tables import batches_table
 from app.report import status_report
-from tests.conftest import STREAM_CONFIG, make_batch, wait_until, write_batch, write_config
+from tests.conftest import STREAM_CONFIG, TWO_MODELS, make_batch, wait_until, write_batch, write_config
 
-LATE_CONFIG = STREAM_CONFIG.replace('task = "classification"', 'task = "classification"\nid_column = "order"') + """
-[[models]]
-name = "static-lr"
-mode = "static"
-estimator = "logistic_regression"
-
-[[models]]
-name = "dynamic-lr"
-mode = "dynamic"
-estimator = "logistic_regression"
-window = 2
-
+LATE_CONFIG = STREAM_CONFIG.replace('task = "classification"', 'task = "classification"\nid_column = "order"') + TWO_MODELS + """
 [labels]
 pattern = "labels_*"
 wait_seconds = 1.5
