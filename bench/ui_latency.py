@@ -174,7 +174,7 @@ async def measure_keys(folder: Path, big_rows: int, files: int, interval: float,
     moved, panels, fitting = [], [], []
     try:
         async with app.run_test(size=SIZE) as pilot:
-            while app.loads_applied < 1:
+            while app.load_applied < 1:
                 await pilot.pause(0.05)
             deliver(batch(1, big_rows), folder, "0001-big.parquet")
             while monitor.training is None:  # the big batch is read, measured, then fitted
@@ -281,7 +281,7 @@ async def measure_first_frame(folder: Path) -> dict:
     try:
         async with app.run_test(size=SIZE) as pilot:
             painted = time.perf_counter() - started
-            while app.loads_applied < 1:
+            while app.load_applied < 1:
                 await asyncio.sleep(POLL_SECONDS)
             await pilot.pause()
             loaded = time.perf_counter() - started

@@ -129,7 +129,8 @@ class DriftDeckApp(App[int]):
         self.dashboard: Dashboard | None = None
         self.training: dict[str, Any] | None = None  # the monitor's training dict, as last seen
         self.rollback_targets: dict[str, int | None] = {}  # model -> the version b would serve
-        self.loads_applied = 0
+        self.loads_started = 0
+        self.load_applied = 0  # the number of the newest load on screen
         self._stale = True
         self._last_event_id = 0
         self._load_worker: Worker | None = None
@@ -215,19 +216,24 @@ class DriftDeckApp(App[int]):
         if self._stale and due and not (self._load_worker and self._load_worker.is_running):
             self._start_load()
 
-    def _start_load(self) -> None:
+    def _start_load(self) -> int:
+        """Start reading the store; returns the load's number."""
         self._stale = False
         self._load_started = time.monotonic()
-        self._load_worker = self.load(self.selected_model, self._last_event_id)
+        self.loads_started += 1
+        self._load_worker = self.load(self.selected_model, self._last_event_id, self.loads_started)
+        return self.loads_started
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def load(self, model: str | None, after_event_id: int) -> None:
+    def load(self, model: str | None, after_event_id: int, number: int) -> None:
         dashboard = load_dashboard(self.monitor, model, after_event_id)
         if not get_current_worker().is_cancelled:
-            self.post_message(DashboardLoaded(dashboard))
+            self.post_message(DashboardLoaded(dashboard, number))
 
     def on_dashboard_loaded(self, message: DashboardLoaded) -> None:
         if not self.models_panel.is_attached:  # a load that lands while the app closes has nowhere to show
+            return
+        if message.load < self.load_applied:  # a cancelled worker's read that still got through: older data
             return
         dashboard = message.dashboard
         first = self.dashboard is None
@@ -249,7 +255,7 @@ class DriftDeckApp(App[int]):
             self._stale = True
         self._show_header()
         self.refresh_bindings()  # what can act may have changed (a first model serves, say)
-        self.loads_applied += 1
+        self.load_applied = message.load
 
     def _announce(self, events: Iterable[StoredEvent]) -> None:
         """Notify errors and automatic rollbacks; settle a queued retrain once it has an outcome."""

@@ -39,11 +39,12 @@ class TrainingChanged(Message):
 
 
 class DashboardLoaded(Message):
-    """A worker finished reading the store."""
+    """A worker finished reading the store; ``load`` counts the loads started, so an older one can be told apart."""
 
-    def __init__(self, dashboard: Dashboard) -> None:
+    def __init__(self, dashboard: Dashboard, load: int) -> None:
         super().__init__()
         self.dashboard = dashboard
+        self.load = load
 
 
 class CommandDone(Message):

@@ -39,7 +39,7 @@ def status_of(monitor: Monitor, name: str) -> str:
 async def pick(pilot, name: str) -> None:
     """Open the batches screen and press enter on ``name``."""
     app = pilot.app
-    await wait_until(pilot, lambda: app.loads_applied >= 1, what="the first load")
+    await wait_until(pilot, lambda: app.load_applied >= 1, what="the first load")
     await pilot.press("x")
     await wait_until(pilot, lambda: isinstance(app.screen, BatchesScreen) and app.screen.is_mounted
                      and app.screen.query_one("#batches-table", DataTable).row_count == len(app.screen.rows),

@@ -42,7 +42,7 @@ async def test_the_dashboard_shows_the_lag_the_estimate_and_then_the_realised_va
     app = DriftDeckApp(monitor)
     try:
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: pilot.app.loads_applied >= 1, what="the first load")
+            await wait_until(pilot, lambda: pilot.app.load_applied >= 1, what="the first load")
             assert header(app).endswith("labels lag 1 batch")  # the oldest batch waiting, one batch ago
             assert "(no labels yet)" in latest(app) and "estimate" in latest(app)
             assert "roc_auc ≈ " in latest(app) and "estimate (CBPE)" in latest(app)

@@ -86,7 +86,7 @@ def log_text(app: DriftDeckApp) -> str:
 
 
 async def started(pilot) -> None:
-    await wait_until(pilot, lambda: pilot.app.loads_applied >= 1, what="the first load")
+    await wait_until(pilot, lambda: pilot.app.load_applied >= 1, what="the first load")
 
 
 async def test_history_in_the_store_shows_at_once(monitor):

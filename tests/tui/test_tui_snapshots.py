@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
+import html
 import os
+import re
 import time
 from pathlib import Path
 
@@ -68,12 +70,11 @@ def prepare(model: str | None = None, panel: str | None = None, maximize: bool =
 
     async def run_before(pilot: Pilot) -> None:
         app = pilot.app
-        await wait_until(pilot, lambda: app.loads_applied >= 1, what="the first load")
+        await wait_until(pilot, lambda: app.load_applied >= 1, what="the first load")
         # The copied folder's files have new inodes, so the monitor checks their content once: draw after that.
         assert await asyncio.to_thread(app.monitor.wait_idle, 30)
-        loads = app.loads_applied
-        app._start_load()
-        await wait_until(pilot, lambda: app.loads_applied > loads, what="a load after the monitor settled")
+        settled = app._start_load()
+        await wait_until(pilot, lambda: app.load_applied >= settled, what="a load after the monitor settled")
         if model is not None:
             while app.selected_model != model:
                 await pilot.press("right_square_bracket")
@@ -84,23 +85,43 @@ def prepare(model: str | None = None, panel: str | None = None, maximize: bool =
             await pilot.press("z")
             await wait_until(pilot, lambda: app.screen.maximized is not None, what="a maximized panel")
         await pilot.pause(0.2)
+        run_before.screen = screen_text(app.export_screenshot())
 
+    run_before.screen = ""
     return run_before
 
 
+def screen_text(svg: str) -> str:
+    """The characters of a screenshot, row by row: printed when a picture differs, to say how."""
+    rows: dict[float, list[tuple[float, str]]] = {}
+    for x, y, text in re.findall(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', svg):
+        rows.setdefault(float(y), []).append((float(x), html.unescape(text)))
+    return "\n".join("".join(text for _, text in sorted(row)) for _, row in sorted(rows.items()))
+
+
+@pytest.fixture
+def same_picture(snap_compare):
+    """``snap_compare`` that, when the picture differs, shows the screen's text in the failure."""
+
+    def compare(app, size: tuple[int, int], run_before) -> None:
+        assert snap_compare(app, terminal_size=size, run_before=run_before), f"the screen was:\n{run_before.screen}"
+
+    return compare
+
+
 @pytest.mark.parametrize("size", list(SIZES))
-def test_dashboard(snap_compare, make_app, size):
-    assert snap_compare(make_app(), terminal_size=SIZES[size], run_before=prepare())
+def test_dashboard(same_picture, make_app, size):
+    same_picture(make_app(), SIZES[size], prepare())
 
 
 @pytest.mark.parametrize("panel", ["health", "snapshots", "events"])
-def test_each_panel_on_a_small_screen(snap_compare, make_app, panel):
-    assert snap_compare(make_app(), terminal_size=SIZES["80x24"], run_before=prepare("dynamic-lr", panel))
+def test_each_panel_on_a_small_screen(same_picture, make_app, panel):
+    same_picture(make_app(), SIZES["80x24"], prepare("dynamic-lr", panel))
 
 
 @pytest.mark.parametrize("panel", list(PANEL_KEYS))
-def test_each_panel_maximized(snap_compare, make_app, panel):
-    assert snap_compare(make_app(), terminal_size=WIDE, run_before=prepare("dynamic-lr", panel, maximize=True))
+def test_each_panel_maximized(same_picture, make_app, panel):
+    same_picture(make_app(), WIDE, prepare("dynamic-lr", panel, maximize=True))
 
 
 def test_the_readme_screenshot_is_the_wide_dashboard():
