@@ -139,6 +139,7 @@ def test_a_run_with_nothing_new_starts_no_training_server(tmp_path) -> None:
     again = Monitor(data)
     try:
         again.run_once()
+        assert "driftdeck-training-server" not in {thread.name for thread in threading.enumerate()}
         assert again.trainer._worker is None
     finally:
         again.close()
