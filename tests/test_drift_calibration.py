@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from app.stats.calibration import benjamini_hochberg, chi2_pvalue, numeric_groups, pack_rare_categories, psi_floor
-from app.stats.drift import DRIFTED, STABLE, drifted_columns, feature_drift, psi
-from app.stats.profile import Profile, profile_numeric, reference_numeric
+from app.stats.calibration import (benjamini_hochberg, chi2_pvalue, largest_excess_pvalue, numeric_groups,
+                                   pack_rare_categories, psi_floor)
+from app.stats.drift import DRIFTED, STABLE, categorical_drift, drifted_columns, feature_drift, psi
+from app.stats.profile import CategoricalProfile, Profile, profile_numeric, reference_numeric
 
 REFERENCE_ROWS = 100_000
 NUMERIC = [f"num_{index:02d}" for index in range(16)]
@@ -174,6 +175,52 @@ def test_a_200_level_categorical_test_is_calibrated(rows):
     for alpha in (0.05, 0.01):
         assert np.mean(pvalues < alpha) <= 1.5 * alpha + 3 * np.sqrt(alpha * (1 - alpha) / runs)
     assert np.mean(pvalues < 0.05) >= 0.025  # calibrated, not merely conservative
+
+
+SHOPS = np.array([f"shop_{index:03d}" for index in range(200)])
+
+
+def shop_profile(rng, rows: int, shares: np.ndarray, new_rows: int = 0) -> CategoricalProfile:
+    values = rng.choice(SHOPS, rows, p=shares)
+    values[:new_rows] = "shop_new"
+    names, counts = np.unique(values, return_counts=True)
+    return CategoricalProfile(dict(zip(names.tolist(), counts.tolist())), missing=0)
+
+
+@pytest.mark.parametrize("rows", [50, 400])
+def test_levels_a_small_reference_never_saw_are_not_drift(rows):
+    """A 400-row reference of a 200-level column misses many rare levels; batches of the same
+    distribution then have 10-20% of rows in levels it never saw, and were drifted nearly every time."""
+    rng = np.random.default_rng(rows + 7)
+    runs = 600
+    pvalues = np.empty(runs)
+    for run in range(runs):
+        shares = rng.dirichlet(np.full(len(SHOPS), 0.5))
+        reference, current = shop_profile(rng, 400, shares), shop_profile(rng, rows, shares)
+        pvalues[run] = categorical_drift(reference, current)["chi2_pvalue"]
+    for alpha in (0.05, 0.01):
+        assert np.mean(pvalues < alpha) <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / runs)
+
+
+@pytest.mark.parametrize("reference_rows", [400, REFERENCE_ROWS])
+def test_a_new_level_in_a_tenth_of_a_50_row_batch_is_found(reference_rows):
+    """Packed with the other rare levels it would be diluted; the largest single excess finds it."""
+    rng = np.random.default_rng(reference_rows)
+    runs = 200
+    found = 0
+    for _ in range(runs):
+        shares = rng.dirichlet(np.full(len(SHOPS), 0.5))
+        reference, current = shop_profile(rng, reference_rows, shares), shop_profile(rng, 50, shares, new_rows=5)
+        found += categorical_drift(reference, current)["chi2_pvalue"] < 0.01
+    assert found / runs >= 0.95
+
+
+def test_the_largest_excess_is_scipys_hypergeometric_tail_times_the_categories():
+    reference, current = np.array([30, 0, 4, 9]), np.array([2, 6, 0, 3])
+    tails = stats.hypergeom.sf(current - 1, reference.sum() + current.sum(), reference + current, current.sum())
+    bonferroni = tails[current > 0].min() * np.count_nonzero(current)
+    assert largest_excess_pvalue(reference, current, int(reference.sum()), int(current.sum())) == pytest.approx(bonferroni, rel=1e-9)
+    assert largest_excess_pvalue(reference, np.zeros(4, dtype=int), int(reference.sum()), 0) is None
 
 
 def test_benjamini_hochberg_steps_up_and_controls_the_family_when_nothing_changed():

@@ -203,16 +203,15 @@ def categorical_pair():
 
 
 def category_table(reference, current):
-    """Rows: reference, current; columns: reference categories then one unseen bucket."""
+    """Rows: reference, current; columns: every category either side has, by name."""
     current = current[pd.notna(current)]
-    names = sorted(set(reference))
-    unseen = ~np.isin(current, names)
-    ref = [np.sum(reference == name) for name in names] + [0]
-    cur = [np.sum(current == name) for name in names] + [np.sum(unseen)]
+    names = sorted(set(reference) | set(current))
+    ref = [np.sum(reference == name) for name in names]
+    cur = [np.sum(current == name) for name in names]
     return np.array(ref), np.array(cur)
 
 
-def test_categorical_psi_and_js_use_an_unseen_group(categorical_pair):
+def test_categorical_psi_and_js_count_new_categories_each_on_its_own(categorical_pair):
     reference, current, result = categorical_pair
     ref, cur = category_table(reference, current)
     assert result.psi == pytest.approx(direct_psi(ref, cur), rel=1e-12)
@@ -230,7 +229,7 @@ def test_change_pvalue_combines_scipy_chi2_and_fisher_for_the_unseen_group():
     result = categorical_drift_of(reference, current)
     ref, cur = category_table(reference, current)
     assert result.groups == 5 and cur[-1] > 0
-    seen = stats.chi2_contingency(np.vstack((ref[:-1], cur[:-1])), correction=False).pvalue
+    seen = stats.chi2_contingency(np.vstack((ref[:-1], cur[:-1])), correction=False).pvalue  # "new" sorts last
     unseen = stats.fisher_exact([[cur[-1], cur[:-1].sum()], [0, ref.sum()]], alternative="greater").pvalue
     assert result.chi2_pvalue == pytest.approx(min(1.0, 2 * min(seen, unseen)), rel=1e-9)
 

@@ -28,7 +28,7 @@ from app.serving import parquet_bytes
 from app.snapshots import SnapshotError
 from app.stats.cbpe import fit_calibration
 from app.stats.multivariate import reservoir_sample
-from app.stats.noise import paired_standard_error
+from app.stats.noise import paired_standard_error, standard_error
 from app.stats.profile import Profile
 from app.store import SnapshotRecord, Store
 from app.training import TrainingFailed, Trainer, TrainJob
@@ -257,6 +257,11 @@ class CandidateTrainer:
         return Candidate(version, model, fitted.data, train, holdout, window.files, window.shas, seconds, fitted.fit_seconds,
                          metrics, baseline, sketch, prediction, known)
 
+    def _metric_error(self, metric_name: str, candidate: Candidate) -> float | None:
+        """Standard error of the candidate's ``metric_name`` on its holdout: the yardstick's own noise."""
+        scoring, truth = get_metric(metric_name), candidate.holdout[self.config.target]
+        return standard_error(self.assess.influence(scoring, truth, candidate.prediction))
+
     def _skill_error(self, metric_name: str, candidate: Candidate) -> float | None:
         """Standard error of the candidate's gain over the naive baseline on its holdout (paired rows)."""
         scoring, truth = get_metric(metric_name), candidate.holdout[self.config.target]
@@ -299,6 +304,7 @@ class CandidateTrainer:
             "rows": len(candidate.train),
             "holdout_rows": len(candidate.holdout),
             "holdout_metrics": candidate.metrics,
+            "holdout_metric_se": self._metric_error(metric, candidate),
             "holdout_baseline": candidate.baseline,
             "serving_holdout_metrics": serving_metrics,
             "metric": metric,

@@ -7,8 +7,8 @@ sampling does not explain:
 
   * the groups every share statistic is computed on (numeric: equal-mass
     groups at the reference's quantiles; categorical: the frequent categories
-    alone and the rare ones packed together), fixed from the reference's
-    counts and the two sample sizes only;
+    alone and the rare ones packed together by their pooled counts), fixed
+    without looking at which sample a row came from, beyond the sizes;
   * the expected PSI of two samples of these sizes when nothing changed;
   * the test of change of one column (chi-square on the dense groups, exact
     tests of sparse ones and of values outside the reference's range, and KS
@@ -31,6 +31,8 @@ PSI_GROUPS = 10
 MIN_EXPECTED_ROWS = 5
 # A PSI significantly below psi_threshold at this level shows the change to be smaller (see ``psi_floor``).
 EFFECT_LEVEL = 0.05
+# Categories of a pack whose excess is tested exactly (see ``largest_excess_pvalue``).
+EXACT_EXCESS_CANDIDATES = 3
 
 
 @dataclass(frozen=True)
@@ -38,18 +40,22 @@ class GroupedCounts:
     """Reference and current counts over the same groups, the base of PSI, JS and the test of change.
 
     ``sparse``: per group, whether the smaller sample is expected (at the
-    reference's shares) to put fewer than ``MIN_EXPECTED_ROWS`` rows in it,
+    reference's shares for numeric groups, at the pooled shares for packed
+    categories) to put fewer than ``MIN_EXPECTED_ROWS`` rows in it,
     too few for the chi-square approximation; such a group is tested exactly.
     ``outside``: current rows outside the reference's range (its extremes are
     the first and last edges), which the outer groups hold; they are also
     tested exactly on their own (None when no group holds them together with
-    values inside the range).
+    values inside the range). ``packed_excess``: for packed categories, the
+    p-value of the largest excess of any one of them (see
+    ``largest_excess_pvalue``), which a pack would dilute.
     """
 
     reference: np.ndarray
     current: np.ndarray
     sparse: np.ndarray
     outside: int | None = None
+    packed_excess: float | None = None
 
     @property
     def groups(self) -> int:
@@ -84,6 +90,7 @@ class GroupedCounts:
                     for index in np.flatnonzero(self.sparse)]
         if self.outside is not None:
             pvalues.append(outside_range_pvalue(self.outside, reference_size, current_size))
+        pvalues.append(self.packed_excess)
         pvalues = [value for value in pvalues if value is not None]
         return min(1.0, len(pvalues) * min(pvalues)) if pvalues else None
 
@@ -228,29 +235,66 @@ def numeric_groups(reference: NumericProfile, current: NumericProfile) -> Groupe
 def pack_rare_categories(reference_counts: np.ndarray, current_counts: np.ndarray) -> GroupedCounts:
     """Categories, the frequent ones alone and the rare ones packed together, rarest last.
 
-    Categories are taken from the most to the least frequent in the reference
-    (the unseen bucket last); each that is not sparse (see ``_sparse_limit``)
-    keeps a group of its own, and the rest are packed in that order into groups
-    that each just reach the limit. Only the last pack can fall short: it is
-    then sparse, and new categories in a small batch keep a small group of
-    their own instead of being diluted into a large one.
+    Frequency here is the pooled count (reference plus current). Ordering and
+    packing by the pooled counts only, which the test of homogeneity takes as
+    given, keeps that test exact when nothing changed; ordering by the
+    reference's counts would pack the categories it happened not to see (a
+    rare level of a 200-level column, in a reference of a few hundred rows)
+    into a group the reference has by construction no rows in, and every batch
+    would look new. Each category whose pooled count reaches the limit (see
+    ``pooled_sparse_limit``) keeps a group of its own, and the rest are packed
+    in that order into groups that each just reach it. Only the last pack can
+    fall short: it is then sparse and tested exactly, so a category that is
+    new and frequent in a small batch still stands out there.
     """
-    limit = sparse_limit(int(reference_counts.sum()), int(current_counts.sum()))
-    order = np.argsort(-reference_counts, kind="stable")
-    order = order[(reference_counts + current_counts)[order] > 0]
-    ordered_reference = reference_counts[order]
-    dense = int(np.count_nonzero(ordered_reference >= limit))
+    limit = pooled_sparse_limit(int(reference_counts.sum()), int(current_counts.sum()))
+    pooled = reference_counts + current_counts
+    order = np.argsort(-pooled, kind="stable")
+    order = order[pooled[order] > 0]
+    ordered_pooled = pooled[order]
+    dense = int(np.count_nonzero(ordered_pooled >= limit))
     labels = np.arange(len(order))
-    ends = np.cumsum(ordered_reference)
+    ends = np.cumsum(ordered_pooled)
     start, group = dense, dense
     while start < len(order):
         reached = ends[start - 1] + limit if start else limit
         stop = int(np.searchsorted(ends, reached, side="left")) + 1
         labels[start:stop] = group
         start, group = stop, group + 1
-    packed_reference = np.bincount(labels, weights=ordered_reference, minlength=group).astype(np.int64)
+    packed_reference = np.bincount(labels, weights=reference_counts[order], minlength=group).astype(np.int64)
     packed_current = np.bincount(labels, weights=current_counts[order], minlength=group).astype(np.int64)
-    return GroupedCounts(packed_reference, packed_current, packed_reference < limit)
+    packed = order[dense:]
+    excess = None  # a pack of one category is already tested on its own
+    if len(packed) > group - dense:
+        excess = largest_excess_pvalue(reference_counts[packed], current_counts[packed],
+                                       int(reference_counts.sum()), int(current_counts.sum()))
+    return GroupedCounts(packed_reference, packed_current, packed_reference + packed_current < limit,
+                         packed_excess=excess)
+
+
+def largest_excess_pvalue(reference_counts: np.ndarray, current_counts: np.ndarray,
+                          reference_size: int, current_size: int) -> float | None:
+    """Bonferroni p-value of the one category, among these, with the most surprising excess in the current sample.
+
+    A pack sums its categories, so a category that is new in a batch (5 of 50
+    rows, none of the reference's) is diluted by the other rare ones; alone
+    its rows are far beyond chance. The exact test of ``sparse_group_pvalue``
+    is taken for the few categories the binomial tail ranks most surprising
+    (exact for all of 200 categories would cost milliseconds a column), and
+    the smallest p-value times the number of categories that could show an
+    excess. Missing the very smallest would only make it larger: still valid.
+    None without any category to test.
+    """
+    possible = np.flatnonzero(current_counts > 0)
+    if not len(possible):
+        return None
+    total = reference_size + current_size
+    pooled = reference_counts[possible] + current_counts[possible]
+    ranking = special.bdtrc(current_counts[possible] - 1, pooled, current_size / total)
+    candidates = possible[np.argsort(ranking, kind="stable")[:EXACT_EXCESS_CANDIDATES]]
+    smallest = min(sparse_group_pvalue(int(reference_counts[index]), int(current_counts[index]), reference_size, current_size)
+                   for index in candidates)
+    return float(min(1.0, smallest * len(possible)))
 
 
 def quantile_groups(reference_counts: np.ndarray, groups: int = PSI_GROUPS) -> np.ndarray:
@@ -293,6 +337,15 @@ def chi2_pvalue(reference_counts: np.ndarray, current_counts: np.ndarray) -> flo
     statistic = np.sum((table - expected) ** 2 / expected)
     degrees_of_freedom = table.shape[1] - 1
     return float(special.chdtrc(degrees_of_freedom, statistic))
+
+
+def pooled_sparse_limit(reference_count: int, current_count: int) -> float:
+    """Pooled rows below which a group is sparse: at its pooled share the smaller sample
+    would expect fewer than ``MIN_EXPECTED_ROWS`` rows there (0 when a side has no values)."""
+    smaller = min(reference_count, current_count)
+    if smaller == 0:
+        return 0.0
+    return MIN_EXPECTED_ROWS * (reference_count + current_count) / smaller
 
 
 def sparse_limit(reference_count: int, current_count: int) -> float:

@@ -207,7 +207,7 @@ def numeric_drift(reference: NumericProfile, current: NumericProfile) -> dict[st
 def categorical_drift(reference: CategoricalProfile, current: CategoricalProfile) -> dict[str, object]:
     """FeatureDrift fields (all but column and status) of a categorical column."""
     reference_counts, current_counts = category_vectors(reference, current)
-    unseen = int(current_counts[-1])
+    unseen = int(current_counts[reference_counts == 0].sum())
     return {
         "kind": CATEGORICAL,
         **_shares_fields(pack_rare_categories(reference_counts, current_counts)),
@@ -265,11 +265,10 @@ def out_of_range_share(current: NumericProfile) -> float:
 def category_vectors(
     reference: CategoricalProfile, current: CategoricalProfile
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Counts over the reference categories (sorted by name) plus a last "unseen" bucket."""
-    names = sorted(reference.counts)
-    reference_counts = np.array([reference.counts[name] for name in names] + [0], dtype=np.int64)
-    seen = [current.counts.get(name, 0) for name in names]
-    current_counts = np.array(seen + [current.count - sum(seen)], dtype=np.int64)
+    """Counts of every category either side has, sorted by name: the reference's, then the current's."""
+    names = sorted(set(reference.counts) | set(current.counts))
+    reference_counts = np.array([reference.counts.get(name, 0) for name in names], dtype=np.int64)
+    current_counts = np.array([current.counts.get(name, 0) for name in names], dtype=np.int64)
     return reference_counts, current_counts
 
 
