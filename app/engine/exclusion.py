@@ -62,6 +62,18 @@ class Excluder:
         record = self._ingested(file)
         with self.pointer_lock:
             self.store.exclude_file(record.id, reason, by)
+        return self._repair_models(record, reason, by)
+
+    def finish_interrupted(self) -> None:
+        """Finish each exclusion whose repair never completed: the process died (or the repair failed)
+        after the exclusion was recorded. A model already repaired then is left as it is."""
+        for file_id in self.store.unrepaired_exclusions():
+            exclusion = self.store.exclusions()[file_id]
+            self._repair_models(self.store.file(file_id), exclusion["reason"], exclusion["by"], resumed=True)
+
+    def _repair_models(self, record: FileRecord, reason: str, by: str, resumed: bool = False) -> CommandResult:
+        """Repair or flag every serving snapshot that learned from the excluded ``record``; then its repair is done."""
+        file = record.name
         excluded = excluded_batches(self.store)
         self._refresh_reference()
         lines, changes = [], {}
@@ -72,10 +84,15 @@ class Excluder:
             if change:
                 changes[name] = change
             self._settle_state(name, record, excluded)
+        self.store.exclusion_repaired(record.id)
         why = f" ({reason})" if reason else ""
-        summary = f"{file}: excluded{why}; " + ("; ".join(lines) if lines else "no serving model learned from it")
+        if resumed:
+            summary = (f"{file}: excluded{why}, its repair interrupted; finished now: "
+                       + ("; ".join(lines) if lines else "no serving model was left to repair"))
+        else:
+            summary = f"{file}: excluded{why}; " + ("; ".join(lines) if lines else "no serving model learned from it")
         self.emit(Event(EventKind.EXCLUDED, summary, file=file,
-                        data={"reason": reason, "by": by, "changes": changes, "models": lines}))
+                        data={"reason": reason, "by": by, "changes": changes, "models": lines, "resumed": resumed}))
         return CommandResult(True, summary, {"file": file, "reason": reason, "by": by, "changes": changes})
 
     def include(self, file: str) -> CommandResult:

@@ -133,8 +133,13 @@ class Monitor:
         self._subscribers.append(callback)
 
     def acquire(self, role: str = "watch") -> None:
-        """Take the data folder's lock for ``role`` ("watch", or the command this process carries out)."""
+        """Take the data folder's lock for ``role`` ("watch", or the command this process carries out).
+
+        An exclusion whose repair a dead process left unfinished is finished first, before any file or command.
+        """
         self.lock.acquire(role)
+        if self.store.unrepaired_exclusions():
+            self._enqueue(COMMAND_PRIORITY, "exclusions", None)
 
     def start(self) -> None:
         """Start the worker thread and the folder watcher (files already there are picked up)."""
@@ -342,6 +347,8 @@ class Monitor:
             self._guarded(self._handle_file, argument)
         elif kind == "command":
             self._guarded(self._run_command, argument)
+        elif kind == "exclusions":
+            self._guarded(self.dispatcher.exclusions.finish_interrupted)
         return kind != "stop"
 
     def _serve_commands(self) -> None:
