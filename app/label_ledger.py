@@ -13,7 +13,10 @@ same transaction as the file's ledger entry:
   unmatched and leaves the table, never dropped silently.
 
 An id carried by several batches labels each of their rows: ids are meant to
-name one row each. The tables are part of ``state.db`` (see :mod:`app.store`).
+name one row each. A batch that got labels waits in ``labels_unscored`` until
+its results are scored again with them, in the transaction that saves them:
+a re-score that fails, or a process that dies first, leaves it there to be
+tried again. The tables are part of ``state.db`` (see :mod:`app.store`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ CREATE TABLE IF NOT EXISTS labels_waiting (  -- labels for ids no batch has carr
     label_file INTEGER NOT NULL REFERENCES files(id),
     since REAL NOT NULL,
     PRIMARY KEY (id, label_file)
+);
+CREATE TABLE IF NOT EXISTS labels_unscored ( -- batches that got labels and were not scored again with them yet
+    file_id INTEGER PRIMARY KEY REFERENCES files(id)
 );
 CREATE TABLE IF NOT EXISTS label_conflicts ( -- a row labelled again with another value (the first label stands)
     id TEXT NOT NULL,
@@ -134,6 +140,7 @@ def record_batch_ids(db: sqlite3.Connection, file_id: int, ids: pd.Series, label
     for row in waiting:  # oldest label file first: a later one that disagrees is the conflict
         _join_one(db, row["id"], row["label"], row["label_file"], join, now=0.0, wait=False)
         db.execute("DELETE FROM labels_waiting WHERE id = ? AND label_file = ?", (row["id"], row["label_file"]))
+    _await_scoring(db, join)
     return join
 
 
@@ -142,7 +149,18 @@ def apply_label_file(db: sqlite3.Connection, label_file_id: int, frame: pd.DataF
     join = LabelJoin()
     for identifier, label in zip(frame["id"].tolist(), frame["label"].tolist()):
         _join_one(db, str(identifier), _plain(label), label_file_id, join, now, wait=True)
+    _await_scoring(db, join)
     return join
+
+
+def _await_scoring(db: sqlite3.Connection, join: LabelJoin) -> None:
+    """The batches ``join`` labelled wait to be scored again with their labels."""
+    db.executemany("INSERT OR IGNORE INTO labels_unscored (file_id) VALUES (?)", ((file_id,) for file_id in join.matched))
+
+
+def scored(db: sqlite3.Connection, file_id: int) -> None:
+    """The batch ``file_id`` was scored again with the labels it has (in the transaction saving its results)."""
+    db.execute("DELETE FROM labels_unscored WHERE file_id = ?", (file_id,))
 
 
 def expire_waiting(db: sqlite3.Connection, now: float, wait_seconds: float) -> list[Unmatched]:
@@ -202,6 +220,11 @@ def batch_labels(read: Read, file_ids: list[int] | None = None) -> dict[int, Bat
     return {row["file_id"]: BatchLabels(row["file_id"], row["name"], row["rows"], row["awaited"], row["labelled"],
                                         row["labels_from"].split("\n") if row["labels_from"] else [], row["seen_at"])
             for row in rows}
+
+
+def unscored(read: Read) -> list[int]:
+    """The batches (file ids, oldest first) that got labels and still wait to be scored again with them."""
+    return [row["file_id"] for row in _read(read, "SELECT file_id FROM labels_unscored ORDER BY file_id", ())]
 
 
 def labels_of(read: Read, file_id: int) -> pd.DataFrame:

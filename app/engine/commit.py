@@ -45,7 +45,7 @@ class Committer:
         files are simply replaced. ``file_id`` names a batch already in the
         ledger whose results change (its labels came later, see
         :mod:`app.engine.labels`); ``with_entry(db, file_id)`` writes more about
-        a new batch in the same transaction.
+        the batch in the same transaction.
         """
         with self.pointer_lock, self.discarding_uncommitted_snapshots(outcomes):
             stale = {name for name in outcomes if self.store.serving_version(name) != serving_before[name]}
@@ -53,8 +53,8 @@ class Committer:
                 if batch is not None:
                     file_id = self.store.record_file(batch.name, snapshot.sha256, "ingested", rows=batch.rows,
                                                      labeled=batch.labeled, seen=snapshot.seen, db=db)
-                    if with_entry is not None:
-                        with_entry(db, file_id)
+                if with_entry is not None:
+                    with_entry(db, file_id)
                 for name, outcome in outcomes.items():
                     for write in outcome.writes:
                         write(db)

@@ -186,6 +186,7 @@ class Monitor:
                             file=name, data={"left": True}))
         if self.fatal is None:
             self._guarded(self.labels.expire)
+            self._guarded(self.labels.retry_unscored)
             self._serve_commands()
 
     def config_changes(self, model: str) -> list[str]:
@@ -333,6 +334,7 @@ class Monitor:
             except queue.Empty:
                 self._guarded(self._check_data_folder)
                 self._guarded(self.labels.expire)  # between files: labels that waited too long for their ids
+                self._guarded(self.labels.retry_unscored)
                 continue
             try:
                 if not self._serve(item):

@@ -153,11 +153,10 @@ class ModelRunner:
         outcome = BatchOutcome(result=result)
         served = self.store.snapshot(self.name, stored.serving_version) if stored.serving_version else None
         if served is not None and not self.assess.config_changes(served):
-            model = self.assess.load_serving(served, result)
-            if model is not None:
-                self.assess.score(result, model, served, batch.frame, True, folder.previous_labels,
-                                  self._shadow_model(served))
-                result.flags = self.assess.flags(result, served, True)
+            model = self.registry.load(self.name, served.version)  # SnapshotError: the batch is scored again later
+            self.assess.score(result, model, served, batch.frame, True, folder.previous_labels,
+                              self._shadow_model(served))
+            result.flags = self.assess.flags(result, served, True)
         newly = result.label_coverage >= self.config.labels.labeled_share and not stored.trainable
         result.trainable = bool(stored.trainable) or (newly and not result.quality_issues)
         if newly and result.trainable:
