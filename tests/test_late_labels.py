@@ -204,7 +204,7 @@ def test_a_rescore_that_fails_is_tried_again_between_files(monitor: Monitor) -> 
     deliver(monitor, "b0.csv", first)
     deliver(monitor, "b1.csv", second.drop(columns="label"))
     b1 = next(r for r in monitor.store.files() if r.name == "b1.csv")
-    archived = monitor.archive.path(b1.sha256)
+    archived = monitor.context.archive.path(b1.sha256)
     aside = archived.rename(archived.with_suffix(".aside"))  # its rows unreadable for a while
     deliver(monitor, "labels_1.csv", sales(second, slice(0, 400)))
     assert wait_until(lambda: rescore_failures(monitor.events, "b1.csv"), timeout=30)

@@ -24,38 +24,28 @@ Both run on the monitor's thread, as every command does (through :mod:`app.engin
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from app.commands import CommandFailed, CommandResult
-from app.config import Config
-from app.engine.archive import BatchArchive
 from app.engine.assess import state_word
 from app.engine.commit import Committer
+from app.engine.context import Stage, StageContext
 from app.engine.records import BatchOutcome, BatchResult
 from app.engine.runner import ModelRunner
 from app.events import Event, EventKind
 from app.lineage import TAINTED, excluded_batches, exclusion_text, repair_batches, taint_of, tainted_flag
-from app.registry import Registry
 from app.stats.profile import Profile
-from app.store import FileRecord, Store
+from app.store import FileRecord
 
 
-class Excluder:
+class Excluder(Stage):
     """Carries out ``exclude`` and ``include`` against the models' runners, committing as a retrain does."""
 
-    def __init__(self, config: Config, registry: Registry, runners: dict[str, ModelRunner], archive: BatchArchive,
-                 committer: Committer, emit: Callable[[Event], None], set_training: Callable[[str | None], None]) -> None:
-        self.config = config
-        self.registry = registry
-        self.store: Store = registry.store
+    def __init__(self, context: StageContext, runners: dict[str, ModelRunner], committer: Committer) -> None:
+        super().__init__(context)
         self.runners = runners
-        self.archive = archive
         self.committer = committer
-        self.pointer_lock: threading.RLock = committer.pointer_lock
-        self.emit = emit
-        self.set_training = set_training
 
     def exclude(self, file: str, reason: str, by: str) -> CommandResult:
         """Exclude the ingested batch ``file``; repair or flag every serving snapshot that learned from it."""

@@ -27,9 +27,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from app.config import Config
-from app.engine.archive import BatchArchive
 from app.engine.commit import Committer
+from app.engine.context import Stage, StageContext
 from app.engine.records import BatchResult
 from app.engine.runner import ModelRunner
 from app.errorlog import log_error
@@ -49,8 +48,7 @@ from app.label_ledger import (
     unscored,
 )
 from app.models import category_texts
-from app.registry import StatePaths
-from app.store import FolderState, ModelState, StateLost, Store
+from app.store import FolderState, ModelState, StateLost
 from app.validation import Batch
 
 SHOWN = 5
@@ -58,20 +56,15 @@ RETRY_SECONDS = 1.0  # the wait before a failed re-score is tried again, doubled
 RETRY_MAX_SECONDS = 3600.0
 
 
-class LabelStage:
+class LabelStage(Stage):
     """Joins label files to the batches they label and brings those batches' results up to date."""
 
-    def __init__(self, config: Config, store: Store, paths: StatePaths, runners: dict[str, ModelRunner],
-                 archive: BatchArchive, committer: Committer, emit: Callable[[Event], None]) -> None:
-        self.config = config
-        self.store = store
-        self.paths = paths
+    def __init__(self, context: StageContext, runners: dict[str, ModelRunner], committer: Committer) -> None:
+        super().__init__(context)
         self.runners = runners
-        self.archive = archive
         self.committer = committer
-        self.emit = emit
         self._lagging = any(flag["kind"] == "label_lag" for name in runners  # told once each time it is raised
-                            for flag in (store.model_state(name) or ModelState()).flags)
+                            for flag in (self.store.model_state(name) or ModelState()).flags)
         self._retries: dict[int, tuple[int, float]] = {}  # file id: failures, and when to try again (monotonic)
 
     # --- batches -------------------------------------------------------------------

@@ -28,11 +28,10 @@ from threadpoolctl import threadpool_limits
 
 from app.commands import GATE_KINDS, Command, CommandFailed, CommandResult, CommandTicket
 from app.config import Config
-from app.engine.archive import BatchArchive
 from app.engine.assess import label_stats
 from app.engine.commit import Committer
+from app.engine.context import StageContext
 from app.engine.dispatch import Dispatcher
-from app.cluster import stream_engine
 from app.engine.intake import ENVIRONMENT_FAULTS, Arrival, Intake
 from app.engine.labels import LabelStage
 from app.engine.lock import FolderLock
@@ -91,20 +90,12 @@ class Monitor:
         self.lock = FolderLock(self.data_dir, self.paths.lock)
         self._stopping = threading.Event()
         self.fatal: str | None = None  # why the monitor stopped for good (its state is gone), or None
-        self.archive = BatchArchive(self.paths.batches, self.store, self.config)
-        self.streams = stream_engine(self.config.scale)  # reads batches too large to hold (app.bigbatch)
-        self.runners = {
-            model.name: ModelRunner(model, self.config, self.registry, self.trainer, self.archive.load, self.emit,
-                                    self.streams)
-            for model in self.config.models
-        }
-        self.intake = Intake(self.data_dir, self.paths, self.config, self.store, self.emit,
-                             defer=self._defer_if_paused, changed=self._read_again, streams=self.streams)
-        self.committer = Committer(self.store, self.registry, self.archive, threading.RLock(), self.emit)
-        self.labels = LabelStage(self.config, self.store, self.paths, self.runners, self.archive, self.committer,
-                                 self.emit)
-        self.dispatcher = Dispatcher(self.config, self.registry, self.runners, self.archive, self.committer,
-                                     self.emit, self._set_training)
+        self.context = StageContext.open(self.workspace, self.emit, self._set_training)  # every stage's parts
+        self.runners = {model.name: ModelRunner(self.context, model, self.trainer) for model in self.config.models}
+        self.intake = Intake(self.context, defer=self._defer_if_paused, changed=self._read_again)
+        self.committer = Committer(self.context)
+        self.labels = LabelStage(self.context, self.runners, self.committer)
+        self.dispatcher = Dispatcher(self.context, self.runners, self.committer)
         for name in self.runners:
             self._repair_serving_file(name)
 
@@ -216,7 +207,7 @@ class Monitor:
             self._watcher.stop()
         self._withdraw_queued()
         self.trainer.close()
-        self.streams.close()
+        self.context.streams.close()
         self.store.close()
         self.lock.release()
 
@@ -451,7 +442,7 @@ class Monitor:
         """Fill ``outcomes`` with each model's outcome for ``batch``; return the folder-wide facts to store."""
         pending = Pending()
         if batch.labeled or self.labels.awaits(batch):
-            pending.add(lambda: self.archive.archive(batch))
+            pending.add(lambda: self.context.archive.archive(batch))
         folder = self.store.folder_state()
         if folder.reference is None or not _profiles_schema(folder.reference, self.config.schema):
             folder = replace(folder, reference=Profile.build(batch.frame, self.config.schema).to_dict(),
