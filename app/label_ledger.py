@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS label_conflicts ( -- a row labelled again with anothe
 )"""
 LABEL_INDEXES = """
 CREATE INDEX IF NOT EXISTS label_ids_id ON label_ids(id);
+CREATE INDEX IF NOT EXISTS label_ids_unlabelled ON label_ids(file_id) WHERE label IS NULL;
 CREATE INDEX IF NOT EXISTS labels_waiting_since ON labels_waiting(since);
 """
 SHOWN_IDS = 5
@@ -247,12 +248,21 @@ def with_labels(frame: pd.DataFrame, labels: pd.DataFrame, target: str, task: st
 
 
 def label_lag(read: Read, labeled_share: float) -> LabelLag | None:
-    """The oldest batch whose coverage is still below ``labeled_share``; None when none waits."""
-    for labels in batch_labels(read).values():
-        if labels.coverage < labeled_share:
-            since = read("SELECT COUNT(*) AS n FROM files WHERE status = 'ingested' AND id > ?", (labels.file_id,))
-            return LabelLag(labels.name, labels.seen_at, since[0]["n"])
-    return None
+    """The oldest batch whose coverage is still below ``labeled_share``; None when none waits.
+
+    A batch's coverage is one less its share of rows still without a label, so
+    only those rows are read (through the partial index ``label_ids_unlabelled``),
+    in batch order, up to the first batch short of the share: never the rows
+    already labelled, which only grow.
+    """
+    rows = _read(read,
+        "SELECT i.file_id, f.name, f.seen_at FROM label_ids i JOIN files f ON f.id = i.file_id WHERE i.label IS NULL"
+        " GROUP BY i.file_id HAVING (f.rows - COUNT(*)) * 1.0 / f.rows < ? ORDER BY i.file_id LIMIT 1",
+        (labeled_share,))
+    if not rows:
+        return None
+    since = read("SELECT COUNT(*) AS n FROM files WHERE status = 'ingested' AND id > ?", (rows[0]["file_id"],))
+    return LabelLag(rows[0]["name"], rows[0]["seen_at"], since[0]["n"])
 
 
 def conflicts(read: Read, limit: int = 50) -> list[LabelConflict]:
