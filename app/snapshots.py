@@ -40,9 +40,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import skops.io
-from skops.io.exceptions import UntrustedTypesFoundException
-
 from app.fsutil import atomic_write_bytes, sha256_bytes
 
 TRUSTED_TYPES: tuple[str, ...] = (
@@ -58,6 +55,8 @@ class SnapshotError(Exception):
 
 def write_model(model: Any, path: Path) -> str:
     """Write ``model`` to ``path`` in skops format, atomically; return the SHA-256 hex."""
+    import skops.io  # imported when first needed: importing it imports all of scikit-learn (seconds)
+
     data = skops.io.dumps(model)
     atomic_write_bytes(Path(path), data)
     return sha256_bytes(data)
@@ -93,6 +92,8 @@ def read_model(
 def check_trusted(data: bytes, source: str = "data") -> None:
     """Raise SnapshotError, naming ``source`` and the types, when skops bytes ``data`` hold types
     outside skops' defaults and TRUSTED_TYPES (without building anything)."""
+    import skops.io
+
     untrusted = sorted(set(skops.io.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
     if untrusted:
         raise SnapshotError(f"{source} holds untrusted types, refused to load: {', '.join(untrusted)}")
@@ -111,6 +112,9 @@ def load_trusted(
     :func:`read_model`, each distinct message once (deprecation notices are
     dropped).
     """
+    import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -119,3 +119,27 @@ def test_a_failed_fit_is_a_message_and_its_traceback_goes_to_the_log_not_the_ter
         trainer.run(job({"a": rows(0)}))
     assert "Traceback" in log.read_text() and "RuntimeError: boom" in log.read_text()
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_run_with_nothing_new_starts_no_training_server(tmp_path) -> None:
+    """``watch --once`` on a folder it has read waited for a training server it never used before closing it."""
+    from app.engine.monitor import Monitor
+    from tests.conftest import make_batch, write_batch, write_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_config(data)
+    write_batch(data, "b0.csv", make_batch(0))
+    first = Monitor(data)
+    try:
+        first.run_once()
+        assert first.trainer._worker is not None  # a new batch: the server was started and trained
+    finally:
+        first.close()
+    again = Monitor(data)
+    try:
+        again.run_once()
+        assert "driftdeck-training-server" not in {thread.name for thread in threading.enumerate()}
+        assert again.trainer._worker is None
+    finally:
+        again.close()

@@ -89,6 +89,7 @@ class Monitor:
         self._watcher: FolderWatcher | None = None
         self.lock = FolderLock(self.data_dir, self.paths.lock)
         self._stopping = threading.Event()
+        self._training_server_started = False
         self.fatal: str | None = None  # why the monitor stopped for good (its state is gone), or None
         self.context = StageContext.open(self.workspace, self.emit, self._set_training)  # every stage's parts
         self.runners = {model.name: ModelRunner(self.context, model, self.trainer) for model in self.config.models}
@@ -102,8 +103,12 @@ class Monitor:
     # --- life cycle --------------------------------------------------------------
 
     def _start_training_server(self) -> None:
-        """Have the training server ready by the first retrain, without holding up the first batch."""
-        if self.runners:
+        """Have the training server ready by the first retrain, without holding up the first batch.
+
+        Started once: by ``start``, or by the first new batch of ``run_once`` (a run with nothing new
+        would otherwise wait for a server it never uses before it could close it)."""
+        if self.runners and not self._training_server_started:
+            self._training_server_started = True
             threading.Thread(target=self._warm_trainer, name="driftdeck-training-server", daemon=True).start()
 
     def _warm_trainer(self) -> None:
@@ -156,7 +161,6 @@ class Monitor:
         """
         if not self.lock.held:
             self.acquire()
-        self._start_training_server()
         self._announce_config_changes()
         settle = self.config.watch.settle_seconds
         # Never started, only scanned: the polling kind, which takes no inotify instance (a per-user limit).
@@ -419,6 +423,7 @@ class Monitor:
         A batch that raises before its commit for a reason of its own (not a fault of the disk, the
         database or the state folder) is quarantined with the reason, not tried again at every start.
         """
+        self._start_training_server()
         batch = arrival.batch
         for warning in batch.warnings:
             self.emit(Event(EventKind.FILE_SEEN, f"{batch.name}: {warning}", file=batch.name, data={"warning": warning}))
