@@ -13,7 +13,10 @@ same transaction as the file's ledger entry:
   unmatched and leaves the table, never dropped silently.
 
 An id carried by several batches labels each of their rows: ids are meant to
-name one row each. The tables are part of ``state.db`` (see :mod:`app.store`).
+name one row each. A batch that got labels waits in ``labels_unscored`` until
+its results are scored again with them, in the transaction that saves them:
+a re-score that fails, or a process that dies first, leaves it there to be
+tried again. The tables are part of ``state.db`` (see :mod:`app.store`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ CREATE TABLE IF NOT EXISTS labels_waiting (  -- labels for ids no batch has carr
     since REAL NOT NULL,
     PRIMARY KEY (id, label_file)
 );
+CREATE TABLE IF NOT EXISTS labels_unscored ( -- batches that got labels and were not scored again with them yet
+    file_id INTEGER PRIMARY KEY REFERENCES files(id)
+);
 CREATE TABLE IF NOT EXISTS label_conflicts ( -- a row labelled again with another value (the first label stands)
     id TEXT NOT NULL,
     file_id INTEGER NOT NULL,
@@ -53,6 +59,7 @@ CREATE TABLE IF NOT EXISTS label_conflicts ( -- a row labelled again with anothe
 )"""
 LABEL_INDEXES = """
 CREATE INDEX IF NOT EXISTS label_ids_id ON label_ids(id);
+CREATE INDEX IF NOT EXISTS label_ids_unlabelled ON label_ids(file_id) WHERE label IS NULL;
 CREATE INDEX IF NOT EXISTS labels_waiting_since ON labels_waiting(since);
 """
 SHOWN_IDS = 5
@@ -134,6 +141,7 @@ def record_batch_ids(db: sqlite3.Connection, file_id: int, ids: pd.Series, label
     for row in waiting:  # oldest label file first: a later one that disagrees is the conflict
         _join_one(db, row["id"], row["label"], row["label_file"], join, now=0.0, wait=False)
         db.execute("DELETE FROM labels_waiting WHERE id = ? AND label_file = ?", (row["id"], row["label_file"]))
+    _await_scoring(db, join)
     return join
 
 
@@ -142,7 +150,18 @@ def apply_label_file(db: sqlite3.Connection, label_file_id: int, frame: pd.DataF
     join = LabelJoin()
     for identifier, label in zip(frame["id"].tolist(), frame["label"].tolist()):
         _join_one(db, str(identifier), _plain(label), label_file_id, join, now, wait=True)
+    _await_scoring(db, join)
     return join
+
+
+def _await_scoring(db: sqlite3.Connection, join: LabelJoin) -> None:
+    """The batches ``join`` labelled wait to be scored again with their labels."""
+    db.executemany("INSERT OR IGNORE INTO labels_unscored (file_id) VALUES (?)", ((file_id,) for file_id in join.matched))
+
+
+def scored(db: sqlite3.Connection, file_id: int) -> None:
+    """The batch ``file_id`` was scored again with the labels it has (in the transaction saving its results)."""
+    db.execute("DELETE FROM labels_unscored WHERE file_id = ?", (file_id,))
 
 
 def expire_waiting(db: sqlite3.Connection, now: float, wait_seconds: float) -> list[Unmatched]:
@@ -204,6 +223,11 @@ def batch_labels(read: Read, file_ids: list[int] | None = None) -> dict[int, Bat
             for row in rows}
 
 
+def unscored(read: Read) -> list[int]:
+    """The batches (file ids, oldest first) that got labels and still wait to be scored again with them."""
+    return [row["file_id"] for row in _read(read, "SELECT file_id FROM labels_unscored ORDER BY file_id", ())]
+
+
 def labels_of(read: Read, file_id: int) -> pd.DataFrame:
     """The labels given later to one batch's rows: ``row`` (position in the batch) and ``label``."""
     rows = _read(read, "SELECT row, label FROM label_ids WHERE file_id = ? AND label IS NOT NULL ORDER BY row", (file_id,))
@@ -224,12 +248,21 @@ def with_labels(frame: pd.DataFrame, labels: pd.DataFrame, target: str, task: st
 
 
 def label_lag(read: Read, labeled_share: float) -> LabelLag | None:
-    """The oldest batch whose coverage is still below ``labeled_share``; None when none waits."""
-    for labels in batch_labels(read).values():
-        if labels.coverage < labeled_share:
-            since = read("SELECT COUNT(*) AS n FROM files WHERE status = 'ingested' AND id > ?", (labels.file_id,))
-            return LabelLag(labels.name, labels.seen_at, since[0]["n"])
-    return None
+    """The oldest batch whose coverage is still below ``labeled_share``; None when none waits.
+
+    A batch's coverage is one less its share of rows still without a label, so
+    only those rows are read (through the partial index ``label_ids_unlabelled``),
+    in batch order, up to the first batch short of the share: never the rows
+    already labelled, which only grow.
+    """
+    rows = _read(read,
+        "SELECT i.file_id, f.name, f.seen_at FROM label_ids i JOIN files f ON f.id = i.file_id WHERE i.label IS NULL"
+        " GROUP BY i.file_id HAVING (f.rows - COUNT(*)) * 1.0 / f.rows < ? ORDER BY i.file_id LIMIT 1",
+        (labeled_share,))
+    if not rows:
+        return None
+    since = read("SELECT COUNT(*) AS n FROM files WHERE status = 'ingested' AND id > ?", (rows[0]["file_id"],))
+    return LabelLag(rows[0]["name"], rows[0]["seen_at"], since[0]["n"])
 
 
 def conflicts(read: Read, limit: int = 50) -> list[LabelConflict]:

@@ -12,7 +12,12 @@ from __future__ import annotations
 import getpass
 import json
 import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -20,8 +25,9 @@ import pytest
 from app.cli import main
 from app.engine.monitor import Monitor
 from app.lineage import taint_of
+from app.store import Store
 from app.workspace import Workspace
-from tests.conftest import make_batch, write_batch, write_config
+from tests.conftest import REPO_ROOT, make_batch, write_batch, write_config
 
 BAD = "b2.csv"
 
@@ -57,6 +63,23 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
     status = main(list(argv))
     out, err = capsys.readouterr()
     return status, out, err
+
+
+# ``driftdeck ARGS`` in a process of its own that SIGKILLs itself when it reaches TARGET (a "module:Class.method").
+KILLED_AT = """
+import importlib, os, signal, sys
+module, attribute = sys.argv[1].split(":")
+owner, method = attribute.split(".")
+setattr(getattr(importlib.import_module(module), owner), method, lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL))
+from app.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+KILL_TIMEOUT = 300
+
+
+def killed_at(target: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", KILLED_AT, target, *argv], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=KILL_TIMEOUT)
 
 
 def snapshots_json(capsys, folder: Path) -> dict:
@@ -228,3 +251,69 @@ def test_an_unlabeled_batch_is_excluded_and_its_replay_says_there_is_nothing_to_
     assert "nothing to replay: u3.csv was unlabeled" in err
     with Workspace.open(folder, read_only=True) as workspace:
         assert {name: workspace.store.serving_version(name) for name in serving} == serving
+
+
+@pytest.mark.parametrize("target", ["app.engine.commit:Committer.commit", "app.store.ledger:Ledger.exclusion_repaired"],
+                         ids=["before-the-repair-commits", "after-the-repair-before-it-is-marked-done"])
+def test_an_exclusion_killed_before_its_repair_is_done_is_finished_at_the_next_start(folder: Path, capsys,
+                                                                                      target: str) -> None:
+    with Workspace.open(folder, read_only=True) as workspace:
+        tainted = workspace.registry.serving("dynamic-lr")
+        bad = next(r for r in workspace.store.files() if r.name == BAD)
+        versions = [r.version for r in workspace.store.snapshots("dynamic-lr")]
+    process = killed_at(target, "exclude", str(folder), BAD, "--reason", "labels inverted by the vendor")
+    assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+    with Workspace.open(folder, read_only=True) as workspace:  # the moment it died at
+        store = workspace.store
+        assert next(r for r in store.files() if r.name == BAD).status == "excluded"
+        assert store.unrepaired_exclusions() == [bad.id]
+        if target.endswith("commit"):  # the candidate was trained; its commit never happened
+            assert store.serving_version("dynamic-lr") == tainted.version
+            assert [r.version for r in store.snapshots("dynamic-lr")] == versions
+            assert workspace.registry.snapshot_file("dynamic-lr", max(versions) + 1).exists()
+        else:  # the repair was committed
+            assert taint_of(store, workspace.registry.serving("dynamic-lr")) is None
+        after_kill = [r.version for r in store.snapshots("dynamic-lr")]
+
+    status, out, err = run(capsys, "watch", str(folder), "--once")  # the next start
+    assert status == 0, err
+    assert f"{BAD}: excluded (labels inverted by the vendor), its repair interrupted; finished now" in out
+    with Workspace.open(folder, read_only=True) as workspace:
+        store, registry = workspace.store, workspace.registry
+        assert store.unrepaired_exclusions() == []
+        serving = registry.serving("dynamic-lr")
+        assert serving.version != tainted.version and taint_of(store, serving) is None
+        assert BAD not in serving.data["files"]
+        assert store.serving_history("dynamic-lr")[-1].reason == f"excluded {BAD}"
+        assert json.loads((workspace.paths.serving / "dynamic-lr.json").read_text())["version"] == serving.version
+        assert all(flag["kind"] != "tainted" for flag in store.model_state("dynamic-lr").flags)
+        finished = [r.version for r in store.snapshots("dynamic-lr")]
+        if not target.endswith("commit"):
+            assert finished == after_kill  # the repair made before the kill is not made twice
+        assert store.exclusions()[bad.id]["reason"] == "labels inverted by the vendor"
+
+    status, out, err = run(capsys, "watch", str(folder), "--once")  # and the one after: nothing left to do
+    assert status == 0, err
+    assert "finished now" not in out
+    with Workspace.open(folder, read_only=True) as workspace:
+        assert [r.version for r in workspace.store.snapshots("dynamic-lr")] == finished
+        assert workspace.store.serving_version("dynamic-lr") == serving.version
+
+
+def test_an_exclusion_from_a_store_before_the_repair_mark_is_taken_as_repaired(tmp_path: Path) -> None:
+    """A store of schema 6 has exclusions without ``repair_pending``: they were repaired at the time."""
+    database = tmp_path / "state.db"
+    store = Store(database)
+    file_id = store.record_file("b0.csv", "0" * 64, "ingested", rows=10, labeled=True)
+    store.exclude_file(file_id, "old", "ana")
+    store.close()
+    with closing(sqlite3.connect(database)) as old:
+        old.execute("ALTER TABLE exclusions DROP COLUMN repair_pending")
+        old.execute("PRAGMA user_version = 6")
+        old.commit()
+    store = Store(database)
+    try:
+        assert store.unrepaired_exclusions() == []
+        assert store.exclusions()[file_id]["reason"] == "old"
+    finally:
+        store.close()

@@ -31,7 +31,7 @@ def stream(tmp_path_factory) -> Path:
 def archived(folder: Path) -> list[ArchivedBatch]:
     monitor = Monitor(folder)
     try:
-        return [ArchivedBatch(record.name, record.sha256, monitor.archive.path(record.sha256))
+        return [ArchivedBatch(record.name, record.sha256, monitor.context.archive.path(record.sha256))
                 for record in monitor.store.files("ingested")]
     finally:
         monitor.close()

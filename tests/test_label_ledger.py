@@ -144,6 +144,27 @@ def test_the_lag_is_the_oldest_batch_short_of_the_labeled_share(store: Store, fo
     assert label_lag(store.read, 0.5).name == "w3.csv"
 
 
+def test_the_lag_among_many_labels_is_the_oldest_batch_short_of_the_share(store: Store) -> None:
+    """40 batches of 250 rows, most labelled: the lag reads the rows still waiting, and agrees with every batch's coverage."""
+    rows, labelled_share = 250, {30: 0.95, 31: 0.8}  # batches 0-29 fully labelled, 32-39 not at all
+    ids = {index: [f"{index}-{row}" for row in range(rows)] for index in range(40)}
+    files = {index: batch(store, f"w{index:02d}.csv", ids[index]) for index in ids}
+    given = [identifier for index in ids if index < 32
+             for identifier in ids[index][:int(rows * labelled_share.get(index, 1.0))]]
+    with store.transaction() as db:
+        label_file_id = store.record_file("labels_all.csv", "sha-labels", "labels", rows=len(given), db=db)
+        join = apply_label_file(db, label_file_id, pd.DataFrame({"id": given, "label": ["1"] * len(given)}), now=1000.0)
+    assert join.labelled == len(given) == 30 * rows + 237 + 200
+
+    for share, oldest in ((0.9, 31), (0.75, 32), (0.96, 30), (1.0, 30)):
+        lag = label_lag(store.read, share)
+        assert (lag.name, lag.batches_since) == (f"w{oldest:02d}.csv", 39 - oldest), share
+        by_coverage = next(labels for labels in batch_labels(store.read).values() if labels.coverage < share)
+        assert by_coverage.file_id == files[oldest]
+    assert label_lag(store.read, 0.0) is None
+    assert store.read("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'label_ids_unlabelled'")
+
+
 def test_regression_labels_are_numbers_and_text_is_refused(tmp_path: Path, store: Store) -> None:
     write_config(tmp_path, LABELS_CONFIG.replace('task = "classification"', 'task = "regression"'))
     config = load_config(tmp_path)

@@ -13,8 +13,10 @@ from app.commands import Command
 from app.engine.monitor import Monitor
 from app.events import EventKind
 from app.cli_tables import batches_table
+from app.label_ledger import unscored
 from app.report import status_report
-from tests.conftest import STREAM_CONFIG, TWO_MODELS, make_batch, wait_until, write_batch, write_config
+from tests.conftest import (STREAM_CONFIG, TWO_MODELS, backdate, make_batch, run_once, wait_until, write_batch,
+                            write_config)
 
 LATE_CONFIG = STREAM_CONFIG.replace('task = "classification"', 'task = "classification"\nid_column = "order"') + TWO_MODELS + """
 [labels]
@@ -188,5 +190,74 @@ def test_the_lag_flag_is_raised_beyond_the_limit_and_cleared_when_the_labels_com
         deliver(monitor, "labels_1.csv", pd.concat([sales(frames[1], slice(0, 400)), sales(frames[2], slice(0, 400))]))
         assert status_report(monitor.store, monitor.config)["labels"]["lag"]["file"] == "b3.csv"
         assert not any(f["kind"] == "label_lag" for f in monitor.store.model_state("static-lr").flags)
+    finally:
+        monitor.close()
+
+
+def rescore_failures(events: list, name: str) -> list:
+    return [e for e in events if e.kind == EventKind.ERROR
+            and e.message.startswith(f"{name}: its labels came but it could not be scored again")]
+
+
+def test_a_rescore_that_fails_is_tried_again_between_files(monitor: Monitor) -> None:
+    first, second = batch_with_ids(0), batch_with_ids(1)
+    deliver(monitor, "b0.csv", first)
+    deliver(monitor, "b1.csv", second.drop(columns="label"))
+    b1 = next(r for r in monitor.store.files() if r.name == "b1.csv")
+    archived = monitor.context.archive.path(b1.sha256)
+    aside = archived.rename(archived.with_suffix(".aside"))  # its rows unreadable for a while
+    deliver(monitor, "labels_1.csv", sales(second, slice(0, 400)))
+    assert wait_until(lambda: rescore_failures(monitor.events, "b1.csv"), timeout=30)
+    failure = rescore_failures(monitor.events, "b1.csv")[0]
+    assert "FileNotFoundError" in failure.message and "tried again in 1 s" in failure.message
+    view = batch_view(monitor, "b1.csv")
+    assert view["label_coverage"] == 1.0  # the labels are kept ...
+    assert "metrics" not in view["results"]["dynamic-lr"]  # ... and its results were not scored with them
+    assert unscored(monitor.store.read) == [b1.id]
+
+    aside.rename(archived)
+    assert wait_until(lambda: "metrics" in batch_view(monitor, "b1.csv")["results"]["dynamic-lr"], timeout=60)
+    assert unscored(monitor.store.read) == []
+    view = batch_view(monitor, "b1.csv")
+    assert view["results"]["static-lr"]["metrics"]["roc_auc"] > 0.7 and view["labeled"] is True
+    assert wait_until(lambda: "b1.csv" in monitor.store.snapshots("dynamic-lr")[-1].data.get("files", []), timeout=60)
+
+
+def test_a_rescore_that_failed_is_done_at_the_next_start(tmp_path: Path) -> None:
+    """The serving snapshots' files are unreadable while the labels come; the next start scores the batch."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_config(folder, LATE_CONFIG)
+    second = batch_with_ids(1)
+    backdate(write_batch(folder, "b0.csv", batch_with_ids(0)))
+    backdate(write_batch(folder, "b1.csv", second.drop(columns="label")))
+    run_once(folder)
+    snapshots = sorted((folder / ".driftdeck" / "snapshots").rglob("v1.skops"))
+    assert len(snapshots) == 2
+    for path in snapshots:
+        path.rename(path.with_suffix(".aside"))
+    backdate(write_batch(folder, "labels_1.csv", sales(second, slice(0, 400))))
+    events: list = []
+    run_once(folder, events)
+    assert "SnapshotError" in rescore_failures(events, "b1.csv")[0].message
+    monitor = Monitor(folder)
+    try:
+        b1 = next(r for r in monitor.store.files() if r.name == "b1.csv")
+        assert unscored(monitor.store.read) == [b1.id]
+        assert "metrics" not in batch_view(monitor, "b1.csv")["results"]["static-lr"]
+    finally:
+        monitor.close()
+
+    for path in snapshots:
+        path.with_suffix(".aside").rename(path)
+    events = []
+    run_once(folder, events)
+    assert not rescore_failures(events, "b1.csv")
+    monitor = Monitor(folder)
+    try:
+        assert unscored(monitor.store.read) == []
+        view = batch_view(monitor, "b1.csv")
+        assert view["results"]["static-lr"]["metrics"]["roc_auc"] > 0.7
+        assert view["results"]["dynamic-lr"]["serving_version"] == 1 and "metrics" in view["results"]["dynamic-lr"]
     finally:
         monitor.close()

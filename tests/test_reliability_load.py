@@ -194,7 +194,7 @@ def test_a_file_replaced_under_the_same_name_keeps_the_old_batch(ingest_dir: Pat
     hashes = [record.sha256 for record in monitor.store.files()]
     assert hashes == [sha256_bytes(old), sha256_bytes(new)]
     for sha in hashes:  # both batches' rows stay archived for retraining
-        assert len(monitor.archive.read(sha)) == 30
+        assert len(monitor.context.archive.read(sha)) == 30
 
 
 def test_a_file_deleted_between_the_event_and_the_read_is_an_event(ingest_dir: Path, monkeypatch) -> None:

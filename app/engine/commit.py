@@ -10,30 +10,20 @@ commit, never before.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from dataclasses import replace
 from typing import Any, Callable
 
-from app.engine.archive import BatchArchive
+from app.engine.context import Stage
 from app.engine.records import BatchOutcome
 from app.events import Event, EventKind
 from app.ingest import FileSnapshot
-from app.registry import Registry
-from app.store import FolderState, ModelState, Store
+from app.store import FolderState, ModelState
 from app.validation import Batch
 
 
-class Committer:
+class Committer(Stage):
     """Applies batch outcomes to the store; ``pointer_lock`` keeps it apart from a rollback or promote by hand."""
-
-    def __init__(self, store: Store, registry: Registry, archive: BatchArchive, pointer_lock: threading.RLock,
-                 emit: Callable[[Event], None]) -> None:
-        self.store = store
-        self.registry = registry
-        self.archive = archive
-        self.pointer_lock = pointer_lock
-        self.emit = emit
 
     def commit(self, snapshot: FileSnapshot | None, batch: Batch | None, outcomes: dict[str, BatchOutcome],
                serving_before: dict[str, int | None], folder: FolderState | None = None, *, file_id: int | None = None,
@@ -45,7 +35,7 @@ class Committer:
         files are simply replaced. ``file_id`` names a batch already in the
         ledger whose results change (its labels came later, see
         :mod:`app.engine.labels`); ``with_entry(db, file_id)`` writes more about
-        a new batch in the same transaction.
+        the batch in the same transaction.
         """
         with self.pointer_lock, self.discarding_uncommitted_snapshots(outcomes):
             stale = {name for name in outcomes if self.store.serving_version(name) != serving_before[name]}
@@ -53,8 +43,8 @@ class Committer:
                 if batch is not None:
                     file_id = self.store.record_file(batch.name, snapshot.sha256, "ingested", rows=batch.rows,
                                                      labeled=batch.labeled, seen=snapshot.seen, db=db)
-                    if with_entry is not None:
-                        with_entry(db, file_id)
+                if with_entry is not None:
+                    with_entry(db, file_id)
                 for name, outcome in outcomes.items():
                     for write in outcome.writes:
                         write(db)

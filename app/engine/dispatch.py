@@ -9,38 +9,29 @@ exception.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable
 
 from app.commands import Command, CommandFailed, CommandResult
-from app.config import Config, ConfigError
-from app.engine.archive import BatchArchive
+from app.config import ConfigError
 from app.engine.commit import Committer
+from app.engine.context import Stage, StageContext
 from app.engine.exclusion import Excluder
 from app.engine.records import BatchOutcome
 from app.engine.reproduce import NOT_VALIDATED, Reproduction, reproduce
 from app.engine.runner import ModelRunner
 from app.environment import environment_diff, environment_record
 from app.events import Event, EventKind
-from app.registry import Registry, RollbackImpossible
+from app.registry import RollbackImpossible
 from app.snapshots import SnapshotError
-from app.store import Store
 
 
-class Dispatcher:
-    """Carries out commands against the models' runners; ``set_training`` shows which model is busy."""
+class Dispatcher(Stage):
+    """Carries out commands against the models' runners, committing through ``committer``."""
 
-    def __init__(self, config: Config, registry: Registry, runners: dict[str, ModelRunner], archive: BatchArchive,
-                 committer: Committer, emit: Callable[[Event], None], set_training: Callable[[str | None], None]) -> None:
-        self.config = config
-        self.registry = registry
-        self.store: Store = registry.store
+    def __init__(self, context: StageContext, runners: dict[str, ModelRunner], committer: Committer) -> None:
+        super().__init__(context)
         self.runners = runners
-        self.archive = archive
         self.committer = committer
-        self.pointer_lock = committer.pointer_lock
-        self.emit = emit
-        self.set_training = set_training
-        self.exclusions = Excluder(config, registry, runners, archive, committer, emit, set_training)
+        self.exclusions = Excluder(context, runners, committer)
 
     def validate(self, model: str) -> Reproduction:
         """Re-check ``model``'s serving snapshot now; record a ``validated``, ``code_regression`` or ``not_validated`` event.

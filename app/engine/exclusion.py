@@ -24,44 +24,46 @@ Both run on the monitor's thread, as every command does (through :mod:`app.engin
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from app.commands import CommandFailed, CommandResult
-from app.config import Config
-from app.engine.archive import BatchArchive
 from app.engine.assess import state_word
 from app.engine.commit import Committer
+from app.engine.context import Stage, StageContext
 from app.engine.records import BatchOutcome, BatchResult
 from app.engine.runner import ModelRunner
 from app.events import Event, EventKind
 from app.lineage import TAINTED, excluded_batches, exclusion_text, repair_batches, taint_of, tainted_flag
-from app.registry import Registry
 from app.stats.profile import Profile
-from app.store import FileRecord, Store
+from app.store import FileRecord
 
 
-class Excluder:
+class Excluder(Stage):
     """Carries out ``exclude`` and ``include`` against the models' runners, committing as a retrain does."""
 
-    def __init__(self, config: Config, registry: Registry, runners: dict[str, ModelRunner], archive: BatchArchive,
-                 committer: Committer, emit: Callable[[Event], None], set_training: Callable[[str | None], None]) -> None:
-        self.config = config
-        self.registry = registry
-        self.store: Store = registry.store
+    def __init__(self, context: StageContext, runners: dict[str, ModelRunner], committer: Committer) -> None:
+        super().__init__(context)
         self.runners = runners
-        self.archive = archive
         self.committer = committer
-        self.pointer_lock: threading.RLock = committer.pointer_lock
-        self.emit = emit
-        self.set_training = set_training
 
     def exclude(self, file: str, reason: str, by: str) -> CommandResult:
         """Exclude the ingested batch ``file``; repair or flag every serving snapshot that learned from it."""
         record = self._ingested(file)
         with self.pointer_lock:
             self.store.exclude_file(record.id, reason, by)
+        return self._repair_models(record, reason, by)
+
+    def finish_interrupted(self) -> None:
+        """Finish each exclusion whose repair never completed: the process died (or the repair failed)
+        after the exclusion was recorded. A model already repaired then is left as it is."""
+        for file_id in self.store.unrepaired_exclusions():
+            exclusion = self.store.exclusions()[file_id]
+            self._repair_models(self.store.file(file_id), exclusion["reason"], exclusion["by"], resumed=True)
+
+    def _repair_models(self, record: FileRecord, reason: str, by: str, resumed: bool = False) -> CommandResult:
+        """Repair or flag every serving snapshot that learned from the excluded ``record``; then its repair is done."""
+        file = record.name
         excluded = excluded_batches(self.store)
         self._refresh_reference()
         lines, changes = [], {}
@@ -72,10 +74,15 @@ class Excluder:
             if change:
                 changes[name] = change
             self._settle_state(name, record, excluded)
+        self.store.exclusion_repaired(record.id)
         why = f" ({reason})" if reason else ""
-        summary = f"{file}: excluded{why}; " + ("; ".join(lines) if lines else "no serving model learned from it")
+        if resumed:
+            summary = (f"{file}: excluded{why}, its repair interrupted; finished now: "
+                       + ("; ".join(lines) if lines else "no serving model was left to repair"))
+        else:
+            summary = f"{file}: excluded{why}; " + ("; ".join(lines) if lines else "no serving model learned from it")
         self.emit(Event(EventKind.EXCLUDED, summary, file=file,
-                        data={"reason": reason, "by": by, "changes": changes, "models": lines}))
+                        data={"reason": reason, "by": by, "changes": changes, "models": lines, "resumed": resumed}))
         return CommandResult(True, summary, {"file": file, "reason": reason, "by": by, "changes": changes})
 
     def include(self, file: str) -> CommandResult:

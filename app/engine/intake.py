@@ -18,17 +18,15 @@ from stat import S_ISDIR, S_ISREG
 from typing import Callable
 
 from app.bigbatch import batch_sha256, is_batch_folder, parts_stamp, streamed
-from app.cluster import StreamEngine
-from app.config import Config
+from app.engine.context import Stage, StageContext
 from app.errorlog import log_error
 from app.events import Event, EventKind
 from app.fsutil import NotRegularFile, file_kind
 from app.ingest import FileChanged, FileSnapshot, quarantine, read_batch
 from app.label_files import LabelFile, is_label_file, read_label_file
 from app.readers import UnreadableFile
-from app.registry import StatePaths
 from app.stats.profile import Profile
-from app.store import FOLDER_KEY, FileStat, StateLost, Store
+from app.store import FOLDER_KEY, FileStat, StateLost
 from app.validation import Batch, InvalidBatch
 from app.watcher import watched_file
 
@@ -48,21 +46,15 @@ class Arrival:
     batch: Batch | LabelFile
 
 
-class Intake:
+class Intake(Stage):
     """Turns one path into an :class:`Arrival`, or records why it is none.
 
     ``defer(path)`` holds a new file back while the intake is paused (True when
     it did); ``changed(path)`` hands back a file that changed while it was read.
     """
 
-    def __init__(self, data_dir: Path, paths: StatePaths, config: Config, store: Store, emit: Callable[[Event], None],
-                 defer: Callable[[Path], bool], changed: Callable[[Path], None], streams: StreamEngine) -> None:
-        self.streams = streams
-        self.data_dir = data_dir
-        self.paths = paths
-        self.config = config
-        self.store = store
-        self.emit = emit
+    def __init__(self, context: StageContext, defer: Callable[[Path], bool], changed: Callable[[Path], None]) -> None:
+        super().__init__(context)
         self.defer = defer
         self.changed = changed
 

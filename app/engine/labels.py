@@ -10,7 +10,10 @@
   once labelled enough, trained on (:meth:`backfill`, through
   :meth:`app.engine.runner.ModelRunner.labels_came` and the committer);
 - labels have waited longer than ``[labels] wait_seconds`` for their ids
-  (:meth:`expire`): they are copied into the quarantine and reported.
+  (:meth:`expire`): they are copied into the quarantine and reported;
+- a batch could not be scored again (its archive or its snapshot unreadable
+  for a while, the database busy) or the process died first: it is tried
+  again between files, and at once at the next start (:meth:`retry_unscored`).
 
 After each of these every model's state is brought up to date: its verdict
 (the batches' results changed) and the ``label_lag`` flag.
@@ -24,11 +27,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from app.config import Config
-from app.engine.archive import BatchArchive
 from app.engine.commit import Committer
+from app.engine.context import Stage, StageContext
 from app.engine.records import BatchResult
 from app.engine.runner import ModelRunner
+from app.errorlog import log_error
 from app.events import Event, EventKind
 from app.fsutil import sha256_bytes
 from app.ingest import FileSnapshot, quarantine
@@ -41,29 +44,28 @@ from app.label_ledger import (
     expire_waiting,
     label_lag,
     record_batch_ids,
+    scored,
+    unscored,
 )
 from app.models import category_texts
-from app.registry import StatePaths
-from app.store import ModelState, Store
+from app.store import FolderState, ModelState, StateLost
 from app.validation import Batch
 
 SHOWN = 5
+RETRY_SECONDS = 1.0  # the wait before a failed re-score is tried again, doubled at each failure up to RETRY_MAX_SECONDS
+RETRY_MAX_SECONDS = 3600.0
 
 
-class LabelStage:
+class LabelStage(Stage):
     """Joins label files to the batches they label and brings those batches' results up to date."""
 
-    def __init__(self, config: Config, store: Store, paths: StatePaths, runners: dict[str, ModelRunner],
-                 archive: BatchArchive, committer: Committer, emit: Callable[[Event], None]) -> None:
-        self.config = config
-        self.store = store
-        self.paths = paths
+    def __init__(self, context: StageContext, runners: dict[str, ModelRunner], committer: Committer) -> None:
+        super().__init__(context)
         self.runners = runners
-        self.archive = archive
         self.committer = committer
-        self.emit = emit
         self._lagging = any(flag["kind"] == "label_lag" for name in runners  # told once each time it is raised
-                            for flag in (store.model_state(name) or ModelState()).flags)
+                            for flag in (self.store.model_state(name) or ModelState()).flags)
+        self._retries: dict[int, tuple[int, float]] = {}  # file id: failures, and when to try again (monotonic)
 
     # --- batches -------------------------------------------------------------------
 
@@ -104,19 +106,53 @@ class LabelStage:
         self.refresh_states()
 
     def backfill(self, file_ids: list[int]) -> None:
-        """Score each batch of ``file_ids`` again with the labels it has now, for every model, and commit it."""
+        """Score each batch of ``file_ids`` again with the labels it has now, for every model, and commit it.
+
+        A batch that cannot be scored now stays in ``labels_unscored`` with an
+        error event, and :meth:`retry_unscored` tries it again later.
+        """
         coverage = batch_labels(self.store.read, file_ids)
         folder = self.store.folder_state()
         for file_id in file_ids:
-            record = self.store.file(file_id)
-            frame = self.archive.read(record.sha256)  # with the labels it has now
-            batch = Batch(name=record.name, sha256=record.sha256, frame=frame, labeled=True)
-            stored = {model: BatchResult.from_dict(data) for _, model, data in self.store.results_of(file_id)}
-            serving_before = {name: self.store.serving_version(name) for name in self.runners}
-            outcomes = {name: runner.labels_came(batch, stored[name], folder, coverage[file_id].labels_from)
-                        for name, runner in self.runners.items() if name in stored}
-            self.committer.commit(None, None, outcomes, serving_before, file_id=file_id)
-            self.archive.remember(file_id, frame)
+            try:
+                self._rescore(file_id, coverage[file_id].labels_from, folder)
+            except StateLost:
+                raise
+            except Exception as error:  # noqa: BLE001 - kept for a later try, never lost
+                self._failed(file_id, error)
+            else:
+                self._retries.pop(file_id, None)
+
+    def retry_unscored(self) -> None:
+        """Score again the batches that got labels and were not scored with them (a failure, or a process that
+        died first), each once its wait since its last failure in this process is over."""
+        now = time.monotonic()
+        due = [file_id for file_id in unscored(self.store.read) if self._retries.get(file_id, (0, now))[1] <= now]
+        if due:
+            self.backfill(due)
+            self.refresh_states()
+
+    def _rescore(self, file_id: int, labels_from: list[str], folder: FolderState) -> None:
+        record = self.store.file(file_id)
+        frame = self.archive.read(record.sha256)  # with the labels it has now
+        batch = Batch(name=record.name, sha256=record.sha256, frame=frame, labeled=True)
+        stored = {model: BatchResult.from_dict(data) for _, model, data in self.store.results_of(file_id)}
+        serving_before = {name: self.store.serving_version(name) for name in self.runners}
+        outcomes = {name: runner.labels_came(batch, stored[name], folder, labels_from)
+                    for name, runner in self.runners.items() if name in stored}
+        self.committer.commit(None, None, outcomes, serving_before, file_id=file_id, with_entry=scored)
+        self.archive.remember(file_id, frame)
+
+    def _failed(self, file_id: int, error: Exception) -> None:
+        """A re-score that raised: said once per failure, tried again after a wait that grows with each."""
+        failures = self._retries.get(file_id, (0, 0.0))[0] + 1
+        wait = min(RETRY_SECONDS * 2 ** (failures - 1), RETRY_MAX_SECONDS)
+        self._retries[file_id] = (failures, time.monotonic() + wait)
+        name = self.store.file(file_id).name
+        log_error(self.paths.root, error, f"scoring {name} again with its labels")
+        self.emit(Event(EventKind.ERROR, f"{name}: its labels came but it could not be scored again with them"
+                        f" ({type(error).__name__}: {error}); tried again in {wait:g} s", file=name,
+                        data={"where": "backfill", "failures": failures, "retry_seconds": wait}))
 
     # --- labels given up on --------------------------------------------------------
 

@@ -28,11 +28,10 @@ from threadpoolctl import threadpool_limits
 
 from app.commands import GATE_KINDS, Command, CommandFailed, CommandResult, CommandTicket
 from app.config import Config
-from app.engine.archive import BatchArchive
 from app.engine.assess import label_stats
 from app.engine.commit import Committer
+from app.engine.context import StageContext
 from app.engine.dispatch import Dispatcher
-from app.cluster import stream_engine
 from app.engine.intake import ENVIRONMENT_FAULTS, Arrival, Intake
 from app.engine.labels import LabelStage
 from app.engine.lock import FolderLock
@@ -92,20 +91,12 @@ class Monitor:
         self._stopping = threading.Event()
         self._training_server_started = False
         self.fatal: str | None = None  # why the monitor stopped for good (its state is gone), or None
-        self.archive = BatchArchive(self.paths.batches, self.store, self.config)
-        self.streams = stream_engine(self.config.scale)  # reads batches too large to hold (app.bigbatch)
-        self.runners = {
-            model.name: ModelRunner(model, self.config, self.registry, self.trainer, self.archive.load, self.emit,
-                                    self.streams)
-            for model in self.config.models
-        }
-        self.intake = Intake(self.data_dir, self.paths, self.config, self.store, self.emit,
-                             defer=self._defer_if_paused, changed=self._read_again, streams=self.streams)
-        self.committer = Committer(self.store, self.registry, self.archive, threading.RLock(), self.emit)
-        self.labels = LabelStage(self.config, self.store, self.paths, self.runners, self.archive, self.committer,
-                                 self.emit)
-        self.dispatcher = Dispatcher(self.config, self.registry, self.runners, self.archive, self.committer,
-                                     self.emit, self._set_training)
+        self.context = StageContext.open(self.workspace, self.emit, self._set_training)  # every stage's parts
+        self.runners = {model.name: ModelRunner(self.context, model, self.trainer) for model in self.config.models}
+        self.intake = Intake(self.context, defer=self._defer_if_paused, changed=self._read_again)
+        self.committer = Committer(self.context)
+        self.labels = LabelStage(self.context, self.runners, self.committer)
+        self.dispatcher = Dispatcher(self.context, self.runners, self.committer)
         for name in self.runners:
             self._repair_serving_file(name)
 
@@ -138,8 +129,13 @@ class Monitor:
         self._subscribers.append(callback)
 
     def acquire(self, role: str = "watch") -> None:
-        """Take the data folder's lock for ``role`` ("watch", or the command this process carries out)."""
+        """Take the data folder's lock for ``role`` ("watch", or the command this process carries out).
+
+        An exclusion whose repair a dead process left unfinished is finished first, before any file or command.
+        """
         self.lock.acquire(role)
+        if self.store.unrepaired_exclusions():
+            self._enqueue(COMMAND_PRIORITY, "exclusions", None)
 
     def start(self) -> None:
         """Start the worker thread and the folder watcher (files already there are picked up)."""
@@ -185,6 +181,7 @@ class Monitor:
                             file=name, data={"left": True}))
         if self.fatal is None:
             self._guarded(self.labels.expire)
+            self._guarded(self.labels.retry_unscored)
             self._serve_commands()
 
     def config_changes(self, model: str) -> list[str]:
@@ -214,7 +211,7 @@ class Monitor:
             self._watcher.stop()
         self._withdraw_queued()
         self.trainer.close()
-        self.streams.close()
+        self.context.streams.close()
         self.store.close()
         self.lock.release()
 
@@ -332,6 +329,7 @@ class Monitor:
             except queue.Empty:
                 self._guarded(self._check_data_folder)
                 self._guarded(self.labels.expire)  # between files: labels that waited too long for their ids
+                self._guarded(self.labels.retry_unscored)
                 continue
             try:
                 if not self._serve(item):
@@ -346,6 +344,8 @@ class Monitor:
             self._guarded(self._handle_file, argument)
         elif kind == "command":
             self._guarded(self._run_command, argument)
+        elif kind == "exclusions":
+            self._guarded(self.dispatcher.exclusions.finish_interrupted)
         return kind != "stop"
 
     def _serve_commands(self) -> None:
@@ -447,7 +447,7 @@ class Monitor:
         """Fill ``outcomes`` with each model's outcome for ``batch``; return the folder-wide facts to store."""
         pending = Pending()
         if batch.labeled or self.labels.awaits(batch):
-            pending.add(lambda: self.archive.archive(batch))
+            pending.add(lambda: self.context.archive.archive(batch))
         folder = self.store.folder_state()
         if folder.reference is None or not _profiles_schema(folder.reference, self.config.schema):
             folder = replace(folder, reference=Profile.build(batch.frame, self.config.schema).to_dict(),

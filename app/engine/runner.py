@@ -23,18 +23,17 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from app.cluster import LocalEngine, StreamEngine
-from app.config import Config, ModelConfig
+from app.config import ModelConfig
 from app.engine.assess import Assessor
+from app.engine.context import Stage, StageContext
 from app.engine.records import BatchOutcome, BatchResult, Pending
 from app.engine.train import CandidateTrainer
 from app.events import Event, EventKind
 from app.metrics import get_metric
-from app.registry import Registry
 from app.serving import predictions_frame, predictions_path, write_predictions
 from app.snapshots import SnapshotError
 from app.stats.profile import Profile
-from app.store import FOLDER_KEY, FolderState, SnapshotRecord, Store
+from app.store import FOLDER_KEY, FolderState, SnapshotRecord
 from app.training import TrainingFailed, Trainer
 from app.validation import Batch
 from app.verdict import VERDICT_LOOKBACK
@@ -47,27 +46,14 @@ def label_coverage(frame: pd.DataFrame, target: str | None) -> float:
     return float(frame[target].notna().mean())
 
 
-class ModelRunner:
+class ModelRunner(Stage):
     """Applies one model's policy to each batch; holds only caches and the static shadow."""
 
-    def __init__(
-        self,
-        model: ModelConfig,
-        config: Config,
-        registry: Registry,
-        trainer: Trainer,
-        load_batches: Callable[[list[int]], list[tuple[str, str, pd.DataFrame]]],
-        emit: Callable[[Event], None],
-        streams: StreamEngine | None = None,
-    ) -> None:
-        self.streams = streams or LocalEngine()
+    def __init__(self, context: StageContext, model: ModelConfig, trainer: Trainer) -> None:
+        super().__init__(context)
         self.model = model
-        self.config = config
-        self.registry = registry
-        self.store: Store = registry.store
-        self.emit = emit
-        self.assess = Assessor(model, config, registry)
-        self.train = CandidateTrainer(self.assess, trainer, load_batches, emit)
+        self.assess = Assessor(model, context.config, context.registry)
+        self.train = CandidateTrainer(self.assess, trainer, context.archive.load, context.emit)
         self.static_shadow: Any | None = None
 
     @property
@@ -153,11 +139,10 @@ class ModelRunner:
         outcome = BatchOutcome(result=result)
         served = self.store.snapshot(self.name, stored.serving_version) if stored.serving_version else None
         if served is not None and not self.assess.config_changes(served):
-            model = self.assess.load_serving(served, result)
-            if model is not None:
-                self.assess.score(result, model, served, batch.frame, True, folder.previous_labels,
-                                  self._shadow_model(served))
-                result.flags = self.assess.flags(result, served, True)
+            model = self.registry.load(self.name, served.version)  # SnapshotError: the batch is scored again later
+            self.assess.score(result, model, served, batch.frame, True, folder.previous_labels,
+                              self._shadow_model(served))
+            result.flags = self.assess.flags(result, served, True)
         newly = result.label_coverage >= self.config.labels.labeled_share and not stored.trainable
         result.trainable = bool(stored.trainable) or (newly and not result.quality_issues)
         if newly and result.trainable:

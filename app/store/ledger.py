@@ -53,13 +53,24 @@ class Ledger(StoreConnection):
         return _file_record(rows[0]) if rows else None
 
     def exclude_file(self, file_id: int, reason: str, asker: str) -> None:
-        """Mark an ingested batch excluded, with why and who asked; ValueError if it is not ingested (any more)."""
+        """Mark an ingested batch excluded, with why and who asked, its repair still to do; ValueError if it is
+        not ingested (any more)."""
         with self.transaction() as db:
             if db.execute("UPDATE files SET status = 'excluded' WHERE id = ? AND status = 'ingested'",
                           (file_id,)).rowcount != 1:
                 raise ValueError(f"ledger entry {file_id} is not an ingested batch")
-            db.execute("INSERT OR REPLACE INTO exclusions (file_id, reason, asker, time) VALUES (?, ?, ?, ?)",
-                       (file_id, displayable(reason), displayable(asker), time.time()))
+            db.execute("INSERT OR REPLACE INTO exclusions (file_id, reason, asker, time, repair_pending)"
+                       " VALUES (?, ?, ?, ?, 1)", (file_id, displayable(reason), displayable(asker), time.time()))
+
+    def exclusion_repaired(self, file_id: int) -> None:
+        """The models' repair after excluding ``file_id`` is done: a restart has nothing left to finish."""
+        with self.transaction() as db:
+            db.execute("UPDATE exclusions SET repair_pending = 0 WHERE file_id = ?", (file_id,))
+
+    def unrepaired_exclusions(self) -> list[int]:
+        """The excluded batches (ledger ids, oldest first) whose repair of the models was interrupted."""
+        return [row["file_id"] for row in
+                self._query("SELECT file_id FROM exclusions WHERE repair_pending = 1 ORDER BY file_id")]
 
     def include_file(self, file_id: int) -> None:
         """Take an excluded batch back; ValueError if it is not excluded."""

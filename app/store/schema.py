@@ -12,7 +12,7 @@ from pathlib import Path
 
 from app.label_ledger import LABEL_INDEXES, LABEL_TABLES
 
-SCHEMA_VERSION = 6  # PRAGMA user_version; 2: results.trainable; 3: files.ctime_ns and files.inode; 4: commands.expires, reading; 5: the label tables; 6: exclusions
+SCHEMA_VERSION = 9  # PRAGMA user_version; 2: results.trainable; 3: files.ctime_ns and files.inode; 4: commands.expires, reading; 5: the label tables; 6: exclusions; 7: exclusions.repair_pending; 8: labels_unscored; 9: the index of unlabelled rows
 TABLES = """
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
@@ -95,6 +95,7 @@ ADDED_COLUMNS = (
     ("files", "ctime_ns", "INTEGER"),
     ("files", "inode", "INTEGER"),
     ("commands", "expires", "REAL"),  # not taken by then: expired, never carried out (earlier rows: never)
+    ("exclusions", "repair_pending", "INTEGER NOT NULL DEFAULT 0"),  # 1 until the models' repair is done (app.engine.exclusion)
 )
 INDEXES = """
 CREATE INDEX IF NOT EXISTS files_sha ON files(sha256);

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
 
-from app.engine.archive import BatchArchive
 from app.engine.commit import Committer
+from app.engine.context import StageContext
 from app.engine.records import BatchOutcome, BatchResult
 from app.events import Event, EventKind
 from app.ingest import read_batch
@@ -23,12 +22,13 @@ def committing(data_dir: Path):
     """(committer, events, workspace, snapshot, batch) for one labeled batch file read for real."""
     events: list[Event] = []
     workspace = Workspace.open(data_dir)
-    archive = BatchArchive(workspace.paths.batches, workspace.store, workspace.config)
-    committer = Committer(workspace.store, workspace.registry, archive, threading.RLock(), events.append)
+    context = StageContext.open(workspace, events.append, set_training=lambda model: None)
+    committer = Committer(context)
     snapshot, batch = read_batch(write_batch(data_dir, "b00.csv", make_batch(0, rows=40)), workspace.config)
     try:
         yield committer, events, workspace, snapshot, batch
     finally:
+        context.streams.close()
         workspace.close()
 
 

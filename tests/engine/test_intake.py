@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cluster import LocalEngine
+from app.engine.context import StageContext
 from app.engine.intake import Intake
 from app.events import Event, EventKind
 from app.workspace import Workspace
@@ -26,11 +26,12 @@ def opened(ingest_dir: Path):
         return bool(deferred)
 
     workspace = Workspace.open(ingest_dir)
-    intake = Intake(ingest_dir, workspace.paths, workspace.config, workspace.store, events.append,
-                    defer=defer, changed=lambda path: None, streams=LocalEngine())
+    context = StageContext.open(workspace, events.append, set_training=lambda model: None)
+    intake = Intake(context, defer=defer, changed=lambda path: None)
     try:
         yield intake, events, deferred, workspace
     finally:
+        context.streams.close()
         workspace.close()
 
 
