@@ -317,3 +317,19 @@ def test_an_exclusion_from_a_store_before_the_repair_mark_is_taken_as_repaired(t
         assert store.exclusions()[file_id]["reason"] == "old"
     finally:
         store.close()
+
+
+def test_an_include_killed_before_the_states_are_settled_is_settled_at_the_next_start(folder: Path, capsys) -> None:
+    status, _, err = run(capsys, "exclude", str(folder), "b0.csv", "--reason", "test rows")
+    assert status == 0, err
+    process = killed_at("app.engine.exclusion:Excluder._settle_state", "include", str(folder), "b0.csv")
+    assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+    with Workspace.open(folder, read_only=True) as workspace:  # the moment it died at: included, still flagged
+        assert next(r for r in workspace.store.files() if r.name == "b0.csv").status == "ingested"
+        assert workspace.store.model_state("static-lr").flags[0]["kind"] == "tainted"
+
+    status, _, err = run(capsys, "watch", str(folder), "--once")
+    assert status == 0, err
+    with Workspace.open(folder, read_only=True) as workspace:
+        state = workspace.store.model_state("static-lr")
+        assert [flag for flag in state.flags if flag["kind"] == "tainted"] == []

@@ -36,7 +36,7 @@ from app.engine.runner import ModelRunner
 from app.events import Event, EventKind
 from app.lineage import TAINTED, excluded_batches, exclusion_text, repair_batches, taint_of, tainted_flag
 from app.stats.profile import Profile
-from app.store import FileRecord
+from app.store import FileRecord, ModelState
 
 
 class Excluder(Stage):
@@ -60,6 +60,22 @@ class Excluder(Stage):
         for file_id in self.store.unrepaired_exclusions():
             exclusion = self.store.exclusions()[file_id]
             self._repair_models(self.store.file(file_id), exclusion["reason"], exclusion["by"], resumed=True)
+        self._settle_taint_flags()
+
+    def _settle_taint_flags(self) -> None:
+        """Put the ``tainted`` flag on exactly the models whose serving snapshot learned from an excluded batch.
+
+        ``include`` lifts the exclusion, then settles each model's state: a process that died in between left
+        the flag (and a verdict weighed without the batch) standing, and only this start can notice."""
+        excluded = excluded_batches(self.store)
+        self._refresh_reference()
+        for name in self.runners:
+            state, serving = self.store.model_state(name), self.registry.serving(name)
+            if state is None:
+                continue
+            flagged = any(flag["kind"] == TAINTED for flag in state.flags)
+            if flagged != (serving is not None and taint_of(self.store, serving, excluded) is not None):
+                self._save_state(name, state, state.flags, excluded)
 
     def _repair_models(self, record: FileRecord, reason: str, by: str, resumed: bool = False) -> CommandResult:
         """Repair or flag every serving snapshot that learned from the excluded ``record``; then its repair is done."""
@@ -205,6 +221,15 @@ class Excluder(Stage):
         if not newest or toggled.id >= newest[0][0]:
             standing = [flag for flag in flags if flag["kind"] == "code_regression"]
             flags = standing + [flag for flag in result.flags or [] if flag["kind"] != "code_regression"]
+        self._save_state(name, state, flags, excluded, result)
+
+    def _save_state(self, name: str, state: ModelState, flags: list[dict[str, str]], excluded: dict[str, str],
+                    result: BatchResult | None = None) -> None:
+        """Save ``name``'s state with ``flags``, the ``tainted`` flag as its serving snapshot's lineage has it,
+        and the verdict weighed again; ``result``: the newest batch that counts (read when not given)."""
+        if result is None:
+            newest = self.store.results(name, limit=1, counted=True)
+            result = BatchResult.from_dict(newest[0][2]) if newest else BatchResult()
         flags = [flag for flag in flags if flag["kind"] != TAINTED]
         serving = self.registry.serving(name)
         if serving is not None and (taint := taint_of(self.store, serving, excluded)) is not None:

@@ -41,6 +41,7 @@ from app.errorlog import log_error
 from app.events import Event, EventKind
 from app.label_files import LabelFile
 from app.label_ledger import LabelJoin
+from app.lineage import TAINTED
 from app.labels import label_signal_issue
 from app.models import NUMERIC
 from app.snapshots import SnapshotError
@@ -131,10 +132,13 @@ class Monitor:
     def acquire(self, role: str = "watch") -> None:
         """Take the data folder's lock for ``role`` ("watch", or the command this process carries out).
 
-        An exclusion whose repair a dead process left unfinished is finished first, before any file or command.
+        An exclusion whose repair a dead process left unfinished is finished first, before any file or command,
+        and the ``tainted`` flags are settled wherever an exclusion or a flag could have been left half done.
         """
         self.lock.acquire(role)
-        if self.store.unrepaired_exclusions():
+        states = [self.store.model_state(name) for name in self.runners]
+        flagged = any(flag["kind"] == TAINTED for state in states if state is not None for flag in state.flags)
+        if self.store.unrepaired_exclusions() or self.store.exclusions() or flagged:
             self._enqueue(COMMAND_PRIORITY, "exclusions", None)
 
     def start(self) -> None:
