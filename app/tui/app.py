@@ -135,6 +135,7 @@ class DriftDeckApp(App[int]):
         self._last_event_id = 0
         self._load_worker: Worker | None = None
         self._load_started = 0.0  # time.monotonic() of the latest load
+        self._model_panels_shown: tuple | None = None  # (model, its view, its summary) on screen
 
     # --- layout ------------------------------------------------------------------
 
@@ -235,7 +236,7 @@ class DriftDeckApp(App[int]):
             return
         if message.load < self.load_applied:  # a cancelled worker's read that still got through: older data
             return
-        dashboard = message.dashboard
+        dashboard = message.dashboard.showing(self.selected_model)
         first = self.dashboard is None
         self.dashboard = dashboard
         self.rollback_targets = dashboard.rollback_targets
@@ -247,12 +248,7 @@ class DriftDeckApp(App[int]):
             if not first:
                 self._announce(new_events)
         self.models_panel.show(dashboard, self.selected_model)
-        if dashboard.model == self.selected_model and dashboard.model is not None:
-            self.features_panel.show(dashboard)
-            self.health_panel.show(dashboard)
-            self.snapshots_panel.show(dashboard)
-        else:
-            self._stale = True
+        self._show_model_panels()
         self._show_header()
         self.refresh_bindings()  # what can act may have changed (a first model serves, say)
         self.load_applied = message.load
@@ -297,10 +293,23 @@ class DriftDeckApp(App[int]):
                 self.selected_model = key
 
     def watch_selected_model(self, model: str | None) -> None:
+        """Show the model's panels from the read in hand: it holds every model's, as fresh as the rest."""
         self.can_rollback = self.rollback_targets.get(model) is not None
         if self.is_mounted and self.dashboard is not None:
+            self.dashboard = self.dashboard.showing(model)
             self.models_panel.show(self.dashboard, model)
-            self._start_load()
+            self._show_model_panels()
+
+    def _show_model_panels(self) -> None:
+        """Redraw the selected model's panels, unless they already show exactly this."""
+        dashboard = self.dashboard
+        shown = (dashboard.model, dashboard.view, dashboard.summary(dashboard.model))
+        if dashboard.model is None or shown == self._model_panels_shown:
+            return
+        self._model_panels_shown = shown
+        self.features_panel.show(dashboard)
+        self.health_panel.show(dashboard)
+        self.snapshots_panel.show(dashboard)
 
     def _move_model(self, step: int) -> None:
         table = self.models_panel.table
