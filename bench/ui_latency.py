@@ -53,7 +53,7 @@ from textual import events  # noqa: E402
 from app.engine_link import EngineClient  # noqa: E402
 from app.engine.monitor import Monitor  # noqa: E402
 from app.store import ModelState, SnapshotRecord, Store  # noqa: E402
-from app.tui.app import DriftDeckApp, prefer_ui_thread  # noqa: E402
+from app.tui.app import DriftDeckApp, prepare_ui_process  # noqa: E402
 
 SIZE = (160, 48)
 POLL_SECONDS = 0.001
@@ -300,7 +300,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=1000)
     parser.add_argument("--snapshots", type=int, default=100)
     args = parser.parse_args()
-    prefer_ui_thread()  # as run_tui does
+    prepare_ui_process()  # as run_tui does
     with tempfile.TemporaryDirectory(prefix="driftdeck-ui-bench-") as temporary:
         root = Path(temporary)
         started = time.perf_counter()

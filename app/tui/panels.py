@@ -351,6 +351,9 @@ class EventLogPanel(Panel):
 
     The panel keeps its entries (up to ``EVENT_LOG_LINES``) and lays them out
     again when its width changes (a maximized panel, a resized terminal).
+    New entries are written after the next refresh, once the layout they
+    arrived with has settled: the first load's hundreds of entries change the
+    panels' sizes, and writing them before would mean writing them twice.
     """
 
     def __init__(self) -> None:
@@ -358,29 +361,36 @@ class EventLogPanel(Panel):
                       highlight=False)
         super().__init__("5 Event log", log, id="events")
         self.entries: deque[StoredEvent] = deque(maxlen=EVENT_LOG_LINES)
+        self._unwritten: list[StoredEvent] = []
         self._laid_out_width = 0
 
     def append(self, events: Iterable[StoredEvent]) -> None:
         events = list(events)
         self.entries.extend(events)
-        self._write(events)
+        self._unwritten.extend(events)
+        self.call_after_refresh(self._sync)
 
     def note(self, epoch: float, message: str) -> None:
         """An entry that is not an audit event (a failed command, a worker error)."""
         self.append([StoredEvent(0, epoch, "error", None, None, message, {})])
 
-    def _write(self, events: Iterable[StoredEvent]) -> None:
+    def _sync(self) -> None:
+        """Show every entry at the log's current width: the new ones, or all again after a width change."""
+        if not self.is_attached:
+            return
         log = self.query_one(RichLog)
         width = log.scrollable_content_region.width
         if not width:
             return  # not laid out yet: on_resize writes every entry
-        for event in events:
-            log.write(event_text(event, width))
-
-    def on_resize(self) -> None:
-        log = self.query_one(RichLog)
-        width = log.scrollable_content_region.width
         if width != self._laid_out_width:
             self._laid_out_width = width
             log.clear()
-            self._write(self.entries)
+            events = list(self.entries)
+        else:
+            events = self._unwritten
+        self._unwritten = []
+        if events:  # one write: the log's own work per write is most of the cost of a short entry
+            log.write(Text("\n").join(event_text(event, width) for event in events))
+
+    def on_resize(self) -> None:
+        self._sync()

@@ -86,7 +86,9 @@ def log_text(app: DriftDeckApp) -> str:
 
 
 async def started(pilot) -> None:
+    """The first load is on screen (the event log writes its entries at the refresh after it)."""
     await wait_until(pilot, lambda: pilot.app.load_applied >= 1, what="the first load")
+    await pilot.pause()
 
 
 async def test_history_in_the_store_shows_at_once(monitor):
