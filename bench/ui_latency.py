@@ -53,7 +53,8 @@ from textual import events  # noqa: E402
 from app.engine_link import EngineClient  # noqa: E402
 from app.engine.monitor import Monitor  # noqa: E402
 from app.store import ModelState, SnapshotRecord, Store  # noqa: E402
-from app.tui.app import DriftDeckApp, prepare_ui_process  # noqa: E402
+from app.tui.app import DriftDeckApp  # noqa: E402
+from app.tui.ui_process import prepare_ui_process  # noqa: E402
 
 SIZE = (160, 48)
 POLL_SECONDS = 0.001
@@ -307,6 +308,8 @@ def main() -> None:
         keys = asyncio.run(measure_keys(bootstrapped_folder(root), args.big_rows, args.files, args.interval,
                                         args.presses, args.pause))
         fitting = keys["fitting"]
+        print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
+              + f" on {os.cpu_count()} cores; other work on the machine shows in every figure below")
         print(f"key ], {len(fitting)} presses {args.pause} s apart ({sum(fitting)} while a fit ran on the "
               f"{args.big_rows:,}-row batch; {keys['ingested']} batches ingested by the end, "
               f"{time.perf_counter() - started:.0f} s)")

@@ -17,7 +17,6 @@ How data moves:
 from __future__ import annotations
 
 import gc
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -53,10 +52,10 @@ from app.tui.panels import (
 )
 from app.tui.screens import ConfirmScreen, HelpScreen
 from app.tui.snapshot_text import promote_question
+from app.tui.ui_process import prepare_ui_process
 
 TICK_SECONDS = 0.25
 LOAD_INTERVAL_SECONDS = 0.5
-UI_SWITCH_INTERVAL_SECONDS = 0.001
 WIDE_FROM_COLUMNS = 120
 PALETTE_HINT_FROM_COLUMNS = 90
 PANELS = ("models", "features", "health", "snapshots", "events")  # keys 1 to 5, in this order
@@ -526,23 +525,6 @@ class DriftDeckApp(App[int]):
         name = time.strftime("driftdeck-%Y%m%d-%H%M%S.svg", time.localtime(self.clock()))
         path = self.save_screenshot(name, str(folder))
         self.notify(f"screenshot saved to {display_path(Path(path))}", title="screenshot", markup=False)
-
-
-def prepare_ui_process() -> None:
-    """Make this process answer keys promptly; call once its modules are imported, before the app runs.
-
-    - Its GIL switch interval is shortened (5 ms by default): the dashboard's
-      loads run on a worker thread here, and switching more often lets the UI
-      thread in soon enough to answer a key while a load runs, at a small cost
-      in the load's own time.
-    - Every object alive now (the imported libraries': pandas, scikit-learn and
-      Textual leave nearly 200,000) is frozen out of the garbage collector's
-      sight. Otherwise each full collection walks them all, 200-300 ms of the
-      UI thread at a moment no one chooses; frozen, it walks only what the app
-      made since.
-    """
-    sys.setswitchinterval(UI_SWITCH_INTERVAL_SECONDS)
-    gc.freeze()
 
 
 def run_tui(monitor: Engine, on_ready: Callable[[], None] | None = None,
