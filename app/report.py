@@ -52,7 +52,7 @@ def model_summaries(store: Store, config: Config, training: dict | None = None,
                 "needs": "undecided", "reason": "no model serves yet", "text": "no model serves yet: nothing to compare"},
             "verdict": verdict["text"],
             "verdict_detail": verdict,
-            "snapshots": len(store.snapshots(model.name)),
+            "snapshots": store.snapshot_count(model.name),
         })
     return summaries
 
@@ -123,7 +123,7 @@ def snapshot_rows(store: Store, model: str) -> list[dict[str, Any]]:
     ``trained_on`` names the training files in a few words (:func:`trained_on_text`).
     """
     serving = store.serving_version(model)
-    records = store.snapshots(model)
+    records = store.snapshots(model, whole=False)
     serving_env = next((r.data.get("environment", {}) for r in records if r.version == serving), {})
     tainted = taints(records, excluded_batches(store))
     rows = []

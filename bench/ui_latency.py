@@ -53,7 +53,8 @@ from textual import events  # noqa: E402
 from app.engine_link import EngineClient  # noqa: E402
 from app.engine.monitor import Monitor  # noqa: E402
 from app.store import ModelState, SnapshotRecord, Store  # noqa: E402
-from app.tui.app import DriftDeckApp, prefer_ui_thread  # noqa: E402
+from app.tui.app import DriftDeckApp  # noqa: E402
+from app.tui.ui_process import prepare_ui_process  # noqa: E402
 
 SIZE = (160, 48)
 POLL_SECONDS = 0.001
@@ -300,13 +301,15 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=1000)
     parser.add_argument("--snapshots", type=int, default=100)
     args = parser.parse_args()
-    prefer_ui_thread()  # as run_tui does
+    prepare_ui_process()  # as run_tui does
     with tempfile.TemporaryDirectory(prefix="driftdeck-ui-bench-") as temporary:
         root = Path(temporary)
         started = time.perf_counter()
         keys = asyncio.run(measure_keys(bootstrapped_folder(root), args.big_rows, args.files, args.interval,
                                         args.presses, args.pause))
         fitting = keys["fitting"]
+        print("load average (1, 5, 15 min) at the end: " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
+              + f" on {os.cpu_count()} cores; other work on the machine shows in every figure below")
         print(f"key ], {len(fitting)} presses {args.pause} s apart ({sum(fitting)} while a fit ran on the "
               f"{args.big_rows:,}-row batch; {keys['ingested']} batches ingested by the end, "
               f"{time.perf_counter() - started:.0f} s)")

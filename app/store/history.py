@@ -10,6 +10,9 @@ from app.store.connection import StoreConnection
 from app.store.records import ServingChange, SnapshotRecord, dumps
 
 
+LISTING_DROPS = ("$.profile", "$.score_sketch", "$.calibration", "$.reference_sample")
+
+
 class History(StoreConnection):
     """The ``snapshots`` and ``serving`` tables."""
 
@@ -48,12 +51,21 @@ class History(StoreConnection):
         rows = self._query("SELECT * FROM snapshots WHERE model = ? AND version = ?", (model, version))
         return _snapshot_record(rows[0]) if rows else None
 
-    def snapshots(self, model: str | None = None) -> list[SnapshotRecord]:
+    def snapshots(self, model: str | None = None, *, whole: bool = True) -> list[SnapshotRecord]:
+        """Every snapshot (of ``model``), by version. ``whole=False`` leaves the bulky parts of each record's
+        data out (:data:`LISTING_DROPS`: what drift and scoring need, not a listing), inside SQLite, so a
+        listing of many snapshots does not parse them."""
+        data = "data" if whole else f"json_remove(data, {', '.join('?' * len(LISTING_DROPS))}) AS data"
+        columns = f"model, version, parent, created, status, reason, path, sha256, {data}"
+        drops = () if whole else LISTING_DROPS
         if model is None:
-            rows = self._query("SELECT * FROM snapshots ORDER BY model, version")
+            rows = self._query(f"SELECT {columns} FROM snapshots ORDER BY model, version", drops)
         else:
-            rows = self._query("SELECT * FROM snapshots WHERE model = ? ORDER BY version", (model,))
+            rows = self._query(f"SELECT {columns} FROM snapshots WHERE model = ? ORDER BY version", (*drops, model))
         return [_snapshot_record(row) for row in rows]
+
+    def snapshot_count(self, model: str) -> int:
+        return self._query("SELECT COUNT(*) AS n FROM snapshots WHERE model = ?", (model,))[0]["n"]
 
     def set_serving(self, model: str, version: int, reason: str, detail: str = "",
                     db: sqlite3.Connection | None = None) -> None:

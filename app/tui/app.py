@@ -16,7 +16,7 @@ How data moves:
 
 from __future__ import annotations
 
-import sys
+import gc
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -52,10 +52,10 @@ from app.tui.panels import (
 )
 from app.tui.screens import ConfirmScreen, HelpScreen
 from app.tui.snapshot_text import promote_question
+from app.tui.ui_process import prepare_ui_process
 
 TICK_SECONDS = 0.25
 LOAD_INTERVAL_SECONDS = 0.5
-UI_SWITCH_INTERVAL_SECONDS = 0.001
 WIDE_FROM_COLUMNS = 120
 PALETTE_HINT_FROM_COLUMNS = 90
 PANELS = ("models", "features", "health", "snapshots", "events")  # keys 1 to 5, in this order
@@ -135,6 +135,7 @@ class DriftDeckApp(App[int]):
         self._last_event_id = 0
         self._load_worker: Worker | None = None
         self._load_started = 0.0  # time.monotonic() of the latest load
+        self._model_panels_shown: tuple | None = None  # (model, its view, its summary) on screen
 
     # --- layout ------------------------------------------------------------------
 
@@ -235,7 +236,7 @@ class DriftDeckApp(App[int]):
             return
         if message.load < self.load_applied:  # a cancelled worker's read that still got through: older data
             return
-        dashboard = message.dashboard
+        dashboard = message.dashboard.showing(self.selected_model)
         first = self.dashboard is None
         self.dashboard = dashboard
         self.rollback_targets = dashboard.rollback_targets
@@ -247,15 +248,12 @@ class DriftDeckApp(App[int]):
             if not first:
                 self._announce(new_events)
         self.models_panel.show(dashboard, self.selected_model)
-        if dashboard.model == self.selected_model and dashboard.model is not None:
-            self.features_panel.show(dashboard)
-            self.health_panel.show(dashboard)
-            self.snapshots_panel.show(dashboard)
-        else:
-            self._stale = True
+        self._show_model_panels()
         self._show_header()
         self.refresh_bindings()  # what can act may have changed (a first model serves, say)
         self.load_applied = message.load
+        if first:  # the widgets and their styles live as long as the app: out of the collector's sight too
+            self.call_after_refresh(gc.freeze)
 
     def _announce(self, events: Iterable[StoredEvent]) -> None:
         """Notify errors and automatic rollbacks; settle a queued retrain once it has an outcome."""
@@ -297,10 +295,23 @@ class DriftDeckApp(App[int]):
                 self.selected_model = key
 
     def watch_selected_model(self, model: str | None) -> None:
+        """Show the model's panels from the read in hand: it holds every model's, as fresh as the rest."""
         self.can_rollback = self.rollback_targets.get(model) is not None
         if self.is_mounted and self.dashboard is not None:
+            self.dashboard = self.dashboard.showing(model)
             self.models_panel.show(self.dashboard, model)
-            self._start_load()
+            self._show_model_panels()
+
+    def _show_model_panels(self) -> None:
+        """Redraw the selected model's panels, unless they already show exactly this."""
+        dashboard = self.dashboard
+        shown = (dashboard.model, dashboard.view, dashboard.summary(dashboard.model))
+        if dashboard.model is None or shown == self._model_panels_shown:
+            return
+        self._model_panels_shown = shown
+        self.features_panel.show(dashboard)
+        self.health_panel.show(dashboard)
+        self.snapshots_panel.show(dashboard)
 
     def _move_model(self, step: int) -> None:
         table = self.models_panel.table
@@ -516,16 +527,6 @@ class DriftDeckApp(App[int]):
         self.notify(f"screenshot saved to {display_path(Path(path))}", title="screenshot", markup=False)
 
 
-def prefer_ui_thread() -> None:
-    """Shorten this process's GIL switch interval (5 ms by default).
-
-    The dashboard's loads run on a worker thread in this process; switching
-    more often lets the UI thread in soon enough to answer keys promptly while
-    a load runs, at a small cost in the load's own time.
-    """
-    sys.setswitchinterval(UI_SWITCH_INTERVAL_SECONDS)
-
-
 def run_tui(monitor: Engine, on_ready: Callable[[], None] | None = None,
             clock: Callable[[], float] = time.time) -> int:
     """Show the dashboard until the person quits; the engine starts after mount and closes on exit.
@@ -533,7 +534,7 @@ def run_tui(monitor: Engine, on_ready: Callable[[], None] | None = None,
     The engine is reached (or started) before the screen opens, so an engine
     that cannot start is an ordinary error message, not a broken screen.
     """
-    prefer_ui_thread()
+    prepare_ui_process()
     monitor.acquire()
     app = DriftDeckApp(monitor, on_ready=on_ready, clock=clock)
     try:

@@ -221,13 +221,14 @@ class FeaturesPanel(Panel):
         if self._dashboard is None or self._dashboard.model != dashboard.model:
             self.following = True
         self._dashboard = dashboard
-        self.titled(f"2 Feature distributions — {dashboard.model}", multivariate_text(dashboard.latest))
+        view = dashboard.view
+        self.titled(f"2 Feature distributions — {dashboard.model}", multivariate_text(view.latest))
         table = self.table
-        names = max((len(row["feature"]) for row in dashboard.features), default=7)
+        names = max((len(row["feature"]) for row in view.features), default=7)
         trend = max(4, min(MAX_TREND_WIDTH, spare_width(table, (names, *self.FIXED_WIDTHS))))
         cells = partial(feature_cells, trend_width=trend, threshold=self.drift.psi_threshold,
                         watch=self.drift.psi_watch)
-        fill_table(table, ((row["feature"], cells(row)) for row in dashboard.features))
+        fill_table(table, ((row["feature"], cells(row)) for row in view.features))
         if self.following and table.row_count:
             table.move_cursor(row=0, animate=False)
         self.show_feature(selected_key(table))
@@ -237,8 +238,9 @@ class FeaturesPanel(Panel):
         if self._dashboard is None:
             return
         drawing = self.query_one("#distribution", Drawing)
-        row = next((r for r in self._dashboard.features if r["feature"] == feature), None)
-        rows = self._dashboard.distributions.get(feature, []) if row is not None else []
+        view = self._dashboard.view
+        row = next((r for r in view.features if r["feature"] == feature), None)
+        rows = view.distributions.get(feature, []) if row is not None else []
         drawing.styles.height = 1 + max(1, len(rows))  # the title line, then a line per bin
         if row is None:
             drawing.show(distribution_chart, None, [], None)
@@ -264,13 +266,12 @@ class HealthPanel(Panel):
                          Static(id="latest-metrics"), id="health")
 
     def show(self, dashboard: Dashboard) -> None:
-        summary = dashboard.summary(dashboard.model) or {}
-        metric = next((row["metric"] for row in reversed(dashboard.history) if row["metric"]), None)
+        summary, view = dashboard.summary(dashboard.model) or {}, dashboard.view
+        metric = next((row["metric"] for row in reversed(view.history) if row["metric"]), None)
         self.titled(f"3 Prediction health — {dashboard.model}" + (f" ({metric})" if metric else ""))
         shadow = "shadow: static (first snapshot)" if summary.get("mode") == "dynamic" else "shadow: dynamic retrain"
-        self.query_one("#health-chart", Drawing).show(health_chart, dashboard.history, shadow)
-        show_text(self.query_one("#latest-metrics", Static),
-                  latest_metrics_text(dashboard.latest))
+        self.query_one("#health-chart", Drawing).show(health_chart, view.history, shadow)
+        show_text(self.query_one("#latest-metrics", Static), latest_metrics_text(view.latest))
 
 
 class SnapshotTable(RowTable):
@@ -310,14 +311,15 @@ class SnapshotsPanel(Panel):
     def show(self, dashboard: Dashboard) -> None:
         self._dashboard = dashboard
         self.titled(f"4 Snapshots — {dashboard.model}", PROMOTE_HINT)
-        self.rows = {str(row["version"]): row for row in dashboard.snapshots}
+        self.rows = {str(row["version"]): row for row in dashboard.view.snapshots}
         table = self.table
         if dashboard.model != self.model:  # another model's versions: start from its newest
             self.model = dashboard.model
             table.clear()
-        fill_table(table, ((key, snapshot_cells(row, self._note_width())) for key, row in self.rows.items()))
+        note_width = self._note_width()
+        fill_table(table, ((key, snapshot_cells(row, note_width)) for key, row in self.rows.items()))
         self.show_note(selected_key(table))
-        self.query_one("#serving-history", Drawing).show(serving_history_text, dashboard.serving_history)
+        self.query_one("#serving-history", Drawing).show(serving_history_text, dashboard.view.serving_history)
 
     def _note_width(self) -> int:
         """What the note column has left once the other columns show their widest cell."""
@@ -332,7 +334,8 @@ class SnapshotsPanel(Panel):
 
     def show_note(self, key: str | None) -> None:
         row = self.rows.get(key) if key is not None else None
-        latest_move = self._dashboard.serving_history[-1] if self._dashboard and self._dashboard.serving_history else None
+        moves = self._dashboard.view.serving_history if self._dashboard else []
+        latest_move = moves[-1] if moves else None
         show_text(self.query_one("#snapshot-note", Static), snapshot_note(row, latest_move) if row else Text())
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -348,6 +351,9 @@ class EventLogPanel(Panel):
 
     The panel keeps its entries (up to ``EVENT_LOG_LINES``) and lays them out
     again when its width changes (a maximized panel, a resized terminal).
+    New entries are written after the next refresh, once the layout they
+    arrived with has settled: the first load's hundreds of entries change the
+    panels' sizes, and writing them before would mean writing them twice.
     """
 
     def __init__(self) -> None:
@@ -355,29 +361,36 @@ class EventLogPanel(Panel):
                       highlight=False)
         super().__init__("5 Event log", log, id="events")
         self.entries: deque[StoredEvent] = deque(maxlen=EVENT_LOG_LINES)
+        self._unwritten: list[StoredEvent] = []
         self._laid_out_width = 0
 
     def append(self, events: Iterable[StoredEvent]) -> None:
         events = list(events)
         self.entries.extend(events)
-        self._write(events)
+        self._unwritten.extend(events)
+        self.call_after_refresh(self._sync)
 
     def note(self, epoch: float, message: str) -> None:
         """An entry that is not an audit event (a failed command, a worker error)."""
         self.append([StoredEvent(0, epoch, "error", None, None, message, {})])
 
-    def _write(self, events: Iterable[StoredEvent]) -> None:
+    def _sync(self) -> None:
+        """Show every entry at the log's current width: the new ones, or all again after a width change."""
+        if not self.is_attached:
+            return
         log = self.query_one(RichLog)
         width = log.scrollable_content_region.width
         if not width:
             return  # not laid out yet: on_resize writes every entry
-        for event in events:
-            log.write(event_text(event, width))
-
-    def on_resize(self) -> None:
-        log = self.query_one(RichLog)
-        width = log.scrollable_content_region.width
         if width != self._laid_out_width:
             self._laid_out_width = width
             log.clear()
-            self._write(self.entries)
+            events = list(self.entries)
+        else:
+            events = self._unwritten
+        self._unwritten = []
+        if events:  # one write: the log's own work per write is most of the cost of a short entry
+            log.write(Text("\n").join(event_text(event, width) for event in events))
+
+    def on_resize(self) -> None:
+        self._sync()

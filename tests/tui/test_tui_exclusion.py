@@ -69,7 +69,7 @@ async def test_x_lists_the_batches_and_excludes_one_only_after_a_yes(monitor: Mo
                          timeout=60, what="dynamic-lr repaired")
         await pilot.press("right_square_bracket")
         await wait_until(pilot, lambda: app.dashboard is not None and app.dashboard.model == "dynamic-lr"
-                         and any(row["tainted"] for row in app.dashboard.snapshots), what="the taint in the dashboard")
+                         and any(row["tainted"] for row in app.dashboard.view.snapshots), what="the taint in the dashboard")
         table = app.query_one("#snapshots-table", DataTable)
         key = str(tainted.version)
         assert table.get_cell(key, "status").plain == "tainted"

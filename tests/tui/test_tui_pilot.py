@@ -21,7 +21,8 @@ from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, slow_fit,
 from app.engine.monitor import Monitor
 from app.training import Trainer
 from app.tui.app import DriftDeckApp
-from app.tui.messages import MonitorChanged
+from app.tui.dashboard import load_dashboard
+from app.tui.messages import DashboardLoaded, MonitorChanged
 from app.tui.panels import selected_key
 from app.tui.screens import ConfirmScreen, HelpScreen
 
@@ -86,7 +87,9 @@ def log_text(app: DriftDeckApp) -> str:
 
 
 async def started(pilot) -> None:
+    """The first load is on screen (the event log writes its entries at the refresh after it)."""
     await wait_until(pilot, lambda: pilot.app.load_applied >= 1, what="the first load")
+    await pilot.pause()
 
 
 async def test_history_in_the_store_shows_at_once(monitor):
@@ -122,9 +125,11 @@ async def test_switching_model_switches_the_feature_table(monitor):
         await started(pilot)
         assert app.selected_model == "static-lr"
         assert cell(app, "features-table", "x3", "status") != "drifted"
+        loads = app.loads_started
         await pilot.press("right_square_bracket")
         assert app.selected_model == "dynamic-lr"
-        await wait_until(pilot, lambda: app.dashboard.model == "dynamic-lr", what="dynamic-lr's panels")
+        # Shown at once from the read in hand, which holds every model's panels: no load in between.
+        assert app.dashboard.model == "dynamic-lr" and app.loads_started == loads
         expected = monitor.store.results("dynamic-lr", limit=1)[0][2]["feature_drift"]["x3"]
         assert expected["status"] == "drifted"
         assert cell(app, "features-table", "x3", "status") == "drifted"
@@ -132,6 +137,19 @@ async def test_switching_model_switches_the_feature_table(monitor):
         assert app.query_one("#features").border_title.endswith("dynamic-lr")
         await pilot.press("left_square_bracket")
         assert app.selected_model == "static-lr"
+
+
+async def test_a_load_that_lands_after_a_newer_one_is_dropped(monitor, folder):
+    app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        older = load_dashboard(monitor, app.selected_model)
+        write_batch(folder, "2025-02-17.csv", make_batch(5, rows=400))
+        await wait_until(pilot, lambda: app.dashboard.counts["ingested"] == 6, what="the new batch on screen")
+        app.post_message(DashboardLoaded(older, app.load_applied - 1))
+        await pilot.pause()
+        assert app.dashboard.counts["ingested"] == 6
+        assert "6 batches" in header(app)
 
 
 async def test_b_rolls_back_and_the_snapshot_table_follows(monitor):
