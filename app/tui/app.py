@@ -16,7 +16,6 @@ How data moves:
 
 from __future__ import annotations
 
-import gc
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -52,7 +51,7 @@ from app.tui.panels import (
 )
 from app.tui.screens import ConfirmScreen, HelpScreen
 from app.tui.snapshot_text import promote_question
-from app.tui.ui_process import prepare_ui_process
+from app.tui.ui_process import freeze_long_lived, prepare_ui_process
 
 TICK_SECONDS = 0.25
 LOAD_INTERVAL_SECONDS = 0.5
@@ -253,7 +252,7 @@ class DriftDeckApp(App[int]):
         self.refresh_bindings()  # what can act may have changed (a first model serves, say)
         self.load_applied = message.load
         if first:  # the widgets and their styles live as long as the app: out of the collector's sight too
-            self.call_after_refresh(gc.freeze)
+            self.call_after_refresh(freeze_long_lived)
 
     def _announce(self, events: Iterable[StoredEvent]) -> None:
         """Notify errors and automatic rollbacks; settle a queued retrain once it has an outcome."""

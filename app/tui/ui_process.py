@@ -12,6 +12,7 @@ import gc
 import sys
 
 UI_SWITCH_INTERVAL_SECONDS = 0.001
+_prepared = False
 
 
 def prepare_ui_process() -> None:
@@ -27,5 +28,16 @@ def prepare_ui_process() -> None:
       UI thread at a moment no one chooses; frozen, it walks only what the app
       made since.
     """
+    global _prepared
     sys.setswitchinterval(UI_SWITCH_INTERVAL_SECONDS)
     gc.freeze()
+    _prepared = True
+
+
+def freeze_long_lived() -> None:
+    """In a prepared process, freeze what is alive now (the app's widgets, once drawn) too.
+
+    Elsewhere (tests running many apps in one process) nothing is frozen: what
+    is frozen is never collected, and every app there is short-lived."""
+    if _prepared:
+        gc.freeze()
