@@ -6,7 +6,9 @@ so their results are identical. ``scheduler = "local"`` starts a LocalCluster
 of this machine's cores (one single-threaded worker process per core) the
 first time a batch needs it; ``"tcp://host:8786"`` joins a running cluster,
 whose workers must have driftdeck installed and see the data folder at the
-same path.
+same path. A scheduler that cannot be reached (within dask's
+``distributed.comm.timeouts.connect``) is a :class:`ClusterUnreachable`, an
+``OSError``: a fault of the machine, not of the batch, which is read again later.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from app.bigbatch import (PredictionWriter, ScannedBatch, batch_parts, batch_sha
                           predict_part, scan_batch, scan_part)
 from app.config import Config, ScaleConfig
 from app.stats.profile import Profile
+
+
+class ClusterUnreachable(OSError):
+    """The Dask scheduler could not be reached; the message says which and why, in one line."""
 
 
 class StreamEngine(Protocol):
@@ -65,7 +71,12 @@ class DaskEngine:
                                              dashboard_address=None)
                 self._client = Client(self._cluster)
             else:
-                self._client = Client(self.scheduler, timeout="10s")
+                try:
+                    self._client = Client(self.scheduler)  # waits distributed.comm.timeouts.connect at most
+                except (OSError, TimeoutError) as error:
+                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                    raise ClusterUnreachable(f"the Dask scheduler {self.scheduler} cannot be reached ({reason});"
+                                             " the batch is read again later") from None
         return self._client
 
     def scan(self, path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:

@@ -18,7 +18,7 @@ from stat import S_ISDIR, S_ISREG
 from typing import Callable
 
 from app.bigbatch import batch_sha256, is_batch_folder, parts_stamp, streamed
-from app.cluster import StreamEngine
+from app.cluster import ClusterUnreachable, StreamEngine
 from app.config import Config
 from app.errorlog import log_error
 from app.events import Event, EventKind
@@ -168,6 +168,9 @@ class Intake:
             self.changed(path)
         except UnreadableFile as error:
             self.reject(FileSnapshot.unread(name, stat), [str(error)])
+        except ClusterUnreachable as error:
+            self.emit(Event(EventKind.FILE_ERROR, f"{name}: not read: {error}", file=name, data={"reason": str(error)}))
+            self.changed(path)  # a running engine tries again once it settles anew; `watch --once`, at its next run
         except OSError as error:
             reason = error.strerror or str(error)
             self.emit(Event(EventKind.FILE_ERROR, f"{name}: cannot be read: {reason}", file=name, data={"reason": reason}))
