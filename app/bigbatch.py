@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from app.config import Config, ScaleConfig
 from app.fsutil import FILE_MODE, fsync_dir, sha256_file
-from app.models import CATEGORICAL, columns_of_kind, predict
+from app.models import CATEGORICAL, NUMERIC, columns_of_kind, predict
 from app.readers import batch_suffix
 from app.stats.profile import Profile
 from app.validation import Batch, InvalidBatch, StreamedRows, validate_table
@@ -49,6 +49,7 @@ ONE_AHEAD = {"batch_readahead": 1, "fragment_readahead": 1}
 _KEY = "__sample_key"  # a sampled row's random key, and its place: columns of a part's sample only
 _PART = "__part"
 _ROW = "__row"
+_KEY_STEP = 1 << 20  # keys drawn at a time while finding a part's sample threshold
 
 
 def batch_parts(path: Path) -> list[Path]:
@@ -179,9 +180,13 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
     scale = config.scale
     lenient = replace(config, watch=replace(config.watch, max_missing_share=1.0))  # the share is judged on all rows
     scan = PartScan(missing={column: 0 for column in config.schema})
-    rng = np.random.default_rng([scale_seed(config), part_index])
+    numeric, categorical = columns_of_kind(config.schema, NUMERIC), columns_of_kind(config.schema, CATEGORICAL)
+    seed = [scale_seed(config), part_index]
+    sampled: list[pd.DataFrame] = []
     try:
         dataset = pads.dataset(str(path), format=_format(path, config))
+        threshold = _sample_threshold(seed, dataset.count_rows(), scale.sample_rows)  # from the footers
+        rng = np.random.default_rng(seed)
         wanted = [c for c in (*config.schema, config.target, config.timestamp, config.id_column) if c]
         present = [c for c in dict.fromkeys(wanted) if c in dataset.schema.names]
         for chunk in dataset.to_batches(columns=present, batch_size=scale.chunk_rows, **ONE_AHEAD):
@@ -195,15 +200,22 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
                 scan.reasons = [reason + where for reason in invalid.reasons]
                 break
             frame = clean.frame
-            for column in config.schema:
+            for column in numeric:  # float64 after validation, NaN where missing (infinities are refused)
+                scan.missing[column] += int(np.count_nonzero(np.isnan(frame[column].to_numpy())))
+            for column in categorical:
                 scan.missing[column] += int(frame[column].isna().sum())
             for name, reference in references.items():
                 projected = reference.project(frame)
                 scan.profiles[name] = scan.profiles[name].merge(projected) if name in scan.profiles else projected
-            scan.sample = _offer(scan.sample, frame, rng.random(len(frame)), part_index, scan.rows, scale.sample_rows)
+            keys = rng.random(len(frame))
+            chosen = np.flatnonzero(keys <= threshold)
+            if len(chosen):
+                sampled.append(frame.iloc[chosen].assign(**{_KEY: keys[chosen], _PART: part_index,
+                                                            _ROW: scan.rows + chosen}))
             scan.rows += len(frame)
             scan.labeled = scan.labeled or clean.labeled
             scan.warnings = list(dict.fromkeys([*scan.warnings, *clean.warnings]))
+        scan.sample = pd.concat(sampled) if sampled else None
     except (pa.ArrowException, OSError, ValueError) as error:
         scan.reasons = [f"{Path(path).name}: not a readable Parquet file: {str(error).strip().splitlines()[0][:300]}"]
     return scan
@@ -334,17 +346,22 @@ def _format(path: Path, config: Config) -> pads.FileFormat:
     return pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=categorical))
 
 
-def _offer(sample: pd.DataFrame | None, frame: pd.DataFrame, keys: np.ndarray, part_index: int, first_row: int,
-           k: int) -> pd.DataFrame:
-    """``sample`` with the rows of ``frame`` whose random ``keys`` make the bottom ``k``; each kept row carries
-    its key and place. Once the sample is full only keys below its largest can enter, so most chunks add nothing."""
-    candidates = np.arange(len(frame))
-    if sample is not None and len(sample) >= k:
-        candidates = np.flatnonzero(keys < sample[_KEY].max())
-        if not len(candidates):
-            return sample
-    keyed = frame.iloc[candidates].assign(**{_KEY: keys[candidates], _PART: part_index, _ROW: first_row + candidates})
-    return _bottom_k(keyed if sample is None else pd.concat([sample, keyed]), k)
+def _sample_threshold(seed: list[int], rows: int, k: int) -> float:
+    """The largest of the ``k`` smallest keys among the ``rows`` a part's generator draws: a row is in the
+    part's bottom-k sample when its key is at most this. Only the keys are drawn here, a chunk at a time,
+    so the rows are offered to the sample once, without a running sample to copy at every chunk."""
+    if rows <= k:
+        return np.inf
+    rng = np.random.default_rng(seed)
+    smallest = np.empty(0)
+    for start in range(0, rows, _KEY_STEP):
+        keys = rng.random(min(_KEY_STEP, rows - start))
+        if len(smallest) == k:
+            keys = keys[keys < smallest.max()]
+        smallest = np.concatenate([smallest, keys])
+        if len(smallest) > k:
+            smallest = np.partition(smallest, k - 1)[:k]
+    return float(smallest.max())
 
 
 def _bottom_k(frame: pd.DataFrame, k: int) -> pd.DataFrame:

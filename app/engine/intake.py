@@ -17,7 +17,7 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import Callable
 
-from app.bigbatch import batch_sha256, is_batch_folder, parts_stamp, streamed
+from app.bigbatch import is_batch_folder, parts_stamp, streamed
 from app.cluster import ClusterUnreachable, StreamEngine
 from app.config import Config
 from app.errorlog import log_error
@@ -195,12 +195,11 @@ class Intake:
         A refused one is quarantined by its reasons only: its bytes are not copied.
         """
         before = parts_stamp(path)
-        sha256 = batch_sha256(path)
         scanned = self.streams.scan(path, self.config, self._references())
         if parts_stamp(path) != before:
             raise FileChanged(f"{path.name} changed while it was read")
         # A folder is known again by its own stat, which changes as parts are added, removed or renamed into it.
-        snapshot = FileSnapshot(path.name, stat.st_size, stat.st_mtime_ns, sha256, ctime_ns=stat.st_ctime_ns,
+        snapshot = FileSnapshot(path.name, stat.st_size, stat.st_mtime_ns, scanned.sha256, ctime_ns=stat.st_ctime_ns,
                                 inode=stat.st_ino)
         return snapshot, scanned.as_batch(path)
 
