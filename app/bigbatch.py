@@ -11,11 +11,15 @@ a batch takes depends on the chunk and the sample, never on the batch's size.
 
 The sample is a *bottom-k* sample: every row draws a random key (seeded per part)
 and the ``scale.sample_rows`` rows with the smallest keys are kept; that is a
-uniform sample without replacement, and two parts' samples merge into the
-sample of both. The domain classifier and training take it, and the result says
-so. Each part is one unit of work (:func:`scan_part`), merged in part order by
+uniform sample without replacement. The keys do not depend on the rows, so the
+largest key kept (:func:`sample_threshold`) is found before any row is read,
+from the parts' row counts in their footers; each part then keeps the rows whose
+keys are at most that, and the parts' samples, in part order, are the batch's.
+The domain classifier and training take it, and the result says so. Each part
+is one unit of work (:func:`scan_part`), merged in part order by
 :func:`merge_scans`, so a Dask cluster (:mod:`app.cluster`) that scans the parts
-gives exactly the result of this process.
+gives exactly the result of this process. The batch's content hash is taken on
+a thread of its own meanwhile (hashlib lets go of the GIL).
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field, replace
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +51,10 @@ PART_SUFFIXES = (".parquet",)
 MAX_REASONS = 10
 # Arrow reads 16 record batches ahead by default: hundreds of megabytes of decoded row groups at 20 columns.
 ONE_AHEAD = {"batch_readahead": 1, "fragment_readahead": 1}
-_KEY = "__sample_key"  # a sampled row's random key, and its place: columns of a part's sample only
-_PART = "__part"
-_ROW = "__row"
-_KEY_STEP = 1 << 20  # keys drawn at a time while finding a part's sample threshold
+# Pre-buffering reads a row group's column chunks into memory before decoding them: it saves round trips to a
+# remote store, but from a local disk it held 150 MB more of a 1M-row part at once and took longer.
+NOT_PRE_BUFFERED = pads.ParquetFragmentScanOptions(pre_buffer=False)
+_KEY_STEP = 1 << 20  # sample keys drawn at a time while finding the sample's threshold
 
 
 def batch_parts(path: Path) -> list[Path]:
@@ -170,8 +175,10 @@ class ScannedBatch:
                      streamed=StreamedRows(Path(path), self.rows, self.sampled, self.profiles))
 
 
-def scan_part(path: Path, part_index: int, config: Config, references: dict[str, Profile]) -> PartScan:
-    """Stream one part: validate each chunk, project it onto each reference, and keep its bottom-k sample.
+def scan_part(path: Path, part_index: int, config: Config, references: dict[str, Profile],
+              threshold: float) -> PartScan:
+    """Stream one part: validate each chunk, project it onto each reference, and keep its rows whose sample
+    keys are at most ``threshold`` (see :func:`sample_threshold`), in order.
 
     ``references`` maps a name (a model, or the folder) to the profile whose
     edges the part is projected onto. A chunk that fails validation ends the
@@ -181,12 +188,10 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
     lenient = replace(config, watch=replace(config.watch, max_missing_share=1.0))  # the share is judged on all rows
     scan = PartScan(missing={column: 0 for column in config.schema})
     numeric, categorical = columns_of_kind(config.schema, NUMERIC), columns_of_kind(config.schema, CATEGORICAL)
-    seed = [scale_seed(config), part_index]
     sampled: list[pd.DataFrame] = []
+    rng = _key_generator(config, part_index)
     try:
         dataset = pads.dataset(str(path), format=_format(path, config))
-        threshold = _sample_threshold(seed, dataset.count_rows(), scale.sample_rows)  # from the footers
-        rng = np.random.default_rng(seed)
         wanted = [c for c in (*config.schema, config.target, config.timestamp, config.id_column) if c]
         present = [c for c in dict.fromkeys(wanted) if c in dataset.schema.names]
         for chunk in dataset.to_batches(columns=present, batch_size=scale.chunk_rows, **ONE_AHEAD):
@@ -207,11 +212,9 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
             for name, reference in references.items():
                 projected = reference.project(frame)
                 scan.profiles[name] = scan.profiles[name].merge(projected) if name in scan.profiles else projected
-            keys = rng.random(len(frame))
-            chosen = np.flatnonzero(keys <= threshold)
+            chosen = np.flatnonzero(rng.random(len(frame)) <= threshold)
             if len(chosen):
-                sampled.append(frame.iloc[chosen].assign(**{_KEY: keys[chosen], _PART: part_index,
-                                                            _ROW: scan.rows + chosen}))
+                sampled.append(frame.iloc[chosen])
             scan.rows += len(frame)
             scan.labeled = scan.labeled or clean.labeled
             scan.warnings = list(dict.fromkeys([*scan.warnings, *clean.warnings]))
@@ -221,11 +224,11 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
     return scan
 
 
-def merge_scans(name: str, sha256: str, scans: Iterable[PartScan], config: Config) -> ScannedBatch:
-    """One batch from its parts' scans, taken in part order one at a time (only one part's sample is held
-    beside the running one): sums, merged profiles, the sample of the samples."""
+def merge_scans(name: str, sha256: Future[str], scans: Iterable[PartScan], config: Config) -> ScannedBatch:
+    """One batch from its parts' scans, taken in part order one at a time: sums, merged profiles, the parts'
+    samples one after another; ``sha256`` is the batch's content hash, being taken meanwhile."""
     total = PartScan()
-    sample: pd.DataFrame | None = None
+    samples: list[pd.DataFrame] = []
     for scan in scans:
         total.rows += scan.rows
         total.labeled = total.labeled or scan.labeled
@@ -236,8 +239,7 @@ def merge_scans(name: str, sha256: str, scans: Iterable[PartScan], config: Confi
         for key, profile in scan.profiles.items():
             total.profiles[key] = total.profiles[key].merge(profile) if key in total.profiles else profile
         if scan.sample is not None:
-            sample = _bottom_k(scan.sample if sample is None else pd.concat([sample, scan.sample]),
-                               config.scale.sample_rows)
+            samples.append(scan.sample)
     reasons = total.reasons
     if not reasons and total.rows == 0:
         reasons = ["header only: the batch has no rows"]
@@ -247,18 +249,40 @@ def merge_scans(name: str, sha256: str, scans: Iterable[PartScan], config: Confi
             if share > config.watch.max_missing_share:
                 reasons.append(f"column {column!r} is {share:.0%} missing (limit {config.watch.max_missing_share:.0%},"
                                " watch.max_missing_share)")
-    if sample is None:
-        sample = pd.DataFrame()
-    else:
-        sample = sample.sort_values([_PART, _ROW]).drop(columns=[_KEY, _PART, _ROW]).reset_index(drop=True)
-    return ScannedBatch(name=name, sha256=sha256, rows=total.rows, labeled=total.labeled, reasons=reasons,
+    sample = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
+    return ScannedBatch(name=name, sha256=sha256.result(), rows=total.rows, labeled=total.labeled, reasons=reasons,
                         warnings=total.warnings, profiles=total.profiles, sample=sample)
 
 
 def scan_batch(path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
     """Stream a whole batch (a folder of parts, or one file) in this process; see :mod:`app.cluster` for Dask."""
-    scans = (scan_part(part, index, config, references) for index, part in enumerate(batch_parts(path)))
-    return merge_scans(Path(path).name, batch_sha256(path), scans, config)
+    parts = batch_parts(path)
+    threshold = sample_threshold(parts, config)
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        scans = (scan_part(part, index, config, references, threshold) for index, part in enumerate(parts))
+        return merge_scans(Path(path).name, hasher.submit(batch_sha256, path), scans, config)
+
+
+def sample_threshold(parts: list[Path], config: Config) -> float:
+    """The largest of the ``scale.sample_rows`` smallest sample keys the parts' rows draw: a row is in the
+    batch's sample when its key is at most this. Only the keys are drawn, a million at a time, for the rows
+    each part's footer counts (a part that cannot be read counts none: its scan says why)."""
+    k = config.scale.sample_rows
+    smallest = np.empty(0)
+    for index, part in enumerate(parts):
+        try:
+            rows = pads.dataset(str(part), format=_format(part, config)).count_rows()
+        except (pa.ArrowException, OSError, ValueError):
+            continue
+        rng = _key_generator(config, index)
+        for start in range(0, rows, _KEY_STEP):
+            keys = rng.random(min(_KEY_STEP, rows - start))
+            if len(smallest) == k:
+                keys = keys[keys < smallest.max()]
+            smallest = np.concatenate([smallest, keys])
+            if len(smallest) > k:
+                smallest = np.partition(smallest, k - 1)[:k]
+    return float(smallest.max()) if len(smallest) == k else np.inf
 
 
 def predict_part(path: Path, pipeline, config: Config, version: int) -> pd.DataFrame:
@@ -333,9 +357,10 @@ def predict_batch(path: Path, pipeline, config: Config, version: int, out: Path)
     return writer.rows
 
 
-def scale_seed(config: Config) -> int:
-    """The sample's seed: the first model's, so a folder's runs draw the same rows."""
-    return config.models[0].seed if config.models else 0
+def _key_generator(config: Config, part_index: int) -> np.random.Generator:
+    """The sample keys of a part's rows, in row order: seeded by the first model's seed (so a folder's runs
+    draw the same rows) and the part's place."""
+    return np.random.default_rng([config.models[0].seed if config.models else 0, part_index])
 
 
 def _format(path: Path, config: Config) -> pads.FileFormat:
@@ -343,30 +368,5 @@ def _format(path: Path, config: Config) -> pads.FileFormat:
     if batch_suffix(Path(path).name) == ".csv":
         return pads.CsvFileFormat()
     categorical = columns_of_kind(config.schema, CATEGORICAL)
-    return pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=categorical))
-
-
-def _sample_threshold(seed: list[int], rows: int, k: int) -> float:
-    """The largest of the ``k`` smallest keys among the ``rows`` a part's generator draws: a row is in the
-    part's bottom-k sample when its key is at most this. Only the keys are drawn here, a chunk at a time,
-    so the rows are offered to the sample once, without a running sample to copy at every chunk."""
-    if rows <= k:
-        return np.inf
-    rng = np.random.default_rng(seed)
-    smallest = np.empty(0)
-    for start in range(0, rows, _KEY_STEP):
-        keys = rng.random(min(_KEY_STEP, rows - start))
-        if len(smallest) == k:
-            keys = keys[keys < smallest.max()]
-        smallest = np.concatenate([smallest, keys])
-        if len(smallest) > k:
-            smallest = np.partition(smallest, k - 1)[:k]
-    return float(smallest.max())
-
-
-def _bottom_k(frame: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The ``k`` rows of ``frame`` with the smallest sample keys."""
-    if len(frame) <= k:
-        return frame
-    keys = frame[_KEY].to_numpy()
-    return frame.iloc[np.sort(np.argpartition(keys, k - 1)[:k])]
+    return pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=categorical),
+                                  default_fragment_scan_options=NOT_PRE_BUFFERED)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
 from app.bigbatch import (PredictionWriter, ScannedBatch, batch_parts, batch_sha256, merge_scans, predict_batch,
-                          predict_part, scan_batch, scan_part)
+                          predict_part, sample_threshold, scan_batch, scan_part)
 from app.config import Config, ScaleConfig
 from app.stats.profile import Profile
 
@@ -82,8 +83,12 @@ class DaskEngine:
     def scan(self, path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
         parts = batch_parts(path)
         client = self.client()
-        futures = client.map(scan_part, parts, range(len(parts)), config=config, references=references, pure=False)
-        return merge_scans(Path(path).name, batch_sha256(path), _in_order(futures), config)
+        threshold = sample_threshold(parts, config)
+        with ThreadPoolExecutor(max_workers=1) as hasher:
+            sha256 = hasher.submit(batch_sha256, path)
+            futures = client.map(scan_part, parts, range(len(parts)), config=config, references=references,
+                                 threshold=threshold, pure=False)
+            return merge_scans(Path(path).name, sha256, _in_order(futures), config)
 
     def predict(self, path: Path, pipeline: Any, config: Config, version: int, out: Path) -> int:
         client = self.client()
