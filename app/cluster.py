@@ -3,8 +3,8 @@
 Both engines run the same per-part work (:func:`app.bigbatch.scan_part`,
 :func:`app.bigbatch.predict_part`) and merge it in part order in this process,
 so their results are identical. ``scheduler = "local"`` starts a LocalCluster
-of this machine's cores (one single-threaded worker process per core) the
-first time a batch needs it; ``"tcp://host:8786"`` joins a running cluster,
+in this process (one worker, a thread per core) the first time a batch needs
+it; ``"tcp://host:8786"`` joins a running cluster,
 whose workers must have driftdeck installed and see the data folder at the
 same path. A scheduler that cannot be reached (within dask's
 ``distributed.comm.timeouts.connect``) is a :class:`ClusterUnreachable`, an
@@ -68,7 +68,9 @@ class DaskEngine:
                 # The workers' sampling profiler holds the GIL every 10 ms: a part's scan, much of it pandas
                 # in Python, took two to three times as long with it.
                 dask.config.set({"distributed.worker.profile.enabled": False})
-                self._cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                # Threads in this process, not a worker process per core: each process would hold its own
+                # interpreter and libraries (about 0.4 GB); the price is the GIL over each part's pandas work.
+                self._cluster = LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
                                              dashboard_address=None)
                 self._client = Client(self._cluster)
             else:

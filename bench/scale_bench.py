@@ -11,7 +11,9 @@ runs in a fresh interpreter that reports its peak resident memory (VmHWM):
 - ``stream``: driftdeck's in-process engine (content hash, validation, profile on a
   reference's edges, uniform sample of ``scale.sample_rows``);
 - ``dask``: the same on a LocalCluster of 2 single-threaded worker processes (peak memory:
-  the client's plus each worker's peak), checked identical to ``stream``.
+  the client's plus each worker's peak), checked identical to ``stream``;
+- ``dask`` with ``scheduler = "local"``: driftdeck's own LocalCluster, a thread per core in
+  its process (peak memory: that process's), checked identical too.
 
 Then, at ``--s3-rows`` (default 1M), the object store path: the parts uploaded to
 a moto S3 server on localhost (its own process), mirrored into a local folder by
@@ -129,7 +131,7 @@ def run_measurement(mode: str, path: Path, extra: str) -> dict:
                        profile=scanned.profiles["m"].to_json(),
                        sample_hash=int(pd.util.hash_pandas_object(scanned.sample, index=False).sum()))
     figures.setdefault("seconds", time.perf_counter() - started)
-    if mode == "dask":
+    if mode == "dask" and extra != "local":  # worker processes of their own
         figures["worker_peak_mb"] = sum(engine.client().run(peak_mb).values())
     engine.close()
     figures["peak_mb"] = peak_mb() + figures.get("worker_peak_mb", 0.0)
@@ -182,9 +184,12 @@ def bench_local(rows: int, part_rows: int, root: Path) -> None:
         cluster.wait()
     print(row("pyarrow.dataset scan (floor)", floor, floor))
     print(row("streaming, in process", stream, floor))
+    threads = measure("dask", path, "local")
     print(row("Dask LocalCluster(2 workers)", dask, floor) + f"; workers' first import {dask['warm_up_seconds']:.1f} s")
-    same = all(stream[key] == dask[key] for key in ("rows", "reasons", "sample", "profile", "sample_hash"))
-    print(f"  Dask result identical to in-process: {'yes' if same else 'NO'}")
+    print(row('Dask scheduler = "local"', threads, floor) + " (threads in one process)")
+    same = all(stream[key] == other[key] for key in ("rows", "reasons", "sample", "profile", "sample_hash")
+               for other in (dask, threads))
+    print(f"  Dask results identical to in-process: {'yes' if same else 'NO'}")
     shutil.rmtree(path.parent)
 
 

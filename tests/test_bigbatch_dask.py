@@ -106,6 +106,7 @@ def closed_port() -> int:
 
 def test_an_unreachable_scheduler_is_one_event_and_the_batch_waits(tmp_path, capsys):
     import dask
+    import distributed  # noqa: F401 - its config defaults are loaded before one is changed (and restored) below
 
     folder = fill(tmp_path / "data", f'engine = "dask"\nscheduler = "tcp://127.0.0.1:{closed_port()}"\n')
     started = time.monotonic()
@@ -120,7 +121,7 @@ def test_an_unreachable_scheduler_is_one_event_and_the_batch_waits(tmp_path, cap
     with Workspace.open(folder, read_only=True) as workspace:  # the CSV is in; the folders are not, nor quarantined
         assert [(record.name, record.status) for record in workspace.store.files()] == [("week-00.csv", "ingested")]
 
-    write_config(folder, CONFIG)  # the next run, with a cluster (here: in process), takes it
+    write_config(folder, CONFIG + 'engine = "dask"\nscheduler = "local"\n')  # the next run, with a cluster, takes it
     assert main(["watch", str(folder), "--once"]) == 0
     with Workspace.open(folder, read_only=True) as workspace:
         assert [(record.name, record.status) for record in workspace.store.files()] == [
