@@ -109,6 +109,8 @@ class Intake:
         placed = quarantine(snapshot, reasons, self.paths.quarantine)
         copied = snapshot.data is not None
         where = f" (see {placed.name}{'' if copied else '.reason.txt'} in the quarantine folder)"
+        if not copied and snapshot.sha256 is not None:  # a streamed batch: too large to copy, left unchanged
+            where = f" (left where it is, not copied; see {placed.name}.reason.txt in the quarantine folder)"
         sha = snapshot.sha256 if copied else None
         self.store.record_file(snapshot.name, sha, "quarantined", reason="; ".join(reasons), seen=snapshot.seen)
         self.emit(Event(EventKind.BATCH_QUARANTINED, f"{snapshot.name}: quarantined: {'; '.join(reasons)}{where}",
@@ -192,7 +194,8 @@ class Intake:
     def _read_streamed(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | InvalidBatch]:
         """A partitioned folder, or a file too large to hold, read in chunks against every reference drift needs.
 
-        A refused one is quarantined by its reasons only: its bytes are not copied.
+        A refused one is quarantined by its reasons only: it stays where it is, unchanged (a copy could need as
+        much disk again), and is read again once it changes.
         """
         before = parts_stamp(path)
         scanned = self.streams.scan(path, self.config, self._references())
