@@ -142,7 +142,7 @@ class PartScan:
     warnings: list[str] = field(default_factory=list)
     missing: dict[str, int] = field(default_factory=dict)
     profiles: dict[str, Profile] = field(default_factory=dict)
-    sample: pd.DataFrame | None = None
+    sample: list[pd.DataFrame] = field(default_factory=list)  # its rows in the batch's sample, chunk by chunk
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,6 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
     lenient = replace(config, watch=replace(config.watch, max_missing_share=1.0))  # the share is judged on all rows
     scan = PartScan(missing={column: 0 for column in config.schema})
     numeric, categorical = columns_of_kind(config.schema, NUMERIC), columns_of_kind(config.schema, CATEGORICAL)
-    sampled: list[pd.DataFrame] = []
     rng = _key_generator(config, part_index)
     try:
         dataset = pads.dataset(str(path), format=_format(path, config))
@@ -214,11 +213,10 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
                 scan.profiles[name] = scan.profiles[name].merge(projected) if name in scan.profiles else projected
             chosen = np.flatnonzero(rng.random(len(frame)) <= threshold)
             if len(chosen):
-                sampled.append(frame.iloc[chosen])
+                scan.sample.append(frame.iloc[chosen])
             scan.rows += len(frame)
             scan.labeled = scan.labeled or clean.labeled
             scan.warnings = list(dict.fromkeys([*scan.warnings, *clean.warnings]))
-        scan.sample = pd.concat(sampled) if sampled else None
     except (pa.ArrowException, OSError, ValueError) as error:
         scan.reasons = [f"{Path(path).name}: not a readable Parquet file: {str(error).strip().splitlines()[0][:300]}"]
     return scan
@@ -238,8 +236,7 @@ def merge_scans(name: str, sha256: Future[str], scans: Iterable[PartScan], confi
             total.missing[column] = total.missing.get(column, 0) + count
         for key, profile in scan.profiles.items():
             total.profiles[key] = total.profiles[key].merge(profile) if key in total.profiles else profile
-        if scan.sample is not None:
-            samples.append(scan.sample)
+        samples.extend(scan.sample)
     reasons = total.reasons
     if not reasons and total.rows == 0:
         reasons = ["header only: the batch has no rows"]
