@@ -158,7 +158,7 @@ def dask_cluster() -> tuple[subprocess.Popen, str]:
         import time
         from distributed import LocalCluster
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, scheduler_port={port},
-                               dashboard_address=None)
+                               dashboard_address="127.0.0.1:0")
         print("ready", flush=True)
         while True:
             time.sleep(1)

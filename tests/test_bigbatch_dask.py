@@ -42,7 +42,7 @@ def dask_cluster():
     their results are pickled as on any cluster)."""
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address="127.0.0.1:0")
     try:
         yield cluster
     finally:
@@ -144,7 +144,7 @@ def test_a_running_engine_reads_the_batch_once_the_scheduler_is_up(tmp_path):
             assert wait_until(lambda: any(e.kind == EventKind.FILE_ERROR and e.file == "week-01" for e in events))
             assert [record.name for record in monitor.store.files()] == ["week-00.csv"]
             cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, scheduler_port=port,
-                                   dashboard_address=None)
+                                   dashboard_address="127.0.0.1:0")
             assert wait_until(lambda: [(r.name, r.status) for r in monitor.store.files()]
                               == [("week-00.csv", "ingested"), ("week-01", "ingested")], timeout=60)
         finally:
