@@ -11,11 +11,15 @@ a batch takes depends on the chunk and the sample, never on the batch's size.
 
 The sample is a *bottom-k* sample: every row draws a random key (seeded per part)
 and the ``scale.sample_rows`` rows with the smallest keys are kept; that is a
-uniform sample without replacement, and two parts' samples merge into the
-sample of both. The domain classifier and training take it, and the result says
-so. Each part is one unit of work (:func:`scan_part`), merged in part order by
+uniform sample without replacement. The keys do not depend on the rows, so the
+largest key kept (:func:`sample_threshold`) is found before any row is read,
+from the parts' row counts in their footers; each part then keeps the rows whose
+keys are at most that, and the parts' samples, in part order, are the batch's.
+The domain classifier and training take it, and the result says so. Each part
+is one unit of work (:func:`scan_part`), merged in part order by
 :func:`merge_scans`, so a Dask cluster (:mod:`app.cluster`) that scans the parts
-gives exactly the result of this process.
+gives exactly the result of this process. The batch's content hash is taken on
+a thread of its own meanwhile (hashlib lets go of the GIL).
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field, replace
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +41,7 @@ from threadpoolctl import threadpool_limits
 
 from app.config import Config, ScaleConfig
 from app.fsutil import FILE_MODE, fsync_dir, sha256_file
-from app.models import CATEGORICAL, columns_of_kind, predict
+from app.models import CATEGORICAL, NUMERIC, columns_of_kind, predict
 from app.readers import batch_suffix
 from app.stats.profile import Profile
 from app.validation import Batch, InvalidBatch, StreamedRows, validate_table
@@ -46,9 +51,10 @@ PART_SUFFIXES = (".parquet",)
 MAX_REASONS = 10
 # Arrow reads 16 record batches ahead by default: hundreds of megabytes of decoded row groups at 20 columns.
 ONE_AHEAD = {"batch_readahead": 1, "fragment_readahead": 1}
-_KEY = "__sample_key"  # a sampled row's random key, and its place: columns of a part's sample only
-_PART = "__part"
-_ROW = "__row"
+# Pre-buffering reads a row group's column chunks into memory before decoding them: it saves round trips to a
+# remote store, but from a local disk it held 150 MB more of a 1M-row part at once and took longer.
+NOT_PRE_BUFFERED = pads.ParquetFragmentScanOptions(pre_buffer=False)
+_KEY_STEP = 1 << 20  # sample keys drawn at a time while finding the sample's threshold
 
 
 def batch_parts(path: Path) -> list[Path]:
@@ -136,7 +142,7 @@ class PartScan:
     warnings: list[str] = field(default_factory=list)
     missing: dict[str, int] = field(default_factory=dict)
     profiles: dict[str, Profile] = field(default_factory=dict)
-    sample: pd.DataFrame | None = None
+    sample: list[pd.DataFrame] = field(default_factory=list)  # its rows in the batch's sample, chunk by chunk
 
 
 @dataclass(frozen=True)
@@ -169,8 +175,10 @@ class ScannedBatch:
                      streamed=StreamedRows(Path(path), self.rows, self.sampled, self.profiles))
 
 
-def scan_part(path: Path, part_index: int, config: Config, references: dict[str, Profile]) -> PartScan:
-    """Stream one part: validate each chunk, project it onto each reference, and keep its bottom-k sample.
+def scan_part(path: Path, part_index: int, config: Config, references: dict[str, Profile],
+              threshold: float) -> PartScan:
+    """Stream one part: validate each chunk, project it onto each reference, and keep its rows whose sample
+    keys are at most ``threshold`` (see :func:`sample_threshold`), in order.
 
     ``references`` maps a name (a model, or the folder) to the profile whose
     edges the part is projected onto. A chunk that fails validation ends the
@@ -179,7 +187,8 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
     scale = config.scale
     lenient = replace(config, watch=replace(config.watch, max_missing_share=1.0))  # the share is judged on all rows
     scan = PartScan(missing={column: 0 for column in config.schema})
-    rng = np.random.default_rng([scale_seed(config), part_index])
+    numeric, categorical = columns_of_kind(config.schema, NUMERIC), columns_of_kind(config.schema, CATEGORICAL)
+    rng = _key_generator(config, part_index)
     try:
         dataset = pads.dataset(str(path), format=_format(path, config))
         wanted = [c for c in (*config.schema, config.target, config.timestamp, config.id_column) if c]
@@ -195,12 +204,16 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
                 scan.reasons = [reason + where for reason in invalid.reasons]
                 break
             frame = clean.frame
-            for column in config.schema:
+            for column in numeric:  # float64 after validation, NaN where missing (infinities are refused)
+                scan.missing[column] += int(np.count_nonzero(np.isnan(frame[column].to_numpy())))
+            for column in categorical:
                 scan.missing[column] += int(frame[column].isna().sum())
             for name, reference in references.items():
                 projected = reference.project(frame)
                 scan.profiles[name] = scan.profiles[name].merge(projected) if name in scan.profiles else projected
-            scan.sample = _offer(scan.sample, frame, rng.random(len(frame)), part_index, scan.rows, scale.sample_rows)
+            chosen = np.flatnonzero(rng.random(len(frame)) <= threshold)
+            if len(chosen):
+                scan.sample.append(frame.iloc[chosen])
             scan.rows += len(frame)
             scan.labeled = scan.labeled or clean.labeled
             scan.warnings = list(dict.fromkeys([*scan.warnings, *clean.warnings]))
@@ -209,11 +222,11 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
     return scan
 
 
-def merge_scans(name: str, sha256: str, scans: Iterable[PartScan], config: Config) -> ScannedBatch:
-    """One batch from its parts' scans, taken in part order one at a time (only one part's sample is held
-    beside the running one): sums, merged profiles, the sample of the samples."""
+def merge_scans(name: str, sha256: Future[str], scans: Iterable[PartScan], config: Config) -> ScannedBatch:
+    """One batch from its parts' scans, taken in part order one at a time: sums, merged profiles, the parts'
+    samples one after another; ``sha256`` is the batch's content hash, being taken meanwhile."""
     total = PartScan()
-    sample: pd.DataFrame | None = None
+    samples: list[pd.DataFrame] = []
     for scan in scans:
         total.rows += scan.rows
         total.labeled = total.labeled or scan.labeled
@@ -223,9 +236,7 @@ def merge_scans(name: str, sha256: str, scans: Iterable[PartScan], config: Confi
             total.missing[column] = total.missing.get(column, 0) + count
         for key, profile in scan.profiles.items():
             total.profiles[key] = total.profiles[key].merge(profile) if key in total.profiles else profile
-        if scan.sample is not None:
-            sample = _bottom_k(scan.sample if sample is None else pd.concat([sample, scan.sample]),
-                               config.scale.sample_rows)
+        samples.extend(scan.sample)
     reasons = total.reasons
     if not reasons and total.rows == 0:
         reasons = ["header only: the batch has no rows"]
@@ -235,18 +246,40 @@ def merge_scans(name: str, sha256: str, scans: Iterable[PartScan], config: Confi
             if share > config.watch.max_missing_share:
                 reasons.append(f"column {column!r} is {share:.0%} missing (limit {config.watch.max_missing_share:.0%},"
                                " watch.max_missing_share)")
-    if sample is None:
-        sample = pd.DataFrame()
-    else:
-        sample = sample.sort_values([_PART, _ROW]).drop(columns=[_KEY, _PART, _ROW]).reset_index(drop=True)
-    return ScannedBatch(name=name, sha256=sha256, rows=total.rows, labeled=total.labeled, reasons=reasons,
+    sample = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
+    return ScannedBatch(name=name, sha256=sha256.result(), rows=total.rows, labeled=total.labeled, reasons=reasons,
                         warnings=total.warnings, profiles=total.profiles, sample=sample)
 
 
 def scan_batch(path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
     """Stream a whole batch (a folder of parts, or one file) in this process; see :mod:`app.cluster` for Dask."""
-    scans = (scan_part(part, index, config, references) for index, part in enumerate(batch_parts(path)))
-    return merge_scans(Path(path).name, batch_sha256(path), scans, config)
+    parts = batch_parts(path)
+    threshold = sample_threshold(parts, config)
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        scans = (scan_part(part, index, config, references, threshold) for index, part in enumerate(parts))
+        return merge_scans(Path(path).name, hasher.submit(batch_sha256, path), scans, config)
+
+
+def sample_threshold(parts: list[Path], config: Config) -> float:
+    """The largest of the ``scale.sample_rows`` smallest sample keys the parts' rows draw: a row is in the
+    batch's sample when its key is at most this. Only the keys are drawn, a million at a time, for the rows
+    each part's footer counts (a part that cannot be read counts none: its scan says why)."""
+    k = config.scale.sample_rows
+    smallest = np.empty(0)
+    for index, part in enumerate(parts):
+        try:
+            rows = pads.dataset(str(part), format=_format(part, config)).count_rows()
+        except (pa.ArrowException, OSError, ValueError):
+            continue
+        rng = _key_generator(config, index)
+        for start in range(0, rows, _KEY_STEP):
+            keys = rng.random(min(_KEY_STEP, rows - start))
+            if len(smallest) == k:
+                keys = keys[keys < smallest.max()]
+            smallest = np.concatenate([smallest, keys])
+            if len(smallest) > k:
+                smallest = np.partition(smallest, k - 1)[:k]
+    return float(smallest.max()) if len(smallest) == k else np.inf
 
 
 def predict_part(path: Path, pipeline, config: Config, version: int) -> pd.DataFrame:
@@ -321,9 +354,10 @@ def predict_batch(path: Path, pipeline, config: Config, version: int, out: Path)
     return writer.rows
 
 
-def scale_seed(config: Config) -> int:
-    """The sample's seed: the first model's, so a folder's runs draw the same rows."""
-    return config.models[0].seed if config.models else 0
+def _key_generator(config: Config, part_index: int) -> np.random.Generator:
+    """The sample keys of a part's rows, in row order: seeded by the first model's seed (so a folder's runs
+    draw the same rows) and the part's place."""
+    return np.random.default_rng([config.models[0].seed if config.models else 0, part_index])
 
 
 def _format(path: Path, config: Config) -> pads.FileFormat:
@@ -331,25 +365,5 @@ def _format(path: Path, config: Config) -> pads.FileFormat:
     if batch_suffix(Path(path).name) == ".csv":
         return pads.CsvFileFormat()
     categorical = columns_of_kind(config.schema, CATEGORICAL)
-    return pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=categorical))
-
-
-def _offer(sample: pd.DataFrame | None, frame: pd.DataFrame, keys: np.ndarray, part_index: int, first_row: int,
-           k: int) -> pd.DataFrame:
-    """``sample`` with the rows of ``frame`` whose random ``keys`` make the bottom ``k``; each kept row carries
-    its key and place. Once the sample is full only keys below its largest can enter, so most chunks add nothing."""
-    candidates = np.arange(len(frame))
-    if sample is not None and len(sample) >= k:
-        candidates = np.flatnonzero(keys < sample[_KEY].max())
-        if not len(candidates):
-            return sample
-    keyed = frame.iloc[candidates].assign(**{_KEY: keys[candidates], _PART: part_index, _ROW: first_row + candidates})
-    return _bottom_k(keyed if sample is None else pd.concat([sample, keyed]), k)
-
-
-def _bottom_k(frame: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The ``k`` rows of ``frame`` with the smallest sample keys."""
-    if len(frame) <= k:
-        return frame
-    keys = frame[_KEY].to_numpy()
-    return frame.iloc[np.sort(np.argpartition(keys, k - 1)[:k])]
+    return pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=categorical),
+                                  default_fragment_scan_options=NOT_PRE_BUFFERED)

@@ -3,23 +3,30 @@
 Both engines run the same per-part work (:func:`app.bigbatch.scan_part`,
 :func:`app.bigbatch.predict_part`) and merge it in part order in this process,
 so their results are identical. ``scheduler = "local"`` starts a LocalCluster
-of this machine's cores (one single-threaded worker process per core) the
-first time a batch needs it; ``"tcp://host:8786"`` joins a running cluster,
+in this process (one worker, a thread per core) the first time a batch needs
+it; ``"tcp://host:8786"`` joins a running cluster,
 whose workers must have driftdeck installed and see the data folder at the
-same path.
+same path. A scheduler that cannot be reached (within dask's
+``distributed.comm.timeouts.connect``) is a :class:`ClusterUnreachable`, an
+``OSError``: a fault of the machine, not of the batch, which is read again later.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
 from app.bigbatch import (PredictionWriter, ScannedBatch, batch_parts, batch_sha256, merge_scans, predict_batch,
-                          predict_part, scan_batch, scan_part)
+                          predict_part, sample_threshold, scan_batch, scan_part)
 from app.config import Config, ScaleConfig
 from app.stats.profile import Profile
+
+
+class ClusterUnreachable(OSError):
+    """The Dask scheduler could not be reached; the message says which and why, in one line."""
 
 
 class StreamEngine(Protocol):
@@ -61,18 +68,31 @@ class DaskEngine:
                 # The workers' sampling profiler holds the GIL every 10 ms: a part's scan, much of it pandas
                 # in Python, took two to three times as long with it.
                 dask.config.set({"distributed.worker.profile.enabled": False})
-                self._cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                                             dashboard_address=None)
+                # Threads in this process, not a worker process per core: each process would hold its own
+                # interpreter and libraries (about 0.4 GB); the price is the GIL over each part's pandas work.
+                # The scheduler always serves HTTP (its dashboard and health routes): on this machine only, on a
+                # free port, never on every interface at 8787.
+                self._cluster = LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
+                                             dashboard_address="127.0.0.1:0")
                 self._client = Client(self._cluster)
             else:
-                self._client = Client(self.scheduler, timeout="10s")
+                try:
+                    self._client = Client(self.scheduler)  # waits distributed.comm.timeouts.connect at most
+                except (OSError, TimeoutError) as error:
+                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                    raise ClusterUnreachable(f"the Dask scheduler {self.scheduler} cannot be reached ({reason});"
+                                             " the batch is read again later") from None
         return self._client
 
     def scan(self, path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
         parts = batch_parts(path)
         client = self.client()
-        futures = client.map(scan_part, parts, range(len(parts)), config=config, references=references, pure=False)
-        return merge_scans(Path(path).name, batch_sha256(path), _in_order(futures), config)
+        threshold = sample_threshold(parts, config)
+        with ThreadPoolExecutor(max_workers=1) as hasher:
+            sha256 = hasher.submit(batch_sha256, path)
+            futures = client.map(scan_part, parts, range(len(parts)), config=config, references=references,
+                                 threshold=threshold, pure=False)
+            return merge_scans(Path(path).name, sha256, _in_order(futures), config)
 
     def predict(self, path: Path, pipeline: Any, config: Config, version: int, out: Path) -> int:
         client = self.client()

@@ -132,14 +132,14 @@ def quarantine(snapshot: FileSnapshot, reasons: list[str], quarantine_dir: Path)
     SHA-256 (or "unread" when the file was too large to read), so two
     different files of the same name never overwrite each other; a very long
     name is shortened (see :func:`app.names.derived_name`). A snapshot
-    without ``data`` gets only the reason file. Returns the quarantined path.
+    without ``data`` (unread, or a streamed batch, which stays where it is)
+    gets only the reason file. Returns the quarantined path.
     """
     safe_name = Path(snapshot.name).name
-    copy = snapshot.data is not None
-    target = quarantine_dir / derived_name(snapshot.sha256[:12] if copy else "unread", safe_name)
-    if copy:
+    target = quarantine_dir / derived_name(snapshot.sha256[:12] if snapshot.sha256 else "unread", safe_name)
+    if snapshot.data is not None:
         atomic_write_bytes(target, snapshot.data)
-    sha = snapshot.sha256 if copy else "not read"
+    sha = snapshot.sha256 or "not read"
     # People read this file in a terminal: a control character from the file's name or content is shown, not obeyed.
     reason_text = f"file: {printable(safe_name)}\nsha256: {sha}\n" + "".join(f"reason: {printable(r)}\n" for r in reasons)
     atomic_write_text(target.with_name(target.name + ".reason.txt"), reason_text)

@@ -231,13 +231,14 @@ def list_objects(location: StoreLocation, fs: Any) -> list[ListedObject]:
     """
     try:
         fs.invalidate_cache()
-        found = fs.find(location.root, detail=True, withdirs=False)
-        if not found and not fs.exists(location.bucket):
+        root = location.named_in(fs)
+        found = fs.find(root, detail=True, withdirs=False)
+        if not found and not fs.exists(location.named_in(fs, whole_bucket=True)):
             raise FileNotFoundError(f"The specified bucket does not exist: {location.bucket}")
     except Exception as error:  # noqa: BLE001 - the stack under fsspec raises its own types (botocore, aiohttp, OSError)
         raise StoreError(store_error_in_words(location, error)) from None
     objects = [ListedObject(key, path, _etag(info), str(info.get("VersionId") or ""), int(info.get("size") or 0))
-               for path, info in found.items() if (key := location.key_of(path)) and mirrored_key(key)]
+               for path, info in found.items() if (key := location.key_of(path, root)) and mirrored_key(key)]
     return sorted(objects, key=lambda item: (PurePosixPath(item.key).name == SUCCESS_MARKER, item.key))
 
 
@@ -255,13 +256,20 @@ class TornRead(OSError):
 def mirrored_key(key: str) -> bool:
     """Keys the mirror reads: batch files and ``_SUCCESS`` markers, in no hidden or ignored folder."""
     parts = PurePosixPath(key).parts
-    if not parts or any(part in ("", ".", "..") or part.startswith((".", "_")) for part in parts[:-1]):
+    if not parts or key.startswith("/") or any(part in ("", ".", "..") or part.startswith((".", "_"))
+                                                for part in parts[:-1]):
         return False
     return is_batch_name(parts[-1]) or parts[-1] == SUCCESS_MARKER
 
 
 def _etag(info: dict[str, Any]) -> str:
-    return str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or "").strip('"')
+    """The object's ETag (S3), etag (Azure) or MD5 (Google); a store that keeps none (fsspec's ``memory://``,
+    a local or FTP file system) is read again when its size or modification time changes."""
+    tag = str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or "").strip('"')
+    if tag:
+        return tag
+    changed = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("created")
+    return f"size {info.get('size')}, changed {changed}"
 
 
 class ObjectIndex:

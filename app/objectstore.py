@@ -49,9 +49,16 @@ class StoreLocation:
         bucket = re.sub(r"[^A-Za-z0-9_.-]", "_", self.bucket)[:40]
         return Path.cwd() / f".driftdeck-{bucket}-{hashlib.sha256(self.url.encode()).hexdigest()[:10]}"
 
-    def key_of(self, path: str) -> str:
-        """The object's key below the prefix (``2026-02-09/part-0.parquet``) from its full store path."""
-        return path[len(self.root):].lstrip("/") if path.startswith(self.root) else path
+    def named_in(self, fs: Any, whole_bucket: bool = False) -> str:
+        """The prefix (or the bucket) as the file system ``fs`` names it: ``bucket/prefix`` on S3,
+        ``/bucket/prefix`` in fsspec's ``memory://``."""
+        return type(fs)._strip_protocol(f"{self.protocol}://{self.bucket if whole_bucket else self.root}").rstrip("/")
+
+    def key_of(self, path: str, root: str) -> str | None:
+        """The object's key below the prefix (``2026-02-09/part-0.parquet``) from its path as the store names it
+        (under ``root``, see :meth:`named_in`); None for a path that is not below it."""
+        path = path.rstrip("/")
+        return path[len(root):].lstrip("/") or None if path.startswith(root + "/") else None
 
 
 def is_store_url(text: str) -> bool:

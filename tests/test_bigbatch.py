@@ -149,7 +149,7 @@ def test_a_big_single_file_is_streamed_and_predicted_like_a_whole_read(tmp_path)
 def dask_scheduler():
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0")
     try:
         yield cluster.scheduler_address
     finally:

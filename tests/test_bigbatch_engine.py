@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from app.bigbatch import batch_sha256
 from app.cli import main
 from app.engine.monitor import Monitor
 from app.workspace import Workspace
@@ -105,3 +106,8 @@ def test_a_bad_part_quarantines_the_folder_with_its_reason(tmp_path):
     assert "missing feature column(s): 'x2'" in record.reason
     reasons = list((data / ".driftdeck" / "quarantine").glob("*bad.reason.txt"))
     assert len(reasons) == 1
+    # Nothing copied, nothing moved: the folder stays as it was, and the reason file names its content.
+    assert sorted(p.name for p in (data / ".driftdeck" / "quarantine").iterdir()) == [reasons[0].name]
+    assert sorted(p.name for p in folder.iterdir()) == ["_SUCCESS", "part-000.parquet", "part-001.parquet"]
+    assert f"sha256: {batch_sha256(folder)}\n" in reasons[0].read_text()
+    assert reasons[0].name.startswith(batch_sha256(folder)[:12])

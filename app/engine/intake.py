@@ -17,7 +17,8 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import Callable
 
-from app.bigbatch import batch_sha256, is_batch_folder, parts_stamp, streamed
+from app.bigbatch import is_batch_folder, parts_stamp, streamed
+from app.cluster import ClusterUnreachable
 from app.engine.context import Stage, StageContext
 from app.errorlog import log_error
 from app.events import Event, EventKind
@@ -101,6 +102,8 @@ class Intake(Stage):
         placed = quarantine(snapshot, reasons, self.paths.quarantine)
         copied = snapshot.data is not None
         where = f" (see {placed.name}{'' if copied else '.reason.txt'} in the quarantine folder)"
+        if not copied and snapshot.sha256 is not None:  # a streamed batch: too large to copy, left unchanged
+            where = f" (left where it is, not copied; see {placed.name}.reason.txt in the quarantine folder)"
         sha = snapshot.sha256 if copied else None
         self.store.record_file(snapshot.name, sha, "quarantined", reason="; ".join(reasons), seen=snapshot.seen)
         self.emit(Event(EventKind.BATCH_QUARANTINED, f"{snapshot.name}: quarantined: {'; '.join(reasons)}{where}",
@@ -160,6 +163,9 @@ class Intake(Stage):
             self.changed(path)
         except UnreadableFile as error:
             self.reject(FileSnapshot.unread(name, stat), [str(error)])
+        except ClusterUnreachable as error:
+            self.emit(Event(EventKind.FILE_ERROR, f"{name}: not read: {error}", file=name, data={"reason": str(error)}))
+            self.changed(path)  # a running engine tries again once it settles anew; `watch --once`, at its next run
         except OSError as error:
             reason = error.strerror or str(error)
             self.emit(Event(EventKind.FILE_ERROR, f"{name}: cannot be read: {reason}", file=name, data={"reason": reason}))
@@ -181,15 +187,15 @@ class Intake(Stage):
     def _read_streamed(self, path: Path, stat: os.stat_result) -> tuple[FileSnapshot, Batch | InvalidBatch]:
         """A partitioned folder, or a file too large to hold, read in chunks against every reference drift needs.
 
-        A refused one is quarantined by its reasons only: its bytes are not copied.
+        A refused one is quarantined by its reasons only: it stays where it is, unchanged (a copy could need as
+        much disk again), and is read again once it changes.
         """
         before = parts_stamp(path)
-        sha256 = batch_sha256(path)
         scanned = self.streams.scan(path, self.config, self._references())
         if parts_stamp(path) != before:
             raise FileChanged(f"{path.name} changed while it was read")
         # A folder is known again by its own stat, which changes as parts are added, removed or renamed into it.
-        snapshot = FileSnapshot(path.name, stat.st_size, stat.st_mtime_ns, sha256, ctime_ns=stat.st_ctime_ns,
+        snapshot = FileSnapshot(path.name, stat.st_size, stat.st_mtime_ns, scanned.sha256, ctime_ns=stat.st_ctime_ns,
                                 inode=stat.st_ino)
         return snapshot, scanned.as_batch(path)
 
