@@ -120,14 +120,16 @@ def _sketch_profile(sketch: np.ndarray, rows: int) -> NumericProfile:
 
     The fine edges are the sketch's own quantile edges, so each edge is a
     sketch point and the share of scores below it is that point's level
-    (the first of equal points' for tied scores); counts are those shares
-    times ``rows``, rounded. Sum and squares are the sketch's, scaled.
+    (the first of equal points' for tied scores); counts are the differences
+    of those shares times ``rows``, rounded, so they add up to ``rows``
+    (rounding each bin's own share would leave a 40-row holdout's hundred
+    bins empty). Sum and squares are the sketch's, scaled.
     """
     ordered = np.sort(sketch[np.isfinite(sketch)])
     edges = quantile_edges(ordered)
     below = np.searchsorted(ordered, edges, side="left") / (len(ordered) - 1)
     below[-1] = 1.0  # the last bin holds its edge: every score is at or below it
-    counts = np.round(np.diff(below, prepend=0.0, append=1.0) * rows).astype(np.int64)
+    counts = np.diff(np.round(np.r_[0.0, below, 1.0] * rows)).astype(np.int64)
     points = profile_numeric(ordered, edges)
     scale = counts.sum() / points.count
     return replace(points, counts=counts, count=int(counts.sum()), total=points.total * scale, total_sq=points.total_sq * scale)
