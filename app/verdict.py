@@ -10,7 +10,8 @@ comparison; the stream's verdict pools them all. It is three-way:
   errors of the mean gain) and at least ``min_gain``;
 - ``static``: even the gain's upper bound (gain plus noise) stays below
   ``min_gain``, so retraining is shown not to be worth its cost;
-- ``undecided``: anything in between, or fewer labeled batches than
+- ``undecided``: anything in between (a gain within the noise, or beyond
+  it but not shown to reach ``min_gain``), or fewer labeled batches than
   ``verdict_batches``.
 
 A model whose state says otherwise (a stale static model beside a verdict
@@ -129,6 +130,9 @@ def decide(evidence: list[Evidence], *, required: int, min_gain: float = 0.01,
         needs, head = "dynamic", f"dynamic training {_change(scoring, gain)} over the last {n} batches ({cost})"
     elif gain + noise < min_gain:
         needs, head = "static", f"static is enough for this data: dynamic training {change}, below the {scoring.amount(min_gain)} worth retraining for ({cost})"
+    elif gain > noise:
+        needs, head = "undecided", (f"undecided: dynamic training {change}, beyond the noise but not shown to reach "
+                                    f"the {scoring.amount(min_gain)} worth retraining for ({cost})")
     else:
         needs, head = "undecided", f"undecided: dynamic training {change}, within the noise ({cost})"
     return Verdict(needs, _with_states(head, needs, states, evidence), name, gain, noise, n, retrains, seconds, labels)
