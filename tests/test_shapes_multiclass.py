@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from app.stats.health import _sketch_profile, score_drift
 
@@ -21,3 +22,43 @@ def test_prediction_drift_of_a_small_holdout_is_rare_on_unchanged_scores():
     assert drifted / runs <= 0.01 + 3 * np.sqrt(0.01 * 0.99 / runs)
     sketch = np.quantile(rng.beta(5, 1.2, 40), np.linspace(0, 1, 201))
     assert score_drift(sketch, rng.beta(1.5, 3, 200), 40, 0.2, 0.01).status == "drifted"  # a model lost its nerve
+
+
+def imbalanced_three_classes(seed: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """About 85% "normal", 12% "bypass", 3% "high"; the rare classes depend on x1 and x2."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(0, 1, (rows, 3))
+    x1, x2 = features[:, 0], features[:, 1]
+    logits = np.c_[np.zeros(rows), -2.8 + 1.5 * x1, -5.0 + 1.5 * x2 + x1]
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array(["normal", "bypass", "high"])[(rng.random(rows)[:, None] > proba.cumsum(axis=1)).sum(axis=1)]
+    return features, labels
+
+
+def test_a_model_of_imbalanced_classes_shows_its_skill_in_the_primary_metric():
+    """Accuracy gated multiclass models: a logistic regression that ranks the rare classes well still predicts
+    "normal" almost everywhere, its accuracy equals the naive baseline's, and every candidate of a 300-row stream
+    was refused for no skill, so no model ever served."""
+    from sklearn.linear_model import LogisticRegression
+
+    from app.metrics import primary_metric
+    from app.stats.health import baseline_output, classification_metrics
+    from app.stats.noise import paired_standard_error
+
+    shown = 0
+    for seed in range(5):
+        features, labels = imbalanced_three_classes(seed, 540)
+        train, holdout = slice(0, 240), slice(240, 540)  # a first snapshot's 80/20 of a few batches
+        model = LogisticRegression(max_iter=500).fit(features[train], labels[train])
+        classes = [str(c) for c in model.classes_]
+        proba = model.predict_proba(features[holdout])
+        shares = {c: float(np.mean(labels[train] == c)) for c in classes}
+        naive, _ = baseline_output(300, shares)
+        scoring = primary_metric("classification", len(classes))
+        truth = labels[holdout].astype(object)
+        gain = scoring.gain(classification_metrics(truth, naive, classes)[scoring.name],
+                            classification_metrics(truth, proba, classes)[scoring.name])
+        error = paired_standard_error(scoring.influence(truth, proba, classes), scoring.influence(truth, naive, classes))
+        shown += gain > 2 * error
+    assert shown >= 4
+
