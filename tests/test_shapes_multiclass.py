@@ -62,3 +62,25 @@ def test_a_model_of_imbalanced_classes_shows_its_skill_in_the_primary_metric():
         shown += gain > 2 * error
     assert shown >= 4
 
+
+def test_a_class_never_seen_before_lowers_the_multiclass_roc_auc():
+    """A batch where a quarter of the rows are a seventh class ('grass') the six-class model never saw: the
+    one-vs-rest average left that class out, so the ROC AUC stayed at 0.96-0.99 while accuracy fell to 0.67, and
+    no performance drop was flagged. The model ranks the new class no better than chance: it counts at 0.5."""
+    from sklearn.metrics import roc_auc_score
+
+    from app.stats.health import classification_metrics
+    from app.stats.noise import influence
+
+    rng = np.random.default_rng(4)
+    known = ["brickface", "cement", "foliage", "path", "sky", "window"]
+    truth = np.array([*rng.choice(known, 150), *["grass"] * 50], dtype=object)
+    proba = rng.dirichlet(np.ones(6), len(truth)) * 0.3
+    proba[np.arange(150), [known.index(label) for label in truth[:150]]] += 0.7
+    proba[150:] += 0.7 * rng.dirichlet(np.ones(6), 50)  # the new class's rows go to known classes
+    auc = classification_metrics(truth, proba, known)["roc_auc"]
+    per_known_class = [roc_auc_score(truth == label, proba[:, k]) for k, label in enumerate(known)]
+    assert auc == pytest.approx(np.mean([*per_known_class, 0.5]))
+    assert classification_metrics(truth[:150], proba[:150], known)["roc_auc"] - auc > 0.05  # beyond the tolerance
+    values = influence("roc_auc", truth, proba, known)
+    assert values is not None and values.shape == (200,)

@@ -33,7 +33,9 @@ def classification_metrics(y_true, proba, classes: Sequence) -> dict[str, float 
     ``proba[:, 1]``; Brier = mean((is_positive - proba[:, 1])^2), in [0, 1].
     Multiclass: macro F1 over the labels that occur in the truth or the
     predictions; one-vs-rest ROC AUC averaged over the classes that have both
-    positives and negatives in the batch; Brier = mean over rows of the summed
+    positives and negatives in the batch, a label outside ``classes`` among
+    them at 0.5 (the model scores every row 0 for it: no ranking at all, so a
+    new class lowers the average as it lowers accuracy); Brier = mean over rows of the summed
     squared error between the one-hot truth and ``proba``, in [0, 2]. These are
     scikit-learn's conventions (``brier_score_loss`` with ``scale_by_half="auto"``).
     """
@@ -44,7 +46,7 @@ def classification_metrics(y_true, proba, classes: Sequence) -> dict[str, float 
     return {
         "accuracy": float(np.mean(predicted_index == truth.index)),
         "balanced_accuracy": _balanced_accuracy(truth, predicted_index),
-        "roc_auc": _roc_auc(truth.index, truth.proba),
+        "roc_auc": _roc_auc(truth),
         "log_loss": _log_loss(truth.index, truth.proba),
         "f1": _f1(truth, predicted_index),
         "brier": _brier(truth.index, truth.proba),
@@ -181,13 +183,18 @@ def _balanced_accuracy(truth: _Truth, predicted_index: np.ndarray) -> float:
     return float(np.mean(hits[present] / rows[present]))
 
 
-def _roc_auc(true_index: np.ndarray, proba: np.ndarray) -> float | None:
-    n_classes = proba.shape[1]
-    if n_classes == 2:
-        return binary_roc_auc(true_index == 1, proba[:, 1])
-    per_class = [binary_roc_auc(true_index == label, proba[:, label]) for label in range(n_classes)]
+def _roc_auc(truth: _Truth) -> float | None:
+    if truth.n_classes == 2:
+        return binary_roc_auc(truth.index == 1, truth.proba[:, 1])
+    per_class = [binary_roc_auc(truth.index == label, truth.proba[:, label]) for label in range(truth.n_classes)]
+    per_class += [binary_roc_auc(truth.key == key, np.zeros(len(truth.key))) for key in unseen_keys(truth)]
     defined = [auc for auc in per_class if auc is not None]
     return float(np.mean(defined)) if defined else None
+
+
+def unseen_keys(truth: _Truth) -> np.ndarray:
+    """The codes of the true labels outside the model's classes."""
+    return np.unique(truth.key[truth.index < 0])
 
 
 def binary_roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:
