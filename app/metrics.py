@@ -52,9 +52,9 @@ class Metric:
     def influence(self, y_true, output, classes=None) -> np.ndarray | None:
         return influence(self.name, y_true, output, classes)
 
-    def amount(self, value: float, signed: bool = False) -> str:
+    def amount(self, value: float, signed: bool = False, digits: int = 1) -> str:
         """``value`` (in units of :meth:`scale`) in words: "12.4 points" or "12.4%"."""
-        number = f"{value * 100:{'+.1f' if signed else '.1f'}}"
+        number = f"{value * 100:{'+' if signed else ''}.{digits}f}"
         return f"{number}%" if self.relative else f"{number} points"
 
 

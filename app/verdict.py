@@ -131,8 +131,11 @@ def decide(evidence: list[Evidence], *, required: int, min_gain: float = 0.01,
     elif gain + noise < min_gain:
         needs, head = "static", f"static is enough for this data: dynamic training {change}, below the {scoring.amount(min_gain)} worth retraining for ({cost})"
     elif gain > noise:
+        # a gain just short of the minimum shows one more digit, so it does not read as the minimum itself
+        digits = 1 if scoring.amount(gain) != scoring.amount(min_gain) else 2
+        change = f"{_change(scoring, gain, digits)} ± {scoring.amount(noise, digits=digits)} over the last {n} batches"
         needs, head = "undecided", (f"undecided: dynamic training {change}, beyond the noise but not shown to reach "
-                                    f"the {scoring.amount(min_gain)} worth retraining for ({cost})")
+                                    f"the {scoring.amount(min_gain, digits=digits)} worth retraining for ({cost})")
     else:
         needs, head = "undecided", f"undecided: dynamic training {change}, within the noise ({cost})"
     return Verdict(needs, _with_states(head, needs, states, evidence), name, gain, noise, n, retrains, seconds, labels)
@@ -166,9 +169,9 @@ def _gain_and_noise(per_batch: list[tuple[int, float, float | None]]) -> tuple[f
     return gain, 2 * spread / math.sqrt(n)
 
 
-def _change(scoring: Metric, gain: float) -> str:
+def _change(scoring: Metric, gain: float, digits: int = 1) -> str:
     """"gains 2.0 points of ROC AUC", "loses ...", "cuts RMSE by 3.0%", "raises RMSE by ..."."""
-    amount = scoring.amount(abs(gain))
+    amount = scoring.amount(abs(gain), digits=digits)
     if scoring.relative or not scoring.higher_is_better:
         return f"{'cuts' if gain >= 0 else 'raises'} {scoring.label} by {amount}"
     return f"{'gains' if gain >= 0 else 'loses'} {amount} of {scoring.label}"

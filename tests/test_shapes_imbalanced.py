@@ -35,3 +35,12 @@ def test_a_gain_beyond_the_noise_but_below_the_minimum_is_not_called_within_the_
     assert verdict.needs == "undecided"
     assert "within the noise" not in verdict.text
     assert "beyond the noise but not shown to reach the 1.0 points worth retraining for" in verdict.text
+
+
+def test_a_gain_just_short_of_the_minimum_does_not_read_as_the_minimum():
+    """+0.98 ± 0.40 points of ROC AUC read "gains 1.0 points ..., not shown to reach the 1.0 points"."""
+    rows = [BatchEvidence(batch, 0.900, 0.9098, 0.002) for batch in range(5)]
+    verdict = decide([Evidence("static-lr", "static", "roc_auc", rows)], required=5, min_gain=0.01)
+    assert verdict.needs == "undecided"
+    assert "gains 0.98 points of ROC AUC ± 0.18 points" in verdict.text
+    assert "not shown to reach the 1.00 points worth retraining for" in verdict.text
