@@ -91,7 +91,7 @@ def primary_metric(task: str, n_classes: int = 0) -> Metric:
     Not accuracy for multiclass: on imbalanced classes (85/12/3%) a model that
     ranks the rare classes well still predicts the majority almost everywhere,
     so its accuracy equals the naive baseline's and every candidate was
-    refused for no skill.
+    refused for no skill. ``n_classes`` no longer changes the answer.
     """
     if task == "regression":
         return METRICS["rmse"]

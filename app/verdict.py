@@ -208,7 +208,7 @@ def _difference_error(result: BatchResult) -> float | None:
 def stream_verdict(store: Store, config: Config) -> Verdict:
     """The one verdict for the data stream: every model's evidence, read from ``store``."""
     evidence, states = [], {}
-    default = primary_metric(config.task, 2).name
+    default = primary_metric(config.task).name
     for model in config.models:
         results = [(file_id, BatchResult.from_dict(data))
                    for file_id, _, data in store.results(model.name, limit=VERDICT_LOOKBACK, counted=True)]
