@@ -114,12 +114,19 @@ def models_table(summaries: list[dict[str, Any]], width: int) -> Table:
 
 
 def comparison_words(comparison: dict[str, Any]) -> str:
-    """A model's own comparison in a few words: dynamic's gain over static ± the noise, or why there is none."""
+    """A model's own comparison in a few words: what it calls for, then how dynamic training moves the metric.
+
+    The change is what dynamic training does to the metric, signed as the metric itself moves ("RMSE -3.0%" is
+    an error cut by 3%, "ROC AUC +2.0 pts" a gain), so an error metric does not read backwards; the verdict's
+    gain is signed as better or worse.
+    """
     gain, noise = comparison.get("gain"), comparison.get("noise")
     if gain is None or noise is None:
         return comparison.get("reason", "not enough labels yet")
-    unit = "%" if get_metric(comparison["metric"]).relative else " pts"
-    return f"dynamic {gain * 100:+.1f} ± {noise * 100:.1f}{unit}"
+    scoring = get_metric(comparison["metric"])
+    change = gain if scoring.higher_is_better else -gain
+    unit = "%" if scoring.relative else " pts"
+    return f"{comparison['needs']}: {scoring.label} {change * 100:+.1f} ± {noise * 100:.1f}{unit} if retrained"
 
 
 BATCH_COLUMNS = [TableColumn("file", 9, no_wrap=True), TableColumn("status", 8, no_wrap=True),

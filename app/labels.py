@@ -42,8 +42,9 @@ SIGNAL_MODEL = {"max_iter": 25, "learning_rate": 0.2, "max_leaf_nodes": 15}
 class LabelSignal:
     """What the check found: ``status`` is "signal", "noise" or "undetermined".
 
-    ``score`` is the flexible model's ROC AUC (classification) or correlation
-    (regression) on the newest rows, ``needed`` what counts as beyond chance.
+    ``score`` is the flexible model's ROC AUC (classification) or rank
+    correlation (regression) on the newest rows, ``needed`` what counts as
+    beyond chance.
     """
 
     status: str
@@ -53,7 +54,7 @@ class LabelSignal:
 
     @property
     def score_text(self) -> str:
-        return f"{'ROC AUC' if self.task == 'classification' else 'correlation'} {self.score:.2f}"
+        return f"{'ROC AUC' if self.task == 'classification' else 'rank correlation'} {self.score:.2f}"
 
     @property
     def message(self) -> str:
@@ -79,8 +80,12 @@ def label_signal(frame: pd.DataFrame, schema: dict[str, str], target: str, task:
     A small gradient-boosting model (``SIGNAL_MODEL``) is fitted on the oldest
     70% of the labeled rows and scored on the newest 30%. Classification: ROC
     AUC of the most frequent class against the rest; its standard error under
-    no signal is sqrt((n1 + n0 + 1) / (12 n1 n0)). Regression: correlation of
-    prediction and truth, standard error 1/sqrt(n). Beyond chance by
+    no signal is sqrt((n1 + n0 + 1) / (12 n1 n0)). Regression: the model
+    learns the target's ranks, and is scored by the rank (Spearman)
+    correlation of prediction and truth, standard error 1/sqrt(n): whether
+    the target can be predicted does not depend on its scale, and on a
+    heavy-tailed target (amounts, durations) a few extreme rows would
+    otherwise decide both the fit and the correlation. Beyond chance by
     ``SIGNIFICANCE_SIGMAS`` standard errors: signal. Otherwise noise, but only
     if the check had the power to see a meaningful signal: chance plus
     ``SIGNIFICANCE_SIGMAS + POWER_SIGMAS`` standard errors must be within
@@ -120,9 +125,10 @@ def _classification_signal(labels: np.ndarray, features, is_categorical, cut: in
 
 
 def _regression_signal(truth: np.ndarray, features, is_categorical, cut: int, seed: int) -> LabelSignal:
+    ranks = pd.Series(truth).rank().to_numpy()
     model = HistGradientBoostingRegressor(**SIGNAL_MODEL, categorical_features=is_categorical, random_state=seed)
-    predicted = model.fit(features[:cut], truth[:cut]).predict(features[cut:])
-    held_out = truth[cut:]
+    predicted = pd.Series(model.fit(features[:cut], ranks[:cut]).predict(features[cut:])).rank().to_numpy()
+    held_out = pd.Series(truth[cut:]).rank().to_numpy()
     correlation = 0.0 if np.std(predicted) == 0 or np.std(held_out) == 0 else float(np.corrcoef(predicted, held_out)[0, 1])
     return _judge(correlation, 0.0, 1 / math.sqrt(len(held_out)), MEANINGFUL_CORRELATION, "regression")
 

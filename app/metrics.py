@@ -52,9 +52,9 @@ class Metric:
     def influence(self, y_true, output, classes=None) -> np.ndarray | None:
         return influence(self.name, y_true, output, classes)
 
-    def amount(self, value: float, signed: bool = False) -> str:
+    def amount(self, value: float, signed: bool = False, digits: int = 1) -> str:
         """``value`` (in units of :meth:`scale`) in words: "12.4 points" or "12.4%"."""
-        number = f"{value * 100:{'+.1f' if signed else '.1f'}}"
+        number = f"{value * 100:{'+' if signed else ''}.{digits}f}"
         return f"{number}%" if self.relative else f"{number} points"
 
 
@@ -86,8 +86,14 @@ def metrics_for(task: str) -> tuple[str, ...]:
 
 
 def primary_metric(task: str, n_classes: int = 0) -> Metric:
-    """The metric that gates promotion: ROC AUC (binary), accuracy (multiclass), RMSE (regression)."""
+    """The metric that gates promotion: ROC AUC (classification: one class against the rest, averaged), RMSE.
+
+    Not accuracy for multiclass: on imbalanced classes (85/12/3%) a model that
+    ranks the rare classes well still predicts the majority almost everywhere,
+    so its accuracy equals the naive baseline's and every candidate was
+    refused for no skill. ``n_classes`` no longer changes the answer.
+    """
     if task == "regression":
         return METRICS["rmse"]
     metrics_for(task)
-    return METRICS["roc_auc"] if n_classes == 2 else METRICS["accuracy"]
+    return METRICS["roc_auc"]

@@ -10,7 +10,8 @@ comparison; the stream's verdict pools them all. It is three-way:
   errors of the mean gain) and at least ``min_gain``;
 - ``static``: even the gain's upper bound (gain plus noise) stays below
   ``min_gain``, so retraining is shown not to be worth its cost;
-- ``undecided``: anything in between, or fewer labeled batches than
+- ``undecided``: anything in between (a gain within the noise, or beyond
+  it but not shown to reach ``min_gain``), or fewer labeled batches than
   ``verdict_batches``.
 
 A model whose state says otherwise (a stale static model beside a verdict
@@ -129,6 +130,12 @@ def decide(evidence: list[Evidence], *, required: int, min_gain: float = 0.01,
         needs, head = "dynamic", f"dynamic training {_change(scoring, gain)} over the last {n} batches ({cost})"
     elif gain + noise < min_gain:
         needs, head = "static", f"static is enough for this data: dynamic training {change}, below the {scoring.amount(min_gain)} worth retraining for ({cost})"
+    elif gain > noise:
+        # a gain just short of the minimum shows one more digit, so it does not read as the minimum itself
+        digits = 1 if scoring.amount(gain) != scoring.amount(min_gain) else 2
+        change = f"{_change(scoring, gain, digits)} ± {scoring.amount(noise, digits=digits)} over the last {n} batches"
+        needs, head = "undecided", (f"undecided: dynamic training {change}, beyond the noise but not shown to reach "
+                                    f"the {scoring.amount(min_gain, digits=digits)} worth retraining for ({cost})")
     else:
         needs, head = "undecided", f"undecided: dynamic training {change}, within the noise ({cost})"
     return Verdict(needs, _with_states(head, needs, states, evidence), name, gain, noise, n, retrains, seconds, labels)
@@ -162,9 +169,9 @@ def _gain_and_noise(per_batch: list[tuple[int, float, float | None]]) -> tuple[f
     return gain, 2 * spread / math.sqrt(n)
 
 
-def _change(scoring: Metric, gain: float) -> str:
+def _change(scoring: Metric, gain: float, digits: int = 1) -> str:
     """"gains 2.0 points of ROC AUC", "loses ...", "cuts RMSE by 3.0%", "raises RMSE by ..."."""
-    amount = scoring.amount(abs(gain))
+    amount = scoring.amount(abs(gain), digits=digits)
     if scoring.relative or not scoring.higher_is_better:
         return f"{'cuts' if gain >= 0 else 'raises'} {scoring.label} by {amount}"
     return f"{'gains' if gain >= 0 else 'loses'} {amount} of {scoring.label}"
@@ -201,7 +208,7 @@ def _difference_error(result: BatchResult) -> float | None:
 def stream_verdict(store: Store, config: Config) -> Verdict:
     """The one verdict for the data stream: every model's evidence, read from ``store``."""
     evidence, states = [], {}
-    default = primary_metric(config.task, 2).name
+    default = primary_metric(config.task).name
     for model in config.models:
         results = [(file_id, BatchResult.from_dict(data))
                    for file_id, _, data in store.results(model.name, limit=VERDICT_LOOKBACK, counted=True)]

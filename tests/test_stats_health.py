@@ -209,7 +209,7 @@ def test_one_metric_table_covers_every_metric_computed_and_allowed():
     assert set(metrics_for("classification")) == set(CLASSIFICATION_METRICS)
     assert set(metrics_for("regression")) == set(REGRESSION_METRICS)
     assert primary_metric("classification", 2).name == "roc_auc"
-    assert primary_metric("classification", 5).name == "accuracy"
+    assert primary_metric("classification", 5).name == "roc_auc"
     assert primary_metric("regression", 0).name == "rmse"
     with pytest.raises(ValueError):
         primary_metric("ranking", 0)

@@ -33,7 +33,9 @@ def classification_metrics(y_true, proba, classes: Sequence) -> dict[str, float 
     ``proba[:, 1]``; Brier = mean((is_positive - proba[:, 1])^2), in [0, 1].
     Multiclass: macro F1 over the labels that occur in the truth or the
     predictions; one-vs-rest ROC AUC averaged over the classes that have both
-    positives and negatives in the batch; Brier = mean over rows of the summed
+    positives and negatives in the batch, a label outside ``classes`` among
+    them at 0.5 (the model scores every row 0 for it: no ranking at all, so a
+    new class lowers the average as it lowers accuracy); Brier = mean over rows of the summed
     squared error between the one-hot truth and ``proba``, in [0, 2]. These are
     scikit-learn's conventions (``brier_score_loss`` with ``scale_by_half="auto"``).
     """
@@ -44,7 +46,7 @@ def classification_metrics(y_true, proba, classes: Sequence) -> dict[str, float 
     return {
         "accuracy": float(np.mean(predicted_index == truth.index)),
         "balanced_accuracy": _balanced_accuracy(truth, predicted_index),
-        "roc_auc": _roc_auc(truth.index, truth.proba),
+        "roc_auc": _roc_auc(truth),
         "log_loss": _log_loss(truth.index, truth.proba),
         "f1": _f1(truth, predicted_index),
         "brier": _brier(truth.index, truth.proba),
@@ -120,14 +122,16 @@ def _sketch_profile(sketch: np.ndarray, rows: int) -> NumericProfile:
 
     The fine edges are the sketch's own quantile edges, so each edge is a
     sketch point and the share of scores below it is that point's level
-    (the first of equal points' for tied scores); counts are those shares
-    times ``rows``, rounded. Sum and squares are the sketch's, scaled.
+    (the first of equal points' for tied scores); counts are the differences
+    of those shares times ``rows``, rounded, so they add up to ``rows``
+    (rounding each bin's own share would leave a 40-row holdout's hundred
+    bins empty). Sum and squares are the sketch's, scaled.
     """
     ordered = np.sort(sketch[np.isfinite(sketch)])
     edges = quantile_edges(ordered)
     below = np.searchsorted(ordered, edges, side="left") / (len(ordered) - 1)
     below[-1] = 1.0  # the last bin holds its edge: every score is at or below it
-    counts = np.round(np.diff(below, prepend=0.0, append=1.0) * rows).astype(np.int64)
+    counts = np.diff(np.round(np.r_[0.0, below, 1.0] * rows)).astype(np.int64)
     points = profile_numeric(ordered, edges)
     scale = counts.sum() / points.count
     return replace(points, counts=counts, count=int(counts.sum()), total=points.total * scale, total_sq=points.total_sq * scale)
@@ -179,13 +183,18 @@ def _balanced_accuracy(truth: _Truth, predicted_index: np.ndarray) -> float:
     return float(np.mean(hits[present] / rows[present]))
 
 
-def _roc_auc(true_index: np.ndarray, proba: np.ndarray) -> float | None:
-    n_classes = proba.shape[1]
-    if n_classes == 2:
-        return binary_roc_auc(true_index == 1, proba[:, 1])
-    per_class = [binary_roc_auc(true_index == label, proba[:, label]) for label in range(n_classes)]
+def _roc_auc(truth: _Truth) -> float | None:
+    if truth.n_classes == 2:
+        return binary_roc_auc(truth.index == 1, truth.proba[:, 1])
+    per_class = [binary_roc_auc(truth.index == label, truth.proba[:, label]) for label in range(truth.n_classes)]
+    per_class += [binary_roc_auc(truth.key == key, np.zeros(len(truth.key))) for key in unseen_keys(truth)]
     defined = [auc for auc in per_class if auc is not None]
     return float(np.mean(defined)) if defined else None
+
+
+def unseen_keys(truth: _Truth) -> np.ndarray:
+    """The codes of the true labels outside the model's classes."""
+    return np.unique(truth.key[truth.index < 0])
 
 
 def binary_roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float | None:

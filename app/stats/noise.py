@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from app.stats.health import _PROBABILITY_EPS, _encode_truth, _probability_of_truth, _Truth
+from app.stats.health import _PROBABILITY_EPS, _encode_truth, _probability_of_truth, _Truth, unseen_keys
 
 
 def influence(metric: str, y_true, output, classes=None) -> np.ndarray | None:
@@ -93,6 +93,7 @@ def _roc_auc(truth: _Truth) -> np.ndarray | None:
     if truth.n_classes == 2:
         return _binary_auc_influence(truth.index == 1, truth.proba[:, 1])
     per_class = [_binary_auc_influence(truth.index == label, truth.proba[:, label]) for label in range(truth.n_classes)]
+    per_class += [_binary_auc_influence(truth.key == key, np.zeros(len(truth.key))) for key in unseen_keys(truth)]
     defined = [values for values in per_class if values is not None]
     return np.mean(defined, axis=0) if defined else None
 
