@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from app.engine.monitor import Monitor
 from app.stats.health import binary_roc_auc
 from app.stats.noise import influence, paired_standard_error
 from app.verdict import BatchEvidence, Evidence, decide
+from tests.conftest import STATIC_ONLY_CONFIG, make_batch, write_batch, write_config
 
 
 def scored_batch(seed: int, rows: int = 20_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -44,3 +49,40 @@ def test_a_gain_just_short_of_the_minimum_does_not_read_as_the_minimum():
     assert verdict.needs == "undecided"
     assert "gains 0.98 points of ROC AUC ± 0.18 points" in verdict.text
     assert "not shown to reach the 1.00 points worth retraining for" in verdict.text
+
+
+def rare_positive_batch(index: int, rows: int) -> pd.DataFrame:
+    """make_batch's features with about 1% positives: half the 50-row batches have none."""
+    frame = make_batch(index, rows=rows)
+    rng = np.random.default_rng(700 + index)
+    frame["label"] = (rng.random(rows) < 1 / (1 + np.exp(-(-5.0 + 1.0 * frame["x1"])))).astype(int)
+    return frame
+
+
+def test_a_batch_of_one_class_is_suspect_only_when_the_known_shares_make_it_unlikely(data_dir: Path):
+    """"Every label is '0': a broken labelling job?" kept most 50-row batches of a rare-positive stream out of training."""
+    write_config(data_dir, STATIC_ONLY_CONFIG)
+    batches = [rare_positive_batch(0, 3_000)] + [rare_positive_batch(index, 50) for index in range(1, 13)]
+    all_zero = make_batch(13, rows=50).assign(label=0)  # a balanced stream's batch of one class: 1 in 10^15
+    for index, frame in enumerate(batches):
+        write_batch(data_dir, f"b{index:02d}.csv", frame)
+    monitor = Monitor(data_dir)
+    try:
+        monitor.run_once()
+        one_class = [data for _, _, data in monitor.store.results("static-lr")[1:]]
+        assert sum(data["labeled"] and not data["trainable"] for data in one_class) == 0
+        assert sum(frame["label"].nunique() == 1 for frame in batches[1:]) >= 3  # the case under test happened
+    finally:
+        monitor.close()
+
+
+def test_a_balanced_stream_batch_of_one_class_is_still_suspect(data_dir: Path):
+    write_batch(data_dir, "b00.csv", make_batch(0, rows=400))
+    write_batch(data_dir, "b01.csv", make_batch(1, rows=50).assign(label=0))
+    monitor = Monitor(data_dir)
+    try:
+        monitor.run_once()
+        newest = monitor.store.results("static-lr")[-1][2]
+        assert any("every label is '0'" in issue for issue in newest["quality_issues"])
+    finally:
+        monitor.close()

@@ -37,7 +37,8 @@ UNIT_CHANGE_FACTOR = 20
 DOMAIN_FOLDS = 2  # per batch and model: two fits bound the cost; the AUC is still cross-validated
 SHRINK_FACTOR = 50
 NOISE_SIGMAS = 2.0  # "beyond the noise": more than two standard errors
-SIGNAL_SIGMAS = 3.0  # a serving model this far beyond the baseline shows the labels carry signal
+SIGNAL_SIGMAS = 3.0
+SINGLE_CLASS_CHANCE = 0.001  # below this chance of a batch of one class at the known shares, it looks broken  # a serving model this far beyond the baseline shows the labels carry signal
 UNIT_CHANGE_QUANTILES = (0.1, 0.5, 0.9)
 FLAG_ORDER = ("tainted", "performance_drop", "no_skill", "data_quality", "feature_drift", "prediction_drift", "age",
               "code_regression")
@@ -89,9 +90,14 @@ class Assessor:
         issues = [issue for column, profile in reference.columns.items()
                   if isinstance(profile, NumericProfile) and (issue := unit_change(column, profile, frame[column]))]
         if labeled and self.config.task == "classification":
-            present = frame[self.config.target].dropna().unique()
+            labels = frame[self.config.target].dropna()
+            present = labels.unique()
             known = (serving.data.get("classes") if serving else None) or []
-            if len(present) == 1 and len(frame) >= 20 and len(known) != 1:
+            priors = (serving.data.get("label_stats") or {}).get("priors", {}) if serving else {}
+            # A 1%-positive stream gives 50-row batches of one class two times in three: only a batch that
+            # one class would fill by chance less than once in SINGLE_CLASS_CHANCE is suspect.
+            chance = priors.get(str(present[0]), 0.0) ** len(labels) if len(present) == 1 else 1.0
+            if len(present) == 1 and len(labels) >= 20 and len(known) != 1 and chance < SINGLE_CLASS_CHANCE:
                 issues.append(f"every label is {present[0]!r}: a broken labelling job?")
         return issues
 
