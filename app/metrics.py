@@ -85,13 +85,13 @@ def metrics_for(task: str) -> tuple[str, ...]:
     return tuple(name for name, entry in METRICS.items() if entry.task == task)
 
 
-def primary_metric(task: str, n_classes: int = 0) -> Metric:
+def primary_metric(task: str) -> Metric:
     """The metric that gates promotion: ROC AUC (classification: one class against the rest, averaged), RMSE.
 
     Not accuracy for multiclass: on imbalanced classes (85/12/3%) a model that
     ranks the rare classes well still predicts the majority almost everywhere,
     so its accuracy equals the naive baseline's and every candidate was
-    refused for no skill. ``n_classes`` no longer changes the answer.
+    refused for no skill.
     """
     if task == "regression":
         return METRICS["rmse"]

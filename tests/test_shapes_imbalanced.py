@@ -67,11 +67,16 @@ def test_a_batch_of_one_class_is_suspect_only_when_the_known_shares_make_it_unli
     for index, frame in enumerate(batches):
         write_batch(data_dir, f"b{index:02d}.csv", frame)
     monitor = Monitor(data_dir)
+    messages: list[str] = []
+    monitor.subscribe(lambda event: messages.append(event.message))
     try:
         monitor.run_once()
         one_class = [data for _, _, data in monitor.store.results("static-lr")[1:]]
         assert sum(data["labeled"] and not data["trainable"] for data in one_class) == 0
         assert sum(frame["label"].nunique() == 1 for frame in batches[1:]) >= 3  # the case under test happened
+        # ROC AUC has no value on a batch of one class: said in words, where "roc_auc nan" was printed.
+        assert not any("nan" in message for message in messages)
+        assert any("roc_auc not defined on this batch" in message for message in messages)
     finally:
         monitor.close()
 

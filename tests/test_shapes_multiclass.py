@@ -54,7 +54,7 @@ def test_a_model_of_imbalanced_classes_shows_its_skill_in_the_primary_metric():
         proba = model.predict_proba(features[holdout])
         shares = {c: float(np.mean(labels[train] == c)) for c in classes}
         naive, _ = baseline_output(300, shares)
-        scoring = primary_metric("classification", len(classes))
+        scoring = primary_metric("classification")
         truth = labels[holdout].astype(object)
         gain = scoring.gain(classification_metrics(truth, naive, classes)[scoring.name],
                             classification_metrics(truth, proba, classes)[scoring.name])

@@ -208,11 +208,10 @@ def test_one_metric_table_covers_every_metric_computed_and_allowed():
     assert set(METRICS) == {*CLASSIFICATION_METRICS, *REGRESSION_METRICS}
     assert set(metrics_for("classification")) == set(CLASSIFICATION_METRICS)
     assert set(metrics_for("regression")) == set(REGRESSION_METRICS)
-    assert primary_metric("classification", 2).name == "roc_auc"
-    assert primary_metric("classification", 5).name == "roc_auc"
-    assert primary_metric("regression", 0).name == "rmse"
+    assert primary_metric("classification").name == "roc_auc"
+    assert primary_metric("regression").name == "rmse"
     with pytest.raises(ValueError):
-        primary_metric("ranking", 0)
+        primary_metric("ranking")
     assert {name for name, m in METRICS.items() if m.higher_is_better} == {"accuracy", "balanced_accuracy", "roc_auc", "f1", "r2"}
     with pytest.raises(ValueError):
         get_metric("speed")

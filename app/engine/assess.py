@@ -38,6 +38,7 @@ DOMAIN_FOLDS = 2  # per batch and model: two fits bound the cost; the AUC is sti
 SHRINK_FACTOR = 50
 NOISE_SIGMAS = 2.0  # "beyond the noise": more than two standard errors
 SIGNAL_SIGMAS = 3.0
+MIN_CLASS_ROWS = 5  # rows of each class a batch needs before its metric can judge the model
 SINGLE_CLASS_CHANCE = 0.001  # below this chance of a batch of one class at the known shares, it looks broken  # a serving model this far beyond the baseline shows the labels carry signal
 UNIT_CHANGE_QUANTILES = (0.1, 0.5, 0.9)
 FLAG_ORDER = ("tainted", "performance_drop", "no_skill", "data_quality", "feature_drift", "prediction_drift", "age",
@@ -154,7 +155,7 @@ class Assessor:
             drift = score_drift(sketch, scores, serving.data.get("holdout_rows"),
                                 self.config.drift.prediction_psi_threshold, self.config.drift.false_alarm_rate)
             result.prediction_psi, result.prediction_drifted = drift.psi, drift.status == DRIFTED
-        result.metric = self.metric_name(serving)
+        result.metric = self.metric_name()
         result.estimate = estimate(prediction.proba, serving.data.get("calibration"), result.metric,
                                    self.config.task).to_dict()
         if not labeled:
@@ -163,6 +164,8 @@ class Assessor:
         truth = frame[self.config.target][rows]
         served = _subset(prediction, rows)
         result.metrics = self.metrics(truth, served)
+        if self.config.task == "classification":
+            result.fewest_class_rows = int(truth.value_counts().min()) if truth.nunique() > 1 else 0
         result.estimate_error = estimate_error(result.estimate, result.metrics)
         scoring = get_metric(result.metric)
         served_influence = self.influence(scoring, truth, served)
@@ -190,7 +193,10 @@ class Assessor:
             flags.append({"kind": "data_quality", "detail": issue})
         if result.prediction_drifted:
             flags.append({"kind": "prediction_drift", "detail": f"prediction scores moved (PSI {result.prediction_psi:.2f})"})
-        if serving is not None and labeled and result.metrics:
+        # A class with a handful of rows in the batch (1% positives in 50 rows) decides its metric alone:
+        # no judgment of the model is made on such a batch, drop or no skill.
+        judged = result.fewest_class_rows is None or result.fewest_class_rows >= MIN_CLASS_ROWS
+        if serving is not None and labeled and result.metrics and judged:
             name = result.metric
             scoring = get_metric(name)
             now, then = result.metrics.get(name), serving.data.get("holdout_metrics", {}).get(name)
@@ -204,7 +210,7 @@ class Assessor:
                         "kind": "performance_drop",
                         "detail": f"{name} {now:.3f} vs {then:.3f} at training (worse by {abs(drop):.3f}, {beyond})",
                     })
-        if serving is not None and (skill := self._no_skill(result, serving)):
+        if serving is not None and judged and (skill := self._no_skill(result, serving)):
             flags.append({"kind": "no_skill", "detail": skill})
         if serving is not None and (taint := taint_of(self.store, serving)) is not None:
             flags.append(tainted_flag(serving.version, taint.batches, self.config.data_dir, self.name))
@@ -219,17 +225,9 @@ class Assessor:
         return ModelState(state=state_word(result.flags, result.feature_drift), flags=result.flags or [],
                           verdict=verdict.to_dict(), current_profile=current.to_dict())
 
-    def metric_name(self, serving: SnapshotRecord | None, train: pd.DataFrame | None = None) -> str:
-        """The model's metric: its config's, or the task's primary one for the classes of ``train``
-        (a candidate's training rows) or else of the serving snapshot."""
-        if self.model.metric:
-            return self.model.metric
-        if self.config.task == "regression":
-            return "rmse"
-        classes = (serving.data.get("classes") if serving else None) or []
-        if train is not None:
-            classes = train[self.config.target].dropna().unique()
-        return primary_metric(self.config.task, max(2, len(classes))).name
+    def metric_name(self) -> str:
+        """The model's metric: its config's, or the task's primary one."""
+        return self.model.metric or primary_metric(self.config.task).name
 
     def verdict(self, pending: BatchResult | None = None) -> Verdict:
         """This model's own comparison of static and dynamic training (``pending``: a batch not yet stored)."""
@@ -238,7 +236,7 @@ class Assessor:
         if pending:
             results.append((results[-1][0] + 1 if results else 0, pending))
         evidence = evidence_from_results(self.name, self.model.mode, results,
-                                         self.metric_name(self.registry.serving(self.name)))
+                                         self.metric_name())
         return decide([evidence], required=self.config.verdict_batches, min_gain=self.model.tolerance)
 
     @staticmethod

@@ -120,7 +120,9 @@ class Committer(Stage):
         parts = [f"{name} on {file}:"]
         metric = result.metric
         if result.metrics and metric:
-            parts.append(f"{metric} {result.metrics.get(metric) if result.metrics.get(metric) is not None else float('nan'):.3f}")
+            value = result.metrics.get(metric)
+            defined = value is not None and value == value  # NaN: ROC AUC of a batch of one class
+            parts.append(f"{metric} {value:.3f}" if defined else f"{metric} not defined on this batch")
         if result.drifted_features:
             parts.append(f"drifted {', '.join(result.drifted_features[:3])}")
         parts.append(f"action {result.action}")

@@ -91,7 +91,7 @@ def reproduce(runner: ModelRunner, archive: BatchArchive) -> Reproduction:
     if other_config := assess.config_changes(serving):
         return Reproduction(model, serving.version, other_config=other_config)
     data = serving.data
-    metric = data.get("metric") or assess.metric_name(serving)
+    metric = data.get("metric") or assess.metric_name()
     result = Reproduction(model, serving.version, metric, recorded=data.get("holdout_metrics", {}))
     result.environment_changes = environment_diff(data.get("environment", {}), environment_record())
     result.config_changes = _config_changes(data.get("config", {}), runner.train.config_fields())

@@ -24,14 +24,16 @@ from typing import Any, Callable
 import pandas as pd
 
 from app.config import ModelConfig
-from app.engine.assess import Assessor
+from app.engine.assess import NOISE_SIGMAS, Assessor
 from app.engine.context import Stage, StageContext
 from app.engine.records import BatchOutcome, BatchResult, Pending
 from app.engine.train import CandidateTrainer
 from app.events import Event, EventKind
 from app.metrics import get_metric
+from app.models import predict
 from app.serving import predictions_frame, predictions_path, write_predictions
 from app.snapshots import SnapshotError
+from app.stats.noise import paired_standard_error
 from app.stats.profile import Profile
 from app.store import FOLDER_KEY, FolderState, SnapshotRecord
 from app.training import TrainingFailed, Trainer
@@ -226,19 +228,29 @@ class ModelRunner(Stage):
             return False
         try:
             previous_model = self.registry.load(self.name, previous.version)
+            serving_model = self.registry.load(self.name, serving.version)
         except SnapshotError:
             return False
-        metric_name = outcome.result.metric
-        previous_metrics = self.assess.evaluate(previous_model, frame)
+        metric_name, scoring = outcome.result.metric, get_metric(outcome.result.metric)
+        labelled = frame[frame[self.config.target].notna()]
+        truth = labelled[self.config.target]
+        previous_prediction = predict(previous_model, labelled, self.config.task)
+        previous_metrics = self.assess.metrics(truth, previous_prediction)
         outcome.result.previous_metrics = previous_metrics
         now, before = metrics.get(metric_name), previous_metrics.get(metric_name)
         if now is None or before is None:
             return False
-        worse = -get_metric(metric_name).gain(before, now)
-        allowed = get_metric(metric_name).allowed(self.model.rollback_tolerance, before)
-        if worse <= allowed:
+        worse = -scoring.gain(before, now)
+        allowed = scoring.allowed(self.model.rollback_tolerance, before)
+        # Both versions score the same rows: the noise is that of the paired difference (a handful of
+        # positives in a batch moves ROC AUC by far more than the tolerance).
+        error = paired_standard_error(self.assess.influence(scoring, truth, predict(serving_model, labelled, self.config.task)),
+                                      self.assess.influence(scoring, truth, previous_prediction))
+        noise = NOISE_SIGMAS * (error or 0.0)
+        if worse <= allowed + noise:
             return False
-        detail = f"v{serving.version} {metric_name} {now:.3f} is worse than v{previous.version} {before:.3f} by {worse:.3f}"
+        detail = (f"v{serving.version} {metric_name} {now:.3f} is worse than v{previous.version} {before:.3f} by {worse:.3f}"
+                  f" (tolerance {allowed:.3f} + noise {noise:.3f})")
         outcome.pointer_writes.append(
             lambda db: self.registry.switch_serving(self.name, previous.version, "auto_rollback", detail, old_status="rolled_back", db=db)
         )

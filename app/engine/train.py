@@ -112,7 +112,9 @@ def gate(
     if not batch_ok:
         return GateDecision(False, "the batch did not pass validation")
     if candidate is None or (isinstance(candidate, float) and np.isnan(candidate)):
-        return GateDecision(False, f"{metric_name} cannot be computed on the holdout (one class only?)", labels_suspect=True)
+        # A holdout of one class says the window is short of the rare class (1% positives), not that labels are bad.
+        return GateDecision(False, f"{metric_name} cannot be computed on the holdout: its rows hold a single class"
+                                   " (the window needs more labeled rows of each class)")
     if baseline is not None:
         noise = NOISE_SIGMAS * (skill_error or 0.0)
         if scoring.gain(baseline, candidate) <= noise:
@@ -188,7 +190,7 @@ class CandidateTrainer:
             return
         result.train_seconds = candidate.seconds
         result.candidate_version = version
-        metric = self.assess.metric_name(serving, candidate.train)
+        metric = self.assess.metric_name()
         serving_metrics = self._serving_holdout_metrics(serving, candidate)
         decision = gate(
             metric,

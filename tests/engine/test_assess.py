@@ -7,6 +7,7 @@ from pathlib import Path
 from app.engine.assess import Assessor
 from app.engine.records import BatchResult
 from app.stats.profile import Profile
+from app.store import SnapshotRecord
 from app.workspace import Workspace
 from tests.conftest import make_batch
 
@@ -44,3 +45,20 @@ def test_a_batch_like_its_reference_is_healthy(data_dir: Path):
         result.flags = assess.flags(result, serving=None, labeled=True)
         assert result.drifted_features == [] and result.quality_issues == [] and result.flags == []
         assert assess.state(result, current).state == "healthy"
+
+
+def test_a_batch_with_a_handful_of_rows_of_a_class_judges_nothing(data_dir: Path):
+    """One positive in 50 rows decides the batch's ROC AUC alone: a drop or a lack of skill seen there is chance."""
+    with Workspace.open(data_dir) as workspace:
+        config = workspace.config
+        assess = Assessor(config.model("static-lr"), config, workspace.registry)
+        serving = SnapshotRecord("static-lr", 1, None, 0.0, "serving", "bootstrap", None, None,
+                                 {"metric": "roc_auc", "holdout_metrics": {"roc_auc": 0.9}, "holdout_metric_se": 0.01})
+
+        def flags(fewest_class_rows: int) -> list[str]:
+            result = BatchResult(labeled=True, metric="roc_auc", metrics={"roc_auc": 0.5}, metric_se=0.01,
+                                 baseline_metrics={"roc_auc": 0.5}, skill_se=0.01, fewest_class_rows=fewest_class_rows)
+            return [flag["kind"] for flag in assess.flags(result, serving=serving, labeled=True)]
+
+        assert flags(fewest_class_rows=1) == []
+        assert flags(fewest_class_rows=20) == ["performance_drop", "no_skill"]
