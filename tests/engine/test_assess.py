@@ -57,7 +57,8 @@ def test_a_batch_with_a_handful_of_rows_of_a_class_judges_nothing(data_dir: Path
 
         def flags(fewest_class_rows: int) -> list[str]:
             result = BatchResult(labeled=True, metric="roc_auc", metrics={"roc_auc": 0.5}, metric_se=0.01,
-                                 baseline_metrics={"roc_auc": 0.5}, skill_se=0.01, fewest_class_rows=fewest_class_rows)
+                                 baseline_metrics={"roc_auc": 0.5}, skill_se=0.01, fewest_class_rows=fewest_class_rows,
+                                 quality_issues=[])
             return [flag["kind"] for flag in assess.flags(result, serving=serving, labeled=True)]
 
         assert flags(fewest_class_rows=1) == []
