@@ -147,6 +147,22 @@ def test_a_bad_promotion_is_rolled_back_on_its_own(data_dir: Path):
         monitor.close()
 
 
+def test_a_batch_of_one_class_after_a_bad_promotion_judges_nothing_and_the_next_batch_rolls_back(data_dir: Path):
+    """ROC AUC is not defined on a batch of one class: the rollback compared NaN with NaN and rolled back."""
+    write_config(data_dir, **{"window = 2": "window = 1"})
+    frames = [make_batch(i) for i in range(4)] + [make_batch(4)] + [make_batch(5, rows=40), make_batch(6)]
+    frames[4]["label"] = 1 - frames[4]["label"]
+    frames[5]["label"] = 1
+    monitor = run_stream(data_dir, frames)
+    try:
+        dynamic = results(monitor, "dynamic-lr")
+        assert dynamic[4]["action"] == "promoted"
+        assert dynamic[5]["fewest_class_rows"] == 0 and dynamic[5]["action"] != "rolled_back"
+        assert dynamic[6]["action"] == "rolled_back"
+    finally:
+        monitor.close()
+
+
 def test_rollback_then_promote_returns_to_the_same_version(concept_flip: Monitor):
     before = concept_flip.store.serving_version("dynamic-lr")
     came_from, went_to = concept_flip.dispatcher.rollback("dynamic-lr")

@@ -21,10 +21,11 @@ import time
 from dataclasses import replace
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from app.config import ModelConfig
-from app.engine.assess import NOISE_SIGMAS, Assessor
+from app.engine.assess import MIN_CLASS_ROWS, NOISE_SIGMAS, Assessor
 from app.engine.context import Stage, StageContext
 from app.engine.records import BatchOutcome, BatchResult, Pending
 from app.engine.train import CandidateTrainer
@@ -224,8 +225,9 @@ class ModelRunner(Stage):
             return False
         previous = self.registry.previous_good(self.name)
         metrics = outcome.result.metrics
-        if previous is None or not metrics:
-            return False
+        fewest = outcome.result.fewest_class_rows
+        if previous is None or not metrics or (fewest is not None and fewest < MIN_CLASS_ROWS):
+            return False  # a batch decided by a handful of rows of a class judges no promotion
         try:
             previous_model = self.registry.load(self.name, previous.version)
             serving_model = self.registry.load(self.name, serving.version)
@@ -238,7 +240,7 @@ class ModelRunner(Stage):
         previous_metrics = self.assess.metrics(truth, previous_prediction)
         outcome.result.previous_metrics = previous_metrics
         now, before = metrics.get(metric_name), previous_metrics.get(metric_name)
-        if now is None or before is None:
+        if now is None or before is None or not np.isfinite([now, before]).all():
             return False
         worse = -scoring.gain(before, now)
         allowed = scoring.allowed(self.model.rollback_tolerance, before)
