@@ -57,6 +57,12 @@ settle_seconds = 0.3
 DYNAMIC_MODEL = '[[models]]\nname = "dynamic-lr"\nmode = "dynamic"\nestimator = "logistic_regression"\nwindow = 2\n'
 STATIC_ONLY_CONFIG = BASE_CONFIG.replace(DYNAMIC_MODEL, "")  # one model: the same keys, half the training
 assert DYNAMIC_MODEL in BASE_CONFIG
+# One static model, streamed in small pieces: a partitioned batch of a few thousand rows takes many chunks.
+STREAMED_CONFIG = STATIC_ONLY_CONFIG + """
+[scale]
+chunk_rows = 1000
+sample_rows = 1500
+"""
 
 
 def make_batch(index: int, rows: int = 600, flipped: bool = False, shuffled: bool = False,

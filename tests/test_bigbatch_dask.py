@@ -16,24 +16,7 @@ from app.cli import main
 from app.engine.monitor import Monitor
 from app.events import EventKind
 from app.workspace import Workspace
-from tests.conftest import STREAM_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
-
-CONFIG = STREAM_CONFIG + """
-[[models]]
-name = "static-lr"
-mode = "static"
-estimator = "logistic_regression"
-
-[drift]
-domain_classifier_rows = 500
-
-[watch]
-settle_seconds = 0.3
-
-[scale]
-chunk_rows = 1000
-sample_rows = 1500
-"""
+from tests.conftest import STREAMED_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +35,7 @@ def dask_cluster():
 def fill(folder: Path, engine: str) -> Path:
     """A data folder: a labeled CSV that trains version 1, then a partitioned batch, drifted and with gaps."""
     folder.mkdir()
-    write_config(folder, CONFIG + engine)
+    write_config(folder, STREAMED_CONFIG + engine)
     backdate(write_batch(folder, "week-00.csv", make_batch(0, rows=600)))
     (folder / "week-01").mkdir()
     for index in range(3):
@@ -121,7 +104,7 @@ def test_an_unreachable_scheduler_is_one_event_and_the_batch_waits(tmp_path, cap
     with Workspace.open(folder, read_only=True) as workspace:  # the CSV is in; the folders are not, nor quarantined
         assert [(record.name, record.status) for record in workspace.store.files()] == [("week-00.csv", "ingested")]
 
-    write_config(folder, CONFIG + 'engine = "dask"\nscheduler = "local"\n')  # the next run, with a cluster, takes it
+    write_config(folder, STREAMED_CONFIG + 'engine = "dask"\nscheduler = "local"\n')  # the next run, with a cluster, takes it
     assert main(["watch", str(folder), "--once"]) == 0
     with Workspace.open(folder, read_only=True) as workspace:
         assert [(record.name, record.status) for record in workspace.store.files()] == [

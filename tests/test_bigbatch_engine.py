@@ -10,24 +10,7 @@ from app.bigbatch import batch_sha256
 from app.cli import main
 from app.engine.monitor import Monitor
 from app.workspace import Workspace
-from tests.conftest import STREAM_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
-
-CONFIG = STREAM_CONFIG + """
-[[models]]
-name = "static-lr"
-mode = "static"
-estimator = "logistic_regression"
-
-[drift]
-domain_classifier_rows = 500
-
-[watch]
-settle_seconds = 0.3
-
-[scale]
-chunk_rows = 1000
-sample_rows = 1500
-"""
+from tests.conftest import STREAMED_CONFIG, backdate, make_batch, wait_until, write_batch, write_config
 
 
 def write_partitioned(folder: Path, first: int, parts: int = 3, rows: int = 3000, success: bool = True) -> Path:
@@ -49,7 +32,7 @@ def results(folder: Path) -> dict[str, dict]:
 def test_watch_once_streams_a_partitioned_folder_against_the_serving_model(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
-    write_config(data, CONFIG)
+    write_config(data, STREAMED_CONFIG)
     backdate(write_batch(data, "week-00.csv", make_batch(0, rows=600)))  # settled: taken in name order
     write_partitioned(data / "week-01", first=1)
     (data / "notes").mkdir()  # a folder without Parquet parts is not a batch
@@ -79,7 +62,7 @@ def test_watch_once_streams_a_partitioned_folder_against_the_serving_model(tmp_p
 def test_the_running_engine_takes_a_folder_once_its_marker_lands(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    write_config(data, CONFIG.replace("settle_seconds = 0.3", "settle_seconds = 600"))  # only _SUCCESS completes it
+    write_config(data, STREAMED_CONFIG.replace("settle_seconds = 0.3", "settle_seconds = 600"))  # only _SUCCESS completes it
     monitor = Monitor(data)
     monitor.start()
     try:
@@ -95,7 +78,7 @@ def test_the_running_engine_takes_a_folder_once_its_marker_lands(tmp_path):
 def test_a_bad_part_quarantines_the_folder_with_its_reason(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    write_config(data, CONFIG)
+    write_config(data, STREAMED_CONFIG)
     folder = write_partitioned(data / "bad", first=1, parts=2, rows=500)
     broken = make_batch(9, rows=500).drop(columns=["x2"])
     broken.to_parquet(folder / "part-001.parquet")
