@@ -287,12 +287,16 @@ class DriftDeckApp(App[int]):
                 self.selected_model = key
 
     def watch_selected_model(self, model: str | None) -> None:
-        """Show the model's panels from the read in hand: it holds every model's, as fresh as the rest."""
+        """Show the model's panels from the read in hand: it holds every model's, as fresh as the rest.
+        The cursor is painted first, the panels on the next frame: the key answers at once."""
         self.can_rollback = self.rollback_targets.get(model) is not None
         if self.is_mounted and self.dashboard is not None:
-            self.dashboard = self.dashboard.showing(model)
             self.models_panel.show(self.dashboard, model)
-            self._show_model_panels()
+            self.call_after_refresh(self._follow_selection)
+
+    def _follow_selection(self) -> None:
+        self.dashboard = self.dashboard.showing(self.selected_model)
+        self._show_model_panels()
 
     def _show_model_panels(self) -> None:
         """Redraw the selected model's panels, unless they already show exactly this."""
