@@ -36,6 +36,8 @@ from app.lineage import batch_rows
 from app.store import StoredEvent
 from app.tui.batches import BatchesScreen, ExcludeScreen
 from app.tui.dashboard import Dashboard, load_dashboard
+from app.tui.footer import SteadyFooter
+from app.tui.formatting import display_path
 from app.tui.header import HeaderState, header_text
 from app.tui.messages import BatchesLoaded, CommandDone, DashboardLoaded, MonitorChanged, TrainingChanged
 from app.tui.panels import (
@@ -63,15 +65,6 @@ TEXTUAL_COMMANDS_KEPT = ("Theme", "Quit")
 PALETTE_TITLES = {"promote": "Promote", "toggle_maximize": "Maximize"}  # where the footer's label is terse
 ENGINE_ACTIONS = frozenset({"retrain", "rollback", "validate", "pause", "resume", "promote", "batches"})
 RETRAIN_SETTLING_KINDS = frozenset({EventKind.PROMOTED, EventKind.REJECTED, EventKind.TRAINING_FAILED})
-
-
-def display_path(path: Path, cwd: Path | None = None) -> str:
-    """``path`` relative to ``cwd`` when it lies inside it (as people type it), else absolute."""
-    cwd = cwd or Path.cwd()
-    try:
-        return str(path.relative_to(cwd)) or "."
-    except ValueError:
-        return str(path)
 
 
 class DriftDeckApp(App[int]):
@@ -157,7 +150,7 @@ class DriftDeckApp(App[int]):
             with Horizontal(classes="row", id="bottom"):
                 yield self.snapshots_panel
                 yield self.events_panel
-        yield Footer(compact=True, show_command_palette=False)
+        yield SteadyFooter(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         models = [model.name for model in self.monitor.config.models]
@@ -294,12 +287,16 @@ class DriftDeckApp(App[int]):
                 self.selected_model = key
 
     def watch_selected_model(self, model: str | None) -> None:
-        """Show the model's panels from the read in hand: it holds every model's, as fresh as the rest."""
+        """Show the model's panels from the read in hand: it holds every model's, as fresh as the rest.
+        The cursor is painted first, the panels on the next frame: the key answers at once."""
         self.can_rollback = self.rollback_targets.get(model) is not None
         if self.is_mounted and self.dashboard is not None:
-            self.dashboard = self.dashboard.showing(model)
             self.models_panel.show(self.dashboard, model)
-            self._show_model_panels()
+            self.call_after_refresh(self._follow_selection)
+
+    def _follow_selection(self) -> None:
+        self.dashboard = self.dashboard.showing(self.selected_model)
+        self._show_model_panels()
 
     def _show_model_panels(self) -> None:
         """Redraw the selected model's panels, unless they already show exactly this."""

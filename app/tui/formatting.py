@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
@@ -110,3 +111,12 @@ def clip_lines(text: Text, width: int, lines: int) -> Text:
     last.truncate(len(shortened) - 1)
     last.append("…")
     return Text("\n").join(kept)
+
+
+def display_path(path: Path, cwd: Path | None = None) -> str:
+    """``path`` relative to ``cwd`` when it lies inside it (as people type it), else absolute."""
+    cwd = cwd or Path.cwd()
+    try:
+        return str(path.relative_to(cwd)) or "."
+    except ValueError:
+        return str(path)

@@ -108,10 +108,11 @@ def show_text(static: Static, text: RenderableType) -> None:
     """Put ``text`` in ``static`` unless it already shows exactly that.
 
     Every Static this is used on has a fixed height in driftdeck.tcss, so the
-    update repaints it without a layout pass of the whole screen.
+    update only repaints it: no layout pass of the whole screen, which would
+    hold up a key for tens of milliseconds.
     """
     if static.content != text:
-        static.update(text)
+        static.update(text, layout=False)
 
 
 def selected_key(table: DataTable) -> str | None:

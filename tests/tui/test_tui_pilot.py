@@ -202,6 +202,32 @@ async def test_b_is_greyed_and_inert_without_an_earlier_snapshot(monitor):
         assert app.notes == []
 
 
+async def test_the_footer_dims_b_in_place_as_the_selected_model_changes(monitor):
+    """Selecting a model that can roll back lights ``b`` on the same key widgets: the footer is not rebuilt."""
+    from textual.widgets._footer import FooterKey
+
+    app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+
+        def b_key() -> FooterKey | None:
+            return next((key for key in app.query(FooterKey) if key.action == "rollback"), None)
+
+        await wait_until(pilot, lambda: b_key() is not None and b_key().has_class("-disabled"),
+                         what="b dimmed for static-lr")
+        keys_before = list(app.query(FooterKey))
+        await pilot.press("right_square_bracket")
+        await wait_until(pilot, lambda: not b_key().has_class("-disabled"), what="b lit for dynamic-lr")
+        assert app.selected_model == "dynamic-lr" and app.check_action("rollback", ()) is True
+        await pilot.press("left_square_bracket")
+        await wait_until(pilot, lambda: b_key().has_class("-disabled"), what="b dimmed again for static-lr")
+        assert list(app.query(FooterKey)) == keys_before  # the same widgets throughout
+        await pilot.press("p")  # pause: the footer now shows resume, another key, so it is rebuilt
+        await wait_until(pilot, lambda: any(key.action == "resume" for key in app.query(FooterKey)),
+                         what="resume in the footer")
+        assert not any(key.action == "pause" for key in app.query(FooterKey))
+
+
 async def test_enter_on_a_rejected_snapshot_asks_before_serving_it(folder):
     monitor = Monitor(folder)
     try:
