@@ -115,8 +115,10 @@ async def test_a_dropped_batch_appears_in_the_panels(monitor, folder):
         stored = monitor.store.results("static-lr", limit=1)[0][2]["feature_drift"]["x3"]["psi"]
         assert cell(app, "features-table", "x3", "PSI") == f"{stored:.3f}"
         assert stored >= monitor.config.drift.psi_threshold
-        assert "2025-02-17.csv: 400 rows" in log_text(app)
-        assert "2025-02-17.csv" in app.query_one("#latest-metrics", Static).content.plain
+        # The event log writes after a refresh, the metrics text on the next frame: waited for, not raced.
+        await wait_until(pilot, lambda: "2025-02-17.csv: 400 rows" in log_text(app), what="the batch in the event log")
+        await wait_until(pilot, lambda: "2025-02-17.csv" in app.query_one("#latest-metrics", Static).content.plain,
+                         what="the batch in the health panel")
 
 
 async def test_switching_model_switches_the_feature_table(monitor):
