@@ -99,7 +99,7 @@ async def test_history_in_the_store_shows_at_once(monitor):
         assert cell(app, "models-table", "static-lr", "serving") == "v1"
         assert cell(app, "models-table", "dynamic-lr", "serving") == "v4"
         assert "5 batches" in header(app) and "1 quarantined" in header(app)
-        assert "2025-02-10.csv.gz: quarantined" in log_text(app)
+        await wait_until(pilot, lambda: "2025-02-10.csv.gz: quarantined" in log_text(app), what="history in the event log")
         assert app.notes == []  # history is shown, not announced
 
 
@@ -289,7 +289,8 @@ async def test_a_broken_file_is_an_error_notification_shown_literally(monitor, f
         await wait_until(pilot, lambda: any(s == "error" for _, s in app.notes), what="an error notification")
         message = next(m for m, s in app.notes if s == "error")
         assert message.startswith("[bold]oops.csv.gz: quarantined")
-        assert "[bold]oops.csv.gz: quarantined" in log_text(app)
+        # The notification comes with the load; the event log writes at the refresh after it.
+        await wait_until(pilot, lambda: "[bold]oops.csv.gz: quarantined" in log_text(app), what="the file in the event log")
         assert "2 quarantined" in header(app)
         assert app.is_running
 
