@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import os
 import re
 import time
 from dataclasses import dataclass, field

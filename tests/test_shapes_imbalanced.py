@@ -63,7 +63,6 @@ def test_a_batch_of_one_class_is_suspect_only_when_the_known_shares_make_it_unli
     """"Every label is '0': a broken labelling job?" kept most 50-row batches of a rare-positive stream out of training."""
     write_config(data_dir, STATIC_ONLY_CONFIG)
     batches = [rare_positive_batch(0, 3_000)] + [rare_positive_batch(index, 50) for index in range(1, 13)]
-    all_zero = make_batch(13, rows=50).assign(label=0)  # a balanced stream's batch of one class: 1 in 10^15
     for index, frame in enumerate(batches):
         write_batch(data_dir, f"b{index:02d}.csv", frame)
     monitor = Monitor(data_dir)
