@@ -160,7 +160,7 @@ async def timed_press(app: DriftDeckApp) -> tuple[float, float]:
         await asyncio.sleep(POLL_SECONDS)
     await painted(app)
     moved = time.perf_counter() - started
-    while app.dashboard is None or app.dashboard.model != app.selected_model:
+    while app.dashboard is None or app.dashboard.model != app.selected_model or app.redraws.pending:
         await asyncio.sleep(POLL_SECONDS)
     await painted(app)
     return moved, time.perf_counter() - started

@@ -17,6 +17,7 @@ How data moves:
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -24,7 +25,7 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Container, Horizontal
-from textual.reactive import reactive
+from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -38,6 +39,8 @@ from app.tui.batches import BatchesScreen, ExcludeScreen
 from app.tui.dashboard import Dashboard, load_dashboard
 from app.tui.footer import SteadyFooter
 from app.tui.formatting import display_path
+from app.tui.frames import OnePerFrame
+from app.tui.keys import DASHBOARD_KEYS, PANELS
 from app.tui.header import HeaderState, header_text
 from app.tui.messages import BatchesLoaded, CommandDone, DashboardLoaded, MonitorChanged, TrainingChanged
 from app.tui.panels import (
@@ -59,7 +62,6 @@ TICK_SECONDS = 0.25
 LOAD_INTERVAL_SECONDS = 0.5
 WIDE_FROM_COLUMNS = 120
 PALETTE_HINT_FROM_COLUMNS = 90
-PANELS = ("models", "features", "health", "snapshots", "events")  # keys 1 to 5, in this order
 SCREENSHOTS_FOLDER = "screenshots"  # under the state folder
 TEXTUAL_COMMANDS_KEPT = ("Theme", "Quit")
 PALETTE_TITLES = {"promote": "Promote", "toggle_maximize": "Maximize"}  # where the footer's label is terse
@@ -74,40 +76,16 @@ class DriftDeckApp(App[int]):
     TITLE = "driftdeck"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_FROM_COLUMNS, "-wide")]
     ALLOW_IN_MAXIMIZED_VIEW = "#header, Footer"
-    MODEL_KEYS = Binding.Group("Model", compact=True)
-    BINDINGS = [
-        Binding("r", "retrain", "Retrain", id="retrain",
-                tooltip="Train a candidate for the selected model now (static ones too); it still faces the gate"),
-        Binding("b", "rollback", "Rollback", id="rollback",
-                tooltip="Serve the selected model's previous good snapshot"),
-        Binding("v", "validate", "Validate", id="validate",
-                tooltip="Retrain the selected model's serving snapshot with today's code and config, and compare"),
-        Binding("p", "pause", "Pause", id="pause", tooltip="Stop taking new files; they wait until you resume"),
-        Binding("p", "resume", "Resume", id="resume", tooltip="Take the files that arrived while paused"),
-        Binding("left_square_bracket", "previous_model", "Prev model", id="previous-model",
-                tooltip="Select the model above", group=MODEL_KEYS),
-        Binding("right_square_bracket", "next_model", "Next model", id="next-model",
-                tooltip="Select the model below", group=MODEL_KEYS),
-        Binding("1", "show_panel('models')", "Panel", id="panel", key_display="1-5",
-                tooltip="Go to a panel: 1 models, 2 features, 3 health, 4 snapshots, 5 events"),
-        *(Binding(str(number), f"show_panel('{name}')", f"{name.capitalize()} panel", show=False)
-          for number, name in enumerate(PANELS, start=1) if number > 1),
-        Binding("z", "toggle_maximize", "Max", id="maximize",
-                tooltip="Fill the screen with the focused panel; z again restores"),
-        Binding("question_mark", "help", "Help", id="help", tooltip="Keys and what each panel shows"),
-        Binding("x", "batches", "Batches", id="batches", show=False,
-                tooltip="List the batches: exclude one after the fact (asks first), or include it again"),
-        Binding("R", "restart_engine", "Restart engine", id="restart-engine",
-                tooltip="Start the folder's engine again after it stopped; the ledger says what is left to do"),
-        Binding("q", "quit", "Quit", id="quit", tooltip="Leave (an engine this window started stops too)"),
-    ]
+    BINDINGS = DASHBOARD_KEYS
 
-    selected_model: reactive[str | None] = reactive(None)
-    can_rollback: reactive[bool] = reactive(False, bindings=True)
-    training_active: reactive[bool] = reactive(False, bindings=True)
-    retrain_queued: reactive[str | None] = reactive(None, bindings=True)
-    paused: reactive[bool] = reactive(False, bindings=True)
-    engine_stopped: reactive[bool] = reactive(False, bindings=True)
+    # The app's state, as vars: a reactive on the App repaints the whole screen when it changes, a frame
+    # of 30-50 ms that a key would wait for; what shows this state is redrawn by the watchers and the footer.
+    selected_model: var[str | None] = var(None)
+    can_rollback: var[bool] = var(False, bindings=True)
+    training_active: var[bool] = var(False, bindings=True)
+    retrain_queued: var[str | None] = var(None, bindings=True)
+    paused: var[bool] = var(False, bindings=True)
+    engine_stopped: var[bool] = var(False, bindings=True)
 
     def __init__(self, monitor: Engine, on_ready: Callable[[], None] | None = None,
                  clock: Callable[[], float] = time.time, tick_seconds: float = TICK_SECONDS,
@@ -122,12 +100,14 @@ class DriftDeckApp(App[int]):
         self.training: dict[str, Any] | None = None  # the monitor's training dict, as last seen
         self.rollback_targets: dict[str, int | None] = {}  # model -> the version b would serve
         self.loads_started = 0
-        self.load_applied = 0  # the number of the newest load on screen
+        self.load_applied = 0  # the number of the newest load on screen, all its panels drawn
+        self._load_received = 0
         self._stale = True
         self._last_event_id = 0
         self._load_worker: Worker | None = None
         self._load_started = 0.0  # time.monotonic() of the latest load
         self._model_panels_shown: tuple | None = None  # (model, its view, its summary) on screen
+        self.redraws = OnePerFrame(self)
 
     # --- layout ------------------------------------------------------------------
 
@@ -140,7 +120,7 @@ class DriftDeckApp(App[int]):
         self.features_panel = FeaturesPanel(drift)
         self.health_panel = HealthPanel()
         self.snapshots_panel = SnapshotsPanel()
-        self.events_panel = EventLogPanel()
+        self.events_panel = EventLogPanel(self.redraws)
         yield self.header_bar
         with Container(id="dashboard"):
             yield self.models_panel
@@ -226,8 +206,9 @@ class DriftDeckApp(App[int]):
     def on_dashboard_loaded(self, message: DashboardLoaded) -> None:
         if not self.models_panel.is_attached:  # a load that lands while the app closes has nowhere to show
             return
-        if message.load < self.load_applied:  # a cancelled worker's read that still got through: older data
+        if message.load < self._load_received:  # a cancelled worker's read that still got through: older data
             return
+        self._load_received = message.load
         dashboard = message.dashboard.showing(self.selected_model)
         first = self.dashboard is None
         self.dashboard = dashboard
@@ -243,7 +224,7 @@ class DriftDeckApp(App[int]):
         self._show_model_panels()
         self._show_header()
         self.refresh_bindings()  # what can act may have changed (a first model serves, say)
-        self.load_applied = message.load
+        self.redraws.when_drawn(partial(setattr, self, "load_applied", message.load))
         if first:  # the widgets and their styles live as long as the app: out of the collector's sight too
             self.call_after_refresh(freeze_long_lived)
 
@@ -288,26 +269,25 @@ class DriftDeckApp(App[int]):
 
     def watch_selected_model(self, model: str | None) -> None:
         """Show the model's panels from the read in hand: it holds every model's, as fresh as the rest.
-        The cursor is painted first, the panels on the next frame: the key answers at once."""
+        The cursor is painted first, then the panels, one a frame: the key answers at once."""
         self.can_rollback = self.rollback_targets.get(model) is not None
         if self.is_mounted and self.dashboard is not None:
             self.models_panel.show(self.dashboard, model)
-            self.call_after_refresh(self._follow_selection)
-
-    def _follow_selection(self) -> None:
-        self.dashboard = self.dashboard.showing(self.selected_model)
-        self._show_model_panels()
+            self.dashboard = self.dashboard.showing(model)
+            self._show_model_panels()
 
     def _show_model_panels(self) -> None:
-        """Redraw the selected model's panels, unless they already show exactly this."""
+        """Redraw the selected model's panels, one a frame, unless they already show exactly this."""
         dashboard = self.dashboard
         shown = (dashboard.model, dashboard.view, dashboard.summary(dashboard.model))
         if dashboard.model is None or shown == self._model_panels_shown:
             return
         self._model_panels_shown = shown
-        self.features_panel.show(dashboard)
-        self.health_panel.show(dashboard)
-        self.snapshots_panel.show(dashboard)
+        for panel in (self.features_panel, self.health_panel, self.snapshots_panel):
+            self.redraws.ask(panel.id, partial(self._redraw, panel))
+
+    def _redraw(self, panel: FeaturesPanel | HealthPanel | SnapshotsPanel) -> None:
+        panel.show(self.dashboard)
 
     def _move_model(self, step: int) -> None:
         table = self.models_panel.table

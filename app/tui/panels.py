@@ -25,6 +25,7 @@ from app.tui.charts import distribution_chart, health_chart, latest_metrics_text
 from app.tui.dashboard import Dashboard
 from app.tui.event_text import event_text
 from app.tui.formatting import clip_lines
+from app.tui.frames import OnePerFrame
 from app.tui.snapshot_text import serving_history_text, snapshot_note
 from app.tui.tables import feature_cells, model_cells, model_cells_stacked, model_detail, snapshot_cells
 
@@ -357,19 +358,20 @@ class EventLogPanel(Panel):
     panels' sizes, and writing them before would mean writing them twice.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, redraws: OnePerFrame) -> None:
         log = RichLog(id="event-log", max_lines=EVENT_LOG_LINES, min_width=1, wrap=False, markup=False,
                       highlight=False)
         super().__init__("5 Event log", log, id="events")
         self.entries: deque[StoredEvent] = deque(maxlen=EVENT_LOG_LINES)
         self._unwritten: list[StoredEvent] = []
         self._laid_out_width = 0
+        self._redraws = redraws
 
     def append(self, events: Iterable[StoredEvent]) -> None:
         events = list(events)
         self.entries.extend(events)
         self._unwritten.extend(events)
-        self.call_after_refresh(self._sync)
+        self._redraws.ask("events", self._sync)
 
     def note(self, epoch: float, message: str) -> None:
         """An entry that is not an audit event (a failed command, a worker error)."""

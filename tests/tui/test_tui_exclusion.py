@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input, Static
 from app.engine.monitor import Monitor
 from app.tui.app import DriftDeckApp
 from app.tui.batches import BatchesScreen, ExcludeScreen
-from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, wait_until
+from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, panels_show, wait_until
 
 SIZE = (160, 48)
 BAD = "2025-01-20.csv"
@@ -68,7 +68,7 @@ async def test_x_lists_the_batches_and_excludes_one_only_after_a_yes(monitor: Mo
         await wait_until(pilot, lambda: monitor.store.serving_history("dynamic-lr")[-1].reason == f"excluded {BAD}",
                          timeout=60, what="dynamic-lr repaired")
         await pilot.press("right_square_bracket")
-        await wait_until(pilot, lambda: app.dashboard is not None and app.dashboard.model == "dynamic-lr"
+        await wait_until(pilot, lambda: panels_show(app, "dynamic-lr")
                          and any(row["tainted"] for row in app.dashboard.view.snapshots), what="the taint in the dashboard")
         table = app.query_one("#snapshots-table", DataTable)
         key = str(tainted.version)

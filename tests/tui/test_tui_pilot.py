@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import make_batch, write_batch
+from textual import events
 from textual.widgets import DataTable, RichLog, Static
-from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, slow_fit, wait_until
+from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, panels_show, slow_fit, wait_until
 
 from app.engine.monitor import Monitor
 from app.training import Trainer
@@ -130,8 +131,9 @@ async def test_switching_model_switches_the_feature_table(monitor):
         loads = app.loads_started
         await pilot.press("right_square_bracket")
         assert app.selected_model == "dynamic-lr"
-        # Shown at once from the read in hand, which holds every model's panels: no load in between.
-        assert app.dashboard.model == "dynamic-lr" and app.loads_started == loads
+        # Shown from the read in hand, which holds every model's panels: no load in between.
+        await wait_until(pilot, lambda: panels_show(app, "dynamic-lr"), what="dynamic-lr's panels")
+        assert app.loads_started == loads
         expected = monitor.store.results("dynamic-lr", limit=1)[0][2]["feature_drift"]["x3"]
         assert expected["status"] == "drifted"
         assert cell(app, "features-table", "x3", "status") == "drifted"
@@ -139,6 +141,33 @@ async def test_switching_model_switches_the_feature_table(monitor):
         assert app.query_one("#features").border_title.endswith("dynamic-lr")
         await pilot.press("left_square_bracket")
         assert app.selected_model == "static-lr"
+
+
+async def test_a_model_key_paints_the_cursor_first_then_one_panel_a_frame(monitor):
+    app = RecordingApp(monitor, clock=lambda: FIXED_NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        frames, drawn = [0], []
+        display = app._display  # where each frame is written to the terminal
+
+        def counting(screen, renderable) -> None:
+            frames[0] += 1
+            display(screen, renderable)
+
+        app._display = counting
+        for panel in (app.models_panel, app.features_panel, app.health_panel, app.snapshots_panel):
+            panel.show = partial(lambda show, panel, *shown: (drawn.append((panel.id, frames[0])), show(*shown)),
+                                 panel.show, panel)
+        table = app.query_one("#models-table", DataTable)
+        app.post_message(events.Key("right_square_bracket", "]"))  # as the terminal sends it, no waiting for idle
+        await wait_until(pilot, lambda: panels_show(app, "dynamic-lr"), what="dynamic-lr's panels")
+        assert selected_key(table) == "dynamic-lr"
+        first_drawn: dict[str, int] = {}  # each panel's first drawing (a load landing meanwhile draws again)
+        for panel, frames_before in drawn:
+            first_drawn.setdefault(panel, frames_before)
+        assert list(first_drawn) == ["models", "features", "health", "snapshots"]
+        frame_before = list(first_drawn.values())
+        assert frame_before == sorted(set(frame_before)), f"the cursor, then one panel a frame: {frame_before}"
 
 
 async def test_a_load_that_lands_after_a_newer_one_is_dropped(monitor, folder):
@@ -159,7 +188,7 @@ async def test_b_rolls_back_and_the_snapshot_table_follows(monitor):
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         await pilot.press("right_square_bracket")
-        await wait_until(pilot, lambda: app.dashboard.model == "dynamic-lr", what="dynamic-lr's panels")
+        await wait_until(pilot, lambda: panels_show(app, "dynamic-lr"), what="dynamic-lr's panels")
         assert cell(app, "snapshots-table", "4", "version").startswith("▶")
         await pilot.press("b")
         await wait_until(pilot, lambda: cell(app, "models-table", "dynamic-lr", "serving") == "v3",
@@ -238,7 +267,7 @@ async def test_enter_on_a_rejected_snapshot_asks_before_serving_it(folder):
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
             await pilot.press("right_square_bracket")
-            await wait_until(pilot, lambda: app.dashboard.model == "dynamic-lr", what="dynamic-lr's panels")
+            await wait_until(pilot, lambda: panels_show(app, "dynamic-lr"), what="dynamic-lr's panels")
             table = app.query_one("#snapshots-table", DataTable)
             table.focus()
             table.move_cursor(row=table.get_row_index("2"))
@@ -264,7 +293,7 @@ async def test_r_trains_off_the_ui_thread_and_ends_with_a_verdict(slow_monitor, 
         await pilot.press("right_square_bracket")  # handled while the fit is still sleeping
         assert slow_monitor.training is not None
         assert app.selected_model == "dynamic-lr"
-        await wait_until(pilot, lambda: app.dashboard.model == "dynamic-lr", what="dynamic-lr's panels")
+        await wait_until(pilot, lambda: panels_show(app, "dynamic-lr"), what="dynamic-lr's panels")
         await pilot.press("p")
         assert "paused" in header(app) and slow_monitor.paused
         assert slow_monitor.training is not None
@@ -410,7 +439,7 @@ async def open_snapshots_of_dynamic_lr(pilot) -> DataTable:
     app = pilot.app
     await started(pilot)
     await pilot.press("right_square_bracket")
-    await wait_until(pilot, lambda: app.dashboard.model == "dynamic-lr", what="dynamic-lr's panels")
+    await wait_until(pilot, lambda: panels_show(app, "dynamic-lr"), what="dynamic-lr's panels")
     await pilot.press("4")
     return app.query_one("#snapshots-table", DataTable)
 

@@ -20,7 +20,7 @@ from textual.pilot import Pilot
 
 from app.engine.monitor import Monitor
 from app.tui.app import DriftDeckApp
-from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, wait_until
+from tests.tui.tui_support import FIXED_NOW, base_folder, copy_folder, panels_show, wait_until
 
 SIZES = {"160x48": (160, 48), "100x30": (100, 30), "80x24": (80, 24)}
 WIDE = SIZES["160x48"]
@@ -78,7 +78,7 @@ def prepare(model: str | None = None, panel: str | None = None, maximize: bool =
         if model is not None:
             while app.selected_model != model:
                 await pilot.press("right_square_bracket")
-            await wait_until(pilot, lambda: app.dashboard.model == model, what=f"{model}'s panels")
+            await wait_until(pilot, lambda: panels_show(app, model), what=f"{model}'s panels")
         if panel is not None:
             await pilot.press(PANEL_KEYS[panel])
         if maximize:

@@ -115,3 +115,8 @@ async def wait_until(pilot, condition: Callable[[], bool], timeout: float = 20.0
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         await pilot.pause(0.05)
+
+
+def panels_show(app, model: str) -> bool:
+    """The dashboard shows ``model``: selected, and each of its panels drawn (they are drawn one a frame)."""
+    return app.dashboard is not None and app.dashboard.model == model and not app.redraws.pending
