@@ -64,6 +64,8 @@ class DaskEngine:
             import dask
             from distributed import Client, LocalCluster  # installed: the config checks (app.config)
 
+            from app.dask_worker import ArrowOnSystemMemory
+
             if self.scheduler == "local":
                 # The workers' sampling profiler holds the GIL every 10 ms: a part's scan, much of it pandas
                 # in Python, took two to three times as long with it.
@@ -82,6 +84,7 @@ class DaskEngine:
                     reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
                     raise ClusterUnreachable(f"the Dask scheduler {self.scheduler} cannot be reached ({reason});"
                                              " the batch is read again later") from None
+                self._client.register_plugin(ArrowOnSystemMemory())
         return self._client
 
     def scan(self, path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
