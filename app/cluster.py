@@ -64,14 +64,13 @@ class DaskEngine:
             import dask
             from distributed import Client, LocalCluster  # installed: the config checks (app.config)
 
-            from app.dask_worker import ArrowOnSystemMemory
-
             if self.scheduler == "local":
                 # The workers' sampling profiler holds the GIL every 10 ms: a part's scan, much of it pandas
                 # in Python, took two to three times as long with it.
                 dask.config.set({"distributed.worker.profile.enabled": False})
                 # Threads in this process, not a worker process per core: each process would hold its own
-                # interpreter and libraries (about 0.4 GB); the price is the GIL over each part's pandas work.
+                # interpreter and libraries (about 0.18 GB: a scan loads pandas and pyarrow, never scikit-learn)
+                # and its own part's memory; the price is the GIL over each part's pandas work.
                 # The scheduler always serves HTTP (its dashboard and health routes): on this machine only, on a
                 # free port, never on every interface at 8787.
                 self._cluster = LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,
@@ -84,7 +83,6 @@ class DaskEngine:
                     reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
                     raise ClusterUnreachable(f"the Dask scheduler {self.scheduler} cannot be reached ({reason});"
                                              " the batch is read again later") from None
-                self._client.register_plugin(ArrowOnSystemMemory())
         return self._client
 
     def scan(self, path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
