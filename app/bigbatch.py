@@ -39,9 +39,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
+from app.columns import CATEGORICAL, NUMERIC, columns_of_kind
 from app.config import Config, ScaleConfig
 from app.fsutil import FILE_MODE, fsync_dir, sha256_file
-from app.models import CATEGORICAL, NUMERIC, columns_of_kind, predict
 from app.readers import batch_suffix
 from app.stats.profile import Profile
 from app.validation import Batch, InvalidBatch, StreamedRows, validate_table
@@ -288,7 +288,9 @@ def predict_part(path: Path, pipeline, config: Config, version: int) -> pd.DataF
     The part's predictions are returned whole: a part is the unit a producer
     sizes (and a cluster ships), a batch is any number of them.
     """
-    from app.serving import predictions_frame  # skops comes with it: a Dask worker that only scans never loads it
+    # scikit-learn and skops come with these: a Dask worker that only scans never loads them
+    from app.models import predict
+    from app.serving import predictions_frame
 
     frames = []
     offset = 0

@@ -69,7 +69,8 @@ class DaskEngine:
                 # in Python, took two to three times as long with it.
                 dask.config.set({"distributed.worker.profile.enabled": False})
                 # Threads in this process, not a worker process per core: each process would hold its own
-                # interpreter and libraries (about 0.4 GB); the price is the GIL over each part's pandas work.
+                # interpreter and libraries (about 0.18 GB: a scan loads pandas and pyarrow, never scikit-learn)
+                # and its own part's memory; the price is the GIL over each part's pandas work.
                 # The scheduler always serves HTTP (its dashboard and health routes): on this machine only, on a
                 # free port, never on every interface at 8787.
                 self._cluster = LocalCluster(n_workers=1, threads_per_worker=os.cpu_count() or 1, processes=False,

@@ -20,10 +20,10 @@ from typing import BinaryIO, TypeVar
 
 import pyarrow as pa
 
+from app.columns import CATEGORICAL, columns_of_kind
 from app.config import Config
 from app.events import printable
 from app.fsutil import CHUNK_BYTES, atomic_write_bytes, atomic_write_text, regular_file_opener, sha256_bytes
-from app.models import CATEGORICAL, columns_of_kind
 from app.memory import MB, budget_bytes
 from app.readers import UnreadableFile, read_memory_estimate, read_table
 from app.names import derived_name

@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from app.columns import category_texts
 from app.config import Config
 from app.ingest import FileSnapshot, read_checked
-from app.models import category_texts
 from app.readers import is_batch_name
 from app.validation import InvalidBatch, clean_target
 

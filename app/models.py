@@ -15,7 +15,7 @@ uses a saved pipeline outside driftdeck must do the same (call
 ``prepare_features`` or cast categorical columns to ``str``).
 
 Class labels keep the type the batch files gave them: validation hands them
-over as text (see :func:`category_text`), and :func:`fit_pipeline` turns them
+over as text (see :func:`app.columns.category_text`), and :func:`fit_pipeline` turns them
 back into whole numbers or booleans when every label reads as one (see
 :func:`typed_labels`), so a fitted classifier, and every prediction made with
 it, says ``1`` or ``True`` where the data said so, never ``"1"``. Regression
@@ -34,8 +34,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
@@ -50,10 +48,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
+from app.columns import CATEGORICAL, NUMERIC, category_texts, columns_of_kind
+
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
-NUMERIC = "numeric"
-CATEGORICAL = "categorical"
 MISSING_CATEGORY = "__missing__"
 MAX_ONE_HOT_CATEGORIES = 50
 MODEL_STEP = "model"
@@ -185,10 +183,6 @@ def supports_partial_fit(task: str, estimator: str) -> bool:
     return estimator_spec(task, estimator).incremental
 
 
-def columns_of_kind(schema: dict[str, str], kind: str) -> list[str]:
-    return [column for column, column_kind in schema.items() if column_kind == kind]
-
-
 def build_pipeline(
     task: str,
     estimator: str,
@@ -238,23 +232,12 @@ def pipeline_schema(pipeline: Pipeline) -> dict[str, str]:
     }
 
 
-def category_text(value: Any) -> str:
-    """A category value as text; integral floats lose their ".0".
-
-    An integer column with missing values is read as float64, so the same
-    code would otherwise be "1" in one batch and "1.0" in the next.
-    """
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def prepare_features(frame: pd.DataFrame, schema: dict[str, str]) -> pd.DataFrame:
     """The schema's columns, in schema order, with the dtypes the pipelines expect.
 
     Numeric columns become float64 (values that are not numbers become NaN;
     validation rejects such batches before they get here). Categorical columns
-    become object columns of ``str`` (see :func:`category_text`) with missing
+    become object columns of ``str`` (see :func:`app.columns.category_text`) with missing
     values as NaN, so None, NaN and pd.NA all count as missing.
     """
     prepared = {}
@@ -267,40 +250,13 @@ def prepare_features(frame: pd.DataFrame, schema: dict[str, str]) -> pd.DataFram
     return pd.DataFrame(prepared, index=frame.index)
 
 
-def category_texts(values: pd.Series | pa.ChunkedArray) -> pd.Series:
-    """:func:`category_text` of every value, as an object column with NaN for missing.
-
-    Each distinct value is converted once (a batch has few categories and
-    many rows), then spread by its integer code. The codes come straight from
-    a Categorical, from Arrow's dictionary encoding for Arrow-backed text (what
-    ``to_pandas`` gives for a string column), or from ``pd.factorize``.
-    ``values`` may also be an Arrow column, dictionary-encoded or not (as
-    :func:`app.readers.read_table` gives categorical text); the result then
-    has a RangeIndex.
-    """
-    from_arrow = isinstance(values, pa.ChunkedArray)
-    if from_arrow or (isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"):
-        arrow = values if from_arrow else pa.array(values.array)
-        encoded = arrow if pa.types.is_dictionary(arrow.type) else pc.dictionary_encode(arrow)
-        if isinstance(encoded, pa.ChunkedArray):
-            encoded = encoded.combine_chunks()  # one dictionary for every chunk
-        codes, uniques = encoded.indices.fill_null(-1).to_numpy(), encoded.dictionary.to_pylist()  # missing -> -1
-    elif isinstance(values.dtype, pd.CategoricalDtype):
-        codes, uniques = values.cat.codes.to_numpy(), values.cat.categories  # missing -> -1
-    else:
-        codes, uniques = pd.factorize(values, use_na_sentinel=True)  # missing -> -1
-    texts = np.array([category_text(value) for value in uniques] + [np.nan], dtype=object)  # code -1 -> NaN
-    index = pd.RangeIndex(len(values)) if from_arrow else values.index
-    return pd.Series(texts[codes], index=index, dtype=object, copy=False)  # a new array: no copy needed
-
-
 BOOLEAN_TEXTS = {"True": True, "False": False}
 
 
 def typed_labels(texts: np.ndarray | list) -> np.ndarray:
     """Class labels given as text (no missing ones) back in their own type.
 
-    Whole numbers when every label is one written the way :func:`category_text`
+    Whole numbers when every label is one written the way :func:`app.columns.category_text`
     writes it ("1", "-3"; not "007", which stays text), booleans when every
     label is "True" or "False", else the text itself (an object array).
     """

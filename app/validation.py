@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from app.columns import category_texts
 from app.config import Config
-from app.models import category_texts
 
 
 class InvalidBatch(Exception):

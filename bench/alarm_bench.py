@@ -81,7 +81,8 @@ def batches(rows: int, seeds: int) -> list[tuple[bool, int, pd.DataFrame]]:
 
 
 def driftdeck_runs(reference: pd.DataFrame, rows: int, seeds: int) -> list[dict[str, object]]:
-    from app.stats import Profile, drifted_columns, feature_drift
+    from app.stats.drift import drifted_columns, feature_drift
+    from app.stats.profile import Profile
 
     started = time.perf_counter()
     profile = Profile.build(reference, SCHEMA)
@@ -153,7 +154,8 @@ def real_flags(tool: str, data: pd.DataFrame) -> list[list[str]]:
     frames = [data.iloc[start : start + REAL_BATCH_ROWS].reset_index(drop=True) for start in cuts]
     columns = list(data.columns)
     if tool == "driftdeck":
-        from app.stats import Profile, drifted_columns, feature_drift
+        from app.stats.drift import drifted_columns, feature_drift
+        from app.stats.profile import Profile
 
         profile = Profile.build(reference, dict.fromkeys(columns, "numeric"))
         return [drifted_columns(feature_drift(profile, profile.project(frame))) for frame in frames]

@@ -199,7 +199,8 @@ def floor_worker(batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
 
 
 def driftdeck_worker(profile_path: Path, reference: Path, batch: Path, warmup: Path, repeat: int) -> dict[str, object]:
-    from app.stats import Profile, drifted_columns, feature_drift
+    from app.stats.drift import drifted_columns, feature_drift
+    from app.stats.profile import Profile
 
     profile = Profile.from_json(profile_path.read_text())
 
@@ -231,7 +232,7 @@ def fastest(step, repeat: int, read: Path) -> float:
 
 def build_profile(reference: Path, profile_path: Path) -> float:
     """Build and store the reference profile; returns the seconds it took (not counted)."""
-    from app.stats import Profile
+    from app.stats.profile import Profile
 
     start = time.perf_counter()
     profile = Profile.build(pd.read_parquet(reference), SCHEMA)

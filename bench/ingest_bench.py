@@ -26,10 +26,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from app.columns import CATEGORICAL, columns_of_kind
 from app.config import CONFIG_NAME, Config, parse_config
 from app.fsutil import sha256_file
 from app.ingest import read_batch
-from app.models import CATEGORICAL, columns_of_kind
 from app.readers import read_table
 from app.validation import validate_table
 

@@ -11,7 +11,8 @@ runs in a fresh interpreter that reports its peak resident memory (VmHWM):
 - ``stream``: driftdeck's in-process engine (content hash, validation, profile on a
   reference's edges, uniform sample of ``scale.sample_rows``);
 - ``dask``: the same on a LocalCluster of 2 single-threaded worker processes (peak memory:
-  the client's plus each worker's peak), checked identical to ``stream``;
+  the client's plus each worker's peak), checked identical to ``stream``; the workers start with
+  ``ARROW_DEFAULT_MEMORY_POOL=system``, as the README advises (set it to another pool to compare);
 - ``dask`` with ``scheduler = "local"``: driftdeck's own LocalCluster, a thread per core in
   its process (peak memory: that process's), checked identical too.
 
@@ -163,7 +164,8 @@ def dask_cluster() -> tuple[subprocess.Popen, str]:
         while True:
             time.sleep(1)
     """)
-    environment = {**os.environ, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}  # as DaskEngine's own
+    environment = {**os.environ, "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",  # as DaskEngine's own
+                   "ARROW_DEFAULT_MEMORY_POOL": os.environ.get("ARROW_DEFAULT_MEMORY_POOL", "system")}  # README
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=environment)
     process.stdout.readline()
     return process, f"tcp://127.0.0.1:{port}"

@@ -81,6 +81,32 @@ def test_watch_once_on_a_dask_cluster_stores_what_the_local_engine_stores(tmp_pa
         pd.testing.assert_frame_equal(frame, there["predictions"][name])
 
 
+def test_a_worker_that_scans_loads_neither_scikit_learn_nor_scipy(tmp_path):
+    """Each worker process holds its own libraries: the scan path must not pull in the model code."""
+    import sys
+
+    from distributed import LocalCluster
+
+    from app.cluster import DaskEngine
+    from app.config import load_config
+    from app.stats.profile import Profile
+
+    folder = fill(tmp_path / "data", "")
+    config = load_config(folder)
+    reference = Profile.build(make_batch(9, rows=600), config.schema)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0")
+    engine = DaskEngine(cluster.scheduler_address)
+    try:
+        scanned = engine.scan(folder / "week-01", config, {"m": reference})
+        # A lambda travels by value: the worker does not import this test module (which loads the whole engine).
+        loaded = engine.client().run(lambda: sorted(name for name in ("sklearn", "scipy", "skops") if name in sys.modules))
+    finally:
+        engine.close()
+        cluster.close()
+    assert scanned.rows == 6000 and not scanned.reasons
+    assert list(loaded.values()) == [[]]
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

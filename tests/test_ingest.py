@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import app.ingest
+from app.columns import category_texts
 from app.config import Config, load_config
 from app.fsutil import sha256_bytes
 from app.ingest import FileChanged, FileSnapshot, quarantine, read_batch
-from app.models import category_texts
 from app.engine.monitor import Monitor
 from app.readers import CSV_BLOCK_BYTES, UnreadableFile, read_table
 from app.store import FileRecord

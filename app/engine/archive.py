@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from app.columns import NUMERIC
 from app.config import Config
 from app.label_ledger import labels_of, with_labels
-from app.models import NUMERIC, prepare_features
+from app.models import prepare_features
 from app.serving import parquet_bytes
 from app.store import Store
 from app.validation import Batch

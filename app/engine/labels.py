@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from app.columns import category_texts
 from app.engine.commit import Committer
 from app.engine.context import Stage, StageContext
 from app.engine.records import BatchResult
@@ -47,7 +48,6 @@ from app.label_ledger import (
     scored,
     unscored,
 )
-from app.models import category_texts
 from app.store import FolderState, ModelState, StateLost
 from app.validation import Batch
 

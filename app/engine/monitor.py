@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from threadpoolctl import threadpool_limits
 
+from app.columns import NUMERIC
 from app.commands import GATE_KINDS, Command, CommandFailed, CommandResult, CommandTicket
 from app.config import Config
 from app.engine.assess import label_stats
@@ -43,7 +44,6 @@ from app.label_files import LabelFile
 from app.label_ledger import LabelJoin
 from app.lineage import TAINTED
 from app.labels import label_signal_issue
-from app.models import NUMERIC
 from app.snapshots import SnapshotError
 from app.stats.profile import NumericProfile, Profile
 from app.store import FolderState, StateLost
