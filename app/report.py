@@ -24,6 +24,7 @@ FEATURE_DRIFT_KEYS = ("psi", "ks", "ks_pvalue", "js", "wasserstein", "chi2_pvalu
 RESULT_KEYS = ("serving_version", "labeled", "metric", "metrics", "baseline_metrics", "shadow_metrics",
                "estimate", "estimate_error", "prediction_psi", "drifted_features", "multivariate_auc", "multivariate_top",
                "flags", "action", "action_detail", "candidate_version", "train_seconds", "quality_issues", "trainable")
+Results = list[tuple[int, str, dict[str, Any]]]  # (file_id, model, result) as Store.results gives them, oldest first
 
 
 def model_summaries(store: Store, config: Config, training: dict | None = None,
@@ -189,15 +190,16 @@ def dashboard_counts(store: Store, labels: LabelsConfig = LabelsConfig()) -> dic
     }
 
 
-def feature_rows(store: Store, model: str, history: int = 24) -> list[dict[str, Any]]:
+def feature_rows(store: Store, model: str, history: int = 24, recent: Results | None = None) -> list[dict[str, Any]]:
     """The latest batch's drift of each feature of ``model``, worst first.
 
     Each row: feature, kind, psi, ks, js, missing_change, status, and
     ``psi_history`` and ``status_history`` (PSI and drift status in each of the
     last ``history`` batches, oldest first, None where the batch lacked the
-    column). Empty before the first batch.
+    column). Empty before the first batch. ``recent``: ``model``'s newest results, when already read.
     """
-    results = [BatchResult.from_dict(data).feature_drift or {} for _, _, data in store.results(model, limit=history)]
+    recent = store.results(model, limit=history) if recent is None else recent[-history:]
+    results = [BatchResult.from_dict(data).feature_drift or {} for _, _, data in recent]
     if not results:
         return []
     rows = []
@@ -348,7 +350,7 @@ def _categorical_distribution(reference: dict[str, Any], current: dict[str, Any]
     return rows
 
 
-def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, Any]]:
+def metric_history(store: Store, model: str, limit: int = 60, recent: Results | None = None) -> list[dict[str, Any]]:
     """The primary metric of ``model`` per batch, oldest first: what the health chart plots.
 
     Each row: file, seen_at, labeled, metric (its name), served / shadow /
@@ -358,10 +360,10 @@ def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, 
     (estimate minus served, once labelled), serving_version, action,
     candidate_version, and ``pointer``:
     "rollback"/"manual" when someone moved the serving pointer by hand after
-    this batch and before the next one (else None).
+    this batch and before the next one (else None). ``recent``: ``model``'s newest results, when already read.
     """
     rows = []
-    for file_id, _, data in store.results(model, limit=limit):
+    for file_id, _, data in store.results(model, limit=limit) if recent is None else recent[-limit:]:
         record, result = store.file(file_id), BatchResult.from_dict(data)
         metric = result.metric
         rows.append({
@@ -389,11 +391,12 @@ def metric_history(store: Store, model: str, limit: int = 60) -> list[dict[str, 
     return rows
 
 
-def latest_result(store: Store, model: str, track_batches: int = 10, lookback: int = 60) -> dict[str, Any] | None:
+def latest_result(store: Store, model: str, track_batches: int = 10, lookback: int = 60,
+                  recent: Results | None = None) -> dict[str, Any] | None:
     """The newest batch's result for ``model`` with its file name under ``file`` (None before any), and
     ``track_record``: the mean absolute error of the estimates of the last ``track_batches`` labelled batches
-    among the newest ``lookback``."""
-    recent = store.results(model, limit=lookback)
+    among the newest ``lookback`` (``recent``: ``model``'s newest results, when already read)."""
+    recent = store.results(model, limit=lookback) if recent is None else recent[-lookback:]
     if not recent:
         return None
     file_id, _, data = recent[-1]

@@ -92,11 +92,12 @@ def load_dashboard(monitor: Engine, model: str | None, after_event_id: int = 0,
 
 def load_view(monitor: Engine, model: str, history: int) -> ModelView:
     store = monitor.store
+    recent = store.results(model, limit=history)  # read and parsed once for the three views that show them
     return ModelView(
-        features=feature_rows(store, model, history=history),
+        features=feature_rows(store, model, history=history, recent=recent),
         distributions=feature_distributions(store, model),
-        latest=latest_result(store, model, monitor.config.labels.track_batches),
-        history=metric_history(store, model, limit=history),
+        latest=latest_result(store, model, monitor.config.labels.track_batches, lookback=history, recent=recent),
+        history=metric_history(store, model, limit=history, recent=recent),
         snapshots=list(reversed(snapshot_rows(store, model))),
         serving_history=serving_history_rows(store, model),
     )
