@@ -257,10 +257,11 @@ def merge_scans(name: str, sha256: Future[str], scans: Iterable[PartScan], confi
 def scan_batch(path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
     """Stream a whole batch (a folder of parts, or one file) in this process; see :mod:`app.cluster` for Dask."""
     parts = batch_parts(path)
-    threshold = sample_threshold(parts, config)
     with ThreadPoolExecutor(max_workers=1) as hasher:
+        sha256 = hasher.submit(batch_sha256, path)  # first: it takes as long as the scan's Arrow decoding
+        threshold = sample_threshold(parts, config)
         scans = (scan_part(part, index, config, references, threshold) for index, part in enumerate(parts))
-        return merge_scans(Path(path).name, hasher.submit(batch_sha256, path), scans, config)
+        return merge_scans(Path(path).name, sha256, scans, config)
 
 
 def sample_threshold(parts: list[Path], config: Config) -> float:

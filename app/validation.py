@@ -17,6 +17,7 @@ time column (:func:`_timestamp`), a category's text (:func:`category_text`).
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,7 +248,10 @@ def _category_counts(values: pa.Array) -> dict[str, int]:
     plain = (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
              or pa.types.is_floating(kind) or pa.types.is_boolean(kind))
     counts: dict[str, int] = {}
-    if plain:
+    if plain and pa.types.is_dictionary(values.type):  # its codes counted: a tenth of value_counts' time
+        codes = values.indices.drop_null() if values.null_count else values.indices
+        pairs = zip(values.dictionary.to_pylist(), np.bincount(codes.to_numpy(), minlength=len(values.dictionary)))
+    elif plain:
         counted = pc.value_counts(values)
         pairs = zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist())
     else:
@@ -289,8 +293,11 @@ def _numeric(values: pd.Series, column: str, reasons: list[str]) -> tuple[pd.Ser
 
 def _float_values(array: np.ndarray, column: str, reasons: list[str]) -> int:
     """How many of a numeric feature's float64 values are missing (NaN); a reason for infinite ones."""
+    with np.errstate(over="ignore"):  # a sum too large to hold is counted below
+        if math.isfinite(array.sum()):  # no NaN nor inf, in one fast pass
+            return 0
     non_finite = len(array) - np.count_nonzero(np.isfinite(array))
-    missing = np.count_nonzero(np.isnan(array)) if non_finite else 0  # one pass for a column without gaps
+    missing = np.count_nonzero(np.isnan(array))
     if non_finite > missing:
         reasons.append(f"column {column!r} has {non_finite - missing} non-finite value(s) (inf)")
     return int(missing)

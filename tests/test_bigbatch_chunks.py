@@ -20,7 +20,7 @@ from app.bigbatch import _key_generator, batch_parts, sample_threshold, scan_bat
 from app.config import parse_config
 from app.ingest import read_batch
 from app.stats.profile import NumericProfile, Profile
-from app.validation import Batch, InvalidBatch
+from app.validation import Batch, InvalidBatch, check_chunk
 
 CONFIG = """
 target = "label"
@@ -209,3 +209,19 @@ def test_the_missing_share_is_judged_on_all_rows_with_the_whole_file_words(tmp_p
     assert scan_batch(folder, config, {}).reasons == whole.reasons == [
         "column 'x1' is 93% missing (limit 90%, watch.max_missing_share)"]
     assert scan_batch(write(tmp_path / "c", [frame, part(1)]), config, {}).reasons == []  # 50% of the batch
+
+
+def test_numbers_whose_sum_overflows_are_counted_not_refused(config):
+    rows = 6
+    chunk = pa.record_batch({
+        "x1": pa.array([1e308, 1e308, 1e308, -1e308, 2.0, 3.0]),  # finite, though their sum is not
+        "x2": pa.array([1e308, 1e308, np.nan, None, np.inf, 1.0], from_pandas=False),
+        "color": pa.array(["a"] * rows), "code": pa.array([1] * rows), "label": pa.array([0, 1] * 3),
+        "ts": pa.array(pd.date_range("2026-01-05", periods=rows, freq="h")),
+    })
+    with pytest.raises(InvalidBatch) as refused:
+        check_chunk(chunk, config)
+    assert refused.value.reasons == ["column 'x2' has 1 non-finite value(s) (inf)"]
+    finite = chunk.set_column(1, "x2", pa.array([1e308, 1e308, np.nan, None, 4.0, 1.0], from_pandas=False))
+    checked = check_chunk(finite, config)
+    assert (checked.missing["x1"], checked.missing["x2"]) == (0, 2) and checked.labeled
