@@ -10,7 +10,7 @@ A chunk of a batch streamed in pieces (:mod:`app.bigbatch`) is checked by the
 same rules without becoming a frame (:func:`check_chunk`): its numeric features
 as float64 arrays and its categories counted, straight from Arrow. Each rule is
 written once and both paths call it: the table's layout (:func:`check_layout`),
-numbers (:func:`_float_values`, with text through :func:`_numeric`), the share
+numbers (:func:`_missing_numbers`, with text through :func:`_numeric`), the share
 missing (:func:`missing_share_reason`), the target (:func:`check_target`), the
 time column (:func:`_timestamp`), a category's text (:func:`category_text`).
 """
@@ -91,7 +91,6 @@ class CheckedChunk:
     share missing is judged on the whole batch (:func:`missing_share_reason`).
     """
 
-    rows: int
     numbers: dict[str, np.ndarray]
     categories: dict[str, dict[str, int]]
     missing: dict[str, int]
@@ -219,8 +218,7 @@ def check_chunk(chunk: pa.RecordBatch, config: Config) -> CheckedChunk:
         _timestamp(chunk.column(config.timestamp).to_pandas(), config.timestamp, reasons)
     if reasons:
         raise InvalidBatch(reasons)
-    return CheckedChunk(rows=chunk.num_rows, numbers=numbers, categories=categories, missing=missing,
-                        labeled=labeled, warnings=warnings)
+    return CheckedChunk(numbers=numbers, categories=categories, missing=missing, labeled=labeled, warnings=warnings)
 
 
 def _numeric_array(values: pa.Array, column: str, reasons: list[str]) -> tuple[np.ndarray, int]:
@@ -231,7 +229,7 @@ def _numeric_array(values: pa.Array, column: str, reasons: list[str]) -> tuple[n
     """
     if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
         array = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)  # nulls become NaN
-        return array, _float_values(array, column, reasons)
+        return array, _missing_numbers(array, column, reasons)
     series, missing = _numeric(values.to_pandas(), column, reasons)
     return series.to_numpy(dtype=np.float64), missing
 
@@ -288,10 +286,10 @@ def _numeric(values: pd.Series, column: str, reasons: list[str]) -> tuple[pd.Ser
         reasons.append(f"column {column!r} must be numeric, found {values.dtype} values")
         return pd.Series(np.nan, index=values.index), len(values)
     numbers = values if values.dtype == np.float64 else values.astype("float64")
-    return numbers, _float_values(numbers.to_numpy(), column, reasons)
+    return numbers, _missing_numbers(numbers.to_numpy(), column, reasons)
 
 
-def _float_values(array: np.ndarray, column: str, reasons: list[str]) -> int:
+def _missing_numbers(array: np.ndarray, column: str, reasons: list[str]) -> int:
     """How many of a numeric feature's float64 values are missing (NaN); a reason for infinite ones."""
     with np.errstate(over="ignore"):  # a sum too large to hold is counted below
         if math.isfinite(array.sum()):  # no NaN nor inf, in one fast pass
