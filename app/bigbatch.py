@@ -258,7 +258,7 @@ def scan_batch(path: Path, config: Config, references: dict[str, Profile]) -> Sc
     """Stream a whole batch (a folder of parts, or one file) in this process; see :mod:`app.cluster` for Dask."""
     parts = batch_parts(path)
     with ThreadPoolExecutor(max_workers=1) as hasher:
-        sha256 = hasher.submit(batch_sha256, path)  # first: it takes as long as the scan's Arrow decoding
+        sha256 = hasher.submit(batch_sha256, path)  # first, so that the threshold's key draws overlap it too
         threshold = sample_threshold(parts, config)
         scans = (scan_part(part, index, config, references, threshold) for index, part in enumerate(parts))
         return merge_scans(Path(path).name, sha256, scans, config)
