@@ -5,8 +5,9 @@ complete when its ``_SUCCESS`` marker appears or, without one, when its parts
 have not changed for ``watch.settle_seconds``. A single file above
 ``scale.stream_above_mb`` is read the same way. Each part is streamed in record
 batches of ``scale.chunk_rows`` (``pyarrow.dataset``): every chunk is validated
-with the same rules as a whole file, projected onto each reference profile's
-edges (profiles add up exactly), and offered to a uniform sample. So the memory
+with the same rules as a whole file and projected onto each reference profile's
+edges (profiles add up exactly) straight from its Arrow arrays, and offered to
+a uniform sample; only the sampled rows ever become a pandas frame. So the memory
 a batch takes depends on the chunk and the sample, never on the batch's size.
 
 The sample is a *bottom-k* sample: every row draws a random key (seeded per part)
@@ -39,12 +40,12 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from app.columns import CATEGORICAL, NUMERIC, columns_of_kind
+from app.columns import CATEGORICAL, columns_of_kind
 from app.config import Config, ScaleConfig
 from app.fsutil import FILE_MODE, fsync_dir, sha256_file
 from app.readers import batch_suffix
-from app.stats.profile import Profile
-from app.validation import Batch, InvalidBatch, StreamedRows, validate_table
+from app.stats.profile import CategoricalProfile, Profile, Projection
+from app.validation import Batch, InvalidBatch, StreamedRows, check_chunk, missing_share_reason, validate_table
 
 SUCCESS_MARKER = "_SUCCESS"
 PART_SUFFIXES = (".parquet",)
@@ -142,7 +143,7 @@ class PartScan:
     warnings: list[str] = field(default_factory=list)
     missing: dict[str, int] = field(default_factory=dict)
     profiles: dict[str, Profile] = field(default_factory=dict)
-    sample: list[pd.DataFrame] = field(default_factory=list)  # its rows in the batch's sample, chunk by chunk
+    sample: pd.DataFrame | None = None  # its rows in the batch's sample, validated as a whole file's
 
 
 @dataclass(frozen=True)
@@ -177,46 +178,49 @@ class ScannedBatch:
 
 def scan_part(path: Path, part_index: int, config: Config, references: dict[str, Profile],
               threshold: float) -> PartScan:
-    """Stream one part: validate each chunk, project it onto each reference, and keep its rows whose sample
+    """Stream one part: check each chunk, project it onto each reference, and keep its rows whose sample
     keys are at most ``threshold`` (see :func:`sample_threshold`), in order.
 
     ``references`` maps a name (a model, or the folder) to the profile whose
-    edges the part is projected onto. A chunk that fails validation ends the
-    part's scan with its reasons, each saying where in the part it was found.
+    edges the part is projected onto. A chunk is checked and measured in Arrow
+    and numpy (:func:`app.validation.check_chunk`); only the rows kept for the
+    sample are taken from it, and they become a frame once, through the
+    whole-file validation, at the part's end. A chunk that fails validation
+    ends the part's scan with its reasons, each saying where in the part it was found.
     """
-    scale = config.scale
-    lenient = replace(config, watch=replace(config.watch, max_missing_share=1.0))  # the share is judged on all rows
     scan = PartScan(missing={column: 0 for column in config.schema})
-    numeric, categorical = columns_of_kind(config.schema, NUMERIC), columns_of_kind(config.schema, CATEGORICAL)
     rng = _key_generator(config, part_index)
+    kept: list[pa.RecordBatch] = []
+    projections = {name: Projection(reference, config.scale.chunk_rows) for name, reference in references.items()}
     try:
         dataset = pads.dataset(str(path), format=_format(path, config))
         wanted = [c for c in (*config.schema, config.target, config.timestamp, config.id_column) if c]
         present = [c for c in dict.fromkeys(wanted) if c in dataset.schema.names]
-        for chunk in dataset.to_batches(columns=present, batch_size=scale.chunk_rows, **ONE_AHEAD):
+        for chunk in dataset.to_batches(columns=present, batch_size=config.scale.chunk_rows, **ONE_AHEAD):
             if not chunk.num_rows:
                 continue
-            table = pa.Table.from_batches([chunk])
             try:
-                clean = validate_table(table, lenient)
+                checked = check_chunk(chunk, config)
             except InvalidBatch as invalid:
                 where = f" (rows counted from row {scan.rows + 1:,} of {Path(path).name})"
                 scan.reasons = [reason + where for reason in invalid.reasons]
                 break
-            frame = clean.frame
-            for column in numeric:  # float64 after validation, NaN where missing (infinities are refused)
-                scan.missing[column] += int(np.count_nonzero(np.isnan(frame[column].to_numpy())))
-            for column in categorical:
-                scan.missing[column] += int(frame[column].isna().sum())
-            for name, reference in references.items():
-                projected = reference.project(frame)
-                scan.profiles[name] = scan.profiles[name].merge(projected) if name in scan.profiles else projected
-            chosen = np.flatnonzero(rng.random(len(frame)) <= threshold)
+            for column, count in checked.missing.items():
+                scan.missing[column] += count
+            categories = {column: CategoricalProfile(counts=counts, missing=checked.missing[column])
+                          for column, counts in checked.categories.items()}
+            for projection in projections.values():
+                projection.add(checked.numbers, categories, chunk.num_rows)
+            chosen = np.flatnonzero(rng.random(chunk.num_rows) <= threshold)
             if len(chosen):
-                scan.sample.append(frame.iloc[chosen])
-            scan.rows += len(frame)
-            scan.labeled = scan.labeled or clean.labeled
-            scan.warnings = list(dict.fromkeys([*scan.warnings, *clean.warnings]))
+                kept.append(chunk.take(pa.array(chosen)))
+            scan.rows += chunk.num_rows
+            scan.labeled = scan.labeled or checked.labeled
+            scan.warnings = list(dict.fromkeys([*scan.warnings, *checked.warnings]))
+        scan.profiles = {name: projection.profile() for name, projection in projections.items() if projection.rows}
+        if kept and not scan.reasons:
+            lenient = replace(config, watch=replace(config.watch, max_missing_share=1.0))  # judged on all rows
+            scan.sample = validate_table(pa.Table.from_batches(kept), lenient).frame
     except (pa.ArrowException, OSError, ValueError) as error:
         scan.reasons = [f"{Path(path).name}: not a readable Parquet file: {str(error).strip().splitlines()[0][:300]}"]
     return scan
@@ -236,16 +240,15 @@ def merge_scans(name: str, sha256: Future[str], scans: Iterable[PartScan], confi
             total.missing[column] = total.missing.get(column, 0) + count
         for key, profile in scan.profiles.items():
             total.profiles[key] = total.profiles[key].merge(profile) if key in total.profiles else profile
-        samples.extend(scan.sample)
+        if scan.sample is not None:
+            samples.append(scan.sample)
     reasons = total.reasons
     if not reasons and total.rows == 0:
         reasons = ["header only: the batch has no rows"]
     if not reasons:
-        for column in config.schema:
-            share = total.missing.get(column, 0) / total.rows
-            if share > config.watch.max_missing_share:
-                reasons.append(f"column {column!r} is {share:.0%} missing (limit {config.watch.max_missing_share:.0%},"
-                               " watch.max_missing_share)")
+        shares = (missing_share_reason(column, total.missing.get(column, 0), total.rows, config)
+                  for column in config.schema)
+        reasons = [reason for reason in shares if reason]
     sample = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     return ScannedBatch(name=name, sha256=sha256.result(), rows=total.rows, labeled=total.labeled, reasons=reasons,
                         warnings=total.warnings, profiles=total.profiles, sample=sample)
@@ -254,10 +257,11 @@ def merge_scans(name: str, sha256: Future[str], scans: Iterable[PartScan], confi
 def scan_batch(path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
     """Stream a whole batch (a folder of parts, or one file) in this process; see :mod:`app.cluster` for Dask."""
     parts = batch_parts(path)
-    threshold = sample_threshold(parts, config)
     with ThreadPoolExecutor(max_workers=1) as hasher:
+        sha256 = hasher.submit(batch_sha256, path)  # first, so that the threshold's key draws overlap it too
+        threshold = sample_threshold(parts, config)
         scans = (scan_part(part, index, config, references, threshold) for index, part in enumerate(parts))
-        return merge_scans(Path(path).name, hasher.submit(batch_sha256, path), scans, config)
+        return merge_scans(Path(path).name, sha256, scans, config)
 
 
 def sample_threshold(parts: list[Path], config: Config) -> float:

@@ -5,10 +5,19 @@ numeric features and string categorical ones (it becomes a :class:`Batch` with
 its file's name and hash), or fails with every reason found, each one precise
 enough to fix the producer (``column 'age' must be numeric, found text 'abc'
 in row 3``).
+
+A chunk of a batch streamed in pieces (:mod:`app.bigbatch`) is checked by the
+same rules without becoming a frame (:func:`check_chunk`): its numeric features
+as float64 arrays and its categories counted, straight from Arrow. Each rule is
+written once and both paths call it: the table's layout (:func:`check_layout`),
+numbers (:func:`_missing_numbers`, with text through :func:`_numeric`), the share
+missing (:func:`missing_share_reason`), the target (:func:`check_target`), the
+time column (:func:`_timestamp`), a category's text (:func:`category_text`).
 """
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from app.columns import category_texts
+from app.columns import category_text, category_texts
 from app.config import Config
 
 
@@ -71,19 +81,35 @@ class CleanTable:
     warnings: list[str]
 
 
-def validate_table(table: pa.Table, config: Config) -> CleanTable:
-    """Validate ``table`` against ``config``; raise :class:`InvalidBatch` with all reasons.
+@dataclass
+class CheckedChunk:
+    """What validation makes of a streamed chunk that passes: what its profiles and totals need, no frame.
 
-    Categorical columns may arrive dictionary-encoded (see
-    :func:`app.readers.read_table`); the frame is the same either way.
+    ``numbers``: each numeric feature as float64, NaN where missing (what the
+    frame's column would hold); ``categories``: each categorical feature's
+    count per category text; ``missing``: each feature's missing rows. The
+    share missing is judged on the whole batch (:func:`missing_share_reason`).
     """
-    columns = list(table.column_names)
+
+    numbers: dict[str, np.ndarray]
+    categories: dict[str, dict[str, int]]
+    missing: dict[str, int]
+    labeled: bool
+    warnings: list[str]
+
+
+def check_layout(schema: pa.Schema, rows: int, config: Config) -> list[str]:
+    """The rules about the table as a whole: unique, flat columns, every feature there, rows; its warnings.
+
+    Raises :class:`InvalidBatch` at the first rule broken.
+    """
+    columns = list(schema.names)
     if len(set(columns)) != len(columns):
         duplicated = sorted({c for c in columns if columns.count(c) > 1})
         raise InvalidBatch([f"duplicate column name(s): {_names(duplicated)}"])
-    if table.num_rows == 0:
+    if rows == 0:
         raise InvalidBatch(["header only: the file has no rows"])
-    nested = [field.name for field in table.schema if pa.types.is_nested(field.type)]
+    nested = [field.name for field in schema if pa.types.is_nested(field.type)]
     if nested:
         raise InvalidBatch([f"column(s) {_names(nested)} hold nested values (lists or records); a batch is a flat table"])
     missing = [column for column in config.schema if column not in columns]
@@ -96,7 +122,25 @@ def validate_table(table: pa.Table, config: Config) -> CleanTable:
         warnings.append(f"unknown extra column(s) ignored: {_names(extra)}")
     if config.timestamp and config.timestamp not in columns:
         raise InvalidBatch([f"timestamp column {config.timestamp!r} is missing"])
+    return warnings
 
+
+def missing_share_reason(column: str, missing: int, rows: int, config: Config) -> str | None:
+    """The reason a feature with ``missing`` of ``rows`` rows missing is refused, or None within the limit."""
+    share = missing / rows
+    if share <= config.watch.max_missing_share:
+        return None
+    return f"column {column!r} is {share:.0%} missing (limit {config.watch.max_missing_share:.0%}, watch.max_missing_share)"
+
+
+def validate_table(table: pa.Table, config: Config) -> CleanTable:
+    """Validate ``table`` against ``config``; raise :class:`InvalidBatch` with all reasons.
+
+    Categorical columns may arrive dictionary-encoded (see
+    :func:`app.readers.read_table`); the frame is the same either way.
+    """
+    warnings = check_layout(table.schema, table.num_rows, config)
+    columns = list(table.column_names)
     kept = list(dict.fromkeys(c for c in (*config.schema, config.target, config.timestamp, config.id_column)
                               if c and c in columns))
     # Categorical text that Arrow dictionary-encoded becomes category texts straight from its codes, on a
@@ -115,16 +159,14 @@ def validate_table(table: pa.Table, config: Config) -> CleanTable:
     for column, kind in config.schema.items():
         source = frame[column]
         if kind == "numeric":
-            values, share = _numeric(source, column, reasons)
+            values, missing = _numeric(source, column, reasons)
         elif column in texts:
-            values, share = source, table.column(column).null_count / table.num_rows
+            values, missing = source, table.column(column).null_count
         else:
             values = category_texts(source)
-            share = source.isna().mean()  # the same rows, from the Arrow null mask or the codes (fast)
-        if share > config.watch.max_missing_share:
-            reasons.append(
-                f"column {column!r} is {share:.0%} missing (limit {config.watch.max_missing_share:.0%}, watch.max_missing_share)"
-            )
+            missing = int(source.isna().sum())  # the same rows, from the Arrow null mask or the codes (fast)
+        if reason := missing_share_reason(column, missing, table.num_rows, config):
+            reasons.append(reason)
         if values is not source:
             frame[column] = values
     labeled = False
@@ -147,8 +189,81 @@ def _is_dictionary_text(column: pa.ChunkedArray) -> bool:
     return text and not any(chunk.dictionary.null_count for chunk in column.chunks)
 
 
-def _numeric(values: pd.Series, column: str, reasons: list[str]) -> tuple[pd.Series, float]:
-    """``values`` as float64 (the same Series when they already are) and their share missing, 0..1.
+def check_chunk(chunk: pa.RecordBatch, config: Config) -> CheckedChunk:
+    """Check one streamed chunk by the rules :func:`validate_table` applies, without making a frame.
+
+    Numbers and dictionary-encoded or plain text stay in Arrow and numpy;
+    only a column of another type (numbers written as text, dates, times) is
+    handed to the frame's own rule as a Series. Raises :class:`InvalidBatch`
+    with every reason, rows counted from the chunk's first.
+    """
+    warnings = check_layout(chunk.schema, chunk.num_rows, config)
+    reasons: list[str] = []
+    numbers: dict[str, np.ndarray] = {}
+    categories: dict[str, dict[str, int]] = {}
+    missing: dict[str, int] = {}
+    for column, kind in config.schema.items():
+        values = chunk.column(column)
+        if kind == "numeric":
+            numbers[column], missing[column] = _numeric_array(values, column, reasons)
+        else:
+            categories[column] = _category_counts(values)
+            missing[column] = chunk.num_rows - sum(categories[column].values())
+    labeled = False
+    if config.target and config.target in chunk.schema.names:
+        target = chunk.column(config.target).to_pandas()
+        check_target(target, config, reasons)
+        labeled = bool(target.notna().any())
+    if config.timestamp and not pa.types.is_timestamp(chunk.schema.field(config.timestamp).type):
+        _timestamp(chunk.column(config.timestamp).to_pandas(), config.timestamp, reasons)
+    if reasons:
+        raise InvalidBatch(reasons)
+    return CheckedChunk(numbers=numbers, categories=categories, missing=missing, labeled=labeled, warnings=warnings)
+
+
+def _numeric_array(values: pa.Array, column: str, reasons: list[str]) -> tuple[np.ndarray, int]:
+    """A numeric feature's Arrow values as float64 (NaN where missing) and how many are missing.
+
+    Integers and floats convert as ``to_pandas`` then ``astype("float64")`` would;
+    any other type goes through :func:`_numeric`, the frame's rule.
+    """
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+        array = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)  # nulls become NaN
+        return array, _missing_numbers(array, column, reasons)
+    series, missing = _numeric(values.to_pandas(), column, reasons)
+    return series.to_numpy(dtype=np.float64), missing
+
+
+def _category_counts(values: pa.Array) -> dict[str, int]:
+    """Rows per category text (:func:`category_text`) of a categorical feature's Arrow values; missing ones
+    (null, NaN) are not counted.
+
+    Text (dictionary-encoded or not), numbers and booleans are counted by Arrow
+    and only the distinct values become text; other types go through
+    :func:`category_texts`, the frame's rule.
+    """
+    kind = values.type.value_type if pa.types.is_dictionary(values.type) else values.type
+    plain = (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+             or pa.types.is_floating(kind) or pa.types.is_boolean(kind))
+    counts: dict[str, int] = {}
+    if plain and pa.types.is_dictionary(values.type):  # its codes counted: a tenth of value_counts' time
+        codes = values.indices.drop_null() if values.null_count else values.indices
+        pairs = zip(values.dictionary.to_pylist(), np.bincount(codes.to_numpy(), minlength=len(values.dictionary)))
+    elif plain:
+        counted = pc.value_counts(values)
+        pairs = zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist())
+    else:
+        pairs = category_texts(pa.chunked_array([values])).value_counts(dropna=True, sort=False).items()
+    for value, count in pairs:
+        if value is None or value != value:  # null, or a float NaN: missing, as in the frame
+            continue
+        text = category_text(value)
+        counts[text] = counts.get(text, 0) + int(count)
+    return counts
+
+
+def _numeric(values: pd.Series, column: str, reasons: list[str]) -> tuple[pd.Series, int]:
+    """``values`` as float64 (the same Series when they already are) and how many are missing.
 
     Text that is not a number counts as missing, and adds a reason, as do
     infinite values.
@@ -163,24 +278,45 @@ def _numeric(values: pd.Series, column: str, reasons: list[str]) -> tuple[pd.Ser
                 f" ({int(bad.sum())} such value(s))"
             )
             numbers = numbers.astype("float64")
-            return numbers, float(numbers.isna().mean())
+            return numbers, int(numbers.isna().sum())
         values = numbers
     if pd.api.types.is_bool_dtype(values):
         values = values.astype("float64")
     if not pd.api.types.is_numeric_dtype(values):
         reasons.append(f"column {column!r} must be numeric, found {values.dtype} values")
-        return pd.Series(np.nan, index=values.index), 1.0
+        return pd.Series(np.nan, index=values.index), len(values)
     numbers = values if values.dtype == np.float64 else values.astype("float64")
-    array = numbers.to_numpy()
+    return numbers, _missing_numbers(numbers.to_numpy(), column, reasons)
+
+
+def _missing_numbers(array: np.ndarray, column: str, reasons: list[str]) -> int:
+    """How many of a numeric feature's float64 values are missing (NaN); a reason for infinite ones."""
+    with np.errstate(over="ignore"):  # a sum too large to hold is counted below
+        if math.isfinite(array.sum()):  # no NaN nor inf, in one fast pass
+            return 0
     non_finite = len(array) - np.count_nonzero(np.isfinite(array))
-    missing = np.count_nonzero(np.isnan(array)) if non_finite else 0  # one pass for a column without gaps
+    missing = np.count_nonzero(np.isnan(array))
     if non_finite > missing:
         reasons.append(f"column {column!r} has {non_finite - missing} non-finite value(s) (inf)")
-    return numbers, missing / len(array)
+    return int(missing)
 
 
 def clean_target(values: pd.Series, config: Config, reasons: list[str]) -> pd.Series:
     """The target as float64 (regression) or class-label text, adding a reason for each value that cannot be one."""
+    before = len(reasons)
+    numbers = check_target(values, config, reasons)
+    if numbers is not None:
+        return numbers
+    if len(reasons) > before:  # float labels that are not whole: left as they are, the batch is refused
+        return values
+    return category_texts(values)
+
+
+def check_target(values: pd.Series, config: Config, reasons: list[str]) -> pd.Series | None:
+    """Add a reason for each kind of target value the task cannot take; a regression's target as float64.
+
+    Class labels are any values, but a float one must be whole.
+    """
     name = config.target
     if config.task == "regression":
         numbers = pd.to_numeric(values, errors="coerce")
@@ -199,8 +335,7 @@ def clean_target(values: pd.Series, config: Config, reasons: list[str]) -> pd.Se
                 f"target {name!r} has non-integer value(s) such as {float(fractional.iloc[0])!r}:"
                 " a classification task needs class labels"
             )
-            return values
-    return category_texts(values)
+    return None
 
 
 def _timestamp(values: pd.Series, column: str, reasons: list[str]) -> pd.Series:

@@ -10,6 +10,8 @@ runs in a fresh interpreter that reports its peak resident memory (VmHWM):
   take hundreds of MB more, and pre-buffering was slower from a local disk too);
 - ``stream``: driftdeck's in-process engine (content hash, validation, profile on a
   reference's edges, uniform sample of ``scale.sample_rows``);
+- ``hash``: the content hash alone (SHA-256 of every part), which ``stream`` takes on a thread
+  of its own while it scans: the CPU it takes from the scan on 2 cores;
 - ``dask``: the same on a LocalCluster of 2 single-threaded worker processes (peak memory:
   the client's plus each worker's peak), checked identical to ``stream``; the workers start with
   ``ARROW_DEFAULT_MEMORY_POOL=system``, as the README advises (set it to another pool to compare);
@@ -20,7 +22,9 @@ Then, at ``--s3-rows`` (default 1M), the object store path: the parts uploaded t
 a moto S3 server on localhost (its own process), mirrored into a local folder by
 ``BucketMirror`` and streamed, against a ``floor`` scan of the same parts.
 Targets: peak memory below 1 GB whatever the size; ``stream`` within 3x the floor;
-``dask`` identical. The temp folders are deleted at the end.
+``dask`` identical. Beside the wall time, each in-process run reports the CPU time of its
+process (every thread): on a shared machine it moves less with the load than the wall time.
+The temp folders are deleted at the end.
 
 Run: ``.venv/bin/python bench/scale_bench.py [--rows 1000000,10000000] [--s3-rows 1000000]``
 """
@@ -95,7 +99,7 @@ def run_measurement(mode: str, path: Path, extra: str) -> dict:
     import pandas as pd
     import pyarrow.dataset as pads
 
-    from app.bigbatch import NOT_PRE_BUFFERED, ONE_AHEAD, batch_parts
+    from app.bigbatch import NOT_PRE_BUFFERED, ONE_AHEAD, batch_parts, batch_sha256
     from app.cluster import DaskEngine, LocalEngine
     from app.config import parse_config
     from app.mirror import BucketMirror
@@ -110,8 +114,10 @@ def run_measurement(mode: str, path: Path, extra: str) -> dict:
         warming = time.perf_counter()
         engine.client().run(lambda: __import__("app.bigbatch"))
         figures["warm_up_seconds"] = time.perf_counter() - warming
-    started = time.perf_counter()
-    if mode in ("floor", "floor-buffered"):
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if mode == "hash":
+        batch_sha256(path)
+    elif mode in ("floor", "floor-buffered"):
         columns = [*config.schema, config.target]
         buffered = pads.ParquetFileFormat()  # Arrow's default: a row group's column chunks read ahead whole
         unbuffered = pads.ParquetFileFormat(default_fragment_scan_options=NOT_PRE_BUFFERED)
@@ -139,6 +145,7 @@ def run_measurement(mode: str, path: Path, extra: str) -> dict:
                        profile=scanned.profiles["m"].to_json(),
                        sample_hash=int(pd.util.hash_pandas_object(scanned.sample, index=False).sum()))
     figures.setdefault("seconds", time.perf_counter() - started)
+    figures["cpu_seconds"] = time.process_time() - cpu_started
     if mode == "dask" and extra != "local":  # worker processes of their own
         figures["worker_peak_mb"] = sum(engine.client().run(peak_mb).values())
     engine.close()
@@ -171,10 +178,12 @@ def dask_cluster() -> tuple[subprocess.Popen, str]:
     return process, f"tcp://127.0.0.1:{port}"
 
 
-def row(label: str, figures: dict, floor: dict) -> str:
+def row(label: str, figures: dict, floor: dict, cpu: bool = True) -> str:
+    """One line of the report; ``cpu``: the run's CPU time too (not for Dask: its runs scan twice, or elsewhere)."""
     ratio = figures["seconds"] / floor["seconds"]
     workers = f", of which workers {figures['worker_peak_mb']:,.0f} MB" if "worker_peak_mb" in figures else ""
-    return (f"  {label:<28} {figures['seconds']:8.1f} s {ratio:6.2f}x floor  peak {figures['peak_mb']:6,.0f} MB"
+    spent = f"CPU {figures['cpu_seconds']:5.1f} s" if cpu else " " * 11
+    return (f"  {label:<28} {figures['seconds']:8.1f} s {ratio:6.2f}x floor  {spent}  peak {figures['peak_mb']:6,.0f} MB"
             f" ({figures['peak_mb'] - figures['idle_mb']:+,.0f} MB over the {figures['idle_mb']:,.0f} MB of the"
             f" interpreter and its libraries{workers})")
 
@@ -186,6 +195,7 @@ def bench_local(rows: int, part_rows: int, root: Path) -> None:
     floor = measure("floor", path, "")
     buffered = measure("floor-buffered", path, "")
     stream = measure("stream", path, "")
+    hashed = measure("hash", path, "")
     cluster, address = dask_cluster()
     try:
         dask = measure("dask", path, address)
@@ -196,9 +206,10 @@ def bench_local(rows: int, part_rows: int, root: Path) -> None:
     print(row("pyarrow.dataset scan (floor)", floor, floor))
     print(row("the same scan pre-buffered", buffered, floor) + " (Arrow's default)")
     print(row("streaming, in process", stream, floor))
-    print(row("Dask LocalCluster(2 workers)", dask, floor) + f"; workers' first import {dask['warm_up_seconds']:.1f} s;"
-          f" the same batch again {dask['again_seconds']:.1f} s")
-    print(row('Dask scheduler = "local"', threads, floor) + f" (threads in one process); the same batch again"
+    print(row("of which the content hash", hashed, floor) + " (alone; on a thread of its own while streaming)")
+    print(row("Dask LocalCluster(2 workers)", dask, floor, cpu=False) + f"; workers' first import"
+          f" {dask['warm_up_seconds']:.1f} s; the same batch again {dask['again_seconds']:.1f} s")
+    print(row('Dask scheduler = "local"', threads, floor, cpu=False) + f" (threads in one process); the same batch again"
           f" {threads['again_seconds']:.1f} s")
     same = all(stream[key] == other[key] for key in ("rows", "reasons", "sample", "profile", "sample_hash")
                for other in (dask, threads))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,18 +208,13 @@ class Profile:
         return cls(columns=columns, rows=len(df))
 
     def project(self, df: pd.DataFrame) -> Profile:
-        """Profile of ``df`` on this profile's edges (categoricals: plain counts).
-
-        A column of this profile that ``df`` lacks is profiled as all missing.
-        """
-        columns: dict[str, ColumnProfile] = {}
-        for name, column in self.columns.items():
-            if isinstance(column, NumericProfile):
-                values = numeric_values(df[name]) if name in df else np.full(len(df), np.nan)
-                columns[name] = profile_numeric(values, column.edges)
-            else:
-                columns[name] = profile_categorical(df[name] if name in df else None, len(df))
-        return Profile(columns=columns, rows=len(df))
+        """Profile of ``df`` on this profile's edges (categoricals: plain counts); a column it lacks is all missing."""
+        numeric = [name for name, column in self.columns.items() if isinstance(column, NumericProfile)]
+        projection = Projection(self, rows_per_piece=len(df))
+        projection.add({name: numeric_values(df[name]) for name in numeric if name in df},
+                       {name: profile_categorical(df[name] if name in df else None, len(df))
+                        for name in self.columns if name not in numeric}, len(df))
+        return projection.profile()
 
     def merge(self, other: Profile) -> Profile:
         """Exact sum of two profiles of the same columns on the same edges."""
@@ -253,6 +248,42 @@ class Profile:
     @classmethod
     def from_json(cls, text: str) -> Profile:
         return cls.from_dict(json.loads(text))
+
+
+class Projection:
+    """Rows projected onto a reference's edges a piece at a time (a frame, a streamed chunk), exactly.
+
+    A piece: float64 arrays (NaN = missing) per numeric column, counts per
+    categorical one; a column not given is all missing. One bin counter per
+    column serves every piece (``rows_per_piece``: its scratch).
+    """
+
+    def __init__(self, reference: Profile, rows_per_piece: int) -> None:
+        self.reference = reference
+        self.rows = 0
+        self._numeric = {name: _NumericProjection(column.edges, rows_per_piece)
+                         for name, column in reference.columns.items() if isinstance(column, NumericProfile)}
+        self._categorical: dict[str, CategoricalProfile] = {}
+
+    def add(self, numbers: Mapping[str, np.ndarray], categories: Mapping[str, CategoricalProfile], rows: int) -> None:
+        for name, projection in self._numeric.items():
+            projection.add(numbers[name] if name in numbers else np.full(rows, np.nan))
+        for name, column in self.reference.columns.items():
+            if isinstance(column, CategoricalProfile):
+                piece = categories[name] if name in categories else CategoricalProfile(counts={}, missing=rows)
+                known = self._categorical.get(name)
+                self._categorical[name] = known.merge(piece) if known else piece
+        self.rows += rows
+
+    def profile(self) -> Profile:
+        """The profile of every row added so far."""
+        columns: dict[str, ColumnProfile] = {}
+        for name in self.reference.columns:
+            if name in self._numeric:
+                columns[name] = self._numeric[name].profile()
+            else:
+                columns[name] = self._categorical.get(name, CategoricalProfile(counts={}, missing=self.rows))
+        return Profile(columns=columns, rows=self.rows)
 
 
 def numeric_values(series: pd.Series) -> np.ndarray:
@@ -300,13 +331,29 @@ def profile_numeric(values: np.ndarray, edges: np.ndarray) -> NumericProfile:
     Works through ``values`` in chunks of 65,536 with reused scratch arrays,
     so its temporary memory stays around two megabytes whatever the batch size.
     """
-    counter = _BinCounter(edges, expected_values=len(values))
-    moments = _Moments(center=_center(edges))
-    for chunk, low, high in _finite_chunks(values):
-        # The counter's scratch is free until its own add: one chunk-sized buffer fewer in the cache.
-        moments.add(chunk, low, high, scratch=counter.positions)
-        counter.add(chunk)
-    return NumericProfile(edges=edges, counts=counter.counts(), **moments.fields(len(values)))
+    projection = _NumericProjection(edges, expected_values=len(values))
+    projection.add(values)
+    return projection.profile()
+
+
+class _NumericProjection:
+    """A numeric column's values on fixed edges, added in pieces: bin counts and moments."""
+
+    def __init__(self, edges: np.ndarray, expected_values: int) -> None:
+        self.edges = edges
+        self.rows = 0
+        self.counter = _BinCounter(edges, expected_values)
+        self.moments = _Moments(center=_center(edges))
+
+    def add(self, values: np.ndarray) -> None:
+        for chunk, low, high in _finite_chunks(values):
+            # The counter's scratch is free until its own add: one buffer fewer in the cache.
+            self.moments.add(chunk, low, high, scratch=self.counter.scratch(chunk.size))
+            self.counter.add(chunk)
+        self.rows += len(values)
+
+    def profile(self) -> NumericProfile:
+        return NumericProfile(edges=self.edges, counts=self.counter.counts(), **self.moments.fields(self.rows))
 
 
 def count_in_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -456,13 +503,17 @@ class _BinCounter:
         self.positions = np.empty(scratch_size)
         self.cells = np.empty(scratch_size, dtype=np.intp)
 
+    def scratch(self, size: int) -> np.ndarray:
+        """Float64 working space of ``size`` values, free until the next :meth:`add`."""
+        if size > len(self.positions):
+            self.positions, self.cells = np.empty(size), np.empty(size, dtype=np.intp)
+        return self.positions[:size]
+
     def add(self, values: np.ndarray) -> None:
         if len(self.edges) == 0:
             self.values_without_edges += values.size
             return
-        if values.size > len(self.positions):
-            self.positions, self.cells = np.empty(values.size), np.empty(values.size, dtype=np.intp)
-        cells = self._cell_of(values, self.positions[: values.size], self.cells[: values.size])
+        cells = self._cell_of(values, self.scratch(values.size), self.cells[: values.size])
         self.cell_counts += np.bincount(cells, minlength=len(self.cell_counts))
         near_edges = values[self.holds_edge[cells]]  # a copy, free to sort
         near_edges.sort()
