@@ -59,7 +59,7 @@ from app.tui.snapshot_text import promote_question
 from app.tui.ui_process import freeze_long_lived, prepare_ui_process
 
 TICK_SECONDS = 0.25
-LOAD_INTERVAL_SECONDS = 0.5
+LOAD_INTERVAL_SECONDS = 1.0
 WIDE_FROM_COLUMNS = 120
 PALETTE_HINT_FROM_COLUMNS = 90
 SCREENSHOTS_FOLDER = "screenshots"  # under the state folder
