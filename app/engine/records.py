@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from app.events import Event
-from app.store.records import ModelState
+from app.store.records import ModelState, known_fields
 
 Write = Callable[[Any], None]
 Flag = dict[str, str]  # {"kind": one of assess.FLAG_ORDER or "config_changed", "detail": the words shown}
@@ -75,8 +75,7 @@ class BatchResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BatchResult:
         """A stored result; keys it does not know (a newer driftdeck's, a reader's own) are ignored."""
-        known = {item.name for item in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        return cls(**known_fields(cls, data))
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -29,7 +30,7 @@ class ModelState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelState:
         """A stored state; keys it does not know are ignored."""
-        return cls(**_known(cls, data))
+        return cls(**known_fields(cls, data))
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class FolderState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FolderState:
         """A stored folder row; keys it does not know are ignored."""
-        return cls(**_known(cls, data))
+        return cls(**known_fields(cls, data))
 
 
 def _set_fields(record: Any, always: set[str]) -> dict[str, Any]:
@@ -55,9 +56,16 @@ def _set_fields(record: Any, always: set[str]) -> dict[str, Any]:
             if (value := getattr(record, item.name)) is not None or item.name in always}
 
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    known = {item.name for item in fields(cls)}
+def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The items of ``data`` that are fields of dataclass ``cls`` (keys a newer driftdeck wrote, or a reader's
+    own, are left out)."""
+    known = _field_names(cls)
     return {key: value for key, value in data.items() if key in known}
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:  # dataclasses.fields() costs more than the parse of a small row
+    return frozenset(item.name for item in fields(cls))
 
 
 @dataclass(frozen=True)
