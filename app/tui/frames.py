@@ -11,11 +11,18 @@ from __future__ import annotations
 
 from typing import Callable
 
+from textual import constants
 from textual.message_pump import MessagePump
+
+FRAME_SECONDS = 1 / constants.MAX_FPS  # Textual paints at most this often
 
 
 class OnePerFrame:
-    """Pieces of drawing done one after each screen refresh, in the order they were first asked for.
+    """Pieces of drawing done a frame's time apart, in the order they were first asked for.
+
+    Timers of the app pace them, not the screen's after-refresh callbacks:
+    those belong to the screen on top, and a dialog closed before its next
+    refresh (the command palette, say) would take them with it.
 
     Asking again for a piece still waiting keeps its place and does the
     latest drawing only; :attr:`pending` says whether anything is still to
@@ -33,13 +40,11 @@ class OnePerFrame:
         return bool(self._waiting)
 
     def ask(self, name: str, draw: Callable[[], None]) -> None:
-        """Do ``draw`` after the next refresh, or after the pieces asked for before it."""
+        """Do ``draw`` a frame's time from now, or a frame's time after the pieces asked for before it."""
         self._waiting[name] = draw
         if not self._scheduled:
             self._scheduled = True
-            # Twice: the change that asked for this (a moved cursor, say) may not have reached the screen
-            # yet, and then the first wait would end before the frame that paints it.
-            self._owner.call_after_refresh(self._owner.call_after_refresh, self._draw_next)
+            self._owner.set_timer(FRAME_SECONDS, self._draw_next)
 
     def when_drawn(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every piece asked for so far, and any asked for meanwhile, is drawn."""
@@ -58,7 +63,7 @@ class OnePerFrame:
             self._waiting.pop(name)()
         if self._waiting:
             self._scheduled = True
-            self._owner.call_after_refresh(self._draw_next)
+            self._owner.set_timer(FRAME_SECONDS, self._draw_next)
         else:
             callbacks, self._when_drawn = self._when_drawn, []
             for callback in callbacks:
