@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.stats.binning import count_in_bins
 from app.stats.profile import (
     CategoricalProfile,
     NumericProfile,
     Profile,
-    count_in_bins,
     profile_categorical,
     profile_numeric,
     quantile_edges,
