@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.stats.binning import CHUNK_VALUES, Moments, NumericProjection, center_of, count_in_bins, finite_chunks
+from app.stats.binning import Moments, NumericProjection, center_of
 from app.stats.selection import order_statistics
 
 NUMERIC = "numeric"
@@ -308,16 +308,9 @@ def quantile_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
 def reference_numeric(values: np.ndarray, bins: int = DEFAULT_BINS) -> NumericProfile:
     """Profile of a float64 array on its own :func:`quantile_edges` (what ``Profile.build`` keeps).
 
-    Equal to ``profile_numeric(values, quantile_edges(values, bins))``; the
-    finite values are picked out once and serve both the edges and the bin counts.
+    Equal to ``profile_numeric(values, quantile_edges(values, bins))``.
     """
-    finite = values[np.isfinite(values)]
-    edges = _edges_of_finite(finite, bins)
-    moments = Moments(center=center_of(edges))
-    scratch = np.empty(min(len(values), CHUNK_VALUES))
-    for chunk, low, high in finite_chunks(values):
-        moments.add(chunk, low, high, scratch)
-    return _numeric_profile(edges, count_in_bins(finite, edges), moments, len(values))
+    return profile_numeric(values, quantile_edges(values, bins))
 
 
 def profile_numeric(values: np.ndarray, edges: np.ndarray) -> NumericProfile:
