@@ -88,9 +88,9 @@ class DaskEngine:
     def scan(self, path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
         parts = batch_parts(path)
         client = self.client()
-        threshold = sample_threshold(parts, config)
         with ThreadPoolExecutor(max_workers=1) as hasher:
-            sha256 = hasher.submit(batch_sha256, path)
+            sha256 = hasher.submit(batch_sha256, path)  # first, so that the threshold's key draws overlap it too
+            threshold = sample_threshold(parts, config)
             futures = client.map(scan_part, parts, range(len(parts)), config=config, references=references,
                                  threshold=threshold, pure=False)
             return merge_scans(Path(path).name, sha256, _in_order(futures), config)

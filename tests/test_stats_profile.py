@@ -8,12 +8,13 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threadpoolctl import threadpool_limits
 
+from app.stats.binning import count_in_bins
 from app.stats.profile import (
     CategoricalProfile,
     NumericProfile,
     Profile,
-    count_in_bins,
     profile_categorical,
     profile_numeric,
     quantile_edges,
@@ -95,6 +96,18 @@ def test_grid_binning_on_awkward_distributions(draw):
     assert column.total == pytest.approx(present.sum(), rel=1e-12)
 
 
+
+@pytest.mark.parametrize("seed", [4, 6, 7])  # data on which one dot of a whole chunk on two threads rounds otherwise
+def test_sum_of_squares_is_the_same_bits_whatever_the_blas_thread_limit(seed):
+    values = np.random.default_rng(seed).normal(5.0, 2.0, 300_000)
+    edges = quantile_edges(values[:5000])
+    with threadpool_limits(limits=1):
+        alone = profile_numeric(values, edges)
+    with threadpool_limits(limits=2):
+        threaded = profile_numeric(values, edges)
+    assert alone == threaded
+    assert alone.total_sq == pytest.approx(np.sum((values - alone.center) ** 2), rel=1e-12)
+
 def plain_quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
     """The definition of quantile_edges written the plain way: numpy's quantiles, else the distinct values."""
     finite = values[np.isfinite(values)]
@@ -165,6 +178,15 @@ def test_binning_far_outside_the_edges(values):
     for edges in (quantile_edges(rng.normal(3.0, 1.0, 500)), quantile_edges(np.full(20, 3.0))):
         np.testing.assert_array_equal(count_in_bins(values, edges), reference_slots(values, edges))
 
+
+
+@pytest.mark.parametrize("middle", [0.0, 0.9], ids=["centred", "off-centre"])
+def test_binning_on_edges_across_the_whole_float_range(middle):
+    top = np.finfo(float).max
+    edges = np.array([-top, middle * top, top])
+    values = np.array([-top, top, 0.0, 5.0, -1e300, 0.95 * top])
+    np.testing.assert_array_equal(count_in_bins(values, edges), reference_slots(values, edges))
+    assert profile_numeric(values, edges).count == len(values)
 
 def test_a_few_distinct_values_get_one_bin_each():
     edges = quantile_edges(np.array([0.0, 1.0, 1.0, 0.0, 1.0]))
