@@ -287,7 +287,8 @@ class DriftDeckApp(App[int]):
             self.redraws.ask(panel.id, partial(self._redraw, panel))
 
     def _redraw(self, panel: FeaturesPanel | HealthPanel | SnapshotsPanel) -> None:
-        panel.show(self.dashboard)
+        if panel.is_attached and panel.children:  # not while the app closes, its widgets going
+            panel.show(self.dashboard)
 
     def _move_model(self, step: int) -> None:
         table = self.models_panel.table
