@@ -265,8 +265,8 @@ def _category_counts(values: pa.Array) -> dict[str, int]:
 def _numeric(values: pd.Series, column: str, reasons: list[str]) -> tuple[pd.Series, int]:
     """``values`` as float64 (the same Series when they already are) and how many are missing.
 
-    Text that is not a number counts as missing, and adds a reason, as do
-    infinite values.
+    Text that is not a number adds a reason, as do infinite values; only empty
+    cells count as missing, so a column of text is not also called missing.
     """
     if values.dtype == object or pd.api.types.is_string_dtype(values):
         numbers = pd.to_numeric(values, errors="coerce")
@@ -277,8 +277,7 @@ def _numeric(values: pd.Series, column: str, reasons: list[str]) -> tuple[pd.Ser
                 f"column {column!r} must be numeric, found text {_shown(values.iloc[row])} in row {row + 1}"
                 f" ({int(bad.sum())} such value(s))"
             )
-            numbers = numbers.astype("float64")
-            return numbers, int(numbers.isna().sum())
+            return numbers.astype("float64"), int(values.isna().sum())
         values = numbers
     if pd.api.types.is_bool_dtype(values):
         values = values.astype("float64")

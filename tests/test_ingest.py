@@ -207,6 +207,14 @@ def test_text_far_past_the_first_parse_block_is_still_named(ingest_dir: Path) ->
     assert invalid.reasons == ["column 'x1' must be numeric, found text 'unknown' in row 25000 (1 such value(s))"]
 
 
+def test_a_column_of_text_is_named_as_text_not_also_as_missing(ingest_dir: Path) -> None:
+    """A numeric column whose every value is a word has one problem: a reason about missing values would
+    send the producer looking for empty cells that are not there."""
+    frame = with_column(good_frame(), "x1", lambda values: values.map(lambda _: "oops"))
+    invalid = outcome(ingest_dir, "words-in-x1.csv", csv_bytes(frame), load_config(ingest_dir))
+    assert invalid.reasons == ["column 'x1' must be numeric, found text 'oops' in row 1 (20 such value(s))"]
+
+
 def test_every_reason_is_reported_not_only_the_first(ingest_dir: Path) -> None:
     frame = with_column(with_column(good_frame(), "x1", text_in_row_3), "x2", one_infinity)
     drop(ingest_dir, "two-problems.csv", csv_bytes(frame))
