@@ -19,8 +19,13 @@ from app.snapshots import SnapshotError
 from app.store import ModelState
 from app.training import Trainer
 from app.verdict import BatchEvidence, Evidence, decide
-from tests.conftest import make_batch, write_batch, write_config
+from tests.conftest import BASE_CONFIG, make_batch, write_batch, write_config
 from tests import faults
+
+
+STATIC_MODEL = '[[models]]\nname = "static-lr"\nmode = "static"\nestimator = "logistic_regression"\n\n'
+DYNAMIC_ONLY = BASE_CONFIG.replace(STATIC_MODEL, "")  # the dynamic logistic regression alone, window 2
+assert STATIC_MODEL in BASE_CONFIG
 
 
 def run_stream(folder: Path, batches: list, trainer: Trainer | None = None) -> Monitor:
@@ -362,3 +367,33 @@ def test_a_change_of_unit_is_monitored_but_never_trained_on(data_dir: Path):
         assert "b02.csv" not in monitor.registry.serving("dynamic-lr").data["files"]
     finally:
         monitor.close()
+
+
+def test_a_refused_first_candidate_is_followed_by_one_that_learns_from_the_whole_window(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_config(folder, text=DYNAMIC_ONLY.replace("window = 2", "window = 3\nmin_metric = 0.999"))
+    monitor = run_stream(folder, [make_batch(i) for i in range(4)])
+    try:
+        trained = {s.version: s.data["files"] for s in monitor.store.snapshots("dynamic-lr")}
+    finally:
+        monitor.close()
+    assert trained == {1: ["b00.csv"], 2: ["b00.csv", "b01.csv"], 3: ["b00.csv", "b01.csv", "b02.csv"],
+                       4: ["b01.csv", "b02.csv", "b03.csv"]}
+
+
+def test_static_training_is_stood_for_by_the_first_version_that_served_having_learned_from_a_whole_window(tmp_path):
+    """A first version trained on the one batch there was would credit dynamic training with what more rows
+    give: batches are compared with a static counterpart only once a whole-window version has served."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_config(folder, text=DYNAMIC_ONLY)
+    monitor = run_stream(folder, [make_batch(i) for i in range(4)])
+    try:
+        served = [r["serving_version"] for r in results(monitor, "dynamic-lr")]
+        compared = ["shadow_metrics" in r for r in results(monitor, "dynamic-lr")]
+        files = {s.version: len(s.data["files"]) for s in monitor.store.snapshots("dynamic-lr")}
+    finally:
+        monitor.close()
+    assert files[1] == 1 and files[2] == 2 and served[:3] == [None, 1, 2]
+    assert compared[:3] == [False, False, True]

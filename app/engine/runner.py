@@ -58,6 +58,7 @@ class ModelRunner(Stage):
         self.assess = Assessor(model, context.config, context.registry)
         self.train = CandidateTrainer(self.assess, trainer, context.archive.load, context.emit)
         self.static_shadow: Any | None = None
+        self._counterpart: int | None = None  # see _static_counterpart
 
     @property
     def name(self) -> str:
@@ -182,8 +183,16 @@ class ModelRunner(Stage):
         if len(earlier) + 1 < needed:
             outcome.result.action_detail = f"collecting labeled batches to train version 1 ({len(earlier) + 1} of {needed})"
             return
-        window = self.train.window(self.train.newest_trainable(needed), batch)
+        window = self.train.window(self.train.newest_trainable(self._bootstrap_size()), batch)
         self.train.train_and_gate(outcome, window, serving=None, reason="bootstrap", pending=pending)
+
+    def _bootstrap_size(self) -> int | None:
+        """How many of the newest labeled batches a first version learns from: a static model the
+        ``bootstrap_batches`` it is configured for; a dynamic one its whole window, so that a first candidate
+        the gate refused is followed by one that sees more batches, not by another on the newest alone."""
+        if not self.model.is_dynamic:
+            return self.model.bootstrap_batches
+        return None if self.model.window is None else max(self.model.window, self.model.bootstrap_batches)
 
     def _dynamic_step(self, outcome: BatchOutcome, serving: SnapshotRecord, batch: Batch, pending: Pending) -> None:
         if self._auto_rollback(outcome, serving, batch.frame):
@@ -279,11 +288,24 @@ class ModelRunner(Stage):
     def _shadow_model(self, serving: SnapshotRecord) -> Any | None:
         if not self.model.is_dynamic:
             return self.static_shadow
-        first = next((c for c in self.store.serving_history(self.name)), None)
-        if first is None:
+        counterpart = self._static_counterpart()
+        if counterpart is None:
             return None
         try:
-            return self.registry.load(self.name, first.version)
+            return self.registry.load(self.name, counterpart)
         except SnapshotError:
             return None
+
+    def _static_counterpart(self) -> int | None:
+        """The version static training would still serve beside this dynamic model: the first that served
+        having learned from a whole window. One trained while fewer batches existed would credit dynamic
+        training with what more rows give rather than with what a change in the data asks for."""
+        if self._counterpart is None:
+            for change in self.store.serving_history(self.name):
+                record = self.store.snapshot(self.name, change.version)
+                files = len(record.data.get("files", [])) if record is not None else 0
+                if self.model.window is None or files >= self.model.window:
+                    self._counterpart = change.version
+                    break
+        return self._counterpart
 
