@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Azurite, Microsoft's Azure Storage emulator, which the az:// tests run against (an npm package).
+AZURITE := $(VENV)/node/node_modules/.bin/azurite-blob
 
 .PHONY: demo test install install-test bench-peers clean
 
@@ -23,7 +25,16 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test $(AZURITE)
+
+# Without npm the suite still runs; the az:// tests then fail, each saying Azurite is missing.
+$(AZURITE): | $(BIN)/python
+	@if command -v npm >/dev/null; then \
+		echo "==> Installing Azurite (the Azure Storage emulator the az:// tests use) into $(VENV)/node"; \
+		npm install --silent --no-audit --no-fund --prefix $(VENV)/node azurite@3; \
+	else \
+		echo "==> npm not found: the az:// tests need Azurite (install Node.js 18+ with npm, then make install-test)"; \
+	fi
 
 demo: NEXT_STEP = The monitor opens next.
 demo: install

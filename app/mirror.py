@@ -4,7 +4,7 @@ The bucket's listing is polled (``watch.list_seconds``); an object is complete
 when it is listed (a store shows an object only once its upload has finished).
 Each object whose key and ETag (and version, where the store keeps versions)
 are new is read whole into a hidden temporary file beside its place, checked
-(its size, and its MD5 where the ETag is one) and renamed into place, so the
+(its size, and its MD5 where the listing gives one) and renamed into place, so the
 folder's watcher only ever sees whole files and the ledger decides, by content,
 what is new. A read that fails is tried again from the start, with backoff;
 after the last attempt an event says so and the next listing tries again: an
@@ -19,6 +19,8 @@ kept in ``.driftdeck-objects.db`` in the folder, so a restart reads nothing twic
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
 import re
@@ -31,7 +33,8 @@ from typing import Any, Callable
 
 from app.events import Event, EventKind
 from app.fsutil import CHUNK_BYTES, FILE_MODE, fsync_dir
-from app.objectstore import StoreError, StoreLocation, first_line, open_store, parse_store_url, store_error_in_words
+from app.objectstore import (StoreError, StoreLocation, first_line, is_refusal, open_store, parse_store_url,
+                             store_error_in_words)
 from app.readers import is_batch_name
 
 INDEX_NAME = ".driftdeck-objects.db"
@@ -49,6 +52,7 @@ class ListedObject:
     etag: str
     version: str
     size: int
+    md5: str = ""  # the bytes' MD5 in hex where the listing gives it, "" where it does not
 
 
 @dataclass(frozen=True)
@@ -190,9 +194,11 @@ class BucketMirror:
                 self._stop.wait(self.backoff_seconds * 2 ** (attempt - 1))
             try:
                 return self._download(item, target)
-            except (FileNotFoundError, PermissionError):
+            except FileNotFoundError:
                 raise
             except Exception as failure:  # noqa: BLE001 - a dropped connection surfaces as many types
+                if is_refusal(failure):
+                    raise PermissionError(first_line(failure)) from None
                 error = failure
         raise ObjectReadFailed(f"read failed {self.attempts} times, the last: {type(error).__name__}:"
                                f" {first_line(error)}")
@@ -214,8 +220,8 @@ class BucketMirror:
                 os.fsync(out.fileno())
             if size != item.size:
                 raise TornRead(f"read {size} bytes of {item.size}")
-            if MD5_ETAG.fullmatch(item.etag) and md5.hexdigest() != item.etag:
-                raise TornRead("the bytes read do not match the object's ETag")
+            if item.md5 and md5.hexdigest() != item.md5:
+                raise TornRead("the bytes read do not match the object's listed MD5")
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
@@ -234,10 +240,10 @@ def list_objects(location: StoreLocation, fs: Any) -> list[ListedObject]:
         root = location.named_in(fs)
         found = fs.find(root, detail=True, withdirs=False)
         if not found and not fs.exists(location.named_in(fs, whole_bucket=True)):
-            raise FileNotFoundError(f"The specified bucket does not exist: {location.bucket}")
+            raise FileNotFoundError(location.bucket)  # said in words as a missing bucket
     except Exception as error:  # noqa: BLE001 - the stack under fsspec raises its own types (botocore, aiohttp, OSError)
         raise StoreError(store_error_in_words(location, error)) from None
-    objects = [ListedObject(key, path, _etag(info), str(info.get("VersionId") or ""), int(info.get("size") or 0))
+    objects = [ListedObject(key, path, _etag(info), _version(info), int(info.get("size") or 0), _md5(info))
                for path, info in found.items() if (key := location.key_of(path, root)) and mirrored_key(key)]
     return sorted(objects, key=lambda item: (PurePosixPath(item.key).name == SUCCESS_MARKER, item.key))
 
@@ -270,6 +276,27 @@ def _etag(info: dict[str, Any]) -> str:
         return tag
     changed = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("created")
     return f"size {info.get('size')}, changed {changed}"
+
+
+def _version(info: dict[str, Any]) -> str:
+    """The object's version where the store keeps one: S3's VersionId, Azure's version_id, Google's generation
+    (which every write of the object changes)."""
+    return str(info.get("VersionId") or info.get("version_id") or info.get("generation") or "")
+
+
+def _md5(info: dict[str, Any]) -> str:
+    """The MD5 of the object's bytes in hex, where the listing gives it: a single-part S3 upload's ETag, Google's
+    base64 ``md5Hash``, Azure's ``content_md5`` (bytes); "" otherwise (a multipart upload, a composite object)."""
+    tag = str(info.get("ETag") or "").strip('"')
+    if MD5_ETAG.fullmatch(tag):
+        return tag
+    if isinstance(digest := (info.get("content_settings") or {}).get("content_md5"), (bytes, bytearray)):
+        return digest.hex() if len(digest) == 16 else ""
+    try:
+        digest = base64.b64decode(str(info.get("md5Hash") or ""), validate=True)
+    except binascii.Error:
+        return ""
+    return digest.hex() if len(digest) == 16 else ""
 
 
 class ObjectIndex:

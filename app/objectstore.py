@@ -4,13 +4,16 @@
 mirroring its batch objects into a local folder (:mod:`app.mirror`) that is a
 data folder like any other: its ``driftdeck.toml`` (with ``source`` naming the
 URL), ledger, quarantine and snapshots stay on this machine. Credentials come
-from the store's own environment (AWS variables, profiles, ``AWS_ENDPOINT_URL``);
+from the store's own environment (AWS variables, profiles and ``AWS_ENDPOINT_URL``
+for s3fs; ``GOOGLE_APPLICATION_CREDENTIALS`` or ``STORAGE_EMULATOR_HOST`` for
+gcsfs; ``AZURE_STORAGE_CONNECTION_STRING`` or an account name and key for adlfs);
 driftdeck never asks for, stores or prints them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,15 @@ STORE_URL = re.compile(r"(?P<protocol>[a-z][a-z0-9+.-]*)://(?P<bucket>[^/]+)(?:/
 LOCAL_PROTOCOLS = ("file", "local")
 # The library fsspec needs for each common protocol, named in the error when it is missing.
 STORE_LIBRARIES = {"s3": "s3fs (pip install 'driftdeck[s3]')", "s3a": "s3fs (pip install 'driftdeck[s3]')",
-                   "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
+                   "gs": "gcsfs (pip install 'driftdeck[gs]')", "gcs": "gcsfs (pip install 'driftdeck[gs]')",
+                   "az": "adlfs (pip install 'driftdeck[az]')", "abfs": "adlfs (pip install 'driftdeck[az]')",
+                   "abfss": "adlfs (pip install 'driftdeck[az]')"}
+GOOGLE_PROTOCOLS = ("gs", "gcs")
+AZURE_PROTOCOLS = ("az", "abfs", "abfss")
+# What a refusal says when the store's library raises neither PermissionError nor an HTTP status on the error:
+# S3's AccessDenied, Google's "Forbidden" (gcsfs's OSError for a 403), Azure's AuthorizationFailure and kin.
+REFUSAL_WORDS = ("accessdenied", "forbidden", "authorizationfailure", "authenticationfailed",
+                 "authorizationpermissionmismatch", "insufficientaccountpermissions")
 
 
 class StoreError(Exception):
@@ -34,6 +45,11 @@ class StoreLocation:
     protocol: str
     bucket: str
     prefix: str  # without a leading or trailing "/", "" for the whole bucket
+
+    @property
+    def bucket_noun(self) -> str:
+        """What the store calls the top of its namespace: a container on Azure, a bucket elsewhere."""
+        return "container" if self.protocol in AZURE_PROTOCOLS else "bucket"
 
     @property
     def url(self) -> str:
@@ -79,6 +95,8 @@ def open_store(location: StoreLocation) -> Any:
 
     try:
         # A fresh instance: fsspec's shared one would keep the endpoint and credentials it was first made with.
+        if location.protocol in GOOGLE_PROTOCOLS and os.environ.get("STORAGE_EMULATOR_HOST"):
+            return _google_emulator_store()
         return fsspec.filesystem(location.protocol, skip_instance_cache=True)
     except ImportError:
         needed = STORE_LIBRARIES.get(location.protocol, f"the fsspec library for {location.protocol}://")
@@ -87,14 +105,35 @@ def open_store(location: StoreLocation) -> Any:
         raise StoreError(f"{location.url}: {first_line(error)}") from None
 
 
+def _google_emulator_store() -> Any:
+    """gcsfs's JSON-API file system, without credentials, for the server ``STORAGE_EMULATOR_HOST`` names.
+
+    The file system ``gs://`` otherwise resolves to first asks each bucket's layout over
+    gRPC, which emulators do not serve: every read would wait out its 60 s timeout.
+    Google's own client library also sends no credentials to an emulator.
+    """
+    from gcsfs.core import GCSFileSystem
+
+    return GCSFileSystem(token="anon", skip_instance_cache=True)
+
+
 def store_error_in_words(location: StoreLocation, error: BaseException, what: str = "listing") -> str:
-    """One line for a failed call to the store: a missing bucket and a refusal said as such."""
-    text = first_line(error)
-    if isinstance(error, FileNotFoundError) and "bucket" in text.lower():
-        return f"{location.url}: bucket {location.bucket!r} does not exist (or is not visible with these credentials)"
-    if isinstance(error, PermissionError) or "accessdenied" in text.replace(" ", "").lower():
+    """One line for a failed call to the store: a missing bucket (a listing's FileNotFoundError, as every store
+    raises it for a bucket that is not there) and a refusal said as such."""
+    if what == "listing" and isinstance(error, FileNotFoundError):
+        return (f"{location.url}: {location.bucket_noun} {location.bucket!r} does not exist"
+                " (or is not visible with these credentials)")
+    if is_refusal(error):
         return f"{location.url}: access denied ({what}); check the credentials in the environment"
-    return f"{location.url}: {what} failed: {type(error).__name__}: {text}"
+    return f"{location.url}: {what} failed: {type(error).__name__}: {first_line(error)}"
+
+
+def is_refusal(error: BaseException) -> bool:
+    """Whether the store refused the credentials: PermissionError, HTTP 401 or 403 (Azure's ``status_code``,
+    gcsfs's ``code``), or a refusal's words in the message."""
+    status = getattr(error, "status_code", None) or getattr(error, "code", None)
+    words = str(error).replace(" ", "").lower()
+    return isinstance(error, PermissionError) or status in (401, 403) or any(word in words for word in REFUSAL_WORDS)
 
 
 def first_line(error: BaseException) -> str:

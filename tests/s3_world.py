@@ -25,12 +25,24 @@ def free_port() -> int:
 class S3World:
     endpoint: str
     port: int
+    protocol: str = "s3"
+    bucket_noun: str = "bucket"
+    secret: str | None = "testing"  # the credentials, never to be printed
 
     def client(self):
         import boto3
 
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
                             aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def create_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
+
+    def put(self, key: str, data: bytes, bucket: str = "bkt") -> None:
+        self.client().put_object(Bucket=bucket, Key=key, Body=data)
+
+    def delete(self, key: str, bucket: str = "bkt") -> None:
+        self.client().delete_object(Bucket=bucket, Key=key)
 
 
 @pytest.fixture
