@@ -214,7 +214,7 @@ def check_chunk(chunk: pa.RecordBatch, config: Config) -> CheckedChunk:
         target = chunk.column(config.target).to_pandas()
         check_target(target, config, reasons)
         labeled = bool(target.notna().any())
-    if config.timestamp and not pa.types.is_timestamp(chunk.schema.field(config.timestamp).type):
+    if config.timestamp and not _iso_times(chunk.column(config.timestamp)):
         _timestamp(chunk.column(config.timestamp).to_pandas(), config.timestamp, reasons)
     if reasons:
         raise InvalidBatch(reasons)
@@ -224,14 +224,36 @@ def check_chunk(chunk: pa.RecordBatch, config: Config) -> CheckedChunk:
 def _numeric_array(values: pa.Array, column: str, reasons: list[str]) -> tuple[np.ndarray, int]:
     """A numeric feature's Arrow values as float64 (NaN where missing) and how many are missing.
 
-    Integers and floats convert as ``to_pandas`` then ``astype("float64")`` would;
-    any other type goes through :func:`_numeric`, the frame's rule.
+    Integers and floats convert as ``to_pandas`` then ``astype("float64")`` would,
+    and so does text that Arrow reads as numbers throughout (a streamed text
+    file's); any other type, and text with a word in it, goes through
+    :func:`_numeric`, the frame's rule, which names the word and its row.
     """
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        try:
+            numbers = pc.cast(values, pa.float64())
+        except pa.ArrowInvalid:
+            numbers = None
+        if numbers is not None and not pc.any(pc.is_nan(numbers)).as_py():  # the text "nan" is a word to the frame's rule
+            values = numbers
     if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
         array = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)  # nulls become NaN
         return array, _missing_numbers(array, column, reasons)
     series, missing = _numeric(values.to_pandas(), column, reasons)
     return series.to_numpy(dtype=np.float64), missing
+
+
+def _iso_times(values: pa.Array) -> bool:
+    """True for times, or text that Arrow reads as times throughout (ISO 8601, as a streamed text file's may be)."""
+    if pa.types.is_timestamp(values.type):
+        return True
+    if not pa.types.is_string(values.type):
+        return False
+    try:
+        pc.cast(values, pa.timestamp("ns"))
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 def _category_counts(values: pa.Array) -> dict[str, int]:
