@@ -196,7 +196,7 @@ class BottomK:
         self.threshold = threshold
         self._batches: list[pa.RecordBatch] = []
         self._keys: list[np.ndarray] = []
-        self._held = 0
+        self.held = 0
 
     def offer(self, chunk: pa.RecordBatch, keys: np.ndarray) -> None:
         chosen = np.flatnonzero(keys <= self.threshold)
@@ -204,13 +204,13 @@ class BottomK:
             return
         self._batches.append(chunk.take(pa.array(chosen)))
         self._keys.append(keys[chosen])
-        self._held += len(chosen)
-        if self._held > 2 * self.k:
+        self.held += len(chosen)
+        if self.held > 2 * self.k:
             self._drop_beyond_k()
 
     def rows(self) -> list[pa.RecordBatch]:
         """The rows with the ``k`` smallest keys offered (at most ``threshold``), in the order offered."""
-        if self._held > self.k:
+        if self.held > self.k:
             self._drop_beyond_k()
         return self._batches
 
@@ -223,7 +223,7 @@ class BottomK:
                 batches.append(batch.take(pa.array(chosen)))
                 keys.append(batch_keys[chosen])
         self._batches, self._keys = batches, keys
-        self._held = sum(len(batch_keys) for batch_keys in keys)
+        self.held = sum(len(batch_keys) for batch_keys in keys)
 
 
 def scan_part(path: Path, part_index: int, config: Config, references: dict[str, Profile],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -143,8 +144,6 @@ def test_a_text_file_samples_the_rows_a_parquet_file_of_the_same_rows_samples(tm
 
 
 def test_the_running_sample_holds_at_most_twice_its_size_and_keeps_the_smallest_keys():
-    import pyarrow as pa
-
     k = 100
     sample = BottomK(k, np.inf)
     rng = np.random.default_rng(1)
@@ -153,7 +152,7 @@ def test_the_running_sample_holds_at_most_twice_its_size_and_keeps_the_smallest_
         keys = rng.random(70)
         all_keys.append(keys)
         sample.offer(pa.record_batch({"row": np.arange(start, start + 70)}), keys)
-        assert sum(batch.num_rows for batch in sample._batches) <= 2 * k
+        assert sample.held <= 2 * k
     rows = np.concatenate([batch.column("row").to_numpy() for batch in sample.rows()])
     assert np.array_equal(rows, np.sort(np.argsort(np.concatenate(all_keys))[:k]))
 
