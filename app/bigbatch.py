@@ -3,8 +3,9 @@
 A partitioned batch is a folder in the data folder (``2026-02-09/part-*.parquet``),
 complete when its ``_SUCCESS`` marker appears or, without one, when its parts
 have not changed for ``watch.settle_seconds``. A single file above
-``scale.stream_above_mb`` is read the same way. Each part is streamed in record
-batches of ``scale.chunk_rows`` (``pyarrow.dataset``): every chunk is validated
+``scale.stream_above_mb`` is read the same way, as one part: Parquet, CSV, gzipped
+CSV or JSON lines. Each part is streamed in record batches of ``scale.chunk_rows``
+(``pyarrow.dataset``; a text file through :mod:`app.text_stream`): every chunk is validated
 with the same rules as a whole file and projected onto each reference profile's
 edges (profiles add up exactly) straight from its Arrow arrays, and offered to
 a uniform sample; only the sampled rows ever become a pandas frame. So the memory
@@ -16,6 +17,9 @@ uniform sample without replacement. The keys do not depend on the rows, so the
 largest key kept (:func:`sample_threshold`) is found before any row is read,
 from the parts' row counts in their footers; each part then keeps the rows whose
 keys are at most that, and the parts' samples, in part order, are the batch's.
+A text file has no footer: its rows are counted only by reading them, so it
+keeps the rows with the smallest keys seen so far, dropping those no longer
+among the smallest as it goes (:class:`BottomK`): the same rows, in bounded memory.
 The domain classifier and training take it, and the result says so. Each part
 is one unit of work (:func:`scan_part`), merged in part order by
 :func:`merge_scans`, so a Dask cluster (:mod:`app.cluster`) that scans the parts
@@ -28,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,8 +47,9 @@ from threadpoolctl import threadpool_limits
 from app.columns import CATEGORICAL, columns_of_kind
 from app.config import Config, ScaleConfig
 from app.fsutil import FILE_MODE, fsync_dir, sha256_file
-from app.readers import batch_suffix
+from app.readers import UnreadableFile, batch_suffix
 from app.stats.profile import CategoricalProfile, Profile, Projection
+from app.text_stream import TEXT_SUFFIXES, is_text_file, text_batches
 from app.validation import Batch, InvalidBatch, StreamedRows, check_chunk, missing_share_reason, validate_table
 
 SUCCESS_MARKER = "_SUCCESS"
@@ -111,7 +116,8 @@ def folder_complete(folder: Path, settle_seconds: float, now: float | None = Non
 
 
 def streamed(path: Path, scale: ScaleConfig) -> bool:
-    """True for a batch read in chunks: a folder of parts, or a Parquet file above ``scale.stream_above_mb``."""
+    """True for a batch read in chunks: a folder of parts, or a Parquet, CSV, gzipped CSV or JSON lines file
+    above ``scale.stream_above_mb``."""
     path = Path(path)
     if path.is_dir():
         return True
@@ -119,7 +125,7 @@ def streamed(path: Path, scale: ScaleConfig) -> bool:
         size = path.stat().st_size
     except OSError:
         return False
-    return batch_suffix(path.name) == ".parquet" and size > scale.stream_above_mb * (1 << 20)
+    return batch_suffix(path.name) in (".parquet", *TEXT_SUFFIXES) and size > scale.stream_above_mb * (1 << 20)
 
 
 def batch_sha256(path: Path) -> str:
@@ -176,10 +182,55 @@ class ScannedBatch:
                      streamed=StreamedRows(Path(path), self.rows, self.sampled, self.profiles))
 
 
+class BottomK:
+    """A part's rows whose sample keys are at most ``threshold`` and among the ``k`` smallest offered, in
+    row order, held as they come: at most ``2 k`` rows at a time.
+
+    Past ``2 k``, the rows no longer among the ``k`` smallest are dropped and the
+    threshold falls to the ``k``-th smallest key. With the threshold of
+    :func:`sample_threshold` a part never holds more than ``k`` rows, so nothing is dropped.
+    """
+
+    def __init__(self, k: int, threshold: float) -> None:
+        self.k = k
+        self.threshold = threshold
+        self._batches: list[pa.RecordBatch] = []
+        self._keys: list[np.ndarray] = []
+        self.held = 0
+
+    def offer(self, chunk: pa.RecordBatch, keys: np.ndarray) -> None:
+        chosen = np.flatnonzero(keys <= self.threshold)
+        if not len(chosen):
+            return
+        self._batches.append(chunk.take(pa.array(chosen)))
+        self._keys.append(keys[chosen])
+        self.held += len(chosen)
+        if self.held > 2 * self.k:
+            self._drop_beyond_k()
+
+    def rows(self) -> list[pa.RecordBatch]:
+        """The rows with the ``k`` smallest keys offered (at most ``threshold``), in the order offered."""
+        if self.held > self.k:
+            self._drop_beyond_k()
+        return self._batches
+
+    def _drop_beyond_k(self) -> None:
+        self.threshold = float(np.partition(np.concatenate(self._keys), self.k - 1)[self.k - 1])
+        batches, keys = [], []
+        for batch, batch_keys in zip(self._batches, self._keys):
+            chosen = np.flatnonzero(batch_keys <= self.threshold)
+            if len(chosen):
+                batches.append(batch.take(pa.array(chosen)))
+                keys.append(batch_keys[chosen])
+        self._batches, self._keys = batches, keys
+        self.held = sum(len(batch_keys) for batch_keys in keys)
+
+
 def scan_part(path: Path, part_index: int, config: Config, references: dict[str, Profile],
               threshold: float) -> PartScan:
     """Stream one part: check each chunk, project it onto each reference, and keep its rows whose sample
-    keys are at most ``threshold`` (see :func:`sample_threshold`), in order.
+    keys are at most ``threshold`` (see :func:`sample_threshold`) and among its ``scale.sample_rows``
+    smallest, in order.
 
     ``references`` maps a name (a model, or the folder) to the profile whose
     edges the part is projected onto. A chunk is checked and measured in Arrow
@@ -190,13 +241,10 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
     """
     scan = PartScan(missing={column: 0 for column in config.schema})
     rng = _key_generator(config, part_index)
-    kept: list[pa.RecordBatch] = []
+    sample = BottomK(config.scale.sample_rows, threshold)
     projections = {name: Projection(reference, config.scale.chunk_rows) for name, reference in references.items()}
     try:
-        dataset = pads.dataset(str(path), format=_format(path, config))
-        wanted = [c for c in (*config.schema, config.target, config.timestamp, config.id_column) if c]
-        present = [c for c in dict.fromkeys(wanted) if c in dataset.schema.names]
-        for chunk in dataset.to_batches(columns=present, batch_size=config.scale.chunk_rows, **ONE_AHEAD):
+        for chunk in _chunks(path, config, used_only=True):
             if not chunk.num_rows:
                 continue
             try:
@@ -211,16 +259,19 @@ def scan_part(path: Path, part_index: int, config: Config, references: dict[str,
                           for column, counts in checked.categories.items()}
             for projection in projections.values():
                 projection.add(checked.numbers, categories, chunk.num_rows)
-            chosen = np.flatnonzero(rng.random(chunk.num_rows) <= threshold)
-            if len(chosen):
-                kept.append(chunk.take(pa.array(chosen)))
+            sample.offer(chunk, rng.random(chunk.num_rows))
             scan.rows += chunk.num_rows
             scan.labeled = scan.labeled or checked.labeled
             scan.warnings = list(dict.fromkeys([*scan.warnings, *checked.warnings]))
         scan.profiles = {name: projection.profile() for name, projection in projections.items() if projection.rows}
+        kept = sample.rows()
         if kept and not scan.reasons:
             lenient = replace(config, watch=replace(config.watch, max_missing_share=1.0))  # judged on all rows
             scan.sample = validate_table(pa.Table.from_batches(kept), lenient).frame
+    except UnreadableFile as error:  # a text file, refused with a whole-file read's reason
+        scan.reasons = [str(error)]
+    except InvalidBatch as invalid:  # a JSON lines file's layout, known at its end
+        scan.reasons = invalid.reasons
     except (pa.ArrowException, OSError, ValueError) as error:
         scan.reasons = [f"{Path(path).name}: not a readable Parquet file: {str(error).strip().splitlines()[0][:300]}"]
     return scan
@@ -267,12 +318,15 @@ def scan_batch(path: Path, config: Config, references: dict[str, Profile]) -> Sc
 def sample_threshold(parts: list[Path], config: Config) -> float:
     """The largest of the ``scale.sample_rows`` smallest sample keys the parts' rows draw: a row is in the
     batch's sample when its key is at most this. Only the keys are drawn, a million at a time, for the rows
-    each part's footer counts (a part that cannot be read counts none: its scan says why)."""
+    each part's footer counts (a part that cannot be read counts none: its scan says why). Infinite for a
+    text file, whose rows are not counted before they are read: its scan keeps its smallest keys as it goes."""
+    if any(is_text_file(part) for part in parts):
+        return np.inf
     k = config.scale.sample_rows
     smallest = np.empty(0)
     for index, part in enumerate(parts):
         try:
-            rows = pads.dataset(str(part), format=_format(part, config)).count_rows()
+            rows = pads.dataset(str(part), format=_format(config)).count_rows()
         except (pa.ArrowException, OSError, ValueError):
             continue
         rng = _key_generator(config, index)
@@ -300,8 +354,7 @@ def predict_part(path: Path, pipeline, config: Config, version: int) -> pd.DataF
     offset = 0
     lenient = replace(config, watch=replace(config.watch, max_missing_share=1.0))
     with threadpool_limits(1):
-        dataset = pads.dataset(str(path), format=_format(path, config))
-        for chunk in dataset.to_batches(batch_size=config.scale.chunk_rows, **ONE_AHEAD):
+        for chunk in _chunks(path, config, used_only=False):
             if not chunk.num_rows:
                 continue
             frame = validate_table(pa.Table.from_batches([chunk]), lenient).frame
@@ -366,10 +419,23 @@ def _key_generator(config: Config, part_index: int) -> np.random.Generator:
     return np.random.default_rng([config.models[0].seed if config.models else 0, part_index])
 
 
-def _format(path: Path, config: Config) -> pads.FileFormat:
-    """How to read a part: Parquet with categorical text dictionary-encoded (as a whole-file read gives it), or CSV."""
-    if batch_suffix(Path(path).name) == ".csv":
-        return pads.CsvFileFormat()
+def _chunks(path: Path, config: Config, used_only: bool) -> Iterator[pa.RecordBatch]:
+    """A part's record batches of at most ``scale.chunk_rows``: a text file's every column
+    (:mod:`app.text_stream`), a Parquet part's through ``pyarrow.dataset`` (only the columns the batch uses
+    when ``used_only``)."""
+    if is_text_file(path):
+        yield from text_batches(path, config)
+        return
+    dataset = pads.dataset(str(path), format=_format(config))
+    columns = None
+    if used_only:
+        used = [c for c in (*config.schema, config.target, config.timestamp, config.id_column) if c]
+        columns = [c for c in dict.fromkeys(used) if c in dataset.schema.names]
+    yield from dataset.to_batches(columns=columns, batch_size=config.scale.chunk_rows, **ONE_AHEAD)
+
+
+def _format(config: Config) -> pads.FileFormat:
+    """How to read a Parquet part: categorical text dictionary-encoded, as a whole-file read gives it."""
     categorical = columns_of_kind(config.schema, CATEGORICAL)
     return pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=categorical),
                                   default_fragment_scan_options=NOT_PRE_BUFFERED)

@@ -91,7 +91,12 @@ def read_table(name: str, source: BytesLike | BinaryIO, max_bytes: int, categori
     except UnreadableFile:
         raise
     except (pa.ArrowException, OSError, ValueError, EOFError, zlib.error) as error:
-        raise UnreadableFile(f"not a readable {suffix} file: {_first_line(error)}") from None
+        raise not_readable(suffix, error) from None
+
+
+def not_readable(suffix: str, error: Exception) -> UnreadableFile:
+    """The reason a file that failed to parse as ``suffix`` is refused: the parser's first line."""
+    return UnreadableFile(f"not a readable {suffix} file: {_first_line(error)}")
 
 
 def _gunzip(data: BytesLike, max_bytes: int) -> bytes:
@@ -107,7 +112,7 @@ def _gunzip(data: BytesLike, max_bytes: int) -> bytes:
 
 
 def _read_csv(stream: BinaryIO, categorical: Collection[str]) -> pa.Table:
-    source = _CheckedCsv(stream)
+    source = CheckedCsv(stream)
     source.check_header()
     # A column whose later blocks disagree with the first block's inferred type is
     # still promoted (to text, for a stray word among numbers), so validation can name the value.
@@ -122,7 +127,7 @@ def _read_csv(stream: BinaryIO, categorical: Collection[str]) -> pa.Table:
     return _decode_dictionaries(table, keep=categorical)
 
 
-class _CheckedCsv:
+class CheckedCsv:
     """A CSV byte stream on its way into Arrow's parser, checked as it passes.
 
     :meth:`check_header` looks at the header line before Arrow sees a byte;
@@ -154,6 +159,10 @@ class _CheckedCsv:
         if commas + 1 > MAX_COLUMNS:
             raise UnreadableFile(f"header has more than {MAX_COLUMNS} columns")
 
+    def header_line(self) -> bytes:
+        """After :meth:`check_header`: the header line's bytes, without its line end."""
+        return b"".join(bytes(chunk) for chunk in self._read_ahead).split(b"\n", 1)[0].rstrip(b"\r")
+
     def read(self, size: int = CSV_BLOCK_BYTES) -> BytesLike:
         with self._lock:
             return self._read_ahead.popleft() if self._read_ahead else self._next(size)
@@ -162,6 +171,10 @@ class _CheckedCsv:
         """Read the rest of the stream; raise UnreadableFile if any of it was not UTF-8."""
         while self.read(CSV_BLOCK_BYTES):
             pass
+        self.check_utf8()
+
+    def check_utf8(self) -> None:
+        """Raise UnreadableFile if what was read so far was not UTF-8 (a character cut off at its end counts)."""
         first_bad_byte = self._utf8.first_bad_byte()
         if first_bad_byte is not None:
             raise _not_utf8(first_bad_byte)
@@ -269,6 +282,12 @@ def _decoded_bytes(suffix: str, fd: int, size: int) -> int:
 
 
 def _read_jsonl(data: BytesLike) -> pa.Table:
+    check_jsonl_text(data)
+    return pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=max(1 << 20, len(data) + 1)))
+
+
+def check_jsonl_text(data: BytesLike) -> None:
+    """UnreadableFile for JSON lines Arrow's reader must not see: not UTF-8, too wide, or nested too deep."""
     utf8 = _Utf8Check()  # Arrow's JSON reader lets a key that is not UTF-8 through, as a column name nothing can read
     utf8.feed(data)
     if (first_bad_byte := utf8.first_bad_byte()) is not None:
@@ -278,7 +297,6 @@ def _read_jsonl(data: BytesLike) -> pa.Table:
     depth = _nesting_depth(data)
     if depth > MAX_JSON_DEPTH:
         raise UnreadableFile(f"JSON nested {depth} levels deep (at most {MAX_JSON_DEPTH}); a batch is a flat table")
-    return pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=max(1 << 20, len(data) + 1)))
 
 
 def _most_keys_in_a_line(data: BytesLike) -> int:

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.columns import category_text, category_texts
+from app.columns import NUMERIC, category_text, category_texts
 from app.config import Config
 
 
@@ -140,6 +140,7 @@ def validate_table(table: pa.Table, config: Config) -> CleanTable:
     :func:`app.readers.read_table`); the frame is the same either way.
     """
     warnings = check_layout(table.schema, table.num_rows, config)
+    table = _text_typed(table, config)
     columns = list(table.column_names)
     kept = list(dict.fromkeys(c for c in (*config.schema, config.target, config.timestamp, config.id_column)
                               if c and c in columns))
@@ -214,7 +215,8 @@ def check_chunk(chunk: pa.RecordBatch, config: Config) -> CheckedChunk:
         target = chunk.column(config.target).to_pandas()
         check_target(target, config, reasons)
         labeled = bool(target.notna().any())
-    if config.timestamp and not pa.types.is_timestamp(chunk.schema.field(config.timestamp).type):
+    times = chunk.column(config.timestamp) if config.timestamp else None
+    if times is not None and not pa.types.is_timestamp(times.type) and _text_times(times) is None:
         _timestamp(chunk.column(config.timestamp).to_pandas(), config.timestamp, reasons)
     if reasons:
         raise InvalidBatch(reasons)
@@ -224,14 +226,55 @@ def check_chunk(chunk: pa.RecordBatch, config: Config) -> CheckedChunk:
 def _numeric_array(values: pa.Array, column: str, reasons: list[str]) -> tuple[np.ndarray, int]:
     """A numeric feature's Arrow values as float64 (NaN where missing) and how many are missing.
 
-    Integers and floats convert as ``to_pandas`` then ``astype("float64")`` would;
-    any other type goes through :func:`_numeric`, the frame's rule.
+    Integers and floats convert as ``to_pandas`` then ``astype("float64")`` would,
+    and so does text that Arrow reads as numbers throughout (a streamed text
+    file's); any other type, and text with a word in it, goes through
+    :func:`_numeric`, the frame's rule, which names the word and its row.
     """
+    numbers = _text_numbers(values)
+    values = values if numbers is None else numbers
     if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
         array = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)  # nulls become NaN
         return array, _missing_numbers(array, column, reasons)
     series, missing = _numeric(values.to_pandas(), column, reasons)
     return series.to_numpy(dtype=np.float64), missing
+
+
+def _text_typed(table: pa.Table, config: Config) -> pa.Table:
+    """``table`` with each numeric feature, and the time column, that is text Arrow reads as numbers (times)
+    throughout made so, in Arrow: a streamed text file's columns, or numbers a Parquet file stores as text.
+    Text with a word in it stays text, for the frame's rules to name the word."""
+    typed = {column: _text_numbers(table.column(column)) for column, kind in config.schema.items() if kind == NUMERIC}
+    if config.timestamp and config.timestamp in table.column_names:
+        typed[config.timestamp] = _text_times(table.column(config.timestamp))
+    for column, values in typed.items():
+        if values is not None:
+            table = table.set_column(table.column_names.index(column), column, values)
+    return table
+
+
+def _text_numbers(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray | None:
+    """Text values as float64 when Arrow reads every one as a number (missing ones stay missing); else None.
+
+    The text "nan" is a word to the frame's rule (:func:`_numeric`): None for it too.
+    """
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return None
+    try:
+        numbers = pc.cast(values, pa.float64())
+    except pa.ArrowInvalid:
+        return None
+    return None if pc.any(pc.is_nan(numbers)).as_py() else numbers
+
+
+def _text_times(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray | None:
+    """Text values as times when Arrow reads every one as an ISO 8601 time; else None (the frame's rule reads it)."""
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return None
+    try:
+        return pc.cast(values, pa.timestamp("ns"))
+    except pa.ArrowInvalid:
+        return None
 
 
 def _category_counts(values: pa.Array) -> dict[str, int]:

@@ -24,9 +24,15 @@ a moto S3 server on localhost (its own process), mirrored into a local folder by
 Targets: peak memory below 1 GB whatever the size; ``stream`` within 3x the floor;
 ``dask`` identical. Beside the wall time, each in-process run reports the CPU time of its
 process (every thread): on a shared machine it moves less with the load than the wall time.
+
+With ``--csv`` (sizes in rows, default 2M), instead: one CSV file of the same 20 columns
+(numbers written to 6 decimals, as exports often are), streamed by driftdeck (``stream``,
+as above) against ``csv-floor``, ``pyarrow.csv.open_csv`` reading the same file through (the
+least a streaming read pays: Arrow's defaults, types inferred, no checks).
 The temp folders are deleted at the end.
 
-Run: ``.venv/bin/python bench/scale_bench.py [--rows 1000000,10000000] [--s3-rows 1000000]``
+Run: ``.venv/bin/python bench/scale_bench.py [--rows 1000000,10000000] [--s3-rows 1000000]``,
+or ``.venv/bin/python bench/scale_bench.py --csv [2000000,10000000]``
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 FEATURES = 18
@@ -72,6 +79,25 @@ def generate(folder: Path, rows: int, part_rows: int, seed: int = 0) -> Path:
         pq.write_table(pa.table(columns), folder / f"part-{index:04d}.parquet", row_group_size=256_000)
     (folder / "_SUCCESS").write_bytes(b"")
     return folder
+
+
+def generate_csv(path: Path, rows: int, seed: int = 0) -> Path:
+    """One CSV file of ``rows`` rows, the columns of :func:`generate`, written a million rows at a time."""
+    path.parent.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    with pa_csv.CSVWriter(str(path), schema=_csv_schema()) as writer:
+        for start in range(0, rows, 1_000_000):
+            count = min(1_000_000, rows - start)
+            columns = {f"f{i:02d}": np.round(rng.normal(i % 3, 1 + i % 2, count), 6) for i in range(FEATURES)}
+            columns["region"] = rng.choice(CATEGORIES, count)
+            columns["label"] = (columns["f00"] + rng.normal(0, 1, count) > 0).astype(np.int64)
+            writer.write_table(pa.table(columns, schema=_csv_schema()))
+    return path
+
+
+def _csv_schema() -> pa.Schema:
+    return pa.schema([*((f"f{i:02d}", pa.float64()) for i in range(FEATURES)), ("region", pa.string()),
+                      ("label", pa.int64())])
 
 
 def measure(mode: str, path: Path, extra: str) -> dict:
@@ -107,7 +133,11 @@ def run_measurement(mode: str, path: Path, extra: str) -> dict:
     from app.stats.profile import Profile
 
     config = parse_config(tomllib.loads(CONFIG), path.parent / "driftdeck.toml")
-    reference = Profile.build(pq.ParquetFile(batch_parts(path)[0]).read_row_group(0).to_pandas(), config.schema)
+    if path.suffix == ".csv":
+        first_rows = pd.read_csv(path, nrows=256_000)
+    else:
+        first_rows = pq.ParquetFile(batch_parts(path)[0]).read_row_group(0).to_pandas()
+    reference = Profile.build(first_rows, config.schema)
     figures: dict = {"idle_mb": peak_mb()}
     engine = DaskEngine(extra) if mode == "dask" else LocalEngine()
     if mode == "dask":  # each worker process imports driftdeck once, before its first batch: timed apart
@@ -117,6 +147,8 @@ def run_measurement(mode: str, path: Path, extra: str) -> dict:
     started, cpu_started = time.perf_counter(), time.process_time()
     if mode == "hash":
         batch_sha256(path)
+    elif mode == "csv-floor":
+        figures["rows"] = sum(batch.num_rows for batch in pa_csv.open_csv(str(path)))
     elif mode in ("floor", "floor-buffered"):
         columns = [*config.schema, config.target]
         buffered = pads.ParquetFileFormat()  # Arrow's default: a row group's column chunks read ahead whole
@@ -217,6 +249,23 @@ def bench_local(rows: int, part_rows: int, root: Path) -> None:
     shutil.rmtree(path.parent)
 
 
+def bench_csv(rows: int, root: Path) -> None:
+    path = generate_csv(root / f"csv-{rows}" / "batch.csv", rows)
+    print(f"\n{rows:,} rows x 20 columns in one CSV file, {path.stat().st_size / (1 << 20):,.0f} MB on disk;"
+          f" load average before: {_load()}")
+    floor = measure("csv-floor", path, "")
+    stream = measure("stream", path, "")
+    print(row("pyarrow.csv.open_csv (floor)", floor, floor))
+    print(row("streaming, in process", stream, floor))
+    print(f"  rows {stream['rows']:,} (floor {floor['rows']:,}), reasons {stream['reasons']}, sample {stream['sample']:,};"
+          f" load average after: {_load()}")
+    shutil.rmtree(path.parent)
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def bench_s3(rows: int, part_rows: int, root: Path) -> None:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -256,6 +305,7 @@ def main() -> None:
     parser.add_argument("--rows", default="10000000,50000000", help="comma-separated batch sizes")
     parser.add_argument("--part-rows", type=int, default=1_000_000)
     parser.add_argument("--s3-rows", type=int, default=1_000_000, help="0 to skip the S3 run")
+    parser.add_argument("--csv", nargs="?", const="2000000", help="one CSV file of each size instead (default 2M rows)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--extra", default="", help=argparse.SUPPRESS)
@@ -266,6 +316,10 @@ def main() -> None:
     print(f"scale_bench: {os.cpu_count()} cores; parts of {args.part_rows:,} rows; peak memory is VmHWM")
     root = Path(tempfile.mkdtemp(prefix="driftdeck-scale-bench-"))
     try:
+        if args.csv:
+            for rows in (int(text) for text in args.csv.split(",") if text):
+                bench_csv(rows, root)
+            return
         for rows in (int(text) for text in args.rows.split(",") if text):
             bench_local(rows, min(args.part_rows, rows), root)
         if args.s3_rows:
