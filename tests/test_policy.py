@@ -397,3 +397,25 @@ def test_static_training_is_stood_for_by_the_first_version_that_served_having_le
         monitor.close()
     assert files[1] == 1 and files[2] == 2 and served[:3] == [None, 1, 2]
     assert compared[:3] == [False, False, True]
+
+
+def test_a_batch_without_labels_leaves_the_last_judgment_of_the_serving_version_standing(tmp_path):
+    """A model shown no better than guessing, or worse than at training, is not called healthy again because the
+    next batch came without labels: only a batch that can tell may clear it."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_config(folder)
+    monitor = run_stream(folder, [make_batch(i, flipped=i >= 4) for i in range(6)])
+    try:
+        assert monitor.store.model_state("static-lr").state == "stale"
+        write_batch(folder, "b06.csv", make_batch(6, flipped=True).drop(columns="label"))
+        monitor.run_once()
+        state = monitor.store.model_state("static-lr")
+        assert results(monitor, "static-lr")[-1]["flags"] == []  # the batch itself judges nothing
+        assert state.state == "stale" and state.flags[0]["kind"] == "performance_drop"
+        assert state.flags[0]["detail"].endswith("(on b05.csv, the last batch that could tell)")
+        write_batch(folder, "b07.csv", make_batch(7, flipped=False))
+        monitor.run_once()
+        assert monitor.store.model_state("static-lr").state in ("healthy", "watch")  # labels that show it is fine
+    finally:
+        monitor.close()

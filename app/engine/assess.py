@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from app.config import Config, ModelConfig, training_config_changes
-from app.engine.records import BatchResult
+from app.engine.records import BatchResult, Flag
 from app.label_health import estimate, estimate_error
 from app.lineage import taint_of, tainted_flag
 from app.metrics import Metric, get_metric, primary_metric
@@ -39,10 +39,21 @@ SHRINK_FACTOR = 50
 NOISE_SIGMAS = 2.0  # "beyond the noise": more than two standard errors
 SIGNAL_SIGMAS = 3.0
 MIN_CLASS_ROWS = 5  # rows of each class a batch needs before its metric can judge the model
+JUDGMENTS = ("performance_drop", "no_skill")  # flags only a batch with enough labels can raise
+MIN_REGRESSION_ROWS = 2 * MIN_CLASS_ROWS  # labeled rows a regression batch needs: the fewest a two-class batch is judged on
 SINGLE_CLASS_CHANCE = 0.001  # below this chance of a batch of one class at the known shares, it looks broken  # a serving model this far beyond the baseline shows the labels carry signal
 UNIT_CHANGE_QUANTILES = (0.1, 0.5, 0.9)
 FLAG_ORDER = ("tainted", "performance_drop", "no_skill", "data_quality", "feature_drift", "prediction_drift", "age",
               "code_regression")
+
+
+def judges_a_model(result: BatchResult) -> bool:
+    """Whether a batch's labels are enough to judge a model by (flag it, roll it back): five rows of each
+    class, or ten rows for regression. Fewer decide the metric alone, and their standard error means nothing
+    (one row's is zero)."""
+    if result.fewest_class_rows is not None:
+        return result.fewest_class_rows >= MIN_CLASS_ROWS
+    return result.labeled_rows is None or result.labeled_rows >= MIN_REGRESSION_ROWS
 
 
 class Assessor:
@@ -164,6 +175,7 @@ class Assessor:
         truth = frame[self.config.target][rows]
         served = _subset(prediction, rows)
         result.metrics = self.metrics(truth, served)
+        result.labeled_rows = len(truth)
         if self.config.task == "classification":
             result.fewest_class_rows = int(truth.value_counts().min()) if truth.nunique() > 1 else 0
         result.estimate_error = estimate_error(result.estimate, result.metrics)
@@ -195,7 +207,7 @@ class Assessor:
             flags.append({"kind": "prediction_drift", "detail": f"prediction scores moved (PSI {result.prediction_psi:.2f})"})
         # A class with a handful of rows in the batch (1% positives in 50 rows) decides its metric alone:
         # no judgment of the model is made on such a batch, drop or no skill.
-        judged = result.fewest_class_rows is None or result.fewest_class_rows >= MIN_CLASS_ROWS
+        judged = judges_a_model(result)
         if serving is not None and labeled and result.metrics and judged:
             name = result.metric
             scoring = get_metric(name)
@@ -222,8 +234,24 @@ class Assessor:
 
     def state(self, result: BatchResult, current: Profile) -> ModelState:
         verdict = self.verdict(pending=result)
-        return ModelState(state=state_word(result.flags, result.feature_drift), flags=result.flags or [],
+        flags = (result.flags or []) + self._standing_judgments(result)
+        return ModelState(state=state_word(flags, result.feature_drift or {}), flags=flags,
                           verdict=verdict.to_dict(), current_profile=current.to_dict())
+
+    def _standing_judgments(self, result: BatchResult) -> list[Flag]:
+        """The serving version's last judgment, when this batch cannot judge it (no labels yet, or too few):
+        a model found no better than guessing stays so until a batch with labels shows otherwise."""
+        if result.serving_version is None or (result.metrics and judges_a_model(result)):
+            return []
+        for file_id, _, data in reversed(self.store.results(self.name, limit=VERDICT_LOOKBACK, counted=True)):
+            earlier = BatchResult.from_dict(data)
+            if earlier.serving_version != result.serving_version:
+                return []
+            if earlier.metrics and judges_a_model(earlier):
+                name = self.store.file(file_id).name
+                return [{"kind": flag["kind"], "detail": f"{flag['detail']} (on {name}, the last batch that could tell)"}
+                        for flag in earlier.flags or [] if flag["kind"] in JUDGMENTS]
+        return []
 
     def metric_name(self) -> str:
         """The model's metric: its config's, or the task's primary one."""

@@ -42,6 +42,7 @@ class BatchResult:
     estimate_error: float | None = None  # estimate minus the realised value, once labelled
     baseline_metrics: dict[str, Any] | None = None
     metric_se: float | None = None
+    labeled_rows: int | None = None  # the rows the metrics were computed on
     fewest_class_rows: int | None = None  # classification: the labeled rows of the batch's rarest class
     skill_se: float | None = None  # standard error of the serving model's gain over the naive baseline
     shadow_metrics: dict[str, Any] | None = None

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from app.config import ModelConfig
-from app.engine.assess import MIN_CLASS_ROWS, NOISE_SIGMAS, Assessor
+from app.engine.assess import NOISE_SIGMAS, Assessor, judges_a_model
 from app.engine.context import Stage, StageContext
 from app.engine.records import BatchOutcome, BatchResult, Pending
 from app.engine.train import CandidateTrainer
@@ -234,9 +234,8 @@ class ModelRunner(Stage):
             return False
         previous = self.registry.previous_good(self.name)
         metrics = outcome.result.metrics
-        fewest = outcome.result.fewest_class_rows
-        if previous is None or not metrics or (fewest is not None and fewest < MIN_CLASS_ROWS):
-            return False  # a batch decided by a handful of rows of a class judges no promotion
+        if previous is None or not metrics or not judges_a_model(outcome.result):
+            return False  # a batch decided by a handful of rows judges no promotion
         try:
             previous_model = self.registry.load(self.name, previous.version)
             serving_model = self.registry.load(self.name, serving.version)

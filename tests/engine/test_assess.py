@@ -63,3 +63,20 @@ def test_a_batch_with_a_handful_of_rows_of_a_class_judges_nothing(data_dir: Path
 
         assert flags(fewest_class_rows=1) == []
         assert flags(fewest_class_rows=20) == ["performance_drop", "no_skill"]
+
+
+def test_a_regression_batch_of_a_few_rows_judges_nothing(data_dir: Path):
+    """One row's error has a standard error of zero: a drop seen on it would pass any noise allowance."""
+    with Workspace.open(data_dir) as workspace:
+        config = workspace.config
+        assess = Assessor(config.model("static-lr"), config, workspace.registry)
+        serving = SnapshotRecord("static-lr", 1, None, 0.0, "serving", "bootstrap", None, None,
+                                 {"metric": "rmse", "holdout_metrics": {"rmse": 0.1}, "holdout_metric_se": 0.0})
+
+        def flags(labeled_rows: int) -> list[str]:
+            result = BatchResult(labeled=True, metric="rmse", metrics={"rmse": 0.5}, metric_se=0.0,
+                                 labeled_rows=labeled_rows, quality_issues=[])
+            return [flag["kind"] for flag in assess.flags(result, serving=serving, labeled=True)]
+
+        assert flags(labeled_rows=1) == flags(labeled_rows=9) == []
+        assert flags(labeled_rows=10) == ["performance_drop"]
