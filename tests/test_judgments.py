@@ -313,3 +313,28 @@ def test_unchanged_50_row_batches_rarely_show_a_performance_drop(data_dir: Path)
     scored = results(monitor, "static-lr")[1:]
     drops = [result for result in scored if flag_details(result, "performance_drop")]
     assert len(scored) == 40 and len(drops) <= 2
+
+
+def test_a_candidate_that_learned_but_on_a_holdout_too_small_to_show_it_is_not_said_unable_to_learn(tmp_path: Path):
+    """Gradient boosting refused for want of rows is not "unable to learn" because gradient boosting learns the
+    same rows: the refusal names the holdout's size instead."""
+    write_config(tmp_path, '''
+target = "label"
+task = "classification"
+[schema]
+x = "numeric"
+[[models]]
+name = "dynamic-hgb"
+mode = "dynamic"
+estimator = "hist_gradient_boosting"
+''')
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=200)  # about 5% positives: a 40-row holdout holds two or three of them
+    monitor = run_stream(tmp_path, [pd.DataFrame({"x": x, "label": (x + rng.normal(scale=0.8, size=200) > 1.7).astype(int)})])
+    try:
+        [first] = results(monitor, "dynamic-hgb")
+    finally:
+        monitor.close()
+    assert first["action"] == "rejected" and "no skill" in first["action_detail"]
+    assert "its holdout's 40 rows are too few to tell its skill from chance" in first["action_detail"]
+    assert "cannot learn" not in first["action_detail"]

@@ -203,7 +203,7 @@ class CandidateTrainer:
             skill_error=self._skill_error(metric, candidate),
         )
         if decision.no_skill:
-            decision = self._explain_no_skill(decision, window)
+            decision = self._explain_no_skill(decision, window, candidate, metric)
         record = self._snapshot_record(candidate, serving, decision, metric, serving_metrics)
         outcome.writes.append(lambda db: self.store.add_snapshot(record, db=db))
         if decision.passed:
@@ -270,16 +270,22 @@ class CandidateTrainer:
         return paired_standard_error(self.assess.influence(scoring, truth, candidate.prediction),
                                      self.assess.influence(scoring, truth, self.assess.naive(truth, candidate.known_labels)))
 
-    def _explain_no_skill(self, decision: GateDecision, window: TrainingWindow) -> GateDecision:
-        """A candidate without skill: say whether the labels or the estimator are to blame.
+    def _explain_no_skill(self, decision: GateDecision, window: TrainingWindow, candidate: Candidate,
+                          metric: str) -> GateDecision:
+        """A candidate without skill shown: say whether the labels, the estimator or the holdout's size is to blame.
 
         A flexible model (see :mod:`app.labels`) fitted on the same rows tells
-        the two apart: if it learns the labels, this estimator cannot.
+        the labels from the rest: if it learns them, this estimator either cannot
+        (it scores no better than the naive baseline) or did but on too few rows to show it.
         """
         signal = label_signal(window.frame, self.config.schema, self.config.target, self.config.task,
                               self.config.timestamp, seed=self.model.seed)
         if signal.status == "signal":
-            return GateDecision(False, f"{decision.reason}: {self.model.estimator} cannot learn this data "
+            score, baseline = candidate.metrics.get(metric), candidate.baseline.get(metric)
+            learned = score is not None and baseline is not None and get_metric(metric).gain(baseline, score) > 0
+            why = (f"its holdout's {len(candidate.holdout):,} rows are too few to tell its skill from chance" if learned
+                   else f"{self.model.estimator} cannot learn this data")
+            return GateDecision(False, f"{decision.reason}: {why} "
                                        f"(a gradient-boosting model reaches {signal.score_text} on the same rows)", no_skill=True)
         if signal.status == "noise":
             return GateDecision(False, f"{decision.reason}; {signal.message}", labels_suspect=True, no_skill=True)
