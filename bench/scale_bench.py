@@ -18,7 +18,8 @@ runs in a fresh interpreter that reports its peak resident memory (VmHWM):
   resident memory the engine's process and the two workers held at once (their RSS summed every
   20 ms by a thread of this driver: a spike shorter than that can slip between samples), and the *sum
   of the peaks*, the engine's VmHWM plus each worker's (an upper bound: the three peak at different
-  moments). The cluster's own process (its scheduler and the workers' nannies) is in neither;
+  moments). The cluster's own process (its scheduler and the workers' nannies) is in neither: its
+  peak is printed apart;
 - ``dask`` with ``scheduler = "local"``: driftdeck's own LocalCluster, a thread per core in
   its process (peak memory: that process's), checked identical too.
 
@@ -143,8 +144,9 @@ def cluster_workers(cluster: subprocess.Popen) -> list[int]:
     return workers
 
 
-def peak_mb() -> float:
-    for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
+def peak_mb(pid: int | None = None) -> float:
+    """The VmHWM of process ``pid`` (this one by default), in MB."""
+    for line in Path(f"/proc/{pid or os.getpid()}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
@@ -275,6 +277,7 @@ def bench_local(rows: int, part_rows: int, root: Path) -> None:
     cluster, address = dask_cluster()
     try:
         dask = measure("dask", path, address, cluster)
+        cluster_mb = peak_mb(cluster.pid)
     finally:
         cluster.terminate()
         cluster.wait()
@@ -284,7 +287,8 @@ def bench_local(rows: int, part_rows: int, root: Path) -> None:
     print(row("streaming, in process", stream, floor))
     print(row("of which the content hash", hashed, floor) + " (alone; on a thread of its own while streaming)")
     print(row("Dask LocalCluster(2 workers)", dask, floor, cpu=False) + f"; workers' first import"
-          f" {dask['warm_up_seconds']:.1f} s; the same batch again {dask['again_seconds']:.1f} s")
+          f" {dask['warm_up_seconds']:.1f} s; the same batch again {dask['again_seconds']:.1f} s; in neither memory"
+          f" figure: the cluster's own process (its scheduler and the workers' nannies), peak {cluster_mb:,.0f} MB")
     print(row('Dask scheduler = "local"', threads, floor, cpu=False) + f" (threads in one process); the same batch again"
           f" {threads['again_seconds']:.1f} s")
     same = all(stream[key] == other[key] for key in ("rows", "reasons", "sample", "profile", "sample_hash")
