@@ -125,8 +125,8 @@ def release_pooled_memory() -> None:
     """Give back what Arrow's memory pool keeps of this process's earlier work, before a streamed batch's scan.
 
     Arrow's default pool (mimalloc) keeps freed memory for reuse: after a 256,000-row row group was read
-    into a frame and profiled, the engine's process held 130 MB more than before it, through a whole
-    scan that needs none of it.
+    into a frame and profiled, the engine's process held 130 MB more than before it through the whole of
+    a Dask scan that followed (the workers read the parts, so the engine's pool had no use for it).
     """
     pa.default_memory_pool().release_unused()
 
