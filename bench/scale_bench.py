@@ -343,7 +343,8 @@ def main() -> None:
     if args.measure:
         print(json.dumps(run_measurement(args.measure, args.path, args.extra)))
         return
-    print(f"scale_bench: {os.cpu_count()} cores; parts of {args.part_rows:,} rows; peak memory is VmHWM")
+    print(f"scale_bench: {os.cpu_count()} cores; parts of {args.part_rows:,} rows; peak memory is VmHWM"
+          " (MB of 2**20 bytes)")
     root = Path(tempfile.mkdtemp(prefix="driftdeck-scale-bench-"))
     try:
         for rows in (int(text) for text in args.rows.split(",") if text):
