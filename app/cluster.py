@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from app.bigbatch import (PredictionWriter, ScannedBatch, batch_parts, batch_sha256, merge_scans, predict_batch,
                           predict_part, sample_threshold, scan_batch, scan_part)
 from app.config import Config, ScaleConfig
@@ -41,6 +43,7 @@ class LocalEngine:
     """The parts streamed one after another in this process."""
 
     def scan(self, path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
+        release_pooled_memory()
         return scan_batch(path, config, references)
 
     def predict(self, path: Path, pipeline: Any, config: Config, version: int, out: Path) -> int:
@@ -86,6 +89,7 @@ class DaskEngine:
         return self._client
 
     def scan(self, path: Path, config: Config, references: dict[str, Profile]) -> ScannedBatch:
+        release_pooled_memory()
         parts = batch_parts(path)
         client = self.client()
         with ThreadPoolExecutor(max_workers=1) as hasher:
@@ -115,6 +119,16 @@ class DaskEngine:
         if self._cluster is not None:
             self._cluster.close()
         self._client = self._cluster = None
+
+
+def release_pooled_memory() -> None:
+    """Give back what Arrow's memory pool keeps of this process's earlier work, before a streamed batch's scan.
+
+    Arrow's default pool (mimalloc) keeps freed memory for reuse: after a 256,000-row row group was read
+    into a frame and profiled, the engine's process held 130 MB more than before it through the whole of
+    a Dask scan that followed (the workers read the parts, so the engine's pool had no use for it).
+    """
+    pa.default_memory_pool().release_unused()
 
 
 def _in_order(futures: list) -> Iterator[Any]:

@@ -12,9 +12,14 @@ runs in a fresh interpreter that reports its peak resident memory (VmHWM):
   reference's edges, uniform sample of ``scale.sample_rows``);
 - ``hash``: the content hash alone (SHA-256 of every part), which ``stream`` takes on a thread
   of its own while it scans: the CPU it takes from the scan on 2 cores;
-- ``dask``: the same on a LocalCluster of 2 single-threaded worker processes (peak memory:
-  the client's plus each worker's peak), checked identical to ``stream``; the workers start with
-  ``ARROW_DEFAULT_MEMORY_POOL=system``, as the README advises (set it to another pool to compare);
+- ``dask``: the same on a LocalCluster of 2 single-threaded worker processes, checked identical to
+  ``stream``; the workers start with ``ARROW_DEFAULT_MEMORY_POOL=system``, as the README advises (set
+  it to another pool to compare). Its memory is given two ways: the *peak of the sum*, the largest
+  resident memory the engine's process and the two workers held at once (their RSS summed every
+  20 ms by a thread of this driver: a spike shorter than that can slip between samples), and the *sum
+  of the peaks*, the engine's VmHWM plus each worker's (an upper bound: the three peak at different
+  moments). The cluster's own process (its scheduler and the workers' nannies) is in neither: its
+  peak is printed apart;
 - ``dask`` with ``scheduler = "local"``: driftdeck's own LocalCluster, a thread per core in
   its process (peak memory: that process's), checked identical too.
 
@@ -47,10 +52,13 @@ import sys
 import tempfile
 import textwrap
 import time
+import threading
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -100,17 +108,71 @@ def _csv_schema() -> pa.Schema:
                       ("label", pa.int64())])
 
 
-def measure(mode: str, path: Path, extra: str) -> dict:
-    """Run ``mode`` on ``path`` in a fresh interpreter; its wall time, peak memory and result figures."""
+class SummedRssPeak:
+    """The largest sum of some processes' resident memory (RSS) seen at once, sampled on a thread of its own."""
+
+    def __init__(self, pids: Callable[[], list[int]], interval: float = 0.02) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.peak_mb = 0.0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> SummedRssPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            total = 0
+            for pid in self.pids():
+                try:
+                    total += psutil.Process(pid).memory_info().rss
+                except psutil.NoSuchProcess:  # the engine's process as it ends: the sum stopped growing
+                    continue
+            self.peak_mb = max(self.peak_mb, total / (1 << 20))
+            self.samples += 1
+
+
+def measure(mode: str, path: Path, extra: str, cluster: subprocess.Popen | None = None) -> dict:
+    """Run ``mode`` on ``path`` in a fresh interpreter; its wall time, peak memory and result figures.
+
+    With ``cluster`` (the process of :func:`dask_cluster`), the peak of the summed RSS of that
+    interpreter and the cluster's worker processes too, as ``summed_peak_mb``.
+    """
     command = [sys.executable, __file__, "--measure", mode, "--path", str(path), "--extra", extra]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{mode} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    engine = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watched = (lambda: [engine.pid, *cluster_workers(cluster)]) if cluster else (lambda: [engine.pid])
+    with SummedRssPeak(watched) as summed:
+        stdout, stderr = engine.communicate()
+    if engine.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{stderr[-3000:]}")
+    figures = json.loads(stdout.strip().splitlines()[-1])
+    if cluster:
+        figures.update(summed_peak_mb=summed.peak_mb, summed_samples=summed.samples)
+    return figures
 
 
-def peak_mb() -> float:
-    for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
+def cluster_workers(cluster: subprocess.Popen) -> list[int]:
+    """The worker processes of :func:`dask_cluster`'s LocalCluster: the children its nannies spawned."""
+    workers = []
+    for child in psutil.Process(cluster.pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):  # not multiprocessing's resource tracker
+                workers.append(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return workers
+
+
+def peak_mb(pid: int | None = None) -> float:
+    """The VmHWM of process ``pid`` (this one by default), in MB."""
+    for line in Path(f"/proc/{pid or os.getpid()}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
@@ -120,10 +182,14 @@ def run_measurement(mode: str, path: Path, extra: str) -> dict:
     """Inside the fresh interpreter: do ``mode`` once and report.
 
     Every mode imports the same libraries before its clock starts, so ``idle_mb``
-    (the peak after the imports) is the same floor under every figure.
+    (the peak after the imports) is the same floor under every figure. Those are the product's
+    engine's: ``app.engine.monitor`` brings the runners and training, and with them scikit-learn and
+    SciPy, which an engine holds whatever engine reads its batches.
     """
     import pandas as pd
     import pyarrow.dataset as pads
+
+    import app.engine.monitor  # noqa: F401 - the engine's interpreter, as the product's
 
     from app.bigbatch import NOT_PRE_BUFFERED, ONE_AHEAD, batch_parts, batch_sha256
     from app.cluster import DaskEngine, LocalEngine
@@ -169,13 +235,14 @@ def run_measurement(mode: str, path: Path, extra: str) -> dict:
             path = local / path.name
         scanned = engine.scan(path, config, {"m": reference})
         figures["seconds"] = time.perf_counter() - started
+        figures.update(rows=scanned.rows, reasons=scanned.reasons, sample=len(scanned.sample),
+                       profile=scanned.profiles["m"].to_json(),
+                       sample_hash=int(pd.util.hash_pandas_object(scanned.sample, index=False).sum()))
+        del scanned  # an engine holds one batch's sample at a time
         if mode == "dask":  # a worker's first task pays for memory and caches that a later batch finds ready
             again = time.perf_counter()
             engine.scan(path, config, {"m": reference})
             figures["again_seconds"] = time.perf_counter() - again
-        figures.update(rows=scanned.rows, reasons=scanned.reasons, sample=len(scanned.sample),
-                       profile=scanned.profiles["m"].to_json(),
-                       sample_hash=int(pd.util.hash_pandas_object(scanned.sample, index=False).sum()))
     figures.setdefault("seconds", time.perf_counter() - started)
     figures["cpu_seconds"] = time.process_time() - cpu_started
     if mode == "dask" and extra != "local":  # worker processes of their own
@@ -211,13 +278,24 @@ def dask_cluster() -> tuple[subprocess.Popen, str]:
 
 
 def row(label: str, figures: dict, floor: dict, cpu: bool = True) -> str:
-    """One line of the report; ``cpu``: the run's CPU time too (not for Dask: its runs scan twice, or elsewhere)."""
+    """One line of the report; ``cpu``: the run's CPU time too (not for Dask: its runs scan twice, or elsewhere).
+
+    Worker processes of their own give two memory figures, each named: the peak of the sum and the sum of the peaks.
+    """
     ratio = figures["seconds"] / floor["seconds"]
-    workers = f", of which workers {figures['worker_peak_mb']:,.0f} MB" if "worker_peak_mb" in figures else ""
     spent = f"CPU {figures['cpu_seconds']:5.1f} s" if cpu else " " * 11
-    return (f"  {label:<28} {figures['seconds']:8.1f} s {ratio:6.2f}x floor  {spent}  peak {figures['peak_mb']:6,.0f} MB"
-            f" ({figures['peak_mb'] - figures['idle_mb']:+,.0f} MB over the {figures['idle_mb']:,.0f} MB of the"
-            f" interpreter and its libraries{workers})")
+    over = (f"{figures['peak_mb'] - figures['idle_mb']:+,.0f} MB over the {figures['idle_mb']:,.0f} MB of the"
+            f" interpreter and its libraries")
+    if "worker_peak_mb" not in figures:
+        memory = f"peak {figures['peak_mb']:6,.0f} MB ({over})"
+    else:
+        engine = figures["peak_mb"] - figures["worker_peak_mb"]
+        memory = (f"peak of the sum {figures['summed_peak_mb']:6,.0f} MB (the engine's and the workers' RSS summed"
+                  f" every 20 ms, {figures['summed_samples']:,} samples); sum of the peaks {figures['peak_mb']:,.0f} MB"
+                  f" (VmHWM: the engine {engine:,.0f} MB, the workers {figures['worker_peak_mb']:,.0f} MB; the engine"
+                  f" {engine - figures['idle_mb']:+,.0f} MB over the {figures['idle_mb']:,.0f} MB of its interpreter"
+                  f" and libraries)")
+    return f"  {label:<28} {figures['seconds']:8.1f} s {ratio:6.2f}x floor  {spent}  {memory}"
 
 
 def bench_local(rows: int, part_rows: int, root: Path) -> None:
@@ -230,7 +308,8 @@ def bench_local(rows: int, part_rows: int, root: Path) -> None:
     hashed = measure("hash", path, "")
     cluster, address = dask_cluster()
     try:
-        dask = measure("dask", path, address)
+        dask = measure("dask", path, address, cluster)
+        cluster_mb = peak_mb(cluster.pid)
     finally:
         cluster.terminate()
         cluster.wait()
@@ -240,7 +319,8 @@ def bench_local(rows: int, part_rows: int, root: Path) -> None:
     print(row("streaming, in process", stream, floor))
     print(row("of which the content hash", hashed, floor) + " (alone; on a thread of its own while streaming)")
     print(row("Dask LocalCluster(2 workers)", dask, floor, cpu=False) + f"; workers' first import"
-          f" {dask['warm_up_seconds']:.1f} s; the same batch again {dask['again_seconds']:.1f} s")
+          f" {dask['warm_up_seconds']:.1f} s; the same batch again {dask['again_seconds']:.1f} s; in neither memory"
+          f" figure: the cluster's own process (its scheduler and the workers' nannies), peak {cluster_mb:,.0f} MB")
     print(row('Dask scheduler = "local"', threads, floor, cpu=False) + f" (threads in one process); the same batch again"
           f" {threads['again_seconds']:.1f} s")
     same = all(stream[key] == other[key] for key in ("rows", "reasons", "sample", "profile", "sample_hash")
@@ -313,7 +393,8 @@ def main() -> None:
     if args.measure:
         print(json.dumps(run_measurement(args.measure, args.path, args.extra)))
         return
-    print(f"scale_bench: {os.cpu_count()} cores; parts of {args.part_rows:,} rows; peak memory is VmHWM")
+    print(f"scale_bench: {os.cpu_count()} cores; parts of {args.part_rows:,} rows; peak memory is VmHWM"
+          " (MB of 2**20 bytes)")
     root = Path(tempfile.mkdtemp(prefix="driftdeck-scale-bench-"))
     try:
         if args.csv:
