@@ -47,36 +47,32 @@ def test_a_batch_like_its_reference_is_healthy(data_dir: Path):
         assert assess.state(result, current).state == "healthy"
 
 
-def test_a_batch_with_a_handful_of_rows_of_a_class_judges_nothing(data_dir: Path):
-    """One positive in 50 rows decides the batch's ROC AUC alone: a drop or a lack of skill seen there is chance."""
+def judged_flags(data_dir: Path, metric: str, holdout: float, **measured) -> list[str]:
+    """The flags ``static-lr``'s assessor raises on a labeled batch ``measured`` so, its serving version having
+    scored ``holdout`` on ``metric`` at training."""
     with Workspace.open(data_dir) as workspace:
         config = workspace.config
         assess = Assessor(config.model("static-lr"), config, workspace.registry)
         serving = SnapshotRecord("static-lr", 1, None, 0.0, "serving", "bootstrap", None, None,
-                                 {"metric": "roc_auc", "holdout_metrics": {"roc_auc": 0.9}, "holdout_metric_se": 0.01})
+                                 {"metric": metric, "holdout_metrics": {metric: holdout}, "holdout_metric_se": 0.01})
+        result = BatchResult(labeled=True, metric=metric, quality_issues=[], **measured)
+        return [flag["kind"] for flag in assess.flags(result, serving=serving, labeled=True)]
 
-        def flags(fewest_class_rows: int) -> list[str]:
-            result = BatchResult(labeled=True, metric="roc_auc", metrics={"roc_auc": 0.5}, metric_se=0.01,
-                                 baseline_metrics={"roc_auc": 0.5}, skill_se=0.01, fewest_class_rows=fewest_class_rows,
-                                 quality_issues=[])
-            return [flag["kind"] for flag in assess.flags(result, serving=serving, labeled=True)]
 
-        assert flags(fewest_class_rows=1) == []
-        assert flags(fewest_class_rows=20) == ["performance_drop", "no_skill"]
+def test_a_batch_with_a_handful_of_rows_of_a_class_judges_nothing(data_dir: Path):
+    """One positive in 50 rows decides the batch's ROC AUC alone: a drop or a lack of skill seen there is chance."""
+    def flags(fewest_class_rows: int) -> list[str]:
+        return judged_flags(data_dir, "roc_auc", 0.9, metrics={"roc_auc": 0.5}, metric_se=0.01,
+                            baseline_metrics={"roc_auc": 0.5}, skill_se=0.01, fewest_class_rows=fewest_class_rows)
+
+    assert flags(fewest_class_rows=1) == []
+    assert flags(fewest_class_rows=20) == ["performance_drop", "no_skill"]
 
 
 def test_a_regression_batch_of_a_few_rows_judges_nothing(data_dir: Path):
     """One row's error has a standard error of zero: a drop seen on it would pass any noise allowance."""
-    with Workspace.open(data_dir) as workspace:
-        config = workspace.config
-        assess = Assessor(config.model("static-lr"), config, workspace.registry)
-        serving = SnapshotRecord("static-lr", 1, None, 0.0, "serving", "bootstrap", None, None,
-                                 {"metric": "rmse", "holdout_metrics": {"rmse": 0.1}, "holdout_metric_se": 0.0})
+    def flags(labeled_rows: int) -> list[str]:
+        return judged_flags(data_dir, "rmse", 0.1, metrics={"rmse": 0.5}, metric_se=0.0, labeled_rows=labeled_rows)
 
-        def flags(labeled_rows: int) -> list[str]:
-            result = BatchResult(labeled=True, metric="rmse", metrics={"rmse": 0.5}, metric_se=0.0,
-                                 labeled_rows=labeled_rows, quality_issues=[])
-            return [flag["kind"] for flag in assess.flags(result, serving=serving, labeled=True)]
-
-        assert flags(labeled_rows=1) == flags(labeled_rows=9) == []
-        assert flags(labeled_rows=10) == ["performance_drop"]
+    assert flags(labeled_rows=1) == flags(labeled_rows=9) == []
+    assert flags(labeled_rows=10) == ["performance_drop"]
