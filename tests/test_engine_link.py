@@ -141,6 +141,23 @@ def test_a_dead_engine_is_noticed_within_a_second_and_restarted_without_losing_a
     assert engine_running(client.paths) is None, "an engine the dashboard started stops when it leaves"
 
 
+def test_an_engine_that_is_only_slow_to_speak_is_not_called_dead(folder):
+    """Other work can hold the cores for seconds while the engine runs at a lower priority: silence is not death.
+    The engine is stopped (SIGSTOP) for three seconds, twelve of its state messages' intervals."""
+    client = EngineClient(folder)
+    client.acquire()
+    try:
+        engine = engine_running(client.paths).pid
+        os.kill(engine, signal.SIGSTOP)
+        try:
+            assert not wait_until(lambda: not client.alive, 3, interval=0.05)
+        finally:
+            os.kill(engine, signal.SIGCONT)
+        assert client.alive
+    finally:
+        client.close()
+
+
 def test_a_rollback_through_the_engine_names_both_versions(headless):
     folder, engine = headless
     client = EngineClient(folder)
