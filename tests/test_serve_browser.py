@@ -134,9 +134,18 @@ def test_the_dashboard_works_in_a_browser(served_folder, browser, tmp_path):
     wait_for(lambda: "Snapshots — static-lr" in screen_text(folder, browser, seen), PAGE_TIMEOUT,
              "the dashboard to show the first model")
 
+    # The palette that took the last screenshot closes after its command has run: on a busy machine a key sent
+    # at once can still land in it. A key that found the palette is sent again, once the screen shows it unmoved.
+    time.sleep(1.0)
     terminal_input(browser).send_keys("]")
-    wait_for(lambda: "Snapshots — dynamic-lr" in screen_text(folder, browser, seen), 30,
-             "] to select the next model")
+    try:
+        wait_for(lambda: "Snapshots — dynamic-lr" in screen_text(folder, browser, seen), 15, "] to select the next model")
+    except AssertionError:
+        assert "Snapshots — static-lr" in screen_text(folder, browser, seen)
+        time.sleep(1.0)
+        terminal_input(browser).send_keys("]")
+        wait_for(lambda: "Snapshots — dynamic-lr" in screen_text(folder, browser, seen), 30,
+                 "] (sent again) to select the next model")
     assert engine_running(StatePaths(folder / ".driftdeck")) is not None, "the tab is attached to serve's engine"
     picture = tmp_path / "served-dashboard.png"
     browser.save_screenshot(str(picture))
