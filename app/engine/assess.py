@@ -173,7 +173,7 @@ class Assessor:
             return prediction
         rows = frame[self.config.target].notna().to_numpy()
         truth = frame[self.config.target][rows]
-        served = _subset(prediction, rows)
+        served = rows_of(prediction, rows)
         result.metrics = self.metrics(truth, served)
         result.labeled_rows = len(truth)
         if self.config.task == "classification":
@@ -366,7 +366,8 @@ def prediction_scores(prediction: Prediction) -> np.ndarray:
     return prediction.proba.max(axis=1)
 
 
-def _subset(prediction: Prediction, rows: np.ndarray) -> Prediction:
+def rows_of(prediction: Prediction, rows: np.ndarray) -> Prediction:
+    """The predictions of the rows ``rows`` (a boolean mask) picks."""
     proba = prediction.proba[rows] if prediction.proba is not None else None
     return Prediction(prediction.labels[rows], proba, prediction.classes)
 

@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 
 from app.config import ModelConfig
-from app.engine.assess import NOISE_SIGMAS, Assessor, judges_a_model
+from app.engine.assess import NOISE_SIGMAS, Assessor, judges_a_model, rows_of
 from app.engine.context import Stage, StageContext
 from app.engine.records import BatchOutcome, BatchResult, Pending
 from app.engine.train import CandidateTrainer
 from app.events import Event, EventKind
 from app.metrics import get_metric
-from app.models import predict
+from app.models import Prediction, predict
 from app.serving import predictions_frame, predictions_path, write_predictions
 from app.snapshots import SnapshotError
 from app.stats.noise import paired_standard_error
@@ -93,6 +93,7 @@ class ModelRunner(Stage):
         pending.add(lambda: self.assess.measure_multivariate_drift(result, frame, serving))
         issues = self.assess.quality_issues(reference, frame, labeled, serving)
         model = self.assess.load_serving(serving, result) if serving else None
+        prediction: Prediction | None = None
         if model is not None:
             prediction = self.assess.score(result, model, serving, frame, labeled, folder.previous_labels,
                                           self._shadow_model(serving) if labeled else None)
@@ -121,7 +122,7 @@ class ModelRunner(Stage):
             self._maybe_bootstrap(outcome, batch, pending)
         elif result.trainable:
             if self.model.is_dynamic:
-                self._dynamic_step(outcome, serving, batch, pending)
+                self._dynamic_step(outcome, serving, batch, pending, prediction)
             else:
                 self._refresh_static_shadow(outcome, batch, pending)
         outcome.state = self.assess.state(result, current)
@@ -194,8 +195,9 @@ class ModelRunner(Stage):
             return self.model.bootstrap_batches
         return None if self.model.window is None else max(self.model.window, self.model.bootstrap_batches)
 
-    def _dynamic_step(self, outcome: BatchOutcome, serving: SnapshotRecord, batch: Batch, pending: Pending) -> None:
-        if self._auto_rollback(outcome, serving, batch.frame):
+    def _dynamic_step(self, outcome: BatchOutcome, serving: SnapshotRecord, batch: Batch, pending: Pending,
+                      served: Prediction | None = None) -> None:
+        if self._auto_rollback(outcome, serving, batch.frame, served):
             return
         window = self.train.window(self.train.newest_trainable(self.model.window), batch)
         self.train.train_and_gate(outcome, window, serving=serving, reason="promoted", pending=pending)
@@ -228,7 +230,11 @@ class ModelRunner(Stage):
         self.train.train_and_gate(outcome, self.train.window(ids), serving=against, reason=reason, note=note)
         return outcome
 
-    def _auto_rollback(self, outcome: BatchOutcome, serving: SnapshotRecord, frame: pd.DataFrame) -> bool:
+    def _auto_rollback(self, outcome: BatchOutcome, serving: SnapshotRecord, frame: pd.DataFrame,
+                       served: Prediction | None) -> bool:
+        """Serve the previous good snapshot again if the newest promotion scores worse than it on this batch beyond
+        ``rollback_tolerance`` and the noise; ``served``: the serving version's predictions of the batch's rows,
+        when the batch was just scored with it (else it predicts them again)."""
         history = self.store.serving_history(self.name)
         if not (self.model.auto_rollback and history and history[-1].reason == "promoted"):
             return False
@@ -238,12 +244,14 @@ class ModelRunner(Stage):
             return False  # a batch decided by a handful of rows judges no promotion
         try:
             previous_model = self.registry.load(self.name, previous.version)
-            serving_model = self.registry.load(self.name, serving.version)
+            serving_model = self.registry.load(self.name, serving.version) if served is None else None
         except SnapshotError:
             return False
         metric_name, scoring = outcome.result.metric, get_metric(outcome.result.metric)
-        labelled = frame[frame[self.config.target].notna()]
+        rows = frame[self.config.target].notna().to_numpy()
+        labelled = frame[rows]
         truth = labelled[self.config.target]
+        serving_prediction = predict(serving_model, labelled, self.config.task) if served is None else rows_of(served, rows)
         previous_prediction = predict(previous_model, labelled, self.config.task)
         previous_metrics = self.assess.metrics(truth, previous_prediction)
         outcome.result.previous_metrics = previous_metrics
@@ -254,7 +262,7 @@ class ModelRunner(Stage):
         allowed = scoring.allowed(self.model.rollback_tolerance, before)
         # Both versions score the same rows: the noise is that of the paired difference (a handful of
         # positives in a batch moves ROC AUC by far more than the tolerance).
-        error = paired_standard_error(self.assess.influence(scoring, truth, predict(serving_model, labelled, self.config.task)),
+        error = paired_standard_error(self.assess.influence(scoring, truth, serving_prediction),
                                       self.assess.influence(scoring, truth, previous_prediction))
         noise = NOISE_SIGMAS * (error or 0.0)
         if worse <= allowed + noise:
