@@ -47,7 +47,7 @@ from threadpoolctl import threadpool_limits
 from app.columns import CATEGORICAL, columns_of_kind
 from app.config import Config, ScaleConfig
 from app.fsutil import FILE_MODE, fsync_dir, sha256_file
-from app.readers import UnreadableFile, batch_suffix
+from app.readers import UnreadableFile, batch_suffix, gzip_stated_size
 from app.stats.profile import CategoricalProfile, Profile, Projection
 from app.text_stream import TEXT_SUFFIXES, is_text_file, text_batches
 from app.validation import Batch, InvalidBatch, StreamedRows, check_chunk, missing_share_reason, validate_table
@@ -119,15 +119,19 @@ def folder_complete(folder: Path, settle_seconds: float, now: float | None = Non
 
 def streamed(path: Path, scale: ScaleConfig) -> bool:
     """True for a batch read in chunks: a folder of parts, or a Parquet, CSV, gzipped CSV or JSON lines file
-    above ``scale.stream_above_mb``."""
+    above ``scale.stream_above_mb`` (a gzipped file by the length it states for its content: 200 MB on disk
+    can be 2 GB of text)."""
     path = Path(path)
     if path.is_dir():
         return True
-    try:
-        size = path.stat().st_size
-    except OSError:
+    suffix = batch_suffix(path.name)
+    if suffix not in (".parquet", *TEXT_SUFFIXES):
         return False
-    return batch_suffix(path.name) in (".parquet", *TEXT_SUFFIXES) and size > scale.stream_above_mb * (1 << 20)
+    try:
+        size = gzip_stated_size(path) if suffix == ".csv.gz" else path.stat().st_size
+    except OSError:  # a FIFO, say: the whole-file read refuses it in words
+        return False
+    return size > scale.stream_above_mb * (1 << 20)
 
 
 def batch_sha256(path: Path) -> str:

@@ -16,6 +16,7 @@ import threading
 import zlib
 from collections import deque
 from collections.abc import Collection
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -23,6 +24,10 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
+
+from app.fsutil import regular_file_opener
+
+DEFLATE_MAX_RATIO = 1032  # deflate's largest expansion: a run of one byte
 
 BATCH_SUFFIXES = (".csv.gz", ".csv", ".parquet", ".jsonl")
 IGNORED_SUFFIXES = (".tmp", ".part")
@@ -266,6 +271,17 @@ def read_memory_estimate(name: str, fd: int, size: int, max_bytes: int) -> int:
     """
     suffix = batch_suffix(name) or ".csv"
     return READ_MEMORY_FACTORS[suffix] * min(_decoded_bytes(suffix, fd, size), max_bytes)
+
+
+def gzip_stated_size(path: Path) -> int:
+    """The length a gzipped file states for its content (mod 2**32), or its size when that is larger; at most
+    what deflate can expand its size to (the last bytes of a file cut short are no length at all).
+
+    Opened non-blocking, regular files only (:class:`NotRegularFile` for the rest).
+    """
+    with open(path, "rb", buffering=0, opener=regular_file_opener) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        return min(_decoded_bytes(".csv.gz", handle.fileno(), size), size * DEFLATE_MAX_RATIO)
 
 
 def _decoded_bytes(suffix: str, fd: int, size: int) -> int:

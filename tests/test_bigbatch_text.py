@@ -4,6 +4,7 @@ sample and predictions as a whole-file read of the same rows, on this process or
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import subprocess
 import sys
@@ -284,3 +285,18 @@ def test_a_file_several_times_the_memory_it_takes_streams(tmp_path, name):
     arrow_peak, python_peak = peaks(tmp_path / name)
     assert text_bytes > 30 * (1 << 20)
     assert arrow_peak < text_bytes / 3 and python_peak < text_bytes / 3, (arrow_peak, python_peak, text_bytes)
+
+
+def test_a_gzipped_file_is_streamed_by_the_length_of_its_content_not_its_size_on_disk(tmp_path):
+    """Text compresses five to ten times: a gzipped file a fifth of ``stream_above_mb`` on disk can hold several
+    times it, which a whole-file read would hold in memory, decoded and parsed."""
+    path = tmp_path / "repetitive.csv.gz"
+    text = make_batch(0, rows=200).round(1).to_csv(index=False).encode() * 80  # the same rows again: compresses well
+    path.write_bytes(gzip.compress(text))
+    limit = 2 * len(path.read_bytes()) / (1 << 20)  # twice the file's size on disk, a fraction of its content
+    assert len(text) > 4 * limit * (1 << 20)
+    assert streamed(path, config_for(tmp_path, limit).scale)
+    assert not streamed(path, config_for(tmp_path, 1.1 * len(text) / (1 << 20)).scale)
+    fifo = tmp_path / "fifo.csv.gz"
+    os.mkfifo(fifo)
+    assert not streamed(fifo, config_for(tmp_path, limit).scale)  # never opened blocking: the whole-file read refuses it
