@@ -16,9 +16,9 @@ CSV goes through Arrow's streaming reader (a ``.csv.gz`` decompressed as it is
 read), checked for width and UTF-8 as a whole-file read checks it. JSON lines
 are cut into line-aligned blocks, each checked (UTF-8, width, nesting) before
 Arrow parses it alone. Either way the blocks are small (Arrow's reader holds up
-to 32 read ahead) and their rows are regrouped into chunks of ``scale.chunk_rows``. A feature no line of a block has is all
-missing in that block; one no line of the file has is the reason a whole-file
-read gives, once the file's end is reached.
+to 32 read ahead) and their rows are regrouped into chunks of ``scale.chunk_rows``.
+A feature no line of a block has is all missing in that block; one no line of the
+file has is the reason a whole-file read gives, once the file's end is reached.
 """
 
 from __future__ import annotations

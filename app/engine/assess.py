@@ -234,7 +234,8 @@ class Assessor:
 
     def state(self, result: BatchResult, current: Profile) -> ModelState:
         verdict = self.verdict(pending=result)
-        flags = sorted((result.flags or []) + self._standing_judgments(result), key=lambda f: FLAG_ORDER.index(f["kind"]))
+        flags = sorted((result.flags or []) + self._standing_judgments(result),
+                       key=lambda flag: FLAG_ORDER.index(flag["kind"]))
         return ModelState(state=state_word(flags, result.feature_drift or {}), flags=flags,
                           verdict=verdict.to_dict(), current_profile=current.to_dict())
 

@@ -251,7 +251,8 @@ class ModelRunner(Stage):
         rows = frame[self.config.target].notna().to_numpy()
         labelled = frame[rows]
         truth = labelled[self.config.target]
-        serving_prediction = predict(serving_model, labelled, self.config.task) if served is None else rows_of(served, rows)
+        serving_prediction = (rows_of(served, rows) if served is not None
+                              else predict(serving_model, labelled, self.config.task))
         previous_prediction = predict(previous_model, labelled, self.config.task)
         previous_metrics = self.assess.metrics(truth, previous_prediction)
         outcome.result.previous_metrics = previous_metrics
